@@ -1,0 +1,225 @@
+"""Composition root: builds the aiohttp application from settings, and the `slotwise` command line."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from aiohttp import web
+
+from pages.links import LinkSigner
+from pages.openapi import openapi_document
+from pages.ratelimit import InMemoryRateLimiter
+from pages.routes import PagesContext, build_templates, setup_pages
+from scheduling.ports import Clock, RateLimiter
+from scheduling.service import Scheduler
+from settings import Settings
+from storage.database import Database
+from storage.repositories import SqlAgentKeys, SqlBookingStore, SqlRequestStore, SqlTenantCatalog
+
+log = logging.getLogger("slotwise")
+DATABASE = web.AppKey("database", Database)
+SETTINGS = web.AppKey("settings", Settings)
+DEMO_FILE = Path(__file__).parent / "examples" / "demo.yaml"
+
+
+class SystemClock:
+    def now(self) -> datetime:
+        return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class Overrides:
+    """What tests swap in: a fixed clock, or a limiter that fails."""
+
+    clock: Clock | None = None
+    ip_limiter: RateLimiter | None = None
+    page_limiter: RateLimiter | None = None
+    database: Database | None = None
+
+
+def create_app(settings: Settings, *, overrides: Overrides | None = None) -> web.Application:
+    overrides = overrides or Overrides()
+    app = web.Application(client_max_size=64 * 1024)
+    database = overrides.database or Database(settings.database_url)
+    clock = overrides.clock or SystemClock()
+    app[DATABASE] = database
+    app[SETTINGS] = settings
+    context = PagesContext(
+        catalog=SqlTenantCatalog(database),
+        scheduler=Scheduler(SqlBookingStore(database), clock),
+        signer=LinkSigner(settings.resolved_secret()),
+        ip_limiter=overrides.ip_limiter or InMemoryRateLimiter(settings.rate_limit_per_ip_per_minute),
+        page_limiter=overrides.page_limiter or InMemoryRateLimiter(settings.rate_limit_per_page_per_minute),
+        agent_keys=SqlAgentKeys(database),
+        requests=SqlRequestStore(database),
+        clock=clock,
+        base_url=settings.base_url.rstrip("/"),
+        manage_link_days=settings.manage_link_days,
+        request_link_days=settings.request_link_days,
+        templates=build_templates(),
+    )
+    setup_pages(app, context)
+    app.router.add_get("/healthz", _healthz)
+    app.router.add_get("/readyz", _readyz)
+    app.router.add_get("/api/openapi.json", _openapi)
+    app.router.add_get("/", _home)
+
+    async def database_ctx(app: web.Application) -> AsyncIterator[None]:
+        await database.migrate()
+        yield
+        if overrides.database is None:
+            await database.dispose()
+
+    app.cleanup_ctx.append(database_ctx)
+    return app
+
+
+async def _healthz(_request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+async def _readyz(request: web.Request) -> web.Response:
+    try:
+        await request.app[DATABASE].ping()
+    except Exception:
+        log.exception("readiness check failed")
+        return web.json_response({"status": "unavailable", "database": "unreachable"}, status=503)
+    return web.json_response({"status": "ready"})
+
+
+async def _openapi(request: web.Request) -> web.Response:
+    return web.json_response(openapi_document(request.app[SETTINGS].base_url))
+
+
+async def _home(_request: web.Request) -> web.Response:
+    return web.Response(
+        text="Slotwise is running. Booking pages live under /book/, /u/ and /t/; run `slotwise links` to list them.",
+        content_type="text/plain",
+    )
+
+
+# ---------------------------------------------------------------- command line
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="slotwise", description="Scheduling for MSP sales and service teams.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    for name, text in (("serve", "run the web server"), ("demo", "load the demo tenant and run the web server")):
+        sub = commands.add_parser(name, help=text)
+        sub.add_argument("--host", default=None)
+        sub.add_argument("--port", type=int, default=None)
+    apply = commands.add_parser("apply", help="apply a tenant YAML file (users, teams, appointment types)")
+    apply.add_argument("file", nargs="?")
+    apply.add_argument("--dry-run", action="store_true", help="print the changes without making them")
+    apply.add_argument("--schema", action="store_true", help="print the tenant file's JSON Schema")
+    links = commands.add_parser("links", help="print every bookable URL")
+    links.add_argument("--tenant", default=None)
+    links.add_argument("--json", action="store_true")
+    commands.add_parser("migrate", help="upgrade the database schema, keeping every row")
+    key = commands.add_parser("apikey", help="create an agent API key for a tenant (printed once)")
+    key.add_argument("--tenant", required=True)
+    key.add_argument("--name", default="agent")
+    key.add_argument("--role", choices=["agent", "admin"], default="agent")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    settings = Settings()
+    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    if args.command in ("serve", "demo"):
+        if args.host:
+            settings.host = args.host
+        if args.port:
+            settings.port = args.port
+        if args.command == "demo":
+            code = asyncio.run(_demo_setup(settings))
+            if code:
+                return code
+        web.run_app(create_app(settings), host=settings.host, port=settings.port, print=print)
+        return 0
+    return asyncio.run(_run_command(args, settings))
+
+
+async def _demo_setup(settings: Settings) -> int:
+    from admin.rollout import RolloutError, apply_plan, list_links, load_tenant_file, plan_changes
+
+    database = Database(settings.database_url)
+    try:
+        await database.migrate()
+        try:
+            plan = await plan_changes(database, load_tenant_file(DEMO_FILE))
+        except RolloutError as exc:
+            print(str(exc), file=sys.stderr)
+            return 2
+        await apply_plan(database, plan)
+        print(plan.render())
+        print("\nDemo booking pages:")
+        for link in await list_links(database, settings.base_url.rstrip("/"), "demo"):
+            print(f"  {link['kind']:<9} {link['name']:<32} {link['url']}")
+        print()
+    finally:
+        await database.dispose()
+    return 0
+
+
+async def _run_command(args: argparse.Namespace, settings: Settings) -> int:
+    from admin.rollout import (
+        RolloutError,
+        apply_plan,
+        list_links,
+        load_tenant_file,
+        plan_changes,
+        tenant_file_json_schema,
+    )
+
+    if args.command == "apply" and args.schema:
+        print(json.dumps(tenant_file_json_schema(), indent=2))
+        return 0
+    database = Database(settings.database_url)
+    try:
+        await database.migrate()
+        if args.command == "migrate":
+            print("Database is up to date.")
+            return 0
+        if args.command == "apply":
+            if not args.file:
+                print("slotwise apply: give a tenant file, or --schema", file=sys.stderr)
+                return 2
+            try:
+                plan = await plan_changes(database, load_tenant_file(Path(args.file)))
+            except RolloutError as exc:
+                print(str(exc), file=sys.stderr)
+                return 1
+            print(plan.render())
+            if not args.dry_run:
+                await apply_plan(database, plan)
+                print("Applied." if plan.changes else "")
+            return 0
+        if args.command == "links":
+            links = await list_links(database, settings.base_url.rstrip("/"), args.tenant)
+            if args.json:
+                print(json.dumps(links, indent=2))
+            else:
+                for link in links:
+                    print(f"{link['tenant']:<12} {link['kind']:<9} {link['name']:<32} {link['url']}")
+            return 0
+        if args.command == "apikey":
+            raw = await SqlAgentKeys(database).create_key(args.tenant, args.name, args.role)
+            print(raw)
+            return 0
+    finally:
+        await database.dispose()
+    return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

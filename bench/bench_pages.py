@@ -1,0 +1,237 @@
+"""HTTP benchmarks: GET PATH/slots for a 20-person round robin, and booking throughput, each against a bare
+aiohttp baseline measured in the same run (run: .venv/bin/python bench/bench_pages.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import statistics
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import yaml
+from aiohttp import web
+from sqlalchemy import text
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from admin.rollout import apply_plan, load_tenant_file, plan_changes
+from app import Overrides, create_app
+from settings import Settings
+from storage.database import Database
+from storage.tables import busy_cache, users
+
+MEMBERS = 20
+BUSY = 10_000
+DAYS = 60
+ZONES = ["America/New_York", "America/Chicago", "America/Los_Angeles", "Europe/London", "Asia/Kolkata"]
+NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
+
+
+class FixedClock:
+    def now(self) -> datetime:
+        return NOW
+
+
+def tenant_document() -> dict[str, Any]:
+    week = {day: ["09:00-17:00"] for day in ("mon", "tue", "wed", "thu", "fri")}
+    people = [
+        {
+            "slug": f"rep{i}",
+            "name": f"Rep {i}",
+            "email": f"rep{i}@bench.example",
+            "time_zone": ZONES[i % len(ZONES)],
+            "primary_calendar": "m365",
+            "working_hours": week,
+        }
+        for i in range(MEMBERS)
+    ]
+    return {
+        "tenant": {"slug": "bench", "name": "Bench", "time_zone": "UTC", "holidays": []},
+        "users": people,
+        "teams": [{"slug": "sales", "name": "Sales", "members": [p["slug"] for p in people], "managers": []}],
+        "appointment_types": [
+            {
+                "slug": "rr",
+                "name": "Round robin",
+                "duration": 30,
+                "increment": 15,
+                "minimum_notice": "0 minutes",
+                "maximum_window": f"{DAYS} days",
+                "location": {"kind": "teams"},
+                "host": {"team": "sales", "mode": "round_robin"},
+            }
+        ],
+    }
+
+
+async def prepare(folder: Path) -> Database:
+    path = folder / "bench.yaml"
+    path.write_text(yaml.safe_dump(tenant_document()))
+    database = Database(f"sqlite:///{folder}/bench.db")
+    await database.migrate()
+    await apply_plan(database, await plan_changes(database, load_tenant_file(path)))
+    rng = random.Random(7)
+    async with database.write() as conn:
+        ids = [row[0] for row in await conn.execute(users.select().with_only_columns(users.c.id, users.c.tenant_id))]
+        tenant_id = (await conn.execute(users.select().with_only_columns(users.c.tenant_id).limit(1))).scalar_one()
+        rows = []
+        for _ in range(BUSY):
+            start = NOW + timedelta(minutes=15 * rng.randrange(0, DAYS * 96))
+            rows.append(
+                {
+                    "tenant_id": tenant_id,
+                    "user_id": rng.choice(ids),
+                    "source": "m365",
+                    "starts_at": start,
+                    "ends_at": start + timedelta(minutes=rng.choice((15, 30, 60, 90))),
+                    "label": "busy",
+                    "fetched_at": NOW,
+                }
+            )
+        await conn.execute(busy_cache.insert(), rows)
+    return database
+
+
+async def serve(app: web.Application) -> tuple[web.AppRunner, str]:
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    return runner, f"http://127.0.0.1:{port}"
+
+
+async def time_gets(session: aiohttp.ClientSession, url: str, runs: int) -> list[float]:
+    for _ in range(5):
+        async with session.get(url) as response:
+            await response.read()
+    samples = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        async with session.get(url) as response:
+            await response.read()
+            assert response.status == 200
+        samples.append((time.perf_counter() - started) * 1000)
+    return samples
+
+
+def summary(samples: list[float]) -> tuple[float, float]:
+    ordered = sorted(samples)
+    return statistics.median(ordered), ordered[int(len(ordered) * 0.95) - 1]
+
+
+async def bench_slots(database: Database, folder: Path) -> None:
+    settings = Settings(
+        database_url="sqlite:///unused", secret_key="bench-secret-0123456789-abcdefghij", secret_key_file=folder / "k"
+    )  # type: ignore[arg-type]
+    ours, ours_url = await serve(create_app(settings, overrides=Overrides(clock=FixedClock(), database=database)))
+    path = f"/book/bench/rr/slots?start=2026-11-23&end={(NOW + timedelta(days=DAYS - 1)).date()}&tz=UTC"
+    async with aiohttp.ClientSession() as session:
+        async with session.get(ours_url + path) as response:
+            payload = await response.json()
+        body = json.dumps(payload)
+
+        async def bare(_request: web.Request) -> web.Response:
+            return web.json_response(json.loads(body))
+
+        bare_app = web.Application()
+        bare_app.router.add_get("/slots", bare)
+        baseline, bare_url = await serve(bare_app)
+        bare_samples = await time_gets(session, bare_url + "/slots", 60)
+        our_samples = await time_gets(session, ours_url + path, 60)
+        await baseline.cleanup()
+    await ours.cleanup()
+    (bare_median, bare_p95), (our_median, our_p95) = summary(bare_samples), summary(our_samples)
+    print(
+        f"GET PATH/slots, {MEMBERS}-person round robin, {DAYS} days, {BUSY} busy intervals, {len(payload['slots'])} slots"
+    )
+    print(f"  bare aiohttp handler (same JSON): median {bare_median:.2f} ms  p95 {bare_p95:.2f} ms")
+    print(f"  slotwise:                         median {our_median:.2f} ms  p95 {our_p95:.2f} ms")
+    print(f"  ratio (median): {our_median / bare_median:.2f}x   ratio (p95): {our_p95 / bare_p95:.2f}x   target <= 3x")
+
+
+async def bench_booking_throughput(folder: Path) -> None:
+    database = Database(f"sqlite:///{folder}/throughput.db")
+    await database.migrate()
+    path = folder / "t.yaml"
+    document = tenant_document()
+    document["appointment_types"][0]["host"] = {"user": "rep0"}
+    document["users"][0]["time_zone"] = "UTC"
+    document["users"][0]["working_hours"] = {
+        d: ["00:00-24:00"] for d in ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+    }
+    path.write_text(yaml.safe_dump(document))
+    await apply_plan(database, await plan_changes(database, load_tenant_file(path)))
+    settings = Settings(  # type: ignore[arg-type]
+        database_url="sqlite:///unused",
+        secret_key="bench-secret-0123456789-abcdefghij",
+        secret_key_file=folder / "k",
+        rate_limit_per_ip_per_minute=10**9,
+        rate_limit_per_page_per_minute=10**9,
+    )
+    ours, ours_url = await serve(create_app(settings, overrides=Overrides(clock=FixedClock(), database=database)))
+
+    bare_db = Database(f"sqlite:///{folder}/bare.db")
+    async with bare_db.write() as conn:
+        await conn.execute(text("CREATE TABLE t (id INTEGER PRIMARY KEY, body TEXT)"))
+
+    async def bare(request: web.Request) -> web.Response:
+        body = await request.json()
+        async with bare_db.write() as conn:
+            await conn.execute(text("INSERT INTO t (body) VALUES (:b)"), {"b": json.dumps(body)})
+        return web.json_response({"ok": True}, status=201)
+
+    bare_app = web.Application()
+    bare_app.router.add_post("/bookings", bare)
+    baseline, bare_url = await serve(bare_app)
+    count, concurrency = 300, 8
+
+    async def run(url: str, make_body: Any) -> float:
+        queue = list(range(count))
+        async with aiohttp.ClientSession() as session:
+
+            async def worker() -> None:
+                while queue:
+                    index = queue.pop()
+                    async with session.post(url, json=make_body(index)) as response:
+                        await response.read()
+                        assert response.status == 201, await response.text()
+
+            started = time.perf_counter()
+            await asyncio.gather(*(worker() for _ in range(concurrency)))
+            return count / (time.perf_counter() - started)
+
+    def booking(index: int) -> dict[str, Any]:
+        start = NOW + timedelta(hours=2) + timedelta(minutes=30 * index)
+        return {"start": start.isoformat(), "name": f"Client {index}", "email": f"c{index}@x.test", "time_zone": "UTC"}
+
+    bare_rate = await run(bare_url + "/bookings", booking)
+    our_rate = await run(ours_url + "/book/bench/rr/bookings", booking)
+    await ours.cleanup()
+    await baseline.cleanup()
+    await bare_db.dispose()
+    await database.dispose()
+    print(f"Booking throughput, {count} distinct slots, {concurrency} concurrent clients (SQLite)")
+    print(f"  bare aiohttp INSERT+commit: {bare_rate:.0f} req/s")
+    print(f"  slotwise POST bookings:     {our_rate:.0f} bookings/s")
+    print(f"  ratio: {our_rate / bare_rate:.2f}x   target >= 0.5x")
+
+
+async def main() -> None:
+    with tempfile.TemporaryDirectory() as raw:
+        folder = Path(raw)
+        database = await prepare(folder)
+        await bench_slots(database, folder)
+        await database.dispose()
+        await bench_booking_throughput(folder)
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

@@ -1,0 +1,1 @@
+"""Public booking pages and their JSON API."""

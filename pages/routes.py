@@ -1,0 +1,751 @@
+"""Booking pages (server-rendered HTML) and their JSON API: slots, bookings, manage links, scheduling requests."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Any
+from urllib.parse import urlencode
+from zoneinfo import ZoneInfo
+
+import jinja2
+from aiohttp import web
+
+from pages.links import LinkSigner, csrf_matches, new_csrf_token
+from scheduling.errors import (
+    InvalidRequest,
+    LinkExpired,
+    LinkInvalid,
+    NotFound,
+    SlotUnavailable,
+    SlotwiseError,
+)
+from scheduling.model import Booking, BookingStatus, BookingTarget, ClientDetails, Slot
+from scheduling.ports import AgentKeys, Clock, RateLimiter, RequestStore, TenantCatalog
+from scheduling.service import Scheduler, parse_time_zone, validate_email
+
+log = logging.getLogger("slotwise.pages")
+CSRF_COOKIE = "sw_csrf"
+DAYS_SHOWN = 14
+
+
+@dataclass(frozen=True)
+class PagesContext:
+    catalog: TenantCatalog
+    scheduler: Scheduler
+    signer: LinkSigner
+    ip_limiter: RateLimiter
+    page_limiter: RateLimiter
+    agent_keys: AgentKeys
+    requests: RequestStore
+    clock: Clock
+    base_url: str
+    manage_link_days: int
+    request_link_days: int
+    templates: jinja2.Environment
+
+
+PAGES = web.AppKey("pages", PagesContext)
+
+
+def build_templates() -> jinja2.Environment:
+    environment = jinja2.Environment(
+        loader=jinja2.PackageLoader("pages", "templates"),
+        autoescape=jinja2.select_autoescape(["html"], default=True),
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    environment.filters["localtime"] = lambda moment, zone: moment.astimezone(ZoneInfo(zone)).strftime("%H:%M")
+    environment.filters["localdatetime"] = lambda moment, zone: moment.astimezone(ZoneInfo(zone)).strftime(
+        "%A %-d %B %Y, %H:%M"
+    )
+    environment.filters["qs"] = _query_string
+    return environment
+
+
+def _query_string(params: Mapping[str, str], action: str = "") -> str:
+    """Query string for page links; keeps the reschedule action so day and slot links stay in that flow."""
+    values = {key: value for key, value in params.items() if value}
+    if action:
+        values["action"] = action
+    return urlencode(values)
+
+
+# ---------------------------------------------------------------- errors
+
+
+_STATUS: list[tuple[type[SlotwiseError], int, str]] = [
+    (SlotUnavailable, 409, "slot_unavailable"),
+    (LinkExpired, 410, "link_expired"),
+    (LinkInvalid, 404, "link_invalid"),
+    (NotFound, 404, "not_found"),
+    (InvalidRequest, 400, "invalid_request"),
+]
+
+
+def _wants_json(request: web.Request) -> bool:
+    path = request.path
+    if path.startswith("/api/") or path.endswith(("/slots", "/explain")):
+        return True
+    if request.method == "POST":
+        return (request.content_type or "") == "application/json"
+    return "application/json" in request.headers.get("Accept", "") and "text/html" not in request.headers.get(
+        "Accept", ""
+    )
+
+
+def error_body(code: str, message: str, **extra: Any) -> dict[str, Any]:
+    return {"error": {"code": code, "message": message, **extra}}
+
+
+@web.middleware
+async def error_middleware(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """Turn our errors into specific 4xx answers, as JSON for the API and as a page for people."""
+    try:
+        return await handler(request)
+    except SlotwiseError as exc:
+        status, code = next(((s, c) for kind, s, c in _STATUS if isinstance(exc, kind)), (400, "invalid_request"))
+        extra: dict[str, Any] = {}
+        if isinstance(exc, InvalidRequest) and exc.field:
+            extra["field"] = exc.field
+        if isinstance(exc, SlotUnavailable):
+            extra["next_free"] = [moment.isoformat() for moment in exc.next_free]
+        return _error_response(request, status, code, str(exc), extra)
+    except web.HTTPException as exc:
+        if exc.status >= 400 and _wants_json(request):
+            response = _error_response(
+                request, exc.status, exc.reason.lower().replace(" ", "_"), exc.text or exc.reason, {}
+            )
+            if "Retry-After" in exc.headers:
+                response.headers["Retry-After"] = exc.headers["Retry-After"]
+            return response
+        raise
+
+
+def _error_response(request: web.Request, status: int, code: str, message: str, extra: dict[str, Any]) -> web.Response:
+    if _wants_json(request):
+        return web.json_response(error_body(code, message, **extra), status=status)
+    ctx = request.app[PAGES]
+    html = ctx.templates.get_template("error.html").render(
+        status=status, message=message, title="Something needs attention"
+    )
+    return web.Response(text=html, status=status, content_type="text/html")
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def _zone_from(request: web.Request, default: str) -> tuple[str, ZoneInfo]:
+    name = request.query.get("tz") or default
+    return name, parse_time_zone(name)
+
+
+def _parse_day(value: str, field: str) -> date:
+    try:
+        return date.fromisoformat(value)
+    except ValueError as exc:
+        raise InvalidRequest(f"'{value[:20]}' is not a date; use YYYY-MM-DD", field=field) from exc
+
+
+def parse_instant(value: Any, field: str = "start") -> datetime:
+    if not isinstance(value, str) or len(value) > 40:
+        raise InvalidRequest("Give the time as ISO-8601 with an offset, e.g. 2026-11-24T15:00:00+00:00", field=field)
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise InvalidRequest(f"'{value}' is not an ISO-8601 time", field=field) from exc
+    if moment.tzinfo is None:
+        raise InvalidRequest("The time needs a UTC offset, e.g. 2026-11-24T15:00:00+00:00", field=field)
+    return moment.astimezone(UTC)
+
+
+async def read_json(request: web.Request) -> dict[str, Any]:
+    try:
+        body = await request.json(loads=json.loads)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InvalidRequest("The request body is not valid JSON") from exc
+    if not isinstance(body, dict):
+        raise InvalidRequest("The request body must be a JSON object")
+    return body
+
+
+def _slot_json(slot: Slot, zone: ZoneInfo) -> dict[str, str]:
+    return {"start": slot.starts_at.astimezone(zone).isoformat(), "end": slot.ends_at.astimezone(zone).isoformat()}
+
+
+async def _admit(request: web.Request, page_key: str) -> None:
+    """Rate-limit a public POST per client IP and per page; a limiter failure refuses (fail closed)."""
+    ctx = request.app[PAGES]
+    ip = request.remote or "unknown"
+    try:
+        allowed = await ctx.ip_limiter.admit(f"ip:{ip}") and await ctx.page_limiter.admit(f"page:{page_key}")
+    except Exception:
+        log.exception("rate limiter failed; refusing the request")
+        raise web.HTTPServiceUnavailable(
+            text="We can't accept bookings right now. Please try again in a minute.", headers={"Retry-After": "60"}
+        ) from None
+    if not allowed:
+        raise web.HTTPTooManyRequests(
+            text="Too many attempts from your network. Please wait a minute and try again.",
+            headers={"Retry-After": "60"},
+        )
+
+
+def booking_json(ctx: PagesContext, target: BookingTarget, booking: Booking, zone: ZoneInfo) -> dict[str, Any]:
+    names = {host.user_id: host.name for host in target.hosts}
+    kind = target.appointment_type
+    return {
+        "id": booking.booking_id,
+        "status": booking.status.value,
+        "start": booking.starts_at.astimezone(zone).isoformat(),
+        "end": booking.ends_at.astimezone(zone).isoformat(),
+        "time_zone": str(zone),
+        "appointment_type": {"slug": kind.slug, "name": kind.name},
+        "location": {"kind": kind.location.kind.value, "description": kind.location.describe()},
+        "hosts": [{"name": names.get(host_id, "")} for host_id in booking.host_ids],
+        "client": {"name": booking.client.name, "email": booking.client.email},
+        "guests": list(booking.client.guests),
+        "manage_url": manage_url(ctx, booking),
+    }
+
+
+def manage_path(ctx: PagesContext, booking: Booking) -> str:
+    """Path of the signed manage link; it expires when the appointment ends (or after manage_link_days)."""
+    expires = min(booking.ends_at, ctx.clock.now() + timedelta(days=ctx.manage_link_days))
+    expires = max(expires, ctx.clock.now() + timedelta(hours=1))
+    token = ctx.signer.sign("manage", booking.tenant_id, booking.booking_id, expires)
+    return f"/m/{token}"
+
+
+def manage_url(ctx: PagesContext, booking: Booking) -> str:
+    return ctx.base_url + manage_path(ctx, booking)
+
+
+def _client_from(body: Mapping[str, Any], default_zone: str) -> ClientDetails:
+    def text(key: str, limit: int) -> str:
+        value = body.get(key, "")
+        if value is None:
+            return ""
+        if not isinstance(value, str):
+            raise InvalidRequest(f"'{key}' must be text", field=key)
+        if len(value) > limit:
+            raise InvalidRequest(f"'{key}' is too long (at most {limit} characters)", field=key)
+        return value
+
+    answers = body.get("answers") or {}
+    if not isinstance(answers, dict) or not all(isinstance(v, str) for v in answers.values()):
+        raise InvalidRequest("'answers' must be an object of text answers", field="answers")
+    guests = body.get("guests") or []
+    if isinstance(guests, str):
+        guests = [part.strip() for part in guests.replace(";", ",").split(",") if part.strip()]
+    if not isinstance(guests, list) or not all(isinstance(g, str) for g in guests):
+        raise InvalidRequest("'guests' must be a list of email addresses", field="guests")
+    return ClientDetails(
+        name=text("name", 200),
+        email=text("email", 254),
+        time_zone=text("time_zone", 64) or default_zone,
+        answers={str(k)[:64]: v for k, v in answers.items()},
+        guests=tuple(guests),
+        notes=text("notes", 2000),
+    )
+
+
+# ---------------------------------------------------------------- targets
+
+
+async def _type_target(request: web.Request) -> BookingTarget:
+    ctx = request.app[PAGES]
+    target = await ctx.catalog.find_type_target(request.match_info["tenant"], request.match_info["type"])
+    if target is None or not target.hosts:
+        raise NotFound("We couldn't find that booking page. Check the link with the person who sent it.")
+    return target
+
+
+async def _request_target(request: web.Request) -> BookingTarget:
+    ctx = request.app[PAGES]
+    claims = ctx.signer.verify("request", request.match_info["token"], ctx.clock.now())
+    target = await ctx.catalog.find_request_target(claims.tenant_id, claims.subject_id)
+    if target is None:
+        raise LinkInvalid("This link is not valid")
+    if target.request is not None and target.request.used:
+        raise LinkExpired("This scheduling link has already been used to book an appointment")
+    return target
+
+
+async def _manage_target(request: web.Request) -> tuple[BookingTarget, Booking]:
+    ctx = request.app[PAGES]
+    claims = ctx.signer.verify("manage", request.match_info["token"], ctx.clock.now())
+    booking = await ctx.scheduler.get_booking(claims.tenant_id, claims.subject_id)
+    target = await ctx.catalog.find_target_for_type(claims.tenant_id, booking.type_id)
+    if target is None:
+        raise NotFound("This booking's appointment type no longer exists")
+    return target, booking
+
+
+TargetLoader = Callable[[web.Request], Awaitable[BookingTarget]]
+
+
+# ---------------------------------------------------------------- JSON API
+
+
+def _slots_handler(load: TargetLoader) -> Callable[[web.Request], Awaitable[web.Response]]:
+    async def handler(request: web.Request) -> web.Response:
+        ctx = request.app[PAGES]
+        target = await load(request)
+        zone_name, zone = _zone_from(request, target.hosts[0].schedule.time_zone.key)
+        today = ctx.clock.now().astimezone(zone).date()
+        first = _parse_day(request.query["start"], "start") if "start" in request.query else today
+        last = _parse_day(request.query["end"], "end") if "end" in request.query else first + timedelta(days=6)
+        if last < first:
+            raise InvalidRequest("'end' must not be before 'start'", field="end")
+        range_start = datetime.combine(first, time(0), tzinfo=zone)
+        range_end = datetime.combine(last + timedelta(days=1), time(0), tzinfo=zone)
+        slots = await ctx.scheduler.list_slots(target, range_start, range_end)
+        return web.json_response({"time_zone": zone_name, "slots": [_slot_json(slot, zone) for slot in slots]})
+
+    return handler
+
+
+def _bookings_handler(load: TargetLoader) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    async def handler(request: web.Request) -> web.StreamResponse:
+        ctx = request.app[PAGES]
+        target = await load(request)
+        await _admit(request, f"{target.tenant_id}:{target.appointment_type.type_id}")
+        default_zone = target.hosts[0].schedule.time_zone.key
+        if request.content_type == "application/json":
+            body = await read_json(request)
+            client = _client_from(body, default_zone)
+            zone = parse_time_zone(client.time_zone)
+            booking, created = await ctx.scheduler.book(
+                target, parse_instant(body.get("start")), client, idempotency_key=request.headers.get("Idempotency-Key")
+            )
+            return web.json_response(booking_json(ctx, target, booking, zone), status=201 if created else 200)
+        return await _form_booking(request, target, default_zone)
+
+    return handler
+
+
+async def _form_booking(request: web.Request, target: BookingTarget, default_zone: str) -> web.StreamResponse:
+    """The no-JavaScript path: a form post with a CSRF token, answered by a redirect to the confirmation."""
+    ctx = request.app[PAGES]
+    if request.content_type not in ("application/x-www-form-urlencoded", "multipart/form-data"):
+        raise InvalidRequest("Send the booking as JSON (Content-Type: application/json) or as a form")
+    form = await request.post()
+    if not csrf_matches(request.cookies.get(CSRF_COOKIE), str(form.get("csrf_token", ""))):
+        raise web.HTTPForbidden(text="Your session expired. Reload the page and try again.")
+    body: dict[str, Any] = {
+        "name": str(form.get("name", "")),
+        "email": str(form.get("email", "")),
+        "time_zone": str(form.get("time_zone", default_zone)),
+        "notes": str(form.get("notes", "")),
+        "guests": str(form.get("guests", "")),
+        "answers": {
+            key.removeprefix("answer_"): str(value) for key, value in form.items() if key.startswith("answer_")
+        },
+    }
+    client = _client_from(body, default_zone)
+    zone = parse_time_zone(client.time_zone)
+    start = parse_instant(str(form.get("start", "")))
+    try:
+        booking, _created = await ctx.scheduler.book(
+            target, start, client, idempotency_key=str(form.get("idempotency_key") or "") or None
+        )
+    except (InvalidRequest, SlotUnavailable) as exc:
+        status = 409 if isinstance(exc, SlotUnavailable) else 400
+        return await _render_booking_page(
+            request, target, zone, start.astimezone(zone).date(), start, str(exc), status, form
+        )
+    raise web.HTTPSeeOther(manage_path(ctx, booking) + "?" + urlencode({"booked": "1", "tz": str(zone)}))
+
+
+async def explain_handler(request: web.Request) -> web.Response:
+    """Why isn't a time offered? For authenticated agents of the page's own tenant only."""
+    ctx = request.app[PAGES]
+    tenant_id, _role = await authenticate_agent(request)
+    target = await _type_target(request)
+    if target.tenant_id != tenant_id:
+        raise NotFound("We couldn't find that booking page. Check the link with the person who sent it.")
+    start = parse_instant(request.query.get("start"))
+    reasons = await ctx.scheduler.explain(target, start)
+    names = {host.user_id: host.name for host in target.hosts}
+    return web.json_response(
+        {
+            "start": start.isoformat(),
+            "offered": _offered(target, reasons),
+            "reasons": [
+                {"code": r.code.value, "host": names.get(r.host_id, r.host_id), "message": r.message} for r in reasons
+            ],
+        }
+    )
+
+
+def _offered(target: BookingTarget, reasons: list[Any]) -> bool:
+    blocked = {reason.host_id for reason in reasons}
+    if target.appointment_type.mode.value == "round_robin":
+        return any(host.user_id not in blocked for host in target.hosts)
+    return not reasons
+
+
+async def authenticate_agent(request: web.Request) -> tuple[str, str]:
+    ctx = request.app[PAGES]
+    header = request.headers.get("Authorization", "")
+    scheme, _, raw = header.partition(" ")
+    if scheme.lower() != "bearer" or not raw or len(raw) > 200:
+        raise web.HTTPUnauthorized(text="Send an agent API key as 'Authorization: Bearer <key>'")
+    found = await ctx.agent_keys.authenticate(raw.strip())
+    if found is None:
+        raise web.HTTPUnauthorized(text="This API key is not valid or was revoked")
+    return found
+
+
+async def create_request_handler(request: web.Request) -> web.Response:
+    """An agent creates a one-time scheduling link for a ticket, with ad-hoc duration, window and guests."""
+    ctx = request.app[PAGES]
+    tenant_id, role = await authenticate_agent(request)
+    body = await read_json(request)
+    type_slug = body.get("appointment_type")
+    ticket = body.get("ticket")
+    if not isinstance(type_slug, str) or not type_slug:
+        raise InvalidRequest("'appointment_type' (a slug) is required", field="appointment_type")
+    if not isinstance(ticket, str) or not ticket.strip() or len(ticket) > 64:
+        raise InvalidRequest("'ticket' (the PSA ticket number, at most 64 characters) is required", field="ticket")
+    duration = body.get("duration_minutes")
+    if duration is not None and (
+        not isinstance(duration, int) or isinstance(duration, bool) or not 5 <= duration <= 480
+    ):
+        raise InvalidRequest("'duration_minutes' must be a whole number from 5 to 480", field="duration_minutes")
+    window_start = parse_instant(body["window_start"], "window_start") if body.get("window_start") else None
+    window_end = parse_instant(body["window_end"], "window_end") if body.get("window_end") else None
+    if window_start and window_end and window_end <= window_start:
+        raise InvalidRequest("'window_end' must be after 'window_start'", field="window_end")
+    guests = body.get("guests") or []
+    if not isinstance(guests, list) or len(guests) > 10:
+        raise InvalidRequest("'guests' must be a list of at most 10 email addresses", field="guests")
+    clean_guests = [validate_email(str(guest), field="guests") for guest in guests]
+    now = ctx.clock.now()
+    expires = now + timedelta(days=ctx.request_link_days)
+    if window_end is not None:
+        expires = min(expires, window_end)
+    request_id = await ctx.requests.create_request(
+        tenant_id,
+        type_slug,
+        ticket=ticket.strip(),
+        duration=timedelta(minutes=duration) if duration else None,
+        window_starts_at=window_start,
+        window_ends_at=window_end,
+        guests=clean_guests,
+        created_by=role,
+        expires_at=expires,
+    )
+    token = ctx.signer.sign("request", tenant_id, request_id, expires)
+    return web.json_response(
+        {
+            "id": request_id,
+            "ticket": ticket.strip(),
+            "url": f"{ctx.base_url}/r/{token}",
+            "expires_at": expires.isoformat(),
+        },
+        status=201,
+    )
+
+
+# ---------------------------------------------------------------- HTML pages
+
+
+def _csrf(request: web.Request) -> str:
+    return request.cookies.get(CSRF_COOKIE) or new_csrf_token()
+
+
+def _html(request: web.Request, template: str, status: int = 200, **values: Any) -> web.Response:
+    ctx = request.app[PAGES]
+    token = _csrf(request)
+    html = ctx.templates.get_template(template).render(csrf_token=token, **values)
+    response = web.Response(text=html, status=status, content_type="text/html")
+    response.headers["Content-Security-Policy"] = (
+        "default-src 'self'; style-src 'self'; script-src 'self'; img-src 'self' data:; form-action 'self'"
+    )
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    response.headers["Referrer-Policy"] = "no-referrer"
+    if CSRF_COOKIE not in request.cookies:
+        response.set_cookie(CSRF_COOKIE, token, httponly=True, samesite="Lax", path="/")
+    return response
+
+
+def _group_by_day(slots: list[Slot], zone: ZoneInfo) -> dict[date, list[Slot]]:
+    days: dict[date, list[Slot]] = {}
+    for slot in slots:
+        days.setdefault(slot.starts_at.astimezone(zone).date(), []).append(slot)
+    return days
+
+
+async def _render_booking_page(
+    request: web.Request,
+    target: BookingTarget,
+    zone: ZoneInfo,
+    chosen_day: date | None,
+    chosen_start: datetime | None,
+    error: str | None,
+    status: int,
+    form: Mapping[str, Any] | None = None,
+    *,
+    mode: str = "book",
+    booking: Booking | None = None,
+) -> web.Response:
+    ctx = request.app[PAGES]
+    today = ctx.clock.now().astimezone(zone).date()
+    first = chosen_day if chosen_day and chosen_day >= today else today
+    first = max(today, first - timedelta(days=first.weekday())) if chosen_day else today
+    range_start = datetime.combine(first, time(0), tzinfo=zone)
+    range_end = datetime.combine(first + timedelta(days=DAYS_SHOWN), time(0), tzinfo=zone)
+    slots = await ctx.scheduler.list_slots(target, range_start, range_end)
+    by_day = _group_by_day(slots, zone)
+    if chosen_day is None or chosen_day not in by_day:
+        chosen_day = chosen_day if chosen_day in by_day else (min(by_day) if by_day else first)
+    days = [first + timedelta(days=offset) for offset in range(DAYS_SHOWN)]
+    return _html(
+        request,
+        "booking.html",
+        status=status,
+        target=target,
+        kind=target.appointment_type,
+        hosts=target.hosts,
+        zone=str(zone),
+        zones=_zone_choices(str(zone)),
+        days=days,
+        by_day=by_day,
+        chosen_day=chosen_day,
+        chosen_start=chosen_start,
+        error=error,
+        form=form or {},
+        page_path=request.path.rsplit("/bookings", 1)[0].rsplit("/reschedule", 1)[0],
+        prev_day=first - timedelta(days=DAYS_SHOWN) if first > today else None,
+        next_day=first + timedelta(days=DAYS_SHOWN),
+        mode=mode,
+        action="reschedule" if mode == "reschedule" else "",
+        booking=booking,
+        duration_minutes=int(target.duration.total_seconds() // 60),
+    )
+
+
+_COMMON_ZONES = (
+    "America/Los_Angeles",
+    "America/Denver",
+    "America/Chicago",
+    "America/New_York",
+    "America/Toronto",
+    "America/Sao_Paulo",
+    "Europe/London",
+    "Europe/Dublin",
+    "Europe/Berlin",
+    "Europe/Paris",
+    "Europe/Amsterdam",
+    "Africa/Johannesburg",
+    "Asia/Dubai",
+    "Asia/Kolkata",
+    "Asia/Singapore",
+    "Asia/Tokyo",
+    "Australia/Sydney",
+    "Pacific/Auckland",
+    "UTC",
+)
+
+
+def _zone_choices(current: str) -> list[str]:
+    return sorted({*_COMMON_ZONES, current})
+
+
+def _page_handler(load: TargetLoader) -> Callable[[web.Request], Awaitable[web.Response]]:
+    async def handler(request: web.Request) -> web.Response:
+        target = await load(request)
+        zone_name, zone = _zone_from(request, target.hosts[0].schedule.time_zone.key)
+        del zone_name
+        day = _parse_day(request.query["date"], "date") if "date" in request.query else None
+        start = parse_instant(request.query["start"]) if "start" in request.query else None
+        if start is not None and day is None:
+            day = start.astimezone(zone).date()
+        return await _render_booking_page(request, target, zone, day, start, None, 200)
+
+    return handler
+
+
+async def personal_page(request: web.Request) -> web.Response:
+    ctx = request.app[PAGES]
+    found = await ctx.catalog.find_personal_page(request.match_info["tenant"], request.match_info["user"])
+    if found is None:
+        raise NotFound("We couldn't find that page. Check the link with the person who sent it.")
+    host, types = found
+    tenant = request.match_info["tenant"]
+    return _html(
+        request,
+        "listing.html",
+        title=f"Book time with {host.name}",
+        heading=host.name,
+        types=types,
+        tenant=tenant,
+        base_url=ctx.base_url,
+    )
+
+
+async def team_page(request: web.Request) -> web.Response:
+    ctx = request.app[PAGES]
+    found = await ctx.catalog.find_team_page(request.match_info["tenant"], request.match_info["team"])
+    if found is None:
+        raise NotFound("We couldn't find that page. Check the link with the person who sent it.")
+    name, types = found
+    tenant = request.match_info["tenant"]
+    return _html(
+        request,
+        "listing.html",
+        title=f"Book time with {name}",
+        heading=name,
+        types=types,
+        tenant=tenant,
+        base_url=ctx.base_url,
+    )
+
+
+async def manage_page(request: web.Request) -> web.Response:
+    ctx = request.app[PAGES]
+    target, booking = await _manage_target(request)
+    _zone_name, zone = _zone_from(request, booking.client.time_zone)
+    if request.query.get("action") == "reschedule" and booking.status is BookingStatus.CONFIRMED:
+        day = _parse_day(request.query["date"], "date") if "date" in request.query else None
+        start = parse_instant(request.query["start"]) if "start" in request.query else None
+        if start is not None and day is None:
+            day = start.astimezone(zone).date()
+        return await _render_booking_page(
+            request,
+            _reschedule_target(target, booking),
+            zone,
+            day,
+            start,
+            None,
+            200,
+            mode="reschedule",
+            booking=booking,
+        )
+    names = {host.user_id: host.name for host in target.hosts}
+    return _html(
+        request,
+        "manage.html",
+        target=target,
+        kind=target.appointment_type,
+        booking=booking,
+        hosts=[names.get(host_id, "") for host_id in booking.host_ids],
+        starts=booking.starts_at.astimezone(zone),
+        ends=booking.ends_at.astimezone(zone),
+        zone=str(zone),
+        just_booked=request.query.get("booked") == "1",
+        just_moved=request.query.get("moved") == "1",
+        cancelled=booking.status is BookingStatus.CANCELLED,
+        can_change=booking.status is BookingStatus.CONFIRMED and booking.starts_at > ctx.clock.now(),
+        page_path=request.path,
+    )
+
+
+def _reschedule_target(target: BookingTarget, booking: Booking) -> BookingTarget:
+    from scheduling.model import SchedulingRequest
+
+    return BookingTarget(
+        target.tenant_id,
+        target.tenant_slug,
+        target.tenant_name,
+        target.appointment_type,
+        target.hosts,
+        target.holidays,
+        SchedulingRequest("", "", booking.ends_at - booking.starts_at, None, None, (), used=False),
+    )
+
+
+async def manage_slots(request: web.Request) -> web.Response:
+    async def load(req: web.Request) -> BookingTarget:
+        target, booking = await _manage_target(req)
+        return _reschedule_target(target, booking)
+
+    return await _slots_handler(load)(request)
+
+
+async def manage_reschedule(request: web.Request) -> web.StreamResponse:
+    ctx = request.app[PAGES]
+    target, booking = await _manage_target(request)
+    await _admit(request, f"{target.tenant_id}:manage")
+    if request.content_type == "application/json":
+        body = await read_json(request)
+        moved = await ctx.scheduler.reschedule(target, booking, parse_instant(body.get("start")))
+        zone = parse_time_zone(str(body.get("time_zone") or booking.client.time_zone))
+        return web.json_response(booking_json(ctx, target, moved, zone))
+    form = await request.post()
+    if not csrf_matches(request.cookies.get(CSRF_COOKIE), str(form.get("csrf_token", ""))):
+        raise web.HTTPForbidden(text="Your session expired. Reload the page and try again.")
+    zone = parse_time_zone(str(form.get("time_zone") or booking.client.time_zone))
+    start = parse_instant(str(form.get("start", "")))
+    try:
+        moved = await ctx.scheduler.reschedule(target, booking, start)
+    except (InvalidRequest, SlotUnavailable) as exc:
+        status = 409 if isinstance(exc, SlotUnavailable) else 400
+        return await _render_booking_page(
+            request,
+            _reschedule_target(target, booking),
+            zone,
+            start.astimezone(zone).date(),
+            start,
+            str(exc),
+            status,
+            form,
+            mode="reschedule",
+            booking=booking,
+        )
+    raise web.HTTPSeeOther(manage_path(ctx, moved) + "?" + urlencode({"moved": "1", "tz": str(zone)}))
+
+
+async def manage_cancel(request: web.Request) -> web.StreamResponse:
+    ctx = request.app[PAGES]
+    target, booking = await _manage_target(request)
+    await _admit(request, f"{target.tenant_id}:manage")
+    if request.content_type == "application/json":
+        body = await read_json(request)
+        reason = body.get("reason") or ""
+        if not isinstance(reason, str):
+            raise InvalidRequest("'reason' must be text", field="reason")
+        cancelled = await ctx.scheduler.cancel(booking, reason)
+        return web.json_response(booking_json(ctx, target, cancelled, parse_time_zone(booking.client.time_zone)))
+    form = await request.post()
+    if not csrf_matches(request.cookies.get(CSRF_COOKIE), str(form.get("csrf_token", ""))):
+        raise web.HTTPForbidden(text="Your session expired. Reload the page and try again.")
+    await ctx.scheduler.cancel(booking, str(form.get("reason", "")))
+    zone = str(form.get("time_zone") or booking.client.time_zone)
+    page = request.path.removesuffix("/cancel")
+    raise web.HTTPSeeOther(f"{page}?" + urlencode({"tz": zone}))
+
+
+def setup_pages(app: web.Application, ctx: PagesContext) -> None:
+    app[PAGES] = ctx
+    app.middlewares.append(error_middleware)
+    r = app.router
+    r.add_get("/book/{tenant}/{type}", _page_handler(_type_target))
+    r.add_get("/book/{tenant}/{type}/slots", _slots_handler(_type_target))
+    r.add_post("/book/{tenant}/{type}/bookings", _bookings_handler(_type_target))
+    r.add_get("/book/{tenant}/{type}/explain", explain_handler)
+    r.add_get("/u/{tenant}/{user}", personal_page)
+    r.add_get("/t/{tenant}/{team}", team_page)
+    r.add_get("/r/{token}", _page_handler(_request_target))
+    r.add_get("/r/{token}/slots", _slots_handler(_request_target))
+    r.add_post("/r/{token}/bookings", _bookings_handler(_request_target))
+    r.add_get("/m/{token}", manage_page)
+    r.add_get("/m/{token}/slots", manage_slots)
+    r.add_post("/m/{token}/reschedule", manage_reschedule)
+    r.add_post("/m/{token}/cancel", manage_cancel)
+    r.add_post("/api/v1/scheduling-requests", create_request_handler)
+    r.add_static("/static", str(_static_dir()), name="static")
+
+
+def _static_dir() -> Any:
+    from pathlib import Path
+
+    return Path(__file__).parent / "static"

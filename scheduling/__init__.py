@@ -1,0 +1,1 @@
+"""Pure scheduling core: availability, slots and booking use cases; no I/O."""

@@ -1,0 +1,62 @@
+"""Errors the core and its adapters raise; entrypoints translate them to HTTP/CLI answers."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+
+class SlotwiseError(Exception):
+    """Base class for every error our own code raises on purpose."""
+
+
+class NotFound(SlotwiseError):
+    """The page, booking or link does not exist (or belongs to another tenant)."""
+
+
+class InvalidRequest(SlotwiseError):
+    """Client input that fails validation; `field` names what to fix."""
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+class SlotUnavailable(SlotwiseError):
+    """The requested time is not (or no longer) bookable; carries the next free starts."""
+
+    def __init__(self, message: str, *, next_free: Sequence[datetime] = ()) -> None:
+        super().__init__(message)
+        self.next_free = tuple(next_free)
+
+
+class LinkExpired(SlotwiseError):
+    """A signed link is past its expiry or was already used."""
+
+
+class LinkInvalid(SlotwiseError):
+    """A signed link was tampered with or signed for something else."""
+
+
+class IntegrationAuthError(SlotwiseError):
+    """A vendor rejected our credentials."""
+
+
+class IntegrationUnavailable(SlotwiseError):
+    """A vendor call failed in a way worth retrying (429, 5xx, timeout)."""
+
+    def __init__(self, message: str, *, retry_after_seconds: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after_seconds = retry_after_seconds
+
+
+class IntegrationRejected(SlotwiseError):
+    """A vendor refused the request for good; retrying will not help."""
+
+
+class DuplicateRequest(SlotwiseError):
+    """A concurrent request with the same Idempotency-Key won the race; `booking_id` is its booking."""
+
+    def __init__(self, booking_id: str) -> None:
+        super().__init__("duplicate idempotency key")
+        self.booking_id = booking_id

@@ -1,0 +1,287 @@
+"""Frozen value types of the scheduling core; every datetime is aware and every interval half-open."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, time, timedelta
+from enum import StrEnum
+from zoneinfo import ZoneInfo
+
+
+class SpanUnit(StrEnum):
+    MINUTES = "minutes"
+    HOURS = "hours"
+    DAYS = "days"
+    BUSINESS_HOURS = "business_hours"
+    BUSINESS_DAYS = "business_days"
+
+
+@dataclass(frozen=True, slots=True)
+class Span:
+    """A notice or window length; business units count only the host's working time."""
+
+    amount: int
+    unit: SpanUnit
+
+    @property
+    def is_business(self) -> bool:
+        return self.unit in (SpanUnit.BUSINESS_HOURS, SpanUnit.BUSINESS_DAYS)
+
+    def as_timedelta(self) -> timedelta:
+        """Calendar length; only valid for minutes, hours and days."""
+        if self.unit is SpanUnit.MINUTES:
+            return timedelta(minutes=self.amount)
+        if self.unit is SpanUnit.HOURS:
+            return timedelta(hours=self.amount)
+        if self.unit is SpanUnit.DAYS:
+            return timedelta(days=self.amount)
+        raise ValueError(f"{self.unit} is counted in working time, not calendar time")
+
+    def describe(self) -> str:
+        return f"{self.amount} {self.unit.value.replace('_', ' ')}"
+
+
+@dataclass(frozen=True, slots=True)
+class WallInterval:
+    """Working time on one local day, in wall-clock terms; `ends` of 00:00 means the following midnight."""
+
+    starts: time
+    ends: time
+
+
+@dataclass(frozen=True, slots=True)
+class WorkingSchedule:
+    """A host's weekly hours (Monday first) in their IANA zone, plus per-date overrides."""
+
+    time_zone: ZoneInfo
+    weekly: tuple[tuple[WallInterval, ...], ...]
+    overrides: Mapping[date, tuple[WallInterval, ...]] = field(default_factory=dict)
+
+    def intervals_on(self, day: date) -> tuple[WallInterval, ...]:
+        if day in self.overrides:
+            return self.overrides[day]
+        return self.weekly[day.weekday()]
+
+
+class BusyKind(StrEnum):
+    EVENT = "event"
+    """A meeting or calendar event: neither a meeting nor its buffers may overlap it."""
+    BUFFER = "buffer"
+    """Buffer time kept around an existing booking: a new meeting may not overlap it, buffers may."""
+
+
+@dataclass(frozen=True, slots=True)
+class BusyInterval:
+    starts_at: datetime
+    ends_at: datetime
+    kind: BusyKind = BusyKind.EVENT
+    label: str = "busy"
+
+
+@dataclass(frozen=True, slots=True)
+class HostAvailability:
+    """Everything the engine needs about one host: when they work and when they are busy."""
+
+    host_id: str
+    schedule: WorkingSchedule
+    busy: tuple[BusyInterval, ...] = ()
+
+
+class HostMode(StrEnum):
+    USER = "user"
+    ROUND_ROBIN = "round_robin"
+    PANEL = "panel"
+
+
+@dataclass(frozen=True, slots=True)
+class SlotRules:
+    duration: timedelta
+    increment: timedelta
+    buffer_before: timedelta = timedelta(0)
+    buffer_after: timedelta = timedelta(0)
+    notice: Span = Span(0, SpanUnit.MINUTES)
+    window: Span = Span(60, SpanUnit.DAYS)
+
+
+@dataclass(frozen=True, slots=True)
+class SlotQuery:
+    """Every input of a slot computation, `now` included, so results are reproducible."""
+
+    rules: SlotRules
+    hosts: tuple[HostAvailability, ...]
+    mode: HostMode
+    range_start: datetime
+    range_end: datetime
+    now: datetime
+    holidays: frozenset[date] = frozenset()
+
+
+@dataclass(frozen=True, slots=True)
+class Slot:
+    """A bookable start; `host_ids` are the hosts free for it (all of them for a panel)."""
+
+    starts_at: datetime
+    ends_at: datetime
+    host_ids: tuple[str, ...]
+
+
+class ReasonCode(StrEnum):
+    OUTSIDE_RANGE = "outside_range"
+    OUTSIDE_HOURS = "outside_hours"
+    HOLIDAY = "holiday"
+    NOTICE = "notice"
+    WINDOW = "window"
+    BUSY = "busy"
+    BUFFER = "buffer"
+    INCREMENT = "increment"
+
+
+@dataclass(frozen=True, slots=True)
+class Reason:
+    """Why a host cannot take a given start; `message` is written for an agent to read."""
+
+    code: ReasonCode
+    host_id: str
+    message: str
+
+
+def utc(moment: datetime) -> datetime:
+    """Normalise an aware datetime to UTC; naive datetimes are a programming error."""
+    if moment.tzinfo is None:
+        raise ValueError("naive datetime given to the scheduling core")
+    return moment.astimezone(UTC)
+
+
+class LocationKind(StrEnum):
+    TEAMS = "teams"
+    PHONE = "phone"
+    ONSITE = "onsite"
+    CUSTOM = "custom"
+
+
+@dataclass(frozen=True, slots=True)
+class Location:
+    kind: LocationKind
+    detail: str = ""
+
+    def describe(self) -> str:
+        if self.kind is LocationKind.TEAMS:
+            return "Microsoft Teams meeting"
+        if self.kind is LocationKind.PHONE:
+            return f"Phone call{': ' + self.detail if self.detail else ''}"
+        if self.kind is LocationKind.ONSITE:
+            return f"On site{': ' + self.detail if self.detail else ''}"
+        return self.detail or "Details to follow"
+
+
+@dataclass(frozen=True, slots=True)
+class Question:
+    key: str
+    label: str
+    required: bool = False
+    multiline: bool = False
+    max_length: int = 500
+
+
+@dataclass(frozen=True, slots=True)
+class HostProfile:
+    """A Slotwise user as a host: identity, working schedule and primary calendar."""
+
+    user_id: str
+    slug: str
+    name: str
+    email: str
+    schedule: WorkingSchedule
+    primary_calendar: str = "m365"
+
+
+@dataclass(frozen=True, slots=True)
+class AppointmentType:
+    type_id: str
+    tenant_id: str
+    slug: str
+    name: str
+    internal_name: str
+    rules: SlotRules
+    location: Location
+    mode: HostMode
+    host_ids: tuple[str, ...]
+    description: str = ""
+    questions: tuple[Question, ...] = ()
+    team_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SchedulingRequest:
+    """An agent's one-time link tied to a PSA ticket, overriding duration, window and guests."""
+
+    request_id: str
+    ticket: str
+    duration: timedelta | None
+    window_starts_at: datetime | None
+    window_ends_at: datetime | None
+    guests: tuple[str, ...]
+    used: bool
+
+
+@dataclass(frozen=True, slots=True)
+class BookingTarget:
+    """What a booking page books: a type, its candidate hosts, the tenant's holidays and any request overrides."""
+
+    tenant_id: str
+    tenant_slug: str
+    tenant_name: str
+    appointment_type: AppointmentType
+    hosts: tuple[HostProfile, ...]
+    holidays: frozenset[date] = frozenset()
+    request: SchedulingRequest | None = None
+
+    @property
+    def duration(self) -> timedelta:
+        if self.request is not None and self.request.duration is not None:
+            return self.request.duration
+        return self.appointment_type.rules.duration
+
+
+@dataclass(frozen=True, slots=True)
+class ClientDetails:
+    name: str
+    email: str
+    time_zone: str
+    answers: Mapping[str, str]
+    guests: tuple[str, ...] = ()
+    notes: str = ""
+
+
+class BookingStatus(StrEnum):
+    CONFIRMED = "confirmed"
+    CANCELLED = "cancelled"
+
+
+@dataclass(frozen=True, slots=True)
+class Booking:
+    booking_id: str
+    tenant_id: str
+    type_id: str
+    host_ids: tuple[str, ...]
+    starts_at: datetime
+    ends_at: datetime
+    status: BookingStatus
+    client: ClientDetails
+    assignment_reason: str
+    created_at: datetime
+    request_id: str | None = None
+    cancel_reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class HostLoad:
+    """Facts the round-robin picker needs about a host: their busy time and when they were last booked."""
+
+    busy: tuple[BusyInterval, ...]
+    last_booked_at: datetime | None
+
+
+UTC_ZONE = ZoneInfo("UTC")
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)

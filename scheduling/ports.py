@@ -1,0 +1,109 @@
+"""Ports: what the core needs from the outside world, as Protocols that adapters implement."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime, timedelta
+from typing import Protocol
+
+from scheduling.model import (
+    AppointmentType,
+    Booking,
+    BookingTarget,
+    ClientDetails,
+    HostLoad,
+    HostProfile,
+)
+
+HostDecision = tuple[tuple[str, ...], str]
+"""The chosen host ids and a sentence saying why they were chosen."""
+
+HostDecider = Callable[[Mapping[str, HostLoad]], HostDecision]
+"""Pure function run *inside* the booking transaction on authoritative loads; raises SlotUnavailable."""
+
+
+class Clock(Protocol):
+    def now(self) -> datetime: ...
+
+
+class TenantCatalog(Protocol):
+    """Read side of the tenant configuration: pages, types and hosts, always scoped to one tenant."""
+
+    async def find_type_target(self, tenant_slug: str, type_slug: str) -> BookingTarget | None: ...
+
+    async def find_personal_page(
+        self, tenant_slug: str, user_slug: str
+    ) -> tuple[HostProfile, Sequence[AppointmentType]] | None: ...
+
+    async def find_team_page(
+        self, tenant_slug: str, team_slug: str
+    ) -> tuple[str, Sequence[AppointmentType]] | None: ...
+
+    async def find_request_target(self, tenant_id: str, request_id: str) -> BookingTarget | None: ...
+
+    async def find_target_for_type(self, tenant_id: str, type_id: str) -> BookingTarget | None: ...
+
+
+class BookingStore(Protocol):
+    """Bookings and host busy time. Every method is scoped by tenant id from the caller's context."""
+
+    async def load_host_loads(
+        self, tenant_id: str, host_ids: Sequence[str], starts_at: datetime, ends_at: datetime
+    ) -> Mapping[str, HostLoad]: ...
+
+    async def create_booking(
+        self,
+        target: BookingTarget,
+        starts_at: datetime,
+        ends_at: datetime,
+        client: ClientDetails,
+        *,
+        decide: HostDecider,
+        idempotency_key: str | None,
+    ) -> Booking:
+        """Run `decide` and insert the booking in one write transaction; raise SlotUnavailable on conflict."""
+        ...
+
+    async def find_by_idempotency_key(self, tenant_id: str, key: str) -> Booking | None: ...
+
+    async def get_booking(self, tenant_id: str, booking_id: str) -> Booking | None: ...
+
+    async def reschedule_booking(
+        self, tenant_id: str, booking_id: str, starts_at: datetime, ends_at: datetime, *, decide: HostDecider
+    ) -> Booking: ...
+
+    async def cancel_booking(self, tenant_id: str, booking_id: str, reason: str) -> Booking: ...
+
+
+class RateLimiter(Protocol):
+    """Admits or refuses one public write; an exception from it means 'refuse' (the limiter fails closed)."""
+
+    async def admit(self, key: str) -> bool: ...
+
+
+class AgentKeys(Protocol):
+    """Tenant-scoped API keys for agents; only hashes are stored."""
+
+    async def authenticate(self, raw_key: str) -> tuple[str, str] | None:
+        """(tenant_id, role) for a live key, else None."""
+        ...
+
+
+class RequestStore(Protocol):
+    """Ticket-bound scheduling requests created by agents."""
+
+    async def create_request(
+        self,
+        tenant_id: str,
+        type_slug: str,
+        *,
+        ticket: str,
+        duration: timedelta | None,
+        window_starts_at: datetime | None,
+        window_ends_at: datetime | None,
+        guests: Sequence[str],
+        created_by: str,
+        expires_at: datetime,
+    ) -> str:
+        """Returns the new request id; raises NotFound for an unknown type of this tenant."""
+        ...

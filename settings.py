@@ -1,0 +1,38 @@
+"""Runtime settings from SLOTWISE_* environment variables (and .env); built by main(), never at import."""
+
+from __future__ import annotations
+
+import secrets
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="SLOTWISE_", env_file=".env", extra="ignore")
+
+    database_url: str = "sqlite:///./var/slotwise.db"
+    base_url: str = "http://127.0.0.1:8080"
+    host: str = "127.0.0.1"
+    port: int = 8080
+    secret_key: SecretStr | None = Field(default=None, description="Signs client links and CSRF tokens.")
+    secret_key_file: Path = Path("./var/secret.key")
+    rate_limit_per_ip_per_minute: int = 30
+    rate_limit_per_page_per_minute: int = 300
+    manage_link_days: int = 90
+    request_link_days: int = 14
+    log_level: str = "INFO"
+
+    def resolved_secret(self) -> str:
+        """The signing secret: from the environment, else a random one kept in var/ so links survive restarts."""
+        if self.secret_key is not None:
+            return self.secret_key.get_secret_value()
+        path = self.secret_key_file
+        if path.exists():
+            return path.read_text().strip()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        value = secrets.token_urlsafe(48)
+        path.write_text(value)
+        path.chmod(0o600)
+        return value

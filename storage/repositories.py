@@ -1,0 +1,779 @@
+"""Repositories implementing the core's ports on SQLAlchemy; every statement filters on tenant_id."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import uuid
+from collections.abc import Mapping, Sequence
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import and_, func, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from scheduling.errors import DuplicateRequest, LinkExpired, NotFound, SlotUnavailable
+from scheduling.model import (
+    AppointmentType,
+    Booking,
+    BookingStatus,
+    BookingTarget,
+    BusyInterval,
+    BusyKind,
+    ClientDetails,
+    HostLoad,
+    HostMode,
+    HostProfile,
+    Location,
+    LocationKind,
+    Question,
+    SchedulingRequest,
+    SlotRules,
+    Span,
+    SpanUnit,
+    WallInterval,
+    WorkingSchedule,
+)
+from scheduling.ports import HostDecider
+from storage.database import Database
+from storage.tables import (
+    AppointmentTypeRow,
+    BookingRow,
+    SchedulingRequestRow,
+    TeamRow,
+    TenantRow,
+    UserRow,
+    api_keys,
+    appointment_types,
+    bookings,
+    busy_cache,
+    host_slots,
+    scheduling_requests,
+    teams,
+    tenants,
+    users,
+)
+
+WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+_BOOKING_LABEL = "another Slotwise booking"
+
+
+def new_id() -> str:
+    return uuid.uuid4().hex
+
+
+def _wall(pairs: Sequence[Sequence[str]]) -> tuple[WallInterval, ...]:
+    return tuple(
+        WallInterval(time.fromisoformat(start), time(0, 0) if end == "24:00" else time.fromisoformat(end))
+        for start, end in pairs
+    )
+
+
+def to_schedule(row: UserRow) -> WorkingSchedule:
+    weekly = tuple(_wall(row.weekly_hours.get(day, [])) for day in WEEKDAYS)
+    overrides = {date.fromisoformat(day): _wall(pairs) for day, pairs in row.date_overrides.items()}
+    return WorkingSchedule(ZoneInfo(row.time_zone), weekly, overrides)
+
+
+def to_host(row: UserRow) -> HostProfile:
+    return HostProfile(row.id, row.slug, row.name, row.email, to_schedule(row), row.primary_calendar)
+
+
+def _span(document: Mapping[str, Any]) -> Span:
+    return Span(int(document["amount"]), SpanUnit(document["unit"]))
+
+
+def to_appointment_type(row: AppointmentTypeRow, host_ids: tuple[str, ...]) -> AppointmentType:
+    settings = row.settings
+    rules = SlotRules(
+        duration=timedelta(minutes=settings["duration_minutes"]),
+        increment=timedelta(minutes=settings["increment_minutes"]),
+        buffer_before=timedelta(minutes=settings.get("buffer_before_minutes", 0)),
+        buffer_after=timedelta(minutes=settings.get("buffer_after_minutes", 0)),
+        notice=_span(settings["minimum_notice"]),
+        window=_span(settings["maximum_window"]),
+    )
+    location = settings.get("location", {"kind": "custom", "detail": ""})
+    questions = tuple(
+        Question(
+            key=q["key"],
+            label=q["label"],
+            required=bool(q.get("required", False)),
+            multiline=bool(q.get("multiline", False)),
+            max_length=int(q.get("max_length", 500)),
+        )
+        for q in settings.get("questions", [])
+    )
+    return AppointmentType(
+        type_id=row.id,
+        tenant_id=row.tenant_id,
+        slug=row.slug,
+        name=settings["name"],
+        internal_name=settings.get("internal_name", settings["name"]),
+        rules=rules,
+        location=Location(LocationKind(location["kind"]), location.get("detail", "")),
+        mode=HostMode(row.host_mode),
+        host_ids=host_ids,
+        description=settings.get("description", ""),
+        questions=questions,
+        team_id=settings.get("host", {}).get("team_id"),
+    )
+
+
+def _to_booking(row: BookingRow) -> Booking:
+    return Booking(
+        booking_id=row.id,
+        tenant_id=row.tenant_id,
+        type_id=row.type_id,
+        host_ids=tuple(row.host_ids),
+        starts_at=row.starts_at,
+        ends_at=row.ends_at,
+        status=BookingStatus(row.status),
+        client=ClientDetails(
+            row.client_name, row.client_email, row.client_time_zone, dict(row.answers), tuple(row.guests), row.notes
+        ),
+        assignment_reason=row.assignment_reason,
+        created_at=row.created_at,
+        request_id=row.request_id,
+        cancel_reason=row.cancel_reason,
+    )
+
+
+def _rows(model: type[Any], result: Any) -> list[Any]:
+    return [model.model_validate(dict(mapping)) for mapping in result.mappings()]
+
+
+class SqlTenantCatalog:
+    """TenantCatalog on the configuration tables."""
+
+    def __init__(self, database: Database) -> None:
+        self._db = database
+
+    async def _tenant_by_slug(self, conn: AsyncConnection, slug: str) -> TenantRow | None:
+        rows = _rows(TenantRow, await conn.execute(select(tenants).where(tenants.c.slug == slug)))
+        return rows[0] if rows else None
+
+    async def _tenant_by_id(self, conn: AsyncConnection, tenant_id: str) -> TenantRow | None:
+        rows = _rows(TenantRow, await conn.execute(select(tenants).where(tenants.c.id == tenant_id)))
+        return rows[0] if rows else None
+
+    async def _host_ids(self, conn: AsyncConnection, tenant_id: str, row: AppointmentTypeRow) -> tuple[str, ...]:
+        host = row.settings.get("host", {})
+        team_id = host.get("team_id")
+        if team_id:
+            found_teams = _rows(
+                TeamRow,
+                await conn.execute(select(teams).where(teams.c.tenant_id == tenant_id, teams.c.id == team_id)),
+            )
+            return tuple(found_teams[0].member_ids) if found_teams else ()
+        return tuple(host.get("user_ids", []))
+
+    async def _target(
+        self, conn: AsyncConnection, tenant: TenantRow, row: AppointmentTypeRow, request: SchedulingRequest | None
+    ) -> BookingTarget:
+        host_ids = await self._host_ids(conn, tenant.id, row)
+        found_users = _rows(
+            UserRow,
+            await conn.execute(select(users).where(users.c.tenant_id == tenant.id, users.c.id.in_(host_ids))),
+        )
+        by_id = {user.id: user for user in found_users}
+        hosts = tuple(to_host(by_id[host_id]) for host_id in host_ids if host_id in by_id)
+        return BookingTarget(
+            tenant_id=tenant.id,
+            tenant_slug=tenant.slug,
+            tenant_name=tenant.name,
+            appointment_type=to_appointment_type(row, tuple(host.user_id for host in hosts)),
+            hosts=hosts,
+            holidays=frozenset(date.fromisoformat(day) for day in tenant.holidays),
+            request=request,
+        )
+
+    async def find_type_target(self, tenant_slug: str, type_slug: str) -> BookingTarget | None:
+        async with self._db.read() as conn:
+            tenant = await self._tenant_by_slug(conn, tenant_slug)
+            if tenant is None:
+                return None
+            rows = _rows(
+                AppointmentTypeRow,
+                await conn.execute(
+                    select(appointment_types).where(
+                        appointment_types.c.tenant_id == tenant.id,
+                        appointment_types.c.slug == type_slug,
+                    )
+                ),
+            )
+            return await self._target(conn, tenant, rows[0], None) if rows else None
+
+    async def find_target_for_type(self, tenant_id: str, type_id: str) -> BookingTarget | None:
+        async with self._db.read() as conn:
+            tenant = await self._tenant_by_id(conn, tenant_id)
+            if tenant is None:
+                return None
+            rows = _rows(
+                AppointmentTypeRow,
+                await conn.execute(
+                    select(appointment_types).where(
+                        appointment_types.c.tenant_id == tenant_id,
+                        appointment_types.c.id == type_id,
+                    )
+                ),
+            )
+            return await self._target(conn, tenant, rows[0], None) if rows else None
+
+    async def find_request_target(self, tenant_id: str, request_id: str) -> BookingTarget | None:
+        async with self._db.read() as conn:
+            tenant = await self._tenant_by_id(conn, tenant_id)
+            requests = _rows(
+                SchedulingRequestRow,
+                await conn.execute(
+                    select(scheduling_requests).where(
+                        scheduling_requests.c.tenant_id == tenant_id,
+                        scheduling_requests.c.id == request_id,
+                    )
+                ),
+            )
+            if tenant is None or not requests:
+                return None
+            req = requests[0]
+            types = _rows(
+                AppointmentTypeRow,
+                await conn.execute(
+                    select(appointment_types).where(
+                        appointment_types.c.tenant_id == tenant_id,
+                        appointment_types.c.id == req.type_id,
+                    )
+                ),
+            )
+            if not types:
+                return None
+            request = SchedulingRequest(
+                request_id=req.id,
+                ticket=req.ticket,
+                duration=timedelta(seconds=req.duration_seconds) if req.duration_seconds else None,
+                window_starts_at=req.window_starts_at,
+                window_ends_at=req.window_ends_at,
+                guests=tuple(req.guests),
+                used=req.used_at is not None,
+            )
+            return await self._target(conn, tenant, types[0], request)
+
+    async def _types_of_tenant(self, conn: AsyncConnection, tenant_id: str) -> list[AppointmentTypeRow]:
+        return _rows(
+            AppointmentTypeRow,
+            await conn.execute(
+                select(appointment_types)
+                .where(appointment_types.c.tenant_id == tenant_id)
+                .order_by(appointment_types.c.slug)
+            ),
+        )
+
+    async def find_personal_page(
+        self, tenant_slug: str, user_slug: str
+    ) -> tuple[HostProfile, Sequence[AppointmentType]] | None:
+        async with self._db.read() as conn:
+            tenant = await self._tenant_by_slug(conn, tenant_slug)
+            if tenant is None:
+                return None
+            found_users = _rows(
+                UserRow,
+                await conn.execute(select(users).where(users.c.tenant_id == tenant.id, users.c.slug == user_slug)),
+            )
+            if not found_users:
+                return None
+            user = found_users[0]
+            types = [
+                to_appointment_type(row, (user.id,))
+                for row in await self._types_of_tenant(conn, tenant.id)
+                if row.host_mode == HostMode.USER.value and row.settings.get("host", {}).get("user_ids") == [user.id]
+            ]
+            return to_host(user), types
+
+    async def find_team_page(self, tenant_slug: str, team_slug: str) -> tuple[str, Sequence[AppointmentType]] | None:
+        async with self._db.read() as conn:
+            tenant = await self._tenant_by_slug(conn, tenant_slug)
+            if tenant is None:
+                return None
+            found_teams = _rows(
+                TeamRow,
+                await conn.execute(select(teams).where(teams.c.tenant_id == tenant.id, teams.c.slug == team_slug)),
+            )
+            if not found_teams:
+                return None
+            team = found_teams[0]
+            types = [
+                to_appointment_type(row, tuple(team.member_ids))
+                for row in await self._types_of_tenant(conn, tenant.id)
+                if row.settings.get("host", {}).get("team_id") == team.id
+            ]
+            return team.name, types
+
+
+class SqlBookingStore:
+    """BookingStore: the overlap check and the insert share one write transaction (see Database.write)."""
+
+    def __init__(self, database: Database) -> None:
+        self._db = database
+        self._loads_cache: dict[
+            tuple[str, tuple[str, ...], datetime, datetime],
+            tuple[tuple[tuple[Any, ...], ...], tuple[Any, ...], Mapping[str, HostLoad]],
+        ] = {}
+
+    async def load_host_loads(
+        self, tenant_id: str, host_ids: Sequence[str], starts_at: datetime, ends_at: datetime
+    ) -> Mapping[str, HostLoad]:
+        """Busy time for display. Returns the *same* mapping object while nothing changed, so callers can cache
+        derived results by identity; external busy rows (thousands per team) are re-read only when their
+        fingerprint (count, newest fetched_at) moves, which every background refresh does."""
+        key = (tenant_id, tuple(host_ids), starts_at, ends_at)
+        async with self._db.read() as conn:
+            booked = await self._booked(conn, tenant_id, host_ids, starts_at, ends_at)
+            fingerprint = await self._external_fingerprint(conn, tenant_id, host_ids, starts_at, ends_at)
+            cached = self._loads_cache.get(key)
+            if cached is not None and cached[0] == booked and cached[1] == fingerprint:
+                return cached[2]
+            external = await self._external(conn, tenant_id, host_ids, starts_at, ends_at)
+        loads = self._assemble(host_ids, booked, external, {})
+        if len(self._loads_cache) > 512:
+            self._loads_cache.clear()
+        self._loads_cache[key] = (booked, fingerprint, loads)
+        return loads
+
+    async def _loads(
+        self, conn: AsyncConnection, tenant_id: str, host_ids: Sequence[str], starts_at: datetime, ends_at: datetime
+    ) -> dict[str, HostLoad]:
+        """Authoritative loads inside a write transaction: no caches, and with last-booked times for round robin."""
+        booked = await self._booked(conn, tenant_id, host_ids, starts_at, ends_at)
+        external = await self._external(conn, tenant_id, host_ids, starts_at, ends_at)
+        return self._assemble(host_ids, booked, external, await self._last_booked(conn, tenant_id, host_ids))
+
+    @staticmethod
+    def _assemble(
+        host_ids: Sequence[str],
+        booked: tuple[tuple[Any, ...], ...],
+        external: Sequence[tuple[Any, ...]],
+        last_booked: Mapping[str, datetime],
+    ) -> dict[str, HostLoad]:
+        busy: dict[str, list[BusyInterval]] = {host_id: [] for host_id in host_ids}
+        for user_id, slot_start, slot_end, before, after in booked:
+            bucket = busy[user_id]
+            bucket.append(BusyInterval(slot_start, slot_end, BusyKind.EVENT, _BOOKING_LABEL))
+            if before:
+                bucket.append(
+                    BusyInterval(slot_start - timedelta(seconds=before), slot_start, BusyKind.BUFFER, _BOOKING_LABEL)
+                )
+            if after:
+                bucket.append(
+                    BusyInterval(slot_end, slot_end + timedelta(seconds=after), BusyKind.BUFFER, _BOOKING_LABEL)
+                )
+        for user_id, busy_start, busy_end, label in external:
+            busy[user_id].append(BusyInterval(busy_start, busy_end, BusyKind.EVENT, label))
+        return {host_id: HostLoad(tuple(intervals), last_booked.get(host_id)) for host_id, intervals in busy.items()}
+
+    @staticmethod
+    async def _booked(
+        conn: AsyncConnection, tenant_id: str, host_ids: Sequence[str], starts_at: datetime, ends_at: datetime
+    ) -> tuple[tuple[Any, ...], ...]:
+        # Buffers reach outside a booking, so look a day beyond the range on either side.
+        margin = timedelta(days=1)
+        result = await conn.execute(
+            select(
+                host_slots.c.user_id,
+                host_slots.c.starts_at,
+                host_slots.c.ends_at,
+                host_slots.c.buffer_before_seconds,
+                host_slots.c.buffer_after_seconds,
+            )
+            .where(
+                host_slots.c.tenant_id == tenant_id,
+                host_slots.c.user_id.in_(host_ids),
+                host_slots.c.active.is_(True),
+                host_slots.c.starts_at < ends_at + margin,
+                host_slots.c.ends_at > starts_at - margin,
+            )
+            .order_by(host_slots.c.id)
+        )
+        return tuple(tuple(row) for row in result)
+
+    @staticmethod
+    async def _external_fingerprint(
+        conn: AsyncConnection, tenant_id: str, host_ids: Sequence[str], starts_at: datetime, ends_at: datetime
+    ) -> tuple[Any, ...]:
+        result = await conn.execute(
+            select(func.count(), func.max(busy_cache.c.fetched_at), func.max(busy_cache.c.id)).where(
+                busy_cache.c.tenant_id == tenant_id,
+                busy_cache.c.user_id.in_(host_ids),
+                busy_cache.c.starts_at < ends_at,
+                busy_cache.c.ends_at > starts_at,
+            )
+        )
+        return tuple(result.one())
+
+    @staticmethod
+    async def _external(
+        conn: AsyncConnection, tenant_id: str, host_ids: Sequence[str], starts_at: datetime, ends_at: datetime
+    ) -> list[tuple[Any, ...]]:
+        result = await conn.execute(
+            select(busy_cache.c.user_id, busy_cache.c.starts_at, busy_cache.c.ends_at, busy_cache.c.label).where(
+                busy_cache.c.tenant_id == tenant_id,
+                busy_cache.c.user_id.in_(host_ids),
+                busy_cache.c.starts_at < ends_at,
+                busy_cache.c.ends_at > starts_at,
+            )
+        )
+        return [tuple(row) for row in result]
+
+    @staticmethod
+    async def _last_booked(conn: AsyncConnection, tenant_id: str, host_ids: Sequence[str]) -> dict[str, datetime]:
+        result = await conn.execute(
+            select(host_slots.c.user_id, func.max(bookings.c.created_at))
+            .join(bookings, and_(bookings.c.id == host_slots.c.booking_id, bookings.c.tenant_id == tenant_id))
+            .where(
+                host_slots.c.tenant_id == tenant_id,
+                host_slots.c.user_id.in_(host_ids),
+                host_slots.c.active.is_(True),
+            )
+            .group_by(host_slots.c.user_id)
+        )
+        last_booked: dict[str, datetime] = {}
+        for user_id, created_at in result:
+            if created_at is None:
+                continue
+            # func.max() bypasses the column type, so SQLite hands back its text form.
+            moment = created_at if isinstance(created_at, datetime) else datetime.fromisoformat(created_at)
+            last_booked[user_id] = moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
+        return last_booked
+
+    async def create_booking(
+        self,
+        target: BookingTarget,
+        starts_at: datetime,
+        ends_at: datetime,
+        client: ClientDetails,
+        *,
+        decide: HostDecider,
+        idempotency_key: str | None,
+    ) -> Booking:
+        now = datetime.now(UTC)
+        booking_id = new_id()
+        rules = target.appointment_type.rules
+        try:
+            async with self._db.write() as conn:
+                if idempotency_key is not None:
+                    existing = await conn.execute(
+                        select(bookings.c.id).where(
+                            bookings.c.tenant_id == target.tenant_id,
+                            bookings.c.idempotency_key == idempotency_key,
+                        )
+                    )
+                    found = existing.scalar_one_or_none()
+                    if found is not None:
+                        raise DuplicateRequest(found)
+                host_ids = [host.user_id for host in target.hosts]
+                loads = await self._loads(
+                    conn, target.tenant_id, host_ids, starts_at - timedelta(days=1), ends_at + timedelta(days=8)
+                )
+                chosen, reason = decide(loads)
+                row = BookingRow(
+                    id=booking_id,
+                    tenant_id=target.tenant_id,
+                    type_id=target.appointment_type.type_id,
+                    request_id=target.request.request_id if target.request else None,
+                    starts_at=starts_at,
+                    ends_at=ends_at,
+                    status=BookingStatus.CONFIRMED.value,
+                    host_ids=list(chosen),
+                    client_name=client.name,
+                    client_email=client.email,
+                    client_time_zone=client.time_zone,
+                    answers=dict(client.answers),
+                    guests=list(client.guests),
+                    notes=client.notes,
+                    assignment_reason=reason,
+                    idempotency_key=idempotency_key,
+                    created_at=now,
+                    updated_at=now,
+                )
+                await conn.execute(bookings.insert().values(**row.model_dump()))
+                await self._insert_host_slots(conn, target.tenant_id, booking_id, chosen, starts_at, ends_at, rules)
+                if target.request is not None:
+                    used = await conn.execute(
+                        update(scheduling_requests)
+                        .where(
+                            scheduling_requests.c.tenant_id == target.tenant_id,
+                            scheduling_requests.c.id == target.request.request_id,
+                            scheduling_requests.c.used_at.is_(None),
+                        )
+                        .values(used_at=now, booking_id=booking_id)
+                    )
+                    if used.rowcount != 1:
+                        raise LinkExpired("This scheduling link has already been used to book an appointment")
+        except IntegrityError as exc:
+            if idempotency_key is not None and "idempotency" in str(exc.orig).lower():
+                existing_id = await self._booking_id_for_key(target.tenant_id, idempotency_key)
+                if existing_id is not None:
+                    raise DuplicateRequest(existing_id) from exc
+            # The exclusion constraint (PostgreSQL) or the partial unique index (SQLite) caught a race the
+            # check could not see: a concurrent transaction committed the same host and time first.
+            raise SlotUnavailable("That time was just booked by someone else") from exc
+        return _to_booking(row)
+
+    async def _booking_id_for_key(self, tenant_id: str, key: str) -> str | None:
+        async with self._db.read() as conn:
+            result = await conn.execute(
+                select(bookings.c.id).where(
+                    bookings.c.tenant_id == tenant_id,
+                    bookings.c.idempotency_key == key,
+                )
+            )
+            return result.scalar_one_or_none()
+
+    @staticmethod
+    async def _insert_host_slots(
+        conn: AsyncConnection,
+        tenant_id: str,
+        booking_id: str,
+        host_ids: Sequence[str],
+        starts_at: datetime,
+        ends_at: datetime,
+        rules: SlotRules,
+    ) -> None:
+        await conn.execute(
+            host_slots.insert(),
+            [
+                {
+                    "tenant_id": tenant_id,
+                    "booking_id": booking_id,
+                    "user_id": host_id,
+                    "starts_at": starts_at,
+                    "ends_at": ends_at,
+                    "buffer_before_seconds": int(rules.buffer_before.total_seconds()),
+                    "buffer_after_seconds": int(rules.buffer_after.total_seconds()),
+                    "active": True,
+                }
+                for host_id in host_ids
+            ],
+        )
+
+    async def find_by_idempotency_key(self, tenant_id: str, key: str) -> Booking | None:
+        async with self._db.read() as conn:
+            rows = _rows(
+                BookingRow,
+                await conn.execute(
+                    select(bookings).where(
+                        bookings.c.tenant_id == tenant_id,
+                        bookings.c.idempotency_key == key,
+                    )
+                ),
+            )
+            return _to_booking(rows[0]) if rows else None
+
+    async def get_booking(self, tenant_id: str, booking_id: str) -> Booking | None:
+        async with self._db.read() as conn:
+            return await self._get(conn, tenant_id, booking_id)
+
+    @staticmethod
+    async def _get(conn: AsyncConnection, tenant_id: str, booking_id: str) -> Booking | None:
+        rows = _rows(
+            BookingRow,
+            await conn.execute(
+                select(bookings).where(
+                    bookings.c.tenant_id == tenant_id,
+                    bookings.c.id == booking_id,
+                )
+            ),
+        )
+        return _to_booking(rows[0]) if rows else None
+
+    async def reschedule_booking(
+        self, tenant_id: str, booking_id: str, starts_at: datetime, ends_at: datetime, *, decide: HostDecider
+    ) -> Booking:
+        now = datetime.now(UTC)
+        try:
+            async with self._db.write() as conn:
+                current = await self._get(conn, tenant_id, booking_id)
+                if current is None:
+                    raise NotFound("No such booking")
+                buffers = await conn.execute(
+                    select(host_slots.c.buffer_before_seconds, host_slots.c.buffer_after_seconds).where(
+                        host_slots.c.tenant_id == tenant_id,
+                        host_slots.c.booking_id == booking_id,
+                    )
+                )
+                before, after = buffers.first() or (0, 0)
+                # Free the old time first, so a move by a few minutes does not collide with itself.
+                await conn.execute(
+                    update(host_slots)
+                    .where(host_slots.c.tenant_id == tenant_id, host_slots.c.booking_id == booking_id)
+                    .values(active=False)
+                )
+                types = _rows(
+                    AppointmentTypeRow,
+                    await conn.execute(
+                        select(appointment_types).where(
+                            appointment_types.c.tenant_id == tenant_id,
+                            appointment_types.c.id == current.type_id,
+                        )
+                    ),
+                )
+                candidates = list(current.host_ids)
+                if types:
+                    host = types[0].settings.get("host", {})
+                    if host.get("team_id") and types[0].host_mode == HostMode.ROUND_ROBIN.value:
+                        found_teams = _rows(
+                            TeamRow,
+                            await conn.execute(
+                                select(teams).where(teams.c.tenant_id == tenant_id, teams.c.id == host["team_id"])
+                            ),
+                        )
+                        if found_teams:
+                            candidates = list(dict.fromkeys([*current.host_ids, *found_teams[0].member_ids]))
+                loads = await self._loads(
+                    conn, tenant_id, candidates, starts_at - timedelta(days=1), ends_at + timedelta(days=8)
+                )
+                chosen, reason = decide(loads)
+                rules = SlotRules(
+                    duration=ends_at - starts_at,
+                    increment=timedelta(minutes=1),
+                    buffer_before=timedelta(seconds=before),
+                    buffer_after=timedelta(seconds=after),
+                )
+                await self._insert_host_slots(conn, tenant_id, booking_id, chosen, starts_at, ends_at, rules)
+                await conn.execute(
+                    update(bookings)
+                    .where(bookings.c.tenant_id == tenant_id, bookings.c.id == booking_id)
+                    .values(
+                        starts_at=starts_at,
+                        ends_at=ends_at,
+                        host_ids=list(chosen),
+                        assignment_reason=reason,
+                        updated_at=now,
+                    )
+                )
+                updated = await self._get(conn, tenant_id, booking_id)
+        except IntegrityError as exc:
+            raise SlotUnavailable("That time was just booked by someone else") from exc
+        if updated is None:
+            raise NotFound("No such booking")
+        return updated
+
+    async def cancel_booking(self, tenant_id: str, booking_id: str, reason: str) -> Booking:
+        now = datetime.now(UTC)
+        async with self._db.write() as conn:
+            changed = await conn.execute(
+                update(bookings)
+                .where(
+                    bookings.c.tenant_id == tenant_id,
+                    bookings.c.id == booking_id,
+                    bookings.c.status == BookingStatus.CONFIRMED.value,
+                )
+                .values(status=BookingStatus.CANCELLED.value, cancel_reason=reason, updated_at=now)
+            )
+            if changed.rowcount != 1:
+                raise NotFound("No active booking to cancel")
+            await conn.execute(
+                update(host_slots)
+                .where(host_slots.c.tenant_id == tenant_id, host_slots.c.booking_id == booking_id)
+                .values(active=False)
+            )
+            cancelled = await self._get(conn, tenant_id, booking_id)
+        if cancelled is None:
+            raise NotFound("No such booking")
+        return cancelled
+
+
+class SqlAgentKeys:
+    """AgentKeys on the api_keys table: SHA-256 of the presented key, compared by unique index lookup."""
+
+    def __init__(self, database: Database) -> None:
+        self._db = database
+
+    async def authenticate(self, raw_key: str) -> tuple[str, str] | None:
+        digest = hash_api_key(raw_key)
+        async with self._db.read() as conn:
+            result = await conn.execute(
+                select(api_keys.c.tenant_id, api_keys.c.role).where(
+                    api_keys.c.key_hash == digest,
+                    api_keys.c.revoked_at.is_(None),
+                )
+            )
+            row = result.first()
+        return (row[0], row[1]) if row else None
+
+    async def create_key(self, tenant_slug: str, name: str, role: str = "agent") -> str:
+        """Create a key for a tenant and return it; it is shown once and only its hash is kept."""
+        raw = "sw_" + secrets.token_urlsafe(32)
+        async with self._db.write() as conn:
+            tenant = (
+                await conn.execute(select(tenants.c.id).where(tenants.c.slug == tenant_slug))
+            ).scalar_one_or_none()
+            if tenant is None:
+                raise NotFound(f"No tenant '{tenant_slug}'")
+            await conn.execute(
+                api_keys.insert().values(
+                    id=new_id(),
+                    tenant_id=tenant,
+                    name=name,
+                    key_hash=hash_api_key(raw),
+                    role=role,
+                    created_at=datetime.now(UTC),
+                    revoked_at=None,
+                )
+            )
+        return raw
+
+
+def hash_api_key(raw_key: str) -> str:
+    return hashlib.sha256(raw_key.encode()).hexdigest()
+
+
+class SqlRequestStore:
+    """RequestStore on scheduling_requests."""
+
+    def __init__(self, database: Database) -> None:
+        self._db = database
+
+    async def create_request(
+        self,
+        tenant_id: str,
+        type_slug: str,
+        *,
+        ticket: str,
+        duration: timedelta | None,
+        window_starts_at: datetime | None,
+        window_ends_at: datetime | None,
+        guests: Sequence[str],
+        created_by: str,
+        expires_at: datetime,
+    ) -> str:
+        request_id = new_id()
+        async with self._db.write() as conn:
+            type_id = (
+                await conn.execute(
+                    select(appointment_types.c.id).where(
+                        appointment_types.c.tenant_id == tenant_id,
+                        appointment_types.c.slug == type_slug,
+                    )
+                )
+            ).scalar_one_or_none()
+            if type_id is None:
+                raise NotFound(f"No appointment type '{type_slug[:64]}'")
+            await conn.execute(
+                scheduling_requests.insert().values(
+                    id=request_id,
+                    tenant_id=tenant_id,
+                    type_id=type_id,
+                    ticket=ticket,
+                    duration_seconds=int(duration.total_seconds()) if duration else None,
+                    window_starts_at=window_starts_at,
+                    window_ends_at=window_ends_at,
+                    guests=list(guests),
+                    created_by=created_by,
+                    created_at=datetime.now(UTC),
+                    expires_at=expires_at,
+                    used_at=None,
+                    booking_id=None,
+                )
+            )
+        return request_id

@@ -1,0 +1,206 @@
+"""SQLModel tables. Every row carries tenant_id, and every repository query filters on it."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import JSON, Column, DateTime, Index, String, Table, UniqueConstraint, text
+from sqlalchemy.engine import Dialect
+from sqlalchemy.types import TypeDecorator
+from sqlmodel import Field, SQLModel
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """Aware datetimes in, aware UTC datetimes out, on SQLite (text) and PostgreSQL (timestamptz) alike."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime written to the database")
+        value = value.astimezone(UTC)
+        # SQLite compares datetimes as text, so every stored value must have the same naive-UTC shape.
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _utc_column(*, nullable: bool = False, index: bool = False) -> Any:
+    return Field(sa_column=Column(UtcDateTime(), nullable=nullable, index=index))
+
+
+def _json_column() -> Any:
+    return Field(sa_column=Column(JSON, nullable=False))
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class TenantRow(SQLModel, table=True):
+    __tablename__ = "tenants"
+    id: str = Field(primary_key=True, max_length=40)
+    slug: str = Field(sa_column=Column(String(64), unique=True, nullable=False))
+    name: str = Field(max_length=200)
+    default_time_zone: str = Field(max_length=64)
+    holidays: list[str] = _json_column()
+
+
+class UserRow(SQLModel, table=True):
+    __tablename__ = "users"
+    __table_args__ = (UniqueConstraint("tenant_id", "slug"), UniqueConstraint("tenant_id", "email"))
+    id: str = Field(primary_key=True, max_length=40)
+    tenant_id: str = Field(foreign_key="tenants.id", index=True, max_length=40)
+    slug: str = Field(max_length=64)
+    name: str = Field(max_length=200)
+    email: str = Field(max_length=254)
+    time_zone: str = Field(max_length=64)
+    weekly_hours: dict[str, Any] = _json_column()
+    date_overrides: dict[str, Any] = _json_column()
+    primary_calendar: str = Field(max_length=8)
+    blocking_calendars: list[str] = _json_column()
+    aad_object_id: str | None = Field(default=None, max_length=64)
+    role: str = Field(default="member", max_length=16)
+
+
+class TeamRow(SQLModel, table=True):
+    __tablename__ = "teams"
+    __table_args__ = (UniqueConstraint("tenant_id", "slug"),)
+    id: str = Field(primary_key=True, max_length=40)
+    tenant_id: str = Field(foreign_key="tenants.id", index=True, max_length=40)
+    slug: str = Field(max_length=64)
+    name: str = Field(max_length=200)
+    member_ids: list[str] = _json_column()
+    manager_ids: list[str] = _json_column()
+
+
+class AppointmentTypeRow(SQLModel, table=True):
+    __tablename__ = "appointment_types"
+    __table_args__ = (UniqueConstraint("tenant_id", "slug"),)
+    id: str = Field(primary_key=True, max_length=40)
+    tenant_id: str = Field(foreign_key="tenants.id", index=True, max_length=40)
+    slug: str = Field(max_length=64)
+    host_mode: str = Field(max_length=16)
+    settings: dict[str, Any] = _json_column()
+    """The validated appointment-type document from the tenant file (see admin/rollout.py)."""
+
+
+class BookingRow(SQLModel, table=True):
+    __tablename__ = "bookings"
+    __table_args__ = (UniqueConstraint("tenant_id", "idempotency_key"),)
+    id: str = Field(primary_key=True, max_length=40)
+    tenant_id: str = Field(foreign_key="tenants.id", index=True, max_length=40)
+    type_id: str = Field(foreign_key="appointment_types.id", max_length=40)
+    request_id: str | None = Field(default=None, max_length=40)
+    starts_at: datetime = _utc_column()
+    ends_at: datetime = _utc_column()
+    status: str = Field(max_length=16)
+    host_ids: list[str] = _json_column()
+    client_name: str = Field(max_length=200)
+    client_email: str = Field(max_length=254)
+    client_time_zone: str = Field(max_length=64)
+    answers: dict[str, str] = _json_column()
+    guests: list[str] = _json_column()
+    notes: str = Field(default="", max_length=2000)
+    assignment_reason: str = Field(default="", max_length=500)
+    cancel_reason: str = Field(default="", max_length=2000)
+    idempotency_key: str | None = Field(default=None, max_length=200)
+    created_at: datetime = _utc_column()
+    updated_at: datetime = _utc_column()
+
+
+class HostSlotRow(SQLModel, table=True):
+    """One row per (booking, host): the table the no-double-booking constraint lives on.
+
+    PostgreSQL: EXCLUDE USING gist (user_id WITH =, tstzrange(starts_at, ends_at) WITH &&) WHERE (active).
+    SQLite: a partial unique index on (user_id, starts_at) WHERE active is the backstop; BEGIN IMMEDIATE
+    serialises the overlap check and the insert (see storage/repositories.py).
+    """
+
+    __tablename__ = "host_slots"
+    __table_args__ = (
+        Index(
+            "uq_host_slots_active_start",
+            "user_id",
+            "starts_at",
+            unique=True,
+            sqlite_where=text("active = 1"),
+            postgresql_where=text("active"),
+        ),
+        Index("ix_host_slots_user_range", "tenant_id", "user_id", "starts_at", "ends_at"),
+    )
+    id: int | None = Field(default=None, primary_key=True)
+    tenant_id: str = Field(foreign_key="tenants.id", max_length=40)
+    booking_id: str = Field(foreign_key="bookings.id", index=True, max_length=40)
+    user_id: str = Field(foreign_key="users.id", max_length=40)
+    starts_at: datetime = _utc_column()
+    ends_at: datetime = _utc_column()
+    buffer_before_seconds: int = Field(default=0)
+    buffer_after_seconds: int = Field(default=0)
+    active: bool = Field(default=True)
+
+
+class SchedulingRequestRow(SQLModel, table=True):
+    __tablename__ = "scheduling_requests"
+    id: str = Field(primary_key=True, max_length=40)
+    tenant_id: str = Field(foreign_key="tenants.id", index=True, max_length=40)
+    type_id: str = Field(foreign_key="appointment_types.id", max_length=40)
+    ticket: str = Field(max_length=64)
+    duration_seconds: int | None = Field(default=None)
+    window_starts_at: datetime | None = _utc_column(nullable=True)
+    window_ends_at: datetime | None = _utc_column(nullable=True)
+    guests: list[str] = _json_column()
+    created_by: str = Field(max_length=200)
+    created_at: datetime = _utc_column()
+    expires_at: datetime = _utc_column()
+    used_at: datetime | None = _utc_column(nullable=True)
+    booking_id: str | None = Field(default=None, max_length=40)
+
+
+class BusyCacheRow(SQLModel, table=True):
+    """External busy time (Graph, PSA), refreshed in the background so page views make no external calls."""
+
+    __tablename__ = "busy_cache"
+    __table_args__ = (Index("ix_busy_cache_user_range", "tenant_id", "user_id", "starts_at"),)
+    id: int | None = Field(default=None, primary_key=True)
+    tenant_id: str = Field(foreign_key="tenants.id", max_length=40)
+    user_id: str = Field(foreign_key="users.id", max_length=40)
+    source: str = Field(max_length=32)
+    starts_at: datetime = _utc_column()
+    ends_at: datetime = _utc_column()
+    label: str = Field(default="busy", max_length=200)
+    fetched_at: datetime = _utc_column()
+
+
+class ApiKeyRow(SQLModel, table=True):
+    """Tenant-scoped API keys for agents and admins; only a SHA-256 of the key is stored."""
+
+    __tablename__ = "api_keys"
+    id: str = Field(primary_key=True, max_length=40)
+    tenant_id: str = Field(foreign_key="tenants.id", index=True, max_length=40)
+    name: str = Field(max_length=100)
+    key_hash: str = Field(sa_column=Column(String(64), unique=True, nullable=False))
+    role: str = Field(default="agent", max_length=16)
+    created_at: datetime = _utc_column()
+    revoked_at: datetime | None = _utc_column(nullable=True)
+
+
+metadata = SQLModel.metadata
+
+# Typed handles on the tables for SQLAlchemy Core queries (column access through `.c` type-checks cleanly).
+tenants: Table = metadata.tables["tenants"]
+users: Table = metadata.tables["users"]
+teams: Table = metadata.tables["teams"]
+appointment_types: Table = metadata.tables["appointment_types"]
+bookings: Table = metadata.tables["bookings"]
+host_slots: Table = metadata.tables["host_slots"]
+scheduling_requests: Table = metadata.tables["scheduling_requests"]
+busy_cache: Table = metadata.tables["busy_cache"]
+api_keys: Table = metadata.tables["api_keys"]
