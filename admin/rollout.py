@@ -712,9 +712,13 @@ def _type_row(
     return {"id": row_id, "tenant_id": tenant_id, "slug": spec.slug, "host_mode": host.host_mode, "settings": settings}
 
 
+# Identity and bookkeeping columns: never written by a tenant file, so never part of its diff.
+_NOT_CONFIGURED = frozenset({"id", "tenant_id", "slug", "config_version", "busy_version"})
+
+
 def _comparable(kind: Kind, row: Mapping[str, Any]) -> dict[str, Any]:
     """The fields a diff reports: columns, with an appointment type's settings flattened to their own names."""
-    fields = {key: value for key, value in row.items() if key not in ("id", "tenant_id", "slug")}
+    fields = {key: value for key, value in row.items() if key not in _NOT_CONFIGURED}
     if kind == "appointment_type":
         settings = fields.pop("settings") or {}
         fields.update(settings)
@@ -934,6 +938,13 @@ async def apply_plan(database: Database, plan: Plan) -> Plan:
             if current._signature() != plan._signature():
                 raise RolloutError(["the database changed since this plan was made; plan again and review the diff"])
             await _write_changes(conn, current)
+            if current.changes:
+                # Tell every process's page cache that this tenant's configuration moved.
+                await conn.execute(
+                    update(_TENANTS)
+                    .where(_TENANTS.c.id == current.tenant_id)
+                    .values(config_version=_TENANTS.c.config_version + 1, busy_version=_TENANTS.c.busy_version + 1)
+                )
     except IntegrityError as exc:
         raise RolloutError([f"the database refused the change, nothing was applied: {exc.orig}"]) from exc
     return current

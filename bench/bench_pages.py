@@ -25,7 +25,8 @@ from admin.rollout import apply_plan, load_tenant_file, plan_changes
 from app import Overrides, create_app
 from settings import Settings
 from storage.database import Database
-from storage.tables import busy_cache, users
+from storage.repositories import SqlBookingStore
+from storage.tables import users
 
 MEMBERS = 20
 BUSY = 10_000
@@ -78,24 +79,16 @@ async def prepare(folder: Path) -> Database:
     await database.migrate()
     await apply_plan(database, await plan_changes(database, load_tenant_file(path)))
     rng = random.Random(7)
-    async with database.write() as conn:
-        ids = [row[0] for row in await conn.execute(users.select().with_only_columns(users.c.id, users.c.tenant_id))]
+    async with database.read() as conn:
+        ids = [row[0] for row in await conn.execute(users.select().with_only_columns(users.c.id))]
         tenant_id = (await conn.execute(users.select().with_only_columns(users.c.tenant_id).limit(1))).scalar_one()
-        rows = []
-        for _ in range(BUSY):
-            start = NOW + timedelta(minutes=15 * rng.randrange(0, DAYS * 96))
-            rows.append(
-                {
-                    "tenant_id": tenant_id,
-                    "user_id": rng.choice(ids),
-                    "source": "m365",
-                    "starts_at": start,
-                    "ends_at": start + timedelta(minutes=rng.choice((15, 30, 60, 90))),
-                    "label": "busy",
-                    "fetched_at": NOW,
-                }
-            )
-        await conn.execute(busy_cache.insert(), rows)
+    per_user: dict[str, list[tuple[datetime, datetime, str]]] = {user_id: [] for user_id in ids}
+    for _ in range(BUSY):
+        start = NOW + timedelta(minutes=15 * rng.randrange(0, DAYS * 96))
+        per_user[rng.choice(ids)].append((start, start + timedelta(minutes=rng.choice((15, 30, 60, 90))), "busy"))
+    store = SqlBookingStore(database)
+    for user_id, intervals in per_user.items():
+        await store.replace_external_busy(tenant_id, user_id, "m365", intervals)
     return database
 
 

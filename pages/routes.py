@@ -307,8 +307,17 @@ def _slots_handler(load: TargetLoader) -> Callable[[web.Request], Awaitable[web.
         range_start = datetime.combine(first, time(0), tzinfo=zone)
         range_end = datetime.combine(last + timedelta(days=1), time(0), tzinfo=zone)
         slots = await ctx.scheduler.list_slots(target, range_start, range_end)
-        return web.json_response({"time_zone": zone_name, "slots": [_slot_json(slot, zone) for slot in slots]})
+        # The scheduler returns the very same list while nothing changed, so the encoded body can be reused too.
+        key = (id(slots), zone_name)
+        cached = bodies.get(key)
+        if cached is None or cached[0] is not slots:
+            payload = {"time_zone": zone_name, "slots": [_slot_json(slot, zone) for slot in slots]}
+            if len(bodies) > 256:
+                bodies.clear()
+            cached = bodies[key] = (slots, json.dumps(payload).encode())
+        return web.Response(body=cached[1], content_type="application/json")
 
+    bodies: dict[tuple[int, str], tuple[list[Slot], bytes]] = {}
     return handler
 
 

@@ -147,13 +147,13 @@ def decide_hosts(
     Round robin picks the free member booked least recently (never-booked first, ties by configured order), so
     bookings spread evenly; the returned sentence says why, for the run log and the agent.
     """
-    duration = target.duration
-    query = build_query(target, loads, starts_at - duration, starts_at + duration + timedelta(days=7), now)
-    slots = compute_slots(query)
-    match = next((slot for slot in slots if slot.starts_at == utc(starts_at)), None)
+    # Only the one requested start is evaluated: this runs under the write lock, so it must stay cheap.
+    # Alternatives for a refusal are computed afterwards, outside the transaction.
+    start = utc(starts_at)
+    slots = compute_slots(build_query(target, loads, start, start + timedelta(seconds=1), now))
+    match = slots[0] if slots and slots[0].starts_at == start else None
     if match is None:
-        alternatives = next_free_starts(slots, utc(starts_at))
-        raise SlotUnavailable("That time is no longer available", next_free=alternatives)
+        raise SlotUnavailable("That time is no longer available")
     if target.appointment_type.mode is not HostMode.ROUND_ROBIN:
         if len(match.host_ids) == 1:
             return match.host_ids, "the appointment type has one host"
@@ -205,8 +205,15 @@ class Scheduler:
     def __init__(self, store: BookingStore, clock: Clock) -> None:
         self._store = store
         self._clock = clock
+        self._slot_cache: dict[tuple[Hashable, ...], tuple[Mapping[str, HostLoad], list[Slot]]] = {}
 
     async def list_slots(self, target: BookingTarget, range_start: datetime, range_end: datetime) -> list[Slot]:
+        """Slots for display, in UTC; raises InvalidRequest for an empty or over-long range.
+
+        Results are reused while their inputs are unchanged: the store hands back the same loads object until a
+        booking or calendar refresh changes them, and `now` is rounded *up* to the minute, so a cached answer is
+        at most stricter about notice than a fresh one, never looser. Booking always re-checks authoritatively.
+        """
         if range_end <= range_start:
             raise InvalidRequest("The end date must be after the start date", field="end")
         if range_end - range_start > MAX_RANGE:
@@ -218,7 +225,19 @@ class Scheduler:
             range_start - timedelta(days=1),
             range_end + timedelta(days=1),
         )
-        return compute_slots(build_query(target, loads, range_start, range_end, self._clock.now()))
+        now = self._clock.now()
+        rounded = now.replace(second=0, microsecond=0)
+        if rounded < now:
+            rounded += timedelta(minutes=1)
+        key = (_target_signature(target), utc(range_start), utc(range_end), rounded)
+        cached = self._slot_cache.get(key)
+        if cached is not None and cached[0] is loads:
+            return cached[1]
+        slots = compute_slots(build_query(target, loads, range_start, range_end, rounded))
+        if len(self._slot_cache) > 256:
+            self._slot_cache.clear()
+        self._slot_cache[key] = (loads, slots)
+        return slots
 
     async def explain(self, target: BookingTarget, starts_at: datetime) -> list[Reason]:
         loads = await self._store.load_host_loads(

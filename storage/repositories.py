@@ -150,6 +150,7 @@ class SqlTenantCatalog:
 
     def __init__(self, database: Database) -> None:
         self._db = database
+        self._targets: dict[tuple[str, str], tuple[int, BookingTarget | None]] = {}
 
     async def _tenant_by_slug(self, conn: AsyncConnection, slug: str) -> TenantRow | None:
         rows = _rows(TenantRow, await conn.execute(select(tenants).where(tenants.c.slug == slug)))
@@ -191,7 +192,18 @@ class SqlTenantCatalog:
         )
 
     async def find_type_target(self, tenant_slug: str, type_slug: str) -> BookingTarget | None:
+        """The target behind a shareable URL. Cached per process until the tenant's config_version moves, so a
+        page view costs one indexed lookup instead of four."""
         async with self._db.read() as conn:
+            version = (
+                await conn.execute(select(tenants.c.config_version).where(tenants.c.slug == tenant_slug))
+            ).scalar_one_or_none()
+            if version is None:
+                return None
+            key = (tenant_slug, type_slug)
+            cached = self._targets.get(key)
+            if cached is not None and cached[0] == version:
+                return cached[1]
             tenant = await self._tenant_by_slug(conn, tenant_slug)
             if tenant is None:
                 return None
@@ -204,7 +216,11 @@ class SqlTenantCatalog:
                     )
                 ),
             )
-            return await self._target(conn, tenant, rows[0], None) if rows else None
+            target = await self._target(conn, tenant, rows[0], None) if rows else None
+        if len(self._targets) > 1024:
+            self._targets.clear()
+        self._targets[key] = (tenant.config_version, target)
+        return target
 
     async def find_target_for_type(self, tenant_id: str, type_id: str) -> BookingTarget | None:
         async with self._db.read() as conn:
@@ -317,19 +333,21 @@ class SqlBookingStore:
         self._db = database
         self._loads_cache: dict[
             tuple[str, tuple[str, ...], datetime, datetime],
-            tuple[tuple[tuple[Any, ...], ...], tuple[Any, ...], Mapping[str, HostLoad]],
+            tuple[tuple[tuple[Any, ...], ...], int | None, Mapping[str, HostLoad]],
         ] = {}
 
     async def load_host_loads(
         self, tenant_id: str, host_ids: Sequence[str], starts_at: datetime, ends_at: datetime
     ) -> Mapping[str, HostLoad]:
         """Busy time for display. Returns the *same* mapping object while nothing changed, so callers can cache
-        derived results by identity; external busy rows (thousands per team) are re-read only when their
-        fingerprint (count, newest fetched_at) moves, which every background refresh does."""
+        derived results by identity. Bookings are read live (few rows); external busy rows (thousands per team)
+        are re-read only when the tenant's busy_version moves, which replace_external_busy() guarantees."""
         key = (tenant_id, tuple(host_ids), starts_at, ends_at)
         async with self._db.read() as conn:
             booked = await self._booked(conn, tenant_id, host_ids, starts_at, ends_at)
-            fingerprint = await self._external_fingerprint(conn, tenant_id, host_ids, starts_at, ends_at)
+            fingerprint = (
+                await conn.execute(select(tenants.c.busy_version).where(tenants.c.id == tenant_id))
+            ).scalar_one_or_none()
             cached = self._loads_cache.get(key)
             if cached is not None and cached[0] == booked and cached[1] == fingerprint:
                 return cached[2]
@@ -343,10 +361,14 @@ class SqlBookingStore:
     async def _loads(
         self, conn: AsyncConnection, tenant_id: str, host_ids: Sequence[str], starts_at: datetime, ends_at: datetime
     ) -> dict[str, HostLoad]:
-        """Authoritative loads inside a write transaction: no caches, and with last-booked times for round robin."""
+        """Authoritative loads inside a write transaction: no caches, and with last-booked times for round robin.
+
+        The range is padded by a day each side because buffers reach beyond the meeting itself."""
+        pad = timedelta(days=1)
         booked = await self._booked(conn, tenant_id, host_ids, starts_at, ends_at)
-        external = await self._external(conn, tenant_id, host_ids, starts_at, ends_at)
-        return self._assemble(host_ids, booked, external, await self._last_booked(conn, tenant_id, host_ids))
+        external = await self._external(conn, tenant_id, host_ids, starts_at - pad, ends_at + pad)
+        last = await self._last_booked(conn, tenant_id, host_ids) if len(host_ids) > 1 else {}
+        return self._assemble(host_ids, booked, external, last)
 
     @staticmethod
     def _assemble(
@@ -397,20 +419,6 @@ class SqlBookingStore:
         return tuple(tuple(row) for row in result)
 
     @staticmethod
-    async def _external_fingerprint(
-        conn: AsyncConnection, tenant_id: str, host_ids: Sequence[str], starts_at: datetime, ends_at: datetime
-    ) -> tuple[Any, ...]:
-        result = await conn.execute(
-            select(func.count(), func.max(busy_cache.c.fetched_at), func.max(busy_cache.c.id)).where(
-                busy_cache.c.tenant_id == tenant_id,
-                busy_cache.c.user_id.in_(host_ids),
-                busy_cache.c.starts_at < ends_at,
-                busy_cache.c.ends_at > starts_at,
-            )
-        )
-        return tuple(result.one())
-
-    @staticmethod
     async def _external(
         conn: AsyncConnection, tenant_id: str, host_ids: Sequence[str], starts_at: datetime, ends_at: datetime
     ) -> list[tuple[Any, ...]]:
@@ -445,6 +453,37 @@ class SqlBookingStore:
             last_booked[user_id] = moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
         return last_booked
 
+    async def replace_external_busy(
+        self, tenant_id: str, user_id: str, source: str, intervals: Sequence[tuple[datetime, datetime, str]]
+    ) -> None:
+        """Swap one user's cached busy time from one calendar source, and bump the tenant's busy_version."""
+        now = datetime.now(UTC)
+        async with self._db.write() as conn:
+            await conn.execute(
+                busy_cache.delete().where(
+                    busy_cache.c.tenant_id == tenant_id, busy_cache.c.user_id == user_id, busy_cache.c.source == source
+                )
+            )
+            if intervals:
+                await conn.execute(
+                    busy_cache.insert(),
+                    [
+                        {
+                            "tenant_id": tenant_id,
+                            "user_id": user_id,
+                            "source": source,
+                            "starts_at": starts_at,
+                            "ends_at": ends_at,
+                            "label": label[:200],
+                            "fetched_at": now,
+                        }
+                        for starts_at, ends_at, label in intervals
+                    ],
+                )
+            await conn.execute(
+                update(tenants).where(tenants.c.id == tenant_id).values(busy_version=tenants.c.busy_version + 1)
+            )
+
     async def create_booking(
         self,
         target: BookingTarget,
@@ -471,9 +510,7 @@ class SqlBookingStore:
                     if found is not None:
                         raise DuplicateRequest(found)
                 host_ids = [host.user_id for host in target.hosts]
-                loads = await self._loads(
-                    conn, target.tenant_id, host_ids, starts_at - timedelta(days=1), ends_at + timedelta(days=8)
-                )
+                loads = await self._loads(conn, target.tenant_id, host_ids, starts_at, ends_at)
                 chosen, reason = decide(loads)
                 row = BookingRow(
                     id=booking_id,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, Column, DateTime, Index, String, Table, UniqueConstraint, text
+from sqlalchemy import JSON, Column, DateTime, Index, Integer, String, Table, UniqueConstraint, text
 from sqlalchemy.engine import Dialect
 from sqlalchemy.types import TypeDecorator
 from sqlmodel import Field, SQLModel
@@ -51,6 +51,10 @@ class TenantRow(SQLModel, table=True):
     name: str = Field(max_length=200)
     default_time_zone: str = Field(max_length=64)
     holidays: list[str] = _json_column()
+    config_version: int = Field(default=0, sa_column=Column(Integer, nullable=False, server_default="0"))
+    """Bumped by every applied rollout, so processes can cache pages and types until it moves."""
+    busy_version: int = Field(default=0, sa_column=Column(Integer, nullable=False, server_default="0"))
+    """Bumped by every write to busy_cache, so cached busy time is re-read only when it changed."""
 
 
 class UserRow(SQLModel, table=True):

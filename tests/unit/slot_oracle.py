@@ -7,7 +7,6 @@ minute-aligned, so an epoch minute (an int) stands for the minute [m, m + 1).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
@@ -60,8 +59,9 @@ def wall_to_utc(day: date, wall: time, zone: ZoneInfo) -> datetime:
     read with the offset in force before the jump, which lands it later by the length of the gap.
     """
     naive = datetime.combine(day, wall)
+    # Offsets in force from two days before to two days after: both sides of any transition on `day`.
     offsets = {
-        (naive.replace(tzinfo=UTC) + hours).astimezone(zone).utcoffset() for hours in map(timedelta, (-2, -1, 0, 1, 2))
+        (naive.replace(tzinfo=UTC) + timedelta(days=shift)).astimezone(zone).utcoffset() for shift in range(-2, 3)
     }
     readings = []
     for offset in offsets:
@@ -257,14 +257,6 @@ def weekly_hours(draw: st.DrawFn) -> tuple[tuple[WallInterval, ...], ...]:
     if not any(week):
         week[0] = OFFICE_HOURS  # business units need some working time each week
     return tuple(week)
-
-
-@dataclass
-class QueryShape:
-    """What a generated query is built around, kept for readable falsifying examples."""
-
-    anchor: date
-    days: list[date] = field(default_factory=list)
 
 
 @st.composite

@@ -1,0 +1,113 @@
+"""Hypothesis properties of the slot engine, checked against a brute-force minute-grid oracle."""
+
+from __future__ import annotations
+
+from datetime import UTC, timedelta
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from scheduling.model import BusyKind, HostMode, SlotQuery
+from scheduling.slots import compute_slots
+from tests.unit.slot_oracle import HostOracle, as_pairs, expected_slots, minutes_of, slot_queries, to_minute
+
+PROPERTY_SETTINGS = settings(
+    max_examples=150,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+
+
+def oracles_by_host(query: SlotQuery) -> dict[str, HostOracle]:
+    return {host.host_id: HostOracle(host, query.holidays) for host in query.hosts}
+
+
+@pytest.mark.parametrize("mode", list(HostMode))
+@PROPERTY_SETTINGS
+@given(data=st.data())
+def test_engine_offers_exactly_the_starts_the_minute_grid_oracle_finds(mode: HostMode, data: st.DataObject) -> None:
+    query = data.draw(slot_queries(modes=(mode,)))
+
+    assert as_pairs(compute_slots(query)) == expected_slots(query)
+
+
+@PROPERTY_SETTINGS
+@given(query=slot_queries())
+def test_slots_are_sorted_unique_utc_and_exactly_one_meeting_long(query: SlotQuery) -> None:
+    slots = compute_slots(query)
+
+    starts = [slot.starts_at for slot in slots]
+    assert starts == sorted(set(starts))
+    for slot in slots:
+        assert slot.starts_at.utcoffset() == timedelta(0)
+        assert slot.starts_at.tzinfo is UTC
+        assert slot.ends_at - slot.starts_at == query.rules.duration
+
+
+@PROPERTY_SETTINGS
+@given(query=slot_queries())
+def test_slots_never_overlap_busy_time_or_buffers(query: SlotQuery) -> None:
+    rules = query.rules
+    hosts = {host.host_id: host for host in query.hosts}
+
+    for slot in compute_slots(query):
+        buffered_start = slot.starts_at - rules.buffer_before
+        buffered_end = slot.ends_at + rules.buffer_after
+        for host_id in slot.host_ids:
+            for busy in hosts[host_id].busy:
+                assert not (busy.starts_at < slot.ends_at and slot.starts_at < busy.ends_at), (slot, busy)
+                if busy.kind is BusyKind.EVENT:
+                    assert not (busy.starts_at < buffered_end and buffered_start < busy.ends_at), (slot, busy)
+
+
+@PROPERTY_SETTINGS
+@given(query=slot_queries())
+def test_slots_lie_inside_one_working_interval_of_one_local_day(query: SlotQuery) -> None:
+    oracles = oracles_by_host(query)
+
+    for slot in compute_slots(query):
+        for host_id in slot.host_ids:
+            oracle = oracles[host_id]
+            start = to_minute(slot.starts_at)
+            day = oracle.local_date(start)
+            assert day not in query.holidays
+            working = oracle.working_set(day)
+            assert all(minute in working for minute in range(start, to_minute(slot.ends_at))), (slot, host_id)
+
+
+@PROPERTY_SETTINGS
+@given(query=slot_queries())
+def test_slots_respect_range_notice_window_and_increment(query: SlotQuery) -> None:
+    rules = query.rules
+    oracles = oracles_by_host(query)
+    now = to_minute(query.now)
+
+    for slot in compute_slots(query):
+        assert query.range_start <= slot.starts_at < query.range_end
+        start = to_minute(slot.starts_at)
+        for host_id in slot.host_ids:
+            oracle = oracles[host_id]
+            assert start >= oracle.earliest_start(now, rules.notice), (slot, host_id)
+            assert start < oracle.latest_start_exclusive(now, rules.window), (slot, host_id)
+            assert (start - oracle.midnight(oracle.local_date(start))) % minutes_of(rules.increment) == 0
+
+
+@PROPERTY_SETTINGS
+@given(query=slot_queries(modes=(HostMode.ROUND_ROBIN,)))
+def test_every_round_robin_slot_lists_exactly_its_free_hosts_in_configured_order(query: SlotQuery) -> None:
+    free = {host.host_id: HostOracle(host, query.holidays).free_starts(query) for host in query.hosts}
+    configured = [host.host_id for host in query.hosts]
+
+    for slot in compute_slots(query):
+        start = to_minute(slot.starts_at)
+        assert slot.host_ids, slot
+        assert list(slot.host_ids) == [host_id for host_id in configured if start in free[host_id]]
+
+
+@PROPERTY_SETTINGS
+@given(query=slot_queries(modes=(HostMode.USER, HostMode.PANEL)))
+def test_user_and_panel_slots_name_every_host(query: SlotQuery) -> None:
+    everyone = tuple(host.host_id for host in query.hosts)
+
+    assert all(slot.host_ids == everyone for slot in compute_slots(query))
