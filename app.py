@@ -135,6 +135,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     settings = Settings()
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    # Alembic narrates every check at INFO; the command's own output is what an admin needs to read.
+    logging.getLogger("alembic").setLevel(logging.WARNING)
     if args.command in ("serve", "demo"):
         if args.host:
             settings.host = args.host

@@ -107,3 +107,15 @@ def _upgrade(connection: Connection) -> None:
     config = alembic_config()
     config.attributes["connection"] = connection
     command.upgrade(config, "head")
+
+
+async def upgrade_to(database: Database, revision: str) -> None:
+    """Upgrade to a specific revision (tests use it to build an older schema before `migrate`)."""
+
+    def run(connection: Connection) -> None:
+        config = alembic_config()
+        config.attributes["connection"] = connection
+        command.upgrade(config, revision)
+
+    async with database.engine.begin() as conn:
+        await conn.run_sync(run)

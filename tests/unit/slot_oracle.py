@@ -154,8 +154,8 @@ class HostOracle:
         if notice.unit is SpanUnit.BUSINESS_DAYS:
             if notice.amount == 0:
                 return now
-            # N whole working days must pass first, so the first bookable minute opens the (N+1)-th working day.
-            return self.working_minutes(self.next_working_days(now)[notice.amount])[0]
+            # Bookable from the opening of the N-th working date after today (today never counts).
+            return self.working_minutes(self.next_working_days(now)[notice.amount - 1])[0]
         return now + calendar_minutes(notice)
 
     def latest_start_exclusive(self, now: int, window: Span) -> int:
@@ -247,7 +247,7 @@ NIGHT_SHIFT = (WallInterval(time(0), time(6)), WallInterval(time(22), MIDNIGHT))
 
 @st.composite
 def weekly_hours(draw: st.DrawFn) -> tuple[tuple[WallInterval, ...], ...]:
-    template = draw(st.sampled_from(("office", "split", "night", "random")))
+    template = draw(st.sampled_from(("office", "office", "split", "night", "random")))
     if template == "random":
         week = [draw(day_hours()) for _ in range(7)]
     else:
@@ -287,14 +287,16 @@ def spans(draw: st.DrawFn, *, window: bool) -> Span:
         unit = draw(st.sampled_from((SpanUnit.DAYS, SpanUnit.BUSINESS_DAYS, SpanUnit.HOURS, SpanUnit.BUSINESS_HOURS)))
     else:
         unit = draw(st.sampled_from(SpanUnit))
+    # Windows are mostly long enough to reach the range and notices mostly short enough to leave some of it.
     limits = {
-        SpanUnit.MINUTES: 600,
-        SpanUnit.HOURS: 72,
-        SpanUnit.DAYS: 6 if window else 3,
-        SpanUnit.BUSINESS_HOURS: 16,
-        SpanUnit.BUSINESS_DAYS: 5 if window else 3,
+        SpanUnit.MINUTES: (0, 600),
+        SpanUnit.HOURS: (0, 48) if not window else (0, 150),
+        SpanUnit.DAYS: (0, 2) if not window else (0, 10),
+        SpanUnit.BUSINESS_HOURS: (0, 12) if not window else (0, 60),
+        SpanUnit.BUSINESS_DAYS: (0, 3) if not window else (0, 8),
     }
-    return Span(draw(st.integers(0, limits[unit])), unit)
+    low, high = limits[unit]
+    return Span(draw(st.integers(low, high)), unit)
 
 
 @st.composite
@@ -303,7 +305,7 @@ def slot_queries(draw: st.DrawFn, modes: tuple[HostMode, ...] = tuple(HostMode),
     anchor = draw(st.one_of(st.sampled_from(DST_DATES_2026), st.dates(date(2026, 1, 1), date(2026, 12, 31))))
     range_start = datetime.combine(anchor, MIDNIGHT, tzinfo=UTC) + timedelta(minutes=draw(st.integers(-1440, 1440)))
     span = timedelta(minutes=draw(st.integers(1440, 4 * 1440)))
-    now = range_start + timedelta(minutes=draw(st.integers(-3 * 1440, 1440)))
+    now = range_start + timedelta(minutes=draw(st.integers(-2 * 1440, 720)))
     rules = SlotRules(
         duration=timedelta(minutes=5 * draw(st.integers(1, 24))),
         increment=timedelta(minutes=draw(st.sampled_from(INCREMENTS))),

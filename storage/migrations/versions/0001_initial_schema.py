@@ -23,8 +23,6 @@ def upgrade() -> None:
         sa.Column("name", sa.String(length=200), nullable=False),
         sa.Column("default_time_zone", sa.String(length=64), nullable=False),
         sa.Column("holidays", sa.JSON(), nullable=False),
-        sa.Column("config_version", sa.Integer(), server_default="0", nullable=False),
-        sa.Column("busy_version", sa.Integer(), server_default="0", nullable=False),
         sa.PrimaryKeyConstraint("id"),
         sa.UniqueConstraint("slug"),
     )
