@@ -142,6 +142,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             settings.host = args.host
         if args.port:
             settings.port = args.port
+        if "base_url" not in settings.model_fields_set:
+            # Links printed and sent to clients must point at the address actually being served.
+            shown_host = "127.0.0.1" if settings.host in ("0.0.0.0", "::") else settings.host  # noqa: S104
+            settings.base_url = f"http://{shown_host}:{settings.port}"
         if args.command == "demo":
             code = asyncio.run(_demo_setup(settings))
             if code:
