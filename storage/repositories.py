@@ -5,14 +5,16 @@ from __future__ import annotations
 import hashlib
 import secrets
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import and_, func, select, update
+from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.sql import Select
 
 from scheduling.errors import DuplicateRequest, LinkExpired, NotFound, SlotUnavailable
 from scheduling.model import (
@@ -194,16 +196,18 @@ class SqlTenantCatalog:
     async def find_type_target(self, tenant_slug: str, type_slug: str) -> BookingTarget | None:
         """The target behind a shareable URL. Cached per process until the tenant's config_version moves, so a
         page view costs one indexed lookup instead of four."""
-        async with self._db.read() as conn:
-            version = (
-                await conn.execute(select(tenants.c.config_version).where(tenants.c.slug == tenant_slug))
+        version = await self._db.run_read(
+            lambda conn: conn.execute(
+                select(tenants.c.config_version).where(tenants.c.slug == tenant_slug)
             ).scalar_one_or_none()
-            if version is None:
-                return None
-            key = (tenant_slug, type_slug)
-            cached = self._targets.get(key)
-            if cached is not None and cached[0] == version:
-                return cached[1]
+        )
+        if version is None:
+            return None
+        key = (tenant_slug, type_slug)
+        cached = self._targets.get(key)
+        if cached is not None and cached[0] == version:
+            return cached[1]
+        async with self._db.read() as conn:
             tenant = await self._tenant_by_slug(conn, tenant_slug)
             if tenant is None:
                 return None
@@ -326,6 +330,57 @@ class SqlTenantCatalog:
             return team.name, types
 
 
+def _booked_query(tenant_id: str, host_ids: Sequence[str], starts_at: datetime, ends_at: datetime) -> Select[Any]:
+    """Active host slots near [starts_at, ends_at); a day either side because buffers reach beyond a meeting."""
+    margin = timedelta(days=1)
+    return (
+        select(
+            host_slots.c.user_id,
+            host_slots.c.starts_at,
+            host_slots.c.ends_at,
+            host_slots.c.buffer_before_seconds,
+            host_slots.c.buffer_after_seconds,
+        )
+        .where(
+            host_slots.c.tenant_id == tenant_id,
+            host_slots.c.user_id.in_(host_ids),
+            host_slots.c.active.is_(True),
+            host_slots.c.starts_at < ends_at + margin,
+            host_slots.c.ends_at > starts_at - margin,
+        )
+        .order_by(host_slots.c.id)
+    )
+
+
+def _external_query(tenant_id: str, host_ids: Sequence[str], starts_at: datetime, ends_at: datetime) -> Select[Any]:
+    return select(busy_cache.c.user_id, busy_cache.c.starts_at, busy_cache.c.ends_at, busy_cache.c.label).where(
+        busy_cache.c.tenant_id == tenant_id,
+        busy_cache.c.user_id.in_(host_ids),
+        busy_cache.c.starts_at < ends_at,
+        busy_cache.c.ends_at > starts_at,
+    )
+
+
+def _last_booked_query(tenant_id: str, host_ids: Sequence[str]) -> Select[Any]:
+    return (
+        select(host_slots.c.user_id, func.max(bookings.c.created_at))
+        .join(bookings, and_(bookings.c.id == host_slots.c.booking_id, bookings.c.tenant_id == tenant_id))
+        .where(host_slots.c.tenant_id == tenant_id, host_slots.c.user_id.in_(host_ids), host_slots.c.active.is_(True))
+        .group_by(host_slots.c.user_id)
+    )
+
+
+def _parse_last_booked(rows: Iterable[Any]) -> dict[str, datetime]:
+    last_booked: dict[str, datetime] = {}
+    for user_id, created_at in rows:
+        if created_at is None:
+            continue
+        # func.max() bypasses the column type, so SQLite hands back its text form.
+        moment = created_at if isinstance(created_at, datetime) else datetime.fromisoformat(created_at)
+        last_booked[user_id] = moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
+    return last_booked
+
+
 class SqlBookingStore:
     """BookingStore: the overlap check and the insert share one write transaction (see Database.write)."""
 
@@ -333,7 +388,7 @@ class SqlBookingStore:
         self._db = database
         self._loads_cache: dict[
             tuple[str, tuple[str, ...], datetime, datetime],
-            tuple[tuple[tuple[Any, ...], ...], int | None, Mapping[str, HostLoad]],
+            tuple[tuple[tuple[Any, ...], ...], int | None, Mapping[str, HostLoad], list[tuple[Any, ...]]],
         ] = {}
 
     async def load_host_loads(
@@ -343,32 +398,43 @@ class SqlBookingStore:
         derived results by identity. Bookings are read live (few rows); external busy rows (thousands per team)
         are re-read only when the tenant's busy_version moves, which replace_external_busy() guarantees."""
         key = (tenant_id, tuple(host_ids), starts_at, ends_at)
-        async with self._db.read() as conn:
-            booked = await self._booked(conn, tenant_id, host_ids, starts_at, ends_at)
-            fingerprint = (
-                await conn.execute(select(tenants.c.busy_version).where(tenants.c.id == tenant_id))
-            ).scalar_one_or_none()
-            cached = self._loads_cache.get(key)
-            if cached is not None and cached[0] == booked and cached[1] == fingerprint:
+        cached = self._loads_cache.get(key)
+
+        def read(conn: Connection) -> tuple[tuple[tuple[Any, ...], ...], int | None, list[tuple[Any, ...]] | None]:
+            booked = tuple(tuple(row) for row in conn.execute(_booked_query(tenant_id, host_ids, starts_at, ends_at)))
+            version = conn.execute(select(tenants.c.busy_version).where(tenants.c.id == tenant_id)).scalar_one_or_none()
+            if cached is not None and cached[1] == version:
+                return booked, version, None
+            external = [tuple(row) for row in conn.execute(_external_query(tenant_id, host_ids, starts_at, ends_at))]
+            return booked, version, external
+
+        booked, fingerprint, fresh = await self._db.run_read(read)
+        if fresh is None and cached is not None:
+            if cached[0] == booked:
                 return cached[2]
-            external = await self._external(conn, tenant_id, host_ids, starts_at, ends_at)
+            external = cached[3]
+        else:
+            external = fresh or []
         loads = self._assemble(host_ids, booked, external, {})
         if len(self._loads_cache) > 512:
             self._loads_cache.clear()
-        self._loads_cache[key] = (booked, fingerprint, loads)
+        self._loads_cache[key] = (booked, fingerprint, loads, external)
         return loads
 
-    async def _loads(
-        self, conn: AsyncConnection, tenant_id: str, host_ids: Sequence[str], starts_at: datetime, ends_at: datetime
+    @classmethod
+    def _loads_in(
+        cls, conn: Connection, tenant_id: str, host_ids: Sequence[str], starts_at: datetime, ends_at: datetime
     ) -> dict[str, HostLoad]:
         """Authoritative loads inside a write transaction: no caches, and with last-booked times for round robin.
 
-        The range is padded by a day each side because buffers reach beyond the meeting itself."""
+        External busy time is padded by a day each side because buffers reach beyond the meeting itself."""
         pad = timedelta(days=1)
-        booked = await self._booked(conn, tenant_id, host_ids, starts_at, ends_at)
-        external = await self._external(conn, tenant_id, host_ids, starts_at - pad, ends_at + pad)
-        last = await self._last_booked(conn, tenant_id, host_ids) if len(host_ids) > 1 else {}
-        return self._assemble(host_ids, booked, external, last)
+        booked = tuple(tuple(row) for row in conn.execute(_booked_query(tenant_id, host_ids, starts_at, ends_at)))
+        external = [
+            tuple(row) for row in conn.execute(_external_query(tenant_id, host_ids, starts_at - pad, ends_at + pad))
+        ]
+        last = _parse_last_booked(conn.execute(_last_booked_query(tenant_id, host_ids))) if len(host_ids) > 1 else {}
+        return cls._assemble(host_ids, booked, external, last)
 
     @staticmethod
     def _assemble(
@@ -392,66 +458,6 @@ class SqlBookingStore:
         for user_id, busy_start, busy_end, label in external:
             busy[user_id].append(BusyInterval(busy_start, busy_end, BusyKind.EVENT, label))
         return {host_id: HostLoad(tuple(intervals), last_booked.get(host_id)) for host_id, intervals in busy.items()}
-
-    @staticmethod
-    async def _booked(
-        conn: AsyncConnection, tenant_id: str, host_ids: Sequence[str], starts_at: datetime, ends_at: datetime
-    ) -> tuple[tuple[Any, ...], ...]:
-        # Buffers reach outside a booking, so look a day beyond the range on either side.
-        margin = timedelta(days=1)
-        result = await conn.execute(
-            select(
-                host_slots.c.user_id,
-                host_slots.c.starts_at,
-                host_slots.c.ends_at,
-                host_slots.c.buffer_before_seconds,
-                host_slots.c.buffer_after_seconds,
-            )
-            .where(
-                host_slots.c.tenant_id == tenant_id,
-                host_slots.c.user_id.in_(host_ids),
-                host_slots.c.active.is_(True),
-                host_slots.c.starts_at < ends_at + margin,
-                host_slots.c.ends_at > starts_at - margin,
-            )
-            .order_by(host_slots.c.id)
-        )
-        return tuple(tuple(row) for row in result)
-
-    @staticmethod
-    async def _external(
-        conn: AsyncConnection, tenant_id: str, host_ids: Sequence[str], starts_at: datetime, ends_at: datetime
-    ) -> list[tuple[Any, ...]]:
-        result = await conn.execute(
-            select(busy_cache.c.user_id, busy_cache.c.starts_at, busy_cache.c.ends_at, busy_cache.c.label).where(
-                busy_cache.c.tenant_id == tenant_id,
-                busy_cache.c.user_id.in_(host_ids),
-                busy_cache.c.starts_at < ends_at,
-                busy_cache.c.ends_at > starts_at,
-            )
-        )
-        return [tuple(row) for row in result]
-
-    @staticmethod
-    async def _last_booked(conn: AsyncConnection, tenant_id: str, host_ids: Sequence[str]) -> dict[str, datetime]:
-        result = await conn.execute(
-            select(host_slots.c.user_id, func.max(bookings.c.created_at))
-            .join(bookings, and_(bookings.c.id == host_slots.c.booking_id, bookings.c.tenant_id == tenant_id))
-            .where(
-                host_slots.c.tenant_id == tenant_id,
-                host_slots.c.user_id.in_(host_ids),
-                host_slots.c.active.is_(True),
-            )
-            .group_by(host_slots.c.user_id)
-        )
-        last_booked: dict[str, datetime] = {}
-        for user_id, created_at in result:
-            if created_at is None:
-                continue
-            # func.max() bypasses the column type, so SQLite hands back its text form.
-            moment = created_at if isinstance(created_at, datetime) else datetime.fromisoformat(created_at)
-            last_booked[user_id] = moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
-        return last_booked
 
     async def replace_external_busy(
         self, tenant_id: str, user_id: str, source: str, intervals: Sequence[tuple[datetime, datetime, str]]
@@ -497,55 +503,58 @@ class SqlBookingStore:
         now = datetime.now(UTC)
         booking_id = new_id()
         rules = target.appointment_type.rules
-        try:
-            async with self._db.write() as conn:
-                if idempotency_key is not None:
-                    existing = await conn.execute(
-                        select(bookings.c.id).where(
-                            bookings.c.tenant_id == target.tenant_id,
-                            bookings.c.idempotency_key == idempotency_key,
-                        )
+        host_ids = [host.user_id for host in target.hosts]
+
+        def transaction(conn: Connection) -> BookingRow:
+            if idempotency_key is not None:
+                found = conn.execute(
+                    select(bookings.c.id).where(
+                        bookings.c.tenant_id == target.tenant_id, bookings.c.idempotency_key == idempotency_key
                     )
-                    found = existing.scalar_one_or_none()
-                    if found is not None:
-                        raise DuplicateRequest(found)
-                host_ids = [host.user_id for host in target.hosts]
-                loads = await self._loads(conn, target.tenant_id, host_ids, starts_at, ends_at)
-                chosen, reason = decide(loads)
-                row = BookingRow(
-                    id=booking_id,
-                    tenant_id=target.tenant_id,
-                    type_id=target.appointment_type.type_id,
-                    request_id=target.request.request_id if target.request else None,
-                    starts_at=starts_at,
-                    ends_at=ends_at,
-                    status=BookingStatus.CONFIRMED.value,
-                    host_ids=list(chosen),
-                    client_name=client.name,
-                    client_email=client.email,
-                    client_time_zone=client.time_zone,
-                    answers=dict(client.answers),
-                    guests=list(client.guests),
-                    notes=client.notes,
-                    assignment_reason=reason,
-                    idempotency_key=idempotency_key,
-                    created_at=now,
-                    updated_at=now,
+                ).scalar_one_or_none()
+                if found is not None:
+                    raise DuplicateRequest(found)
+            chosen, reason = decide(self._loads_in(conn, target.tenant_id, host_ids, starts_at, ends_at))
+            row = BookingRow(
+                id=booking_id,
+                tenant_id=target.tenant_id,
+                type_id=target.appointment_type.type_id,
+                request_id=target.request.request_id if target.request else None,
+                starts_at=starts_at,
+                ends_at=ends_at,
+                status=BookingStatus.CONFIRMED.value,
+                host_ids=list(chosen),
+                client_name=client.name,
+                client_email=client.email,
+                client_time_zone=client.time_zone,
+                answers=dict(client.answers),
+                guests=list(client.guests),
+                notes=client.notes,
+                assignment_reason=reason,
+                idempotency_key=idempotency_key,
+                created_at=now,
+                updated_at=now,
+            )
+            conn.execute(bookings.insert().values(**row.model_dump()))
+            conn.execute(
+                host_slots.insert(), _host_slot_rows(target.tenant_id, booking_id, chosen, starts_at, ends_at, rules)
+            )
+            if target.request is not None:
+                used = conn.execute(
+                    update(scheduling_requests)
+                    .where(
+                        scheduling_requests.c.tenant_id == target.tenant_id,
+                        scheduling_requests.c.id == target.request.request_id,
+                        scheduling_requests.c.used_at.is_(None),
+                    )
+                    .values(used_at=now, booking_id=booking_id)
                 )
-                await conn.execute(bookings.insert().values(**row.model_dump()))
-                await self._insert_host_slots(conn, target.tenant_id, booking_id, chosen, starts_at, ends_at, rules)
-                if target.request is not None:
-                    used = await conn.execute(
-                        update(scheduling_requests)
-                        .where(
-                            scheduling_requests.c.tenant_id == target.tenant_id,
-                            scheduling_requests.c.id == target.request.request_id,
-                            scheduling_requests.c.used_at.is_(None),
-                        )
-                        .values(used_at=now, booking_id=booking_id)
-                    )
-                    if used.rowcount != 1:
-                        raise LinkExpired("This scheduling link has already been used to book an appointment")
+                if used.rowcount != 1:
+                    raise LinkExpired("This scheduling link has already been used to book an appointment")
+            return row
+
+        try:
+            row = await self._db.run_write(transaction)
         except IntegrityError as exc:
             if idempotency_key is not None and "idempotency" in str(exc.orig).lower():
                 existing_id = await self._booking_id_for_key(target.tenant_id, idempotency_key)
@@ -566,33 +575,6 @@ class SqlBookingStore:
             )
             return result.scalar_one_or_none()
 
-    @staticmethod
-    async def _insert_host_slots(
-        conn: AsyncConnection,
-        tenant_id: str,
-        booking_id: str,
-        host_ids: Sequence[str],
-        starts_at: datetime,
-        ends_at: datetime,
-        rules: SlotRules,
-    ) -> None:
-        await conn.execute(
-            host_slots.insert(),
-            [
-                {
-                    "tenant_id": tenant_id,
-                    "booking_id": booking_id,
-                    "user_id": host_id,
-                    "starts_at": starts_at,
-                    "ends_at": ends_at,
-                    "buffer_before_seconds": int(rules.buffer_before.total_seconds()),
-                    "buffer_after_seconds": int(rules.buffer_after.total_seconds()),
-                    "active": True,
-                }
-                for host_id in host_ids
-            ],
-        )
-
     async def find_by_idempotency_key(self, tenant_id: str, key: str) -> Booking | None:
         async with self._db.read() as conn:
             rows = _rows(
@@ -608,87 +590,63 @@ class SqlBookingStore:
 
     async def get_booking(self, tenant_id: str, booking_id: str) -> Booking | None:
         async with self._db.read() as conn:
-            return await self._get(conn, tenant_id, booking_id)
-
-    @staticmethod
-    async def _get(conn: AsyncConnection, tenant_id: str, booking_id: str) -> Booking | None:
-        rows = _rows(
-            BookingRow,
-            await conn.execute(
-                select(bookings).where(
-                    bookings.c.tenant_id == tenant_id,
-                    bookings.c.id == booking_id,
-                )
-            ),
-        )
-        return _to_booking(rows[0]) if rows else None
+            return _first_booking(await conn.execute(_booking_query(tenant_id, booking_id)))
 
     async def reschedule_booking(
         self, tenant_id: str, booking_id: str, starts_at: datetime, ends_at: datetime, *, decide: HostDecider
     ) -> Booking:
         now = datetime.now(UTC)
+
+        def transaction(conn: Connection) -> Booking | None:
+            current = _first_booking(conn.execute(_booking_query(tenant_id, booking_id)))
+            if current is None:
+                raise NotFound("No such booking")
+            before, after = conn.execute(
+                select(host_slots.c.buffer_before_seconds, host_slots.c.buffer_after_seconds).where(
+                    host_slots.c.tenant_id == tenant_id, host_slots.c.booking_id == booking_id
+                )
+            ).first() or (0, 0)
+            # Free the old time first, so a move by a few minutes does not collide with itself.
+            conn.execute(
+                update(host_slots)
+                .where(host_slots.c.tenant_id == tenant_id, host_slots.c.booking_id == booking_id)
+                .values(active=False)
+            )
+            candidates = list(current.host_ids)
+            settings = conn.execute(
+                select(appointment_types.c.host_mode, appointment_types.c.settings).where(
+                    appointment_types.c.tenant_id == tenant_id, appointment_types.c.id == current.type_id
+                )
+            ).first()
+            team_id = settings[1].get("host", {}).get("team_id") if settings else None
+            if team_id and settings is not None and settings[0] == HostMode.ROUND_ROBIN.value:
+                members = conn.execute(
+                    select(teams.c.member_ids).where(teams.c.tenant_id == tenant_id, teams.c.id == team_id)
+                ).scalar_one_or_none()
+                candidates = list(dict.fromkeys([*current.host_ids, *(members or [])]))
+            chosen, reason = decide(self._loads_in(conn, tenant_id, candidates, starts_at, ends_at))
+            rules = SlotRules(
+                duration=ends_at - starts_at,
+                increment=timedelta(minutes=1),
+                buffer_before=timedelta(seconds=before),
+                buffer_after=timedelta(seconds=after),
+            )
+            conn.execute(host_slots.insert(), _host_slot_rows(tenant_id, booking_id, chosen, starts_at, ends_at, rules))
+            conn.execute(
+                update(bookings)
+                .where(bookings.c.tenant_id == tenant_id, bookings.c.id == booking_id)
+                .values(
+                    starts_at=starts_at,
+                    ends_at=ends_at,
+                    host_ids=list(chosen),
+                    assignment_reason=reason,
+                    updated_at=now,
+                )
+            )
+            return _first_booking(conn.execute(_booking_query(tenant_id, booking_id)))
+
         try:
-            async with self._db.write() as conn:
-                current = await self._get(conn, tenant_id, booking_id)
-                if current is None:
-                    raise NotFound("No such booking")
-                buffers = await conn.execute(
-                    select(host_slots.c.buffer_before_seconds, host_slots.c.buffer_after_seconds).where(
-                        host_slots.c.tenant_id == tenant_id,
-                        host_slots.c.booking_id == booking_id,
-                    )
-                )
-                before, after = buffers.first() or (0, 0)
-                # Free the old time first, so a move by a few minutes does not collide with itself.
-                await conn.execute(
-                    update(host_slots)
-                    .where(host_slots.c.tenant_id == tenant_id, host_slots.c.booking_id == booking_id)
-                    .values(active=False)
-                )
-                types = _rows(
-                    AppointmentTypeRow,
-                    await conn.execute(
-                        select(appointment_types).where(
-                            appointment_types.c.tenant_id == tenant_id,
-                            appointment_types.c.id == current.type_id,
-                        )
-                    ),
-                )
-                candidates = list(current.host_ids)
-                if types:
-                    host = types[0].settings.get("host", {})
-                    if host.get("team_id") and types[0].host_mode == HostMode.ROUND_ROBIN.value:
-                        found_teams = _rows(
-                            TeamRow,
-                            await conn.execute(
-                                select(teams).where(teams.c.tenant_id == tenant_id, teams.c.id == host["team_id"])
-                            ),
-                        )
-                        if found_teams:
-                            candidates = list(dict.fromkeys([*current.host_ids, *found_teams[0].member_ids]))
-                loads = await self._loads(
-                    conn, tenant_id, candidates, starts_at - timedelta(days=1), ends_at + timedelta(days=8)
-                )
-                chosen, reason = decide(loads)
-                rules = SlotRules(
-                    duration=ends_at - starts_at,
-                    increment=timedelta(minutes=1),
-                    buffer_before=timedelta(seconds=before),
-                    buffer_after=timedelta(seconds=after),
-                )
-                await self._insert_host_slots(conn, tenant_id, booking_id, chosen, starts_at, ends_at, rules)
-                await conn.execute(
-                    update(bookings)
-                    .where(bookings.c.tenant_id == tenant_id, bookings.c.id == booking_id)
-                    .values(
-                        starts_at=starts_at,
-                        ends_at=ends_at,
-                        host_ids=list(chosen),
-                        assignment_reason=reason,
-                        updated_at=now,
-                    )
-                )
-                updated = await self._get(conn, tenant_id, booking_id)
+            updated = await self._db.run_write(transaction)
         except IntegrityError as exc:
             raise SlotUnavailable("That time was just booked by someone else") from exc
         if updated is None:
@@ -697,8 +655,9 @@ class SqlBookingStore:
 
     async def cancel_booking(self, tenant_id: str, booking_id: str, reason: str) -> Booking:
         now = datetime.now(UTC)
-        async with self._db.write() as conn:
-            changed = await conn.execute(
+
+        def transaction(conn: Connection) -> Booking | None:
+            changed = conn.execute(
                 update(bookings)
                 .where(
                     bookings.c.tenant_id == tenant_id,
@@ -709,15 +668,44 @@ class SqlBookingStore:
             )
             if changed.rowcount != 1:
                 raise NotFound("No active booking to cancel")
-            await conn.execute(
+            conn.execute(
                 update(host_slots)
                 .where(host_slots.c.tenant_id == tenant_id, host_slots.c.booking_id == booking_id)
                 .values(active=False)
             )
-            cancelled = await self._get(conn, tenant_id, booking_id)
+            return _first_booking(conn.execute(_booking_query(tenant_id, booking_id)))
+
+        cancelled = await self._db.run_write(transaction)
         if cancelled is None:
             raise NotFound("No such booking")
         return cancelled
+
+
+def _booking_query(tenant_id: str, booking_id: str) -> Select[Any]:
+    return select(bookings).where(bookings.c.tenant_id == tenant_id, bookings.c.id == booking_id)
+
+
+def _first_booking(result: Any) -> Booking | None:
+    rows = _rows(BookingRow, result)
+    return _to_booking(rows[0]) if rows else None
+
+
+def _host_slot_rows(
+    tenant_id: str, booking_id: str, host_ids: Sequence[str], starts_at: datetime, ends_at: datetime, rules: SlotRules
+) -> list[dict[str, Any]]:
+    return [
+        {
+            "tenant_id": tenant_id,
+            "booking_id": booking_id,
+            "user_id": host_id,
+            "starts_at": starts_at,
+            "ends_at": ends_at,
+            "buffer_before_seconds": int(rules.buffer_before.total_seconds()),
+            "buffer_after_seconds": int(rules.buffer_after.total_seconds()),
+            "active": True,
+        }
+        for host_id in host_ids
+    ]
 
 
 class SqlAgentKeys:

@@ -21,7 +21,12 @@ def slotwise(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
         "SLOTWISE_SECRET_KEY_FILE": str(tmp_path / "secret.key"),
     }
     return subprocess.run(  # noqa: S603 (our own entry point, fixed arguments)
-        [sys.executable, str(ROOT / "app.py"), *args], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120
+        [sys.executable, str(ROOT / "app.py"), *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=120,
     )
 
 
@@ -40,7 +45,9 @@ def test_apply_prints_a_dry_run_diff_then_applies_idempotently(tmp_path: Path) -
 
 def test_a_bad_file_names_the_line_and_field_and_changes_nothing(tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
-    bad.write_text((FIXTURES / "tenant.yaml").read_text().replace("time_zone: Europe/London", "time_zone: Mars/Olympus"))
+    bad.write_text(
+        (FIXTURES / "tenant.yaml").read_text().replace("time_zone: Europe/London", "time_zone: Mars/Olympus")
+    )
     result = slotwise(tmp_path, "apply", str(bad))
     assert result.returncode == 1
     assert "bad.yaml:23: users[1].time_zone" in result.stderr

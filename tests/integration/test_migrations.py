@@ -53,7 +53,9 @@ async def test_the_schema_has_the_no_double_booking_guard_of_its_database(databa
         else:
             found = (
                 await conn.execute(
-                    text("SELECT conname FROM pg_constraint WHERE conname = 'ex_host_slots_no_overlap' AND contype = 'x'")
+                    text(
+                        "SELECT conname FROM pg_constraint WHERE conname = 'ex_host_slots_no_overlap' AND contype = 'x'"
+                    )
                 )
             ).scalar_one_or_none()
             assert found == "ex_host_slots_no_overlap"

@@ -240,6 +240,15 @@ def day_hours(draw: st.DrawFn) -> tuple[WallInterval, ...]:
     return tuple(intervals)
 
 
+def wall_minutes(hours: tuple[WallInterval, ...]) -> int:
+    """Nominal length of a day's wall intervals, overlaps counted twice; only used to reject sparse weeks."""
+    total = 0
+    for wall in hours:
+        ends = 1440 if wall.ends == MIDNIGHT else wall.ends.hour * 60 + wall.ends.minute
+        total += ends - (wall.starts.hour * 60 + wall.starts.minute)
+    return total
+
+
 OFFICE_HOURS = (WallInterval(time(9), time(17)),)
 SPLIT_HOURS = (WallInterval(time(8, 30), time(12)), WallInterval(time(13), time(17, 30)))
 NIGHT_SHIFT = (WallInterval(time(0), time(6)), WallInterval(time(22), MIDNIGHT))
@@ -254,8 +263,8 @@ def weekly_hours(draw: st.DrawFn) -> tuple[tuple[WallInterval, ...], ...]:
         hours = {"office": OFFICE_HOURS, "split": SPLIT_HOURS, "night": NIGHT_SHIFT}[template]
         weekend = draw(st.sampled_from(((), hours)))
         week = [hours] * 5 + [weekend, weekend]
-    if not any(week):
-        week[0] = OFFICE_HOURS  # business units need some working time each week
+    if sum(wall_minutes(hours) for hours in week) < 8 * 60:
+        week[0] = OFFICE_HOURS  # the engine rightly refuses to count business time a sparse week never reaches
     return tuple(week)
 
 
@@ -264,17 +273,20 @@ def hosts(draw: st.DrawFn, around: datetime, span: timedelta, count: int) -> tup
     result = []
     first_day = (around - ONE_DAY).date()
     days = [first_day + ONE_DAY * offset for offset in range(span // ONE_DAY + 4)]
+    team_zone = draw(st.sampled_from(ZONE_NAMES))
     for index in range(count):
-        zone = ZoneInfo(draw(st.sampled_from(ZONE_NAMES)))
+        zone = ZoneInfo(draw(st.sampled_from((team_zone, *ZONE_NAMES))))
         overrides = {}
         if draw(st.booleans()):
             overrides[draw(st.sampled_from(days))] = draw(day_hours())
         schedule = WorkingSchedule(zone, draw(weekly_hours()), overrides)
         busy = []
         total = int((span + 2 * ONE_DAY) / timedelta(minutes=1))
+        # Busy edges on a 5-minute grid, like real calendars, so back-to-back events and exact fits are common.
+        step = draw(st.sampled_from((5, 1)))
         for number in range(draw(st.integers(0, 10))):
-            starts_at = around - ONE_DAY + timedelta(minutes=draw(st.integers(0, total)))
-            length = timedelta(minutes=draw(st.integers(1, 240)))
+            starts_at = around - ONE_DAY + timedelta(minutes=step * draw(st.integers(0, total // step)))
+            length = timedelta(minutes=step * draw(st.integers(1, 240 // step)))
             kind = draw(st.sampled_from(BusyKind))
             busy.append(BusyInterval(starts_at, starts_at + length, kind, f"event {number} of host {index}"))
         result.append(HostAvailability(f"host-{index}", schedule, tuple(busy)))
@@ -290,10 +302,10 @@ def spans(draw: st.DrawFn, *, window: bool) -> Span:
     # Windows are mostly long enough to reach the range and notices mostly short enough to leave some of it.
     limits = {
         SpanUnit.MINUTES: (0, 600),
-        SpanUnit.HOURS: (0, 48) if not window else (0, 150),
-        SpanUnit.DAYS: (0, 2) if not window else (0, 10),
-        SpanUnit.BUSINESS_HOURS: (0, 12) if not window else (0, 60),
-        SpanUnit.BUSINESS_DAYS: (0, 3) if not window else (0, 8),
+        SpanUnit.HOURS: (0, 24) if not window else (12, 150),
+        SpanUnit.DAYS: (0, 1) if not window else (2, 10),
+        SpanUnit.BUSINESS_HOURS: (0, 8) if not window else (4, 60),
+        SpanUnit.BUSINESS_DAYS: (0, 2) if not window else (0, 8),
     }
     low, high = limits[unit]
     return Span(draw(st.integers(low, high)), unit)
@@ -305,7 +317,7 @@ def slot_queries(draw: st.DrawFn, modes: tuple[HostMode, ...] = tuple(HostMode),
     anchor = draw(st.one_of(st.sampled_from(DST_DATES_2026), st.dates(date(2026, 1, 1), date(2026, 12, 31))))
     range_start = datetime.combine(anchor, MIDNIGHT, tzinfo=UTC) + timedelta(minutes=draw(st.integers(-1440, 1440)))
     span = timedelta(minutes=draw(st.integers(1440, 4 * 1440)))
-    now = range_start + timedelta(minutes=draw(st.integers(-2 * 1440, 720)))
+    now = range_start + timedelta(minutes=draw(st.integers(-1440, 720)))
     rules = SlotRules(
         duration=timedelta(minutes=5 * draw(st.integers(1, 24))),
         increment=timedelta(minutes=draw(st.sampled_from(INCREMENTS))),
@@ -314,13 +326,16 @@ def slot_queries(draw: st.DrawFn, modes: tuple[HostMode, ...] = tuple(HostMode),
         notice=draw(spans(window=False)),
         window=draw(spans(window=True)),
     )
-    host_list = draw(hosts(range_start, span, draw(st.integers(1, max_hosts))))
+    mode = draw(st.sampled_from(modes))
+    # A USER type books one person; panels and round robins get 1-3, often sharing a zone as real teams do.
+    host_count = 1 if mode is HostMode.USER else draw(st.integers(1, max_hosts))
+    host_list = draw(hosts(range_start, span, host_count))
     local_days = [range_start.date() + ONE_DAY * offset for offset in range(-1, span.days + 2)]
     holidays = frozenset(draw(st.lists(st.sampled_from(local_days), max_size=2)))
     return SlotQuery(
         rules=rules,
         hosts=host_list,
-        mode=draw(st.sampled_from(modes)),
+        mode=mode,
         range_start=range_start,
         range_end=range_start + span,
         now=now,

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, timedelta
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from scheduling.model import BusyKind, HostMode, SlotQuery
+from scheduling.model import BusyInterval, BusyKind, HostMode, SlotQuery
 from scheduling.slots import compute_slots
 from tests.unit.slot_oracle import HostOracle, as_pairs, expected_slots, minutes_of, slot_queries, to_minute
 
@@ -111,3 +112,34 @@ def test_user_and_panel_slots_name_every_host(query: SlotQuery) -> None:
     everyone = tuple(host.host_id for host in query.hosts)
 
     assert all(slot.host_ids == everyone for slot in compute_slots(query))
+
+
+@PROPERTY_SETTINGS
+@given(query=slot_queries(modes=(HostMode.USER,)), data=st.data())
+def test_a_slot_stays_offered_when_events_end_and_start_exactly_at_its_buffer_edges(
+    query: SlotQuery, data: st.DataObject
+) -> None:
+    slots = compute_slots(query)
+    assume(slots)
+    slot = data.draw(st.sampled_from(slots))
+    rules = query.rules
+    host = query.hosts[0]
+    before_edge = slot.starts_at - rules.buffer_before
+    after_edge = slot.ends_at + rules.buffer_after
+    hemmed_in = replace(
+        host,
+        busy=(
+            *host.busy,
+            BusyInterval(before_edge - timedelta(minutes=30), before_edge, BusyKind.EVENT, "earlier call"),
+            BusyInterval(after_edge, after_edge + timedelta(minutes=30), BusyKind.EVENT, "later call"),
+        ),
+    )
+    one_minute_closer = replace(
+        host,
+        busy=(*host.busy, BusyInterval(after_edge - timedelta(minutes=1), after_edge, BusyKind.EVENT, "later call")),
+    )
+
+    assert slot.starts_at in {found.starts_at for found in compute_slots(replace(query, hosts=(hemmed_in,)))}
+    assert slot.starts_at not in {
+        found.starts_at for found in compute_slots(replace(query, hosts=(one_minute_closer,)))
+    }
