@@ -40,17 +40,25 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from scheduling.errors import NotFound, SlotwiseError
 from storage.database import Database
 from storage.repositories import WEEKDAYS, new_id
-from storage.tables import metadata
+from storage.tables import (
+    appointment_types,
+    bookings,
+    busy_cache,
+    host_slots,
+    scheduling_requests,
+    teams,
+    tenants,
+    users,
+)
 
-# Core tables rather than the SQLModel classes: `metadata.tables` is typed, so no `type: ignore` is needed.
-_TENANTS: Table = metadata.tables["tenants"]
-_USERS: Table = metadata.tables["users"]
-_TEAMS: Table = metadata.tables["teams"]
-_TYPES: Table = metadata.tables["appointment_types"]
-_BOOKINGS: Table = metadata.tables["bookings"]
-_REQUESTS: Table = metadata.tables["scheduling_requests"]
-_HOST_SLOTS: Table = metadata.tables["host_slots"]
-_BUSY_CACHE: Table = metadata.tables["busy_cache"]
+_TENANTS = tenants
+_USERS = users
+_TEAMS = teams
+_TYPES = appointment_types
+_BOOKINGS = bookings
+_REQUESTS = scheduling_requests
+_HOST_SLOTS = host_slots
+_BUSY_CACHE = busy_cache
 
 SLUG_PATTERN = r"^[a-z0-9][a-z0-9-]{0,62}$"
 QUESTION_KEY_PATTERN = r"^[a-z][a-z0-9_]{0,62}$"

@@ -25,14 +25,14 @@ def slot_starts_on(
     duration: timedelta = HOUR,
     increment: timedelta = HOUR,
 ) -> list[datetime]:
-    """Starts offered on `day` (searched with a day of margin either side in UTC), now long before."""
+    """Starts offered on `day` (searched with a day of margin either side in UTC), asked a week ahead."""
     query = SlotQuery(
         rules=SlotRules(duration=duration, increment=increment),
         hosts=(HostAvailability("pat", schedule),),
         mode=HostMode.USER,
         range_start=datetime.combine(day, time(0), tzinfo=UTC) - timedelta(days=1),
         range_end=datetime.combine(day, time(0), tzinfo=UTC) + timedelta(days=2),
-        now=datetime(2026, 1, 1, tzinfo=UTC),
+        now=datetime.combine(day, time(0), tzinfo=UTC) - timedelta(days=7),
     )
     zone = schedule.time_zone
     return [slot.starts_at for slot in compute_slots(query) if slot.starts_at.astimezone(zone).date() == day]
@@ -185,7 +185,7 @@ def test_a_panel_across_new_york_and_london_shares_more_hours_in_the_weeks_their
             mode=HostMode.PANEL,
             range_start=datetime.combine(day, time(0), tzinfo=UTC),
             range_end=datetime.combine(day, time(0), tzinfo=UTC) + timedelta(days=1),
-            now=datetime(2026, 1, 1, tzinfo=UTC),
+            now=datetime(2026, 3, 1, tzinfo=UTC),
         )
         return [slot.starts_at for slot in compute_slots(query)]
 
