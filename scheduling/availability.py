@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, time, timedelta
 
@@ -15,7 +16,13 @@ _DAY = timedelta(days=1)
 
 
 def epoch(moment: datetime) -> Seconds:
-    return int(moment.timestamp())
+    """Whole seconds since the epoch, rounded down (for instants that open an interval)."""
+    return math.floor(moment.timestamp())
+
+
+def epoch_ceil(moment: datetime) -> Seconds:
+    """Whole seconds since the epoch, rounded up: for `now` and range ends, so a fraction is never lost."""
+    return math.ceil(moment.timestamp())
 
 
 def from_epoch(seconds: Seconds) -> datetime:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
@@ -73,10 +74,20 @@ class BusyKind(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class BusyInterval:
+    """Busy time [starts_at, ends_at). Integer epoch bounds are computed once at construction, because the engine
+    compares thousands of them per computation; the start rounds down and the end up, so a sub-second edge
+    still blocks the whole second it touches."""
+
     starts_at: datetime
     ends_at: datetime
     kind: BusyKind = BusyKind.EVENT
     label: str = "busy"
+    start_second: int = field(init=False, repr=False, compare=False)
+    end_second: int = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "start_second", math.floor(self.starts_at.timestamp()))
+        object.__setattr__(self, "end_second", math.ceil(self.ends_at.timestamp()))
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,6 +8,7 @@ from datetime import datetime
 from scheduling.availability import (
     Seconds,
     epoch,
+    epoch_ceil,
     from_epoch,
     local_dates,
     local_midnight,
@@ -36,24 +37,29 @@ def compute_slots(query: SlotQuery) -> list[Slot]:
     USER and PANEL need every host free; ROUND_ROBIN needs at least one, and lists all free ones.
     """
     per_host = [_host_starts(query, host) for host in query.hosts]
-    duration = int(query.rules.duration.total_seconds())
+    duration = query.rules.duration
     if not per_host:
         return []
     if query.mode is HostMode.ROUND_ROBIN:
         free: dict[Seconds, list[str]] = {}
         for host, starts in zip(query.hosts, per_host, strict=True):
+            host_id = host.host_id
             for start in starts:
                 bucket = free.get(start)
                 if bucket is None:
-                    free[start] = [host.host_id]
+                    free[start] = [host_id]
                 else:
-                    bucket.append(host.host_id)
-        return [Slot(from_epoch(start), from_epoch(start + duration), tuple(free[start])) for start in sorted(free)]
+                    bucket.append(host_id)
+        ordered = sorted(free)
+        return [
+            Slot(moment, moment + duration, tuple(free[start]))
+            for start, moment in zip(ordered, map(from_epoch, ordered), strict=True)
+        ]
     common = set(per_host[0])
     for starts in per_host[1:]:
         common.intersection_update(starts)
     everyone = tuple(host.host_id for host in query.hosts)
-    return [Slot(from_epoch(start), from_epoch(start + duration), everyone) for start in sorted(common)]
+    return [Slot(moment, moment + duration, everyone) for moment in map(from_epoch, sorted(common))]
 
 
 def _host_starts(query: SlotQuery, host: HostAvailability) -> list[Seconds]:
@@ -63,9 +69,9 @@ def _host_starts(query: SlotQuery, host: HostAvailability) -> list[Seconds]:
     increment = int(rules.increment.total_seconds())
     before = int(rules.buffer_before.total_seconds())
     after = int(rules.buffer_after.total_seconds())
-    now = epoch(query.now)
-    earliest = max(epoch(query.range_start), notice_ends(schedule, query.holidays, now, rules.notice))
-    latest = min(epoch(query.range_end), window_ends(schedule, query.holidays, now, rules.window))
+    now = epoch_ceil(query.now)
+    earliest = max(epoch_ceil(query.range_start), notice_ends(schedule, query.holidays, now, rules.notice))
+    latest = min(epoch_ceil(query.range_end), window_ends(schedule, query.holidays, now, rules.window))
     if earliest >= latest:
         return []
     blocked = _blocked_starts(host, duration, before, after)
@@ -96,22 +102,28 @@ def _host_starts(query: SlotQuery, host: HostAvailability) -> list[Seconds]:
 
 def _blocked_starts(host: HostAvailability, duration: int, before: int, after: int) -> list[tuple[int, int]]:
     """Open intervals (a, b) of starts that would collide, merged; a start equal to an edge is fine."""
-    spans: list[tuple[int, int]] = []
-    for busy in host.busy:
-        busy_start = epoch(busy.starts_at)
-        busy_end = epoch(busy.ends_at)
-        if busy.kind is BusyKind.EVENT:
-            spans.append((busy_start - duration - after, busy_end + before))
-        else:
-            spans.append((busy_start - duration, busy_end))
+    event = BusyKind.EVENT
+    event_left = duration + after
+    spans = [
+        (busy.start_second - event_left, busy.end_second + before)
+        if busy.kind is event
+        else (busy.start_second - duration, busy.end_second)
+        for busy in host.busy
+    ]
     spans.sort()
     merged: list[tuple[int, int]] = []
+    append = merged.append
+    last_left, last_right = 0, None
     for left, right in spans:
-        if merged and left < merged[-1][1]:
-            if right > merged[-1][1]:
-                merged[-1] = (merged[-1][0], right)
+        if last_right is not None and left < last_right:
+            if right > last_right:
+                last_right = right
         else:
-            merged.append((left, right))
+            if last_right is not None:
+                append((last_left, last_right))
+            last_left, last_right = left, right
+    if last_right is not None:
+        append((last_left, last_right))
     return merged
 
 
@@ -128,7 +140,7 @@ def explain_start(query: SlotQuery, starts_at: datetime) -> list[Reason]:
     before = int(rules.buffer_before.total_seconds())
     after = int(rules.buffer_after.total_seconds())
     end = start + duration
-    now = epoch(query.now)
+    now = epoch_ceil(query.now)
     reasons: list[Reason] = []
     for host in query.hosts:
         schedule = host.schedule
@@ -138,7 +150,7 @@ def explain_start(query: SlotQuery, starts_at: datetime) -> list[Reason]:
         def add(code: ReasonCode, message: str, host_id: str = host_id) -> None:
             reasons.append(Reason(code, host_id, message))
 
-        if not epoch(query.range_start) <= start < epoch(query.range_end):
+        if not epoch_ceil(query.range_start) <= start < epoch_ceil(query.range_end):
             add(ReasonCode.OUTSIDE_RANGE, "the time is outside the requested date range")
         day = local.date()
         if day in query.holidays:
@@ -161,8 +173,8 @@ def explain_start(query: SlotQuery, starts_at: datetime) -> list[Reason]:
         if start >= window_ends(schedule, query.holidays, now, rules.window):
             add(ReasonCode.WINDOW, f"beyond the {rules.window.describe()} scheduling window")
         for busy in host.busy:
-            busy_start = epoch(busy.starts_at)
-            busy_end = epoch(busy.ends_at)
+            busy_start = busy.start_second
+            busy_end = busy.end_second
             if busy_start < end and start < busy_end:
                 code = ReasonCode.BUSY if busy.kind is BusyKind.EVENT else ReasonCode.BUFFER
                 what = "overlaps" if code is ReasonCode.BUSY else "overlaps buffer time of"

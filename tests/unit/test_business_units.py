@@ -31,6 +31,8 @@ HOUR = timedelta(hours=1)
 NEW_YORK = ZoneInfo("America/New_York")
 OFFICE_HOURS = (WallInterval(time(9), time(17)),)
 NO_HOLIDAYS: frozenset[date] = frozenset()
+NO_NOTICE = Span(0, SpanUnit.MINUTES)
+TWO_MONTHS = Span(60, SpanUnit.DAYS)
 # January 2026 in New York is EST (UTC-5) throughout.
 FRIDAY_3PM = datetime(2026, 1, 16, 20, 0, tzinfo=UTC)
 MONDAY = date(2026, 1, 19)
@@ -44,8 +46,8 @@ def weekdays(zone: ZoneInfo, hours: tuple[WallInterval, ...] = OFFICE_HOURS) -> 
 def hourly_starts(
     now: datetime,
     *,
-    notice: Span = Span(0, SpanUnit.MINUTES),
-    window: Span = Span(60, SpanUnit.DAYS),
+    notice: Span = NO_NOTICE,
+    window: Span = TWO_MONTHS,
     holidays: frozenset[date] = NO_HOLIDAYS,
     hosts: tuple[HostAvailability, ...] = (HostAvailability("pat", weekdays(NEW_YORK)),),
     mode: HostMode = HostMode.USER,

@@ -3,13 +3,23 @@
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import UTC, timedelta
+from datetime import UTC, datetime, time, timedelta
+from zoneinfo import ZoneInfo
 
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from scheduling.model import BusyInterval, BusyKind, HostMode, SlotQuery
+from scheduling.model import (
+    BusyInterval,
+    BusyKind,
+    HostAvailability,
+    HostMode,
+    SlotQuery,
+    SlotRules,
+    WallInterval,
+    WorkingSchedule,
+)
 from scheduling.slots import compute_slots
 from tests.unit.slot_oracle import HostOracle, as_pairs, expected_slots, minutes_of, slot_queries, to_minute
 
@@ -143,3 +153,31 @@ def test_a_slot_stays_offered_when_events_end_and_start_exactly_at_its_buffer_ed
     assert slot.starts_at not in {
         found.starts_at for found in compute_slots(replace(query, hosts=(one_minute_closer,)))
     }
+
+
+def office_hours_query(now: datetime, busy: tuple[BusyInterval, ...] = ()) -> SlotQuery:
+    office = (WallInterval(time(9), time(17)),)
+    schedule = WorkingSchedule(ZoneInfo("UTC"), (office,) * 7)
+    return SlotQuery(
+        rules=SlotRules(duration=timedelta(minutes=30), increment=timedelta(minutes=30)),
+        hosts=(HostAvailability("pat", schedule, busy),),
+        mode=HostMode.USER,
+        range_start=datetime(2026, 1, 5, tzinfo=UTC),
+        range_end=datetime(2026, 1, 6, tzinfo=UTC),
+        now=now,
+    )
+
+
+def test_a_start_a_fraction_of_a_second_in_the_past_is_not_offered() -> None:
+    query = office_hours_query(now=datetime(2026, 1, 5, 9, 0, 0, 400_000, tzinfo=UTC))
+
+    assert datetime(2026, 1, 5, 9, 0, tzinfo=UTC) not in {slot.starts_at for slot in compute_slots(query)}
+
+
+def test_a_start_half_a_second_before_an_event_ends_is_not_offered() -> None:
+    overrun = BusyInterval(
+        datetime(2026, 1, 5, 9, 0, tzinfo=UTC), datetime(2026, 1, 5, 9, 30, 0, 500_000, tzinfo=UTC), BusyKind.EVENT
+    )
+    query = office_hours_query(now=datetime(2026, 1, 4, tzinfo=UTC), busy=(overrun,))
+
+    assert datetime(2026, 1, 5, 9, 30, tzinfo=UTC) not in {slot.starts_at for slot in compute_slots(query)}

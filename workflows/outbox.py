@@ -1,0 +1,486 @@
+"""The workflow outbox: job steps stored next to the bookings they belong to, claimed with leases, River-style.
+
+Lifecycle of one step (`state`):
+
+    waiting ──(previous step completed)──► available ──claim──► running ──complete──► completed
+                                              ▲                   │  │
+                                              │   retryable ◄─────┘  └──(not retryable / attempts used up)──► failed
+                                              └──── claim ◄──┘                                                  │
+                                              ▲                                                                  │
+                                              └──────────────────────── retry_job (operator) ◄───────────────────┘
+    waiting / available / retryable / failed ──cancel_run──► cancelled
+
+Ordering within a run: `enqueue_jobs` makes only the lowest step of each run `available` and parks the rest as
+`waiting`; completing step N promotes the next unfinished step in the same transaction. So a step only ever runs after
+every earlier step of its run completed, and it can read their outputs (`list_runs(..., run_key=...)`). We chose
+promotion over a "no unfinished earlier step" clause in the claim query because the claim is the hot path: it stays a
+plain index range scan on (state, run_after).
+
+Delivery is at least once: a worker can die after the vendor accepted a call and before `complete` committed. Handlers
+therefore look up by `idempotency_key` at the vendor before every create (reference/perf_reliability.md §3).
+
+Every function that changes rows exists twice: a synchronous `*_job(conn, ...)` that joins the caller's transaction
+(the booking transaction, or the runner's batched write) and an async wrapper that runs it as its own transaction.
+"""
+
+from __future__ import annotations
+
+import random
+import sqlite3
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, Final
+
+from sqlalchemy import (
+    JSON,
+    Column,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Table,
+    UniqueConstraint,
+    and_,
+    or_,
+    select,
+    update,
+)
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.engine import Connection, RowMapping
+
+from storage.database import Database
+from storage.tables import UtcDateTime, metadata
+
+WAITING: Final = "waiting"
+AVAILABLE: Final = "available"
+RUNNING: Final = "running"
+COMPLETED: Final = "completed"
+RETRYABLE: Final = "retryable"
+FAILED: Final = "failed"
+CANCELLED: Final = "cancelled"
+STATES: Final = (WAITING, AVAILABLE, RUNNING, COMPLETED, RETRYABLE, FAILED, CANCELLED)
+
+MAX_ERROR_LENGTH: Final = 2000
+BACKOFF_BASE_SECONDS: Final = 1.0
+BACKOFF_CAP_SECONDS: Final = 300.0
+BACKOFF_JITTER: Final = 0.2
+DEFAULT_MAX_ATTEMPTS: Final = 10
+
+# UPDATE ... RETURNING, which the SQLite claim is built on, arrived in SQLite 3.35.
+_SQLITE_RETURNING = (3, 35, 0)
+
+workflow_jobs = Table(
+    "workflow_jobs",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("tenant_id", String(40), ForeignKey("tenants.id"), nullable=False),
+    Column("booking_id", String(40), nullable=True),
+    Column("run_key", String(80), nullable=False),
+    Column("step", Integer, nullable=False),
+    Column("kind", String(64), nullable=False),
+    Column("idempotency_key", String(200), nullable=False),
+    Column("payload", JSON, nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("max_attempts", Integer, nullable=False),
+    Column("run_after", UtcDateTime(), nullable=False),
+    Column("locked_by", String(64), nullable=True),
+    Column("lease_expires_at", UtcDateTime(), nullable=True),
+    Column("last_error", String(MAX_ERROR_LENGTH), nullable=False),
+    Column("output", JSON, nullable=True),
+    Column("created_at", UtcDateTime(), nullable=False),
+    Column("updated_at", UtcDateTime(), nullable=False),
+    UniqueConstraint("idempotency_key", name="uq_workflow_jobs_idempotency_key"),
+    # Step numbers are unique within a run, which keeps "the next step" well defined; the index also serves promotion.
+    UniqueConstraint("run_key", "step", name="uq_workflow_jobs_run_step"),
+    Index("ix_workflow_jobs_state_run_after", "state", "run_after"),
+    Index("ix_workflow_jobs_tenant_booking", "tenant_id", "booking_id"),
+)
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """One step to enqueue.
+
+    `idempotency_key` is unique across the table, e.g. `step_idempotency_key(booking_id, step, kind)`; enqueueing a
+    key that already exists is a silent no-op, so a retried booking request cannot fan out twice. A run that must
+    repeat a step (a reschedule) needs a key that says so, e.g. with a version. `run_after=None` means "now".
+    """
+
+    tenant_id: str
+    run_key: str
+    step: int
+    kind: str
+    idempotency_key: str
+    payload: Mapping[str, Any] = field(default_factory=dict)
+    booking_id: str | None = None
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS
+    run_after: datetime | None = None
+
+
+@dataclass(frozen=True)
+class Job:
+    """A stored step. A job returned by `claim` carries its lease token: `locked_by` plus `attempts`."""
+
+    id: int
+    tenant_id: str
+    booking_id: str | None
+    run_key: str
+    step: int
+    kind: str
+    idempotency_key: str
+    payload: Mapping[str, Any]
+    state: str
+    attempts: int
+    max_attempts: int
+    run_after: datetime
+    locked_by: str | None
+    lease_expires_at: datetime | None
+    last_error: str
+    output: Mapping[str, Any] | None
+    created_at: datetime
+    updated_at: datetime
+
+    @classmethod
+    def from_row(cls, row: RowMapping) -> Job:
+        return cls(**{name: row[name] for name in _JOB_FIELDS})
+
+
+_JOB_FIELDS: Final = tuple(column.name for column in workflow_jobs.columns)
+
+
+def step_idempotency_key(booking_id: str, step: int, kind: str) -> str:
+    """The conventional key for one step of a booking's workflow."""
+    return f"{booking_id}:{step}:{kind}"
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def enqueue_jobs(conn: Connection, jobs: Sequence[JobSpec], *, now: datetime | None = None) -> None:
+    """Add steps inside the caller's write transaction: they commit or roll back with it, and stay invisible until then.
+
+    The lowest step of each run in `jobs` becomes available at once unless an earlier step of that run is still
+    unfinished in the table (then the whole batch waits for promotion). Keys that already exist are skipped.
+    """
+    if not jobs:
+        return
+    moment = now or _utc_now()
+    first_step: dict[str, int] = {}
+    for spec in jobs:
+        first_step[spec.run_key] = min(spec.step, first_step.get(spec.run_key, spec.step))
+    blocked = {run_key for run_key, step in first_step.items() if _has_unfinished_step_before(conn, run_key, step)}
+    rows = [
+        {
+            "tenant_id": spec.tenant_id,
+            "booking_id": spec.booking_id,
+            "run_key": spec.run_key,
+            "step": spec.step,
+            "kind": spec.kind,
+            "idempotency_key": spec.idempotency_key,
+            "payload": dict(spec.payload),
+            "state": AVAILABLE if spec.step == first_step[spec.run_key] and spec.run_key not in blocked else WAITING,
+            "attempts": 0,
+            "max_attempts": spec.max_attempts,
+            "run_after": spec.run_after or moment,
+            "locked_by": None,
+            "lease_expires_at": None,
+            "last_error": "",
+            "output": None,
+            "created_at": moment,
+            "updated_at": moment,
+        }
+        for spec in jobs
+    ]
+    insert = postgresql_insert if conn.dialect.name == "postgresql" else sqlite_insert
+    conn.execute(insert(workflow_jobs).on_conflict_do_nothing(index_elements=["idempotency_key"]), rows)
+
+
+def _has_unfinished_step_before(conn: Connection, run_key: str, step: int) -> bool:
+    # FOR UPDATE (PostgreSQL; SQLite is single-writer already) closes a race with a concurrent `complete` of that
+    # earlier step: either we wait for its commit and then see it completed, or it waits for ours and its promotion
+    # query then sees the steps we add. Without the lock both could miss each other and strand the new steps.
+    query = (
+        select(workflow_jobs.c.id)
+        .where(
+            workflow_jobs.c.run_key == run_key,
+            workflow_jobs.c.step < step,
+            workflow_jobs.c.state.not_in((COMPLETED, CANCELLED)),
+        )
+        .with_for_update()
+    )
+    return conn.execute(query).first() is not None
+
+
+def claim_jobs(conn: Connection, worker_id: str, limit: int, lease: timedelta, *, now: datetime) -> list[Job]:
+    """Lease up to `limit` due steps to `worker_id` in the caller's transaction; each claim counts as one attempt.
+
+    Due: available or retryable with `run_after <= now`, or running under an expired lease (the holder vanished) with
+    attempts left. PostgreSQL: the inner SELECT takes row locks with SKIP LOCKED, so concurrent claimers never wait
+    on or double-claim a row. SQLite: the same statement without the lock clause; there is one writer at a time
+    (BEGIN IMMEDIATE), so nothing else can hold those rows.
+    """
+    if conn.dialect.name == "sqlite" and sqlite3.sqlite_version_info < _SQLITE_RETURNING:
+        raise RuntimeError(f"SQLite {sqlite3.sqlite_version} lacks UPDATE ... RETURNING; the runner needs >= 3.35")
+    jobs = workflow_jobs.c
+    due = (
+        select(jobs.id)
+        .where(
+            or_(
+                and_(jobs.state.in_((AVAILABLE, RETRYABLE)), jobs.run_after <= now),
+                and_(jobs.state == RUNNING, jobs.lease_expires_at < now, jobs.attempts < jobs.max_attempts),
+            )
+        )
+        .order_by(jobs.run_after, jobs.id)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    statement = (
+        update(workflow_jobs)
+        .where(jobs.id.in_(due))
+        .values(
+            state=RUNNING,
+            locked_by=worker_id,
+            lease_expires_at=now + lease,
+            attempts=jobs.attempts + 1,
+            updated_at=now,
+        )
+        .returning(*workflow_jobs.columns)
+    )
+    claimed = [Job.from_row(row) for row in conn.execute(statement).mappings()]
+    claimed.sort(key=lambda job: (job.run_after, job.id))
+    return claimed
+
+
+def _held_by(job: Job) -> Any:
+    """The compare-and-set guard: still running under the very lease `claim` handed out for this attempt."""
+    jobs = workflow_jobs.c
+    return and_(
+        jobs.id == job.id, jobs.state == RUNNING, jobs.locked_by == job.locked_by, jobs.attempts == job.attempts
+    )
+
+
+def complete_job(conn: Connection, job: Job, output: Mapping[str, Any], *, now: datetime) -> bool:
+    """Mark a claimed step completed with its output and promote the run's next step, in the caller's transaction.
+
+    Returns False, changing nothing, when the lease was lost (expired and reclaimed, or the job was cancelled).
+    """
+    result = conn.execute(
+        update(workflow_jobs)
+        .where(_held_by(job))
+        .values(
+            state=COMPLETED,
+            output=dict(output),
+            locked_by=None,
+            lease_expires_at=None,
+            last_error="",
+            updated_at=now,
+        )
+    )
+    if result.rowcount != 1:
+        return False
+    jobs = workflow_jobs.c
+    next_unfinished = (
+        select(jobs.id)
+        .where(jobs.run_key == job.run_key, jobs.step > job.step, jobs.state.not_in((COMPLETED, CANCELLED)))
+        .order_by(jobs.step)
+        .limit(1)
+        .scalar_subquery()
+    )
+    conn.execute(
+        update(workflow_jobs)
+        .where(jobs.id == next_unfinished, jobs.state == WAITING)
+        .values(state=AVAILABLE, run_after=now, updated_at=now)
+    )
+    return True
+
+
+def compute_retry_delay(
+    attempts: int, retry_after_seconds: float | None = None, *, rng: random.Random | None = None
+) -> timedelta:
+    """Backoff before the next attempt, after `attempts` attempts (>= 1) have been made.
+
+    1 s * 2**(attempts - 1), capped at 300 s, with ±20 % jitter so a vendor outage does not end in a thundering herd;
+    never earlier than the vendor's Retry-After.
+    """
+    exponential = min(BACKOFF_CAP_SECONDS, BACKOFF_BASE_SECONDS * 2 ** max(0, attempts - 1))
+    jitter = (rng or _jitter_rng).uniform(1 - BACKOFF_JITTER, 1 + BACKOFF_JITTER)
+    return timedelta(seconds=max(retry_after_seconds or 0.0, exponential * jitter))
+
+
+# Jitter only spreads load; it needs no unpredictability, so the default PRNG is fine.
+_jitter_rng = random.Random()  # noqa: S311
+
+
+def fail_job(
+    conn: Connection,
+    job: Job,
+    error: str,
+    *,
+    now: datetime,
+    retryable: bool = True,
+    retry_after_seconds: float | None = None,
+    rng: random.Random | None = None,
+) -> bool:
+    """Record a failed attempt in the caller's transaction: retryable with backoff, or failed (the dead letter).
+
+    A step fails for good when `retryable` is False (the vendor rejected it) or its `max_attempts` are used up.
+    Later steps of the run stay waiting until an operator retries it. Returns False when the lease was lost.
+    """
+    dead = not retryable or job.attempts >= job.max_attempts
+    values: dict[str, Any] = {
+        "state": FAILED if dead else RETRYABLE,
+        "last_error": error[:MAX_ERROR_LENGTH],
+        "locked_by": None,
+        "lease_expires_at": None,
+        "updated_at": now,
+    }
+    if not dead:
+        values["run_after"] = now + compute_retry_delay(job.attempts, retry_after_seconds, rng=rng)
+    result = conn.execute(update(workflow_jobs).where(_held_by(job)).values(**values))
+    return result.rowcount == 1
+
+
+def extend_leases(
+    conn: Connection, worker_id: str, lease: timedelta, *, now: datetime, job_ids: Collection[int] | None = None
+) -> int:
+    """Push the lease of the worker's running steps (only `job_ids`, when given) to now + lease; returns how many."""
+    jobs = workflow_jobs.c
+    statement = update(workflow_jobs).where(jobs.state == RUNNING, jobs.locked_by == worker_id)
+    if job_ids is not None:
+        if not job_ids:
+            return 0
+        statement = statement.where(jobs.id.in_(list(job_ids)))
+    return conn.execute(statement.values(lease_expires_at=now + lease, updated_at=now)).rowcount
+
+
+def dead_letter_stalled_jobs(conn: Connection, *, now: datetime) -> int:
+    """Fail running steps whose lease expired after their last allowed attempt (claim no longer picks them up).
+
+    Without this a step that crashes its worker every time would sit in `running` forever.
+    """
+    jobs = workflow_jobs.c
+    return conn.execute(
+        update(workflow_jobs)
+        .where(jobs.state == RUNNING, jobs.lease_expires_at < now, jobs.attempts >= jobs.max_attempts)
+        .values(
+            state=FAILED,
+            last_error="lease expired on the last attempt (the worker stopped without reporting)",
+            locked_by=None,
+            lease_expires_at=None,
+            updated_at=now,
+        )
+    ).rowcount
+
+
+async def claim(
+    database: Database, worker_id: str, limit: int, lease: timedelta, *, now: datetime | None = None
+) -> list[Job]:
+    """Lease up to `limit` due steps to `worker_id` for `lease`, in one write transaction (see `claim_jobs`)."""
+    moment = now or _utc_now()
+    return await database.run_write(lambda conn: claim_jobs(conn, worker_id, limit, lease, now=moment))
+
+
+async def complete(database: Database, job: Job, output: Mapping[str, Any], *, now: datetime | None = None) -> bool:
+    """Complete a claimed step in its own transaction; False when the lease was lost (see `complete_job`)."""
+    moment = now or _utc_now()
+    return await database.run_write(lambda conn: complete_job(conn, job, output, now=moment))
+
+
+async def fail(
+    database: Database,
+    job: Job,
+    error: str,
+    *,
+    retry_after_seconds: float | None = None,
+    retryable: bool = True,
+    now: datetime | None = None,
+    rng: random.Random | None = None,
+) -> bool:
+    """Record a failed attempt in its own transaction; False when the lease was lost (see `fail_job`)."""
+    moment = now or _utc_now()
+    return await database.run_write(
+        lambda conn: fail_job(
+            conn, job, error, now=moment, retryable=retryable, retry_after_seconds=retry_after_seconds, rng=rng
+        )
+    )
+
+
+async def heartbeat(
+    database: Database,
+    worker_id: str,
+    lease: timedelta,
+    *,
+    job_ids: Collection[int] | None = None,
+    now: datetime | None = None,
+) -> int:
+    """Extend the leases of a worker's running steps (see `extend_leases`)."""
+    moment = now or _utc_now()
+    return await database.run_write(lambda conn: extend_leases(conn, worker_id, lease, now=moment, job_ids=job_ids))
+
+
+async def retry_job(database: Database, tenant_id: str, job_id: int, *, now: datetime | None = None) -> bool:
+    """Put a failed step of this tenant back to available with a fresh attempt budget; False if there is none.
+
+    The last error stays visible until the step completes.
+    """
+    moment = now or _utc_now()
+    jobs = workflow_jobs.c
+
+    def transaction(conn: Connection) -> bool:
+        result = conn.execute(
+            update(workflow_jobs)
+            .where(jobs.id == job_id, jobs.tenant_id == tenant_id, jobs.state == FAILED)
+            .values(state=AVAILABLE, attempts=0, run_after=moment, updated_at=moment)
+        )
+        return result.rowcount == 1
+
+    return await database.run_write(transaction)
+
+
+async def cancel_run(database: Database, tenant_id: str, run_key: str, *, now: datetime | None = None) -> int:
+    """Cancel every step of a run that is not running or done (e.g. the booking was cancelled); returns how many.
+
+    A running step is left to finish: its vendor call may already have happened, and its completion is still recorded.
+    """
+    moment = now or _utc_now()
+    jobs = workflow_jobs.c
+
+    def transaction(conn: Connection) -> int:
+        return conn.execute(
+            update(workflow_jobs)
+            .where(
+                jobs.tenant_id == tenant_id,
+                jobs.run_key == run_key,
+                jobs.state.in_((WAITING, AVAILABLE, RETRYABLE, FAILED)),
+            )
+            .values(state=CANCELLED, updated_at=moment)
+        ).rowcount
+
+    return await database.run_write(transaction)
+
+
+async def list_runs(
+    database: Database,
+    tenant_id: str,
+    booking_id: str | None = None,
+    *,
+    run_key: str | None = None,
+    limit: int = 1000,
+) -> list[Job]:
+    """This tenant's steps (optionally of one booking or one run), ordered by run key and step."""
+    jobs = workflow_jobs.c
+    query = select(workflow_jobs).where(jobs.tenant_id == tenant_id)
+    if booking_id is not None:
+        query = query.where(jobs.booking_id == booking_id)
+    if run_key is not None:
+        query = query.where(jobs.run_key == run_key)
+    query = query.order_by(jobs.run_key, jobs.step).limit(limit)
+
+    def read(conn: Connection) -> list[Job]:
+        return [Job.from_row(row) for row in conn.execute(query).mappings()]
+
+    return await database.run_read(read)
