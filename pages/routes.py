@@ -7,6 +7,7 @@ import logging
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 from zoneinfo import ZoneInfo
@@ -23,12 +24,13 @@ from scheduling.errors import (
     SlotUnavailable,
     SlotwiseError,
 )
-from scheduling.model import Booking, BookingStatus, BookingTarget, ClientDetails, Slot
+from scheduling.model import Booking, BookingStatus, BookingTarget, ClientDetails, SchedulingRequest, Slot
 from scheduling.ports import AgentKeys, Clock, RateLimiter, RequestStore, TenantCatalog
 from scheduling.service import Scheduler, parse_time_zone, validate_email
 
 log = logging.getLogger("slotwise.pages")
 CSRF_COOKIE = "sw_csrf"
+STATIC_DIR = Path(__file__).parent / "static"
 DAYS_SHOWN = 14
 
 
@@ -508,14 +510,15 @@ async def _render_booking_page(
 ) -> web.Response:
     ctx = request.app[PAGES]
     today = ctx.clock.now().astimezone(zone).date()
-    first = chosen_day if chosen_day and chosen_day >= today else today
-    first = max(today, first - timedelta(days=first.weekday())) if chosen_day else today
+    # Two weeks of days from the chosen day's Monday (never before today), so the strip doesn't jump per click.
+    first = max(today, chosen_day - timedelta(days=chosen_day.weekday())) if chosen_day else today
     range_start = datetime.combine(first, time(0), tzinfo=zone)
     range_end = datetime.combine(first + timedelta(days=DAYS_SHOWN), time(0), tzinfo=zone)
     slots = await ctx.scheduler.list_slots(target, range_start, range_end)
     by_day = _group_by_day(slots, zone)
-    if chosen_day is None or chosen_day not in by_day:
-        chosen_day = chosen_day if chosen_day in by_day else (min(by_day) if by_day else first)
+    if chosen_day not in by_day:
+        # The asked-for day has nothing left: show the first day that does, rather than an empty list.
+        chosen_day = min(by_day) if by_day else first
     days = [first + timedelta(days=offset) for offset in range(DAYS_SHOWN)]
     return _html(
         request,
@@ -572,8 +575,7 @@ def _zone_choices(current: str) -> list[str]:
 def _page_handler(load: TargetLoader) -> Callable[[web.Request], Awaitable[web.Response]]:
     async def handler(request: web.Request) -> web.Response:
         target = await load(request)
-        zone_name, zone = _zone_from(request, target.hosts[0].schedule.time_zone.key)
-        del zone_name
+        _zone_name, zone = _zone_from(request, target.hosts[0].schedule.time_zone.key)
         day = _parse_day(request.query["date"], "date") if "date" in request.query else None
         start = parse_instant(request.query["start"]) if "start" in request.query else None
         if start is not None and day is None:
@@ -659,8 +661,7 @@ async def manage_page(request: web.Request) -> web.Response:
 
 
 def _reschedule_target(target: BookingTarget, booking: Booking) -> BookingTarget:
-    from scheduling.model import SchedulingRequest
-
+    """The booking's own type and hosts, with its booked length; the original link's window no longer applies."""
     return BookingTarget(
         target.tenant_id,
         target.tenant_slug,
@@ -751,10 +752,4 @@ def setup_pages(app: web.Application, ctx: PagesContext) -> None:
     r.add_post("/m/{token}/reschedule", manage_reschedule)
     r.add_post("/m/{token}/cancel", manage_cancel)
     r.add_post("/api/v1/scheduling-requests", create_request_handler)
-    r.add_static("/static", str(_static_dir()), name="static")
-
-
-def _static_dir() -> Any:
-    from pathlib import Path
-
-    return Path(__file__).parent / "static"
+    r.add_static("/static", str(STATIC_DIR), name="static")

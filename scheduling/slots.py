@@ -161,7 +161,11 @@ def explain_start(query: SlotQuery, starts_at: datetime) -> list[Reason]:
                 for work_start, work_end in working_day(schedule, query.holidays, day)
             )
             if not inside:
-                add(ReasonCode.OUTSIDE_HOURS, f"{local:%H:%M}-{duration // 60} min is outside working hours")
+                local_end = from_epoch(end).astimezone(schedule.time_zone)
+                add(
+                    ReasonCode.OUTSIDE_HOURS,
+                    f"{local:%H:%M}-{local_end:%H:%M} ({schedule.time_zone.key}) is outside working hours",
+                )
             elif (start - local_midnight(schedule, day)) % increment:
                 add(ReasonCode.INCREMENT, f"slots start every {increment // 60} minutes")
         earliest = notice_ends(schedule, query.holidays, now, rules.notice)

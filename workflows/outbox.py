@@ -28,7 +28,7 @@ from __future__ import annotations
 import random
 import sqlite3
 from collections.abc import Collection, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
@@ -42,13 +42,16 @@ from sqlalchemy import (
     Table,
     UniqueConstraint,
     and_,
+    bindparam,
     or_,
     select,
+    tuple_,
     update,
 )
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.engine import Connection, RowMapping
+from sqlalchemy.engine import Connection
+from sqlalchemy.sql.dml import Update
 
 from storage.database import Database
 from storage.tables import UtcDateTime, metadata
@@ -144,11 +147,14 @@ class Job:
     updated_at: datetime
 
     @classmethod
-    def from_row(cls, row: RowMapping) -> Job:
-        return cls(**{name: row[name] for name in _JOB_FIELDS})
+    def from_row(cls, row: Sequence[Any]) -> Job:
+        """Build from a row of all `workflow_jobs` columns in table order (positional: this is the claim hot path)."""
+        return cls(*row)
 
 
-_JOB_FIELDS: Final = tuple(column.name for column in workflow_jobs.columns)
+# from_row relies on the dataclass listing the columns in table order; fail at import, not with shuffled fields.
+if tuple(job_field.name for job_field in fields(Job)) != tuple(column.name for column in workflow_jobs.columns):
+    raise RuntimeError("Job fields must list the workflow_jobs columns in table order")
 
 
 def step_idempotency_key(booking_id: str, step: int, kind: str) -> str:
@@ -225,7 +231,15 @@ def claim_jobs(conn: Connection, worker_id: str, limit: int, lease: timedelta, *
     """
     if conn.dialect.name == "sqlite" and sqlite3.sqlite_version_info < _SQLITE_RETURNING:
         raise RuntimeError(f"SQLite {sqlite3.sqlite_version} lacks UPDATE ... RETURNING; the runner needs >= 3.35")
+    parameters = {"worker_id": worker_id, "now": now, "lease_expires_at": now + lease, "limit": limit}
+    claimed = [Job.from_row(row) for row in conn.execute(_CLAIM, parameters)]
+    claimed.sort(key=lambda job: (job.run_after, job.id))
+    return claimed
+
+
+def _build_claim() -> Update:
     jobs = workflow_jobs.c
+    now = bindparam("now", type_=jobs.run_after.type)
     due = (
         select(jobs.id)
         .where(
@@ -235,24 +249,26 @@ def claim_jobs(conn: Connection, worker_id: str, limit: int, lease: timedelta, *
             )
         )
         .order_by(jobs.run_after, jobs.id)
-        .limit(limit)
+        .limit(bindparam("limit", type_=Integer()))
         .with_for_update(skip_locked=True)
     )
-    statement = (
+    return (
         update(workflow_jobs)
         .where(jobs.id.in_(due))
         .values(
             state=RUNNING,
-            locked_by=worker_id,
-            lease_expires_at=now + lease,
+            locked_by=bindparam("worker_id", type_=jobs.locked_by.type),
+            lease_expires_at=bindparam("lease_expires_at", type_=jobs.lease_expires_at.type),
             attempts=jobs.attempts + 1,
             updated_at=now,
         )
         .returning(*workflow_jobs.columns)
     )
-    claimed = [Job.from_row(row) for row in conn.execute(statement).mappings()]
-    claimed.sort(key=lambda job: (job.run_after, job.id))
-    return claimed
+
+
+# The hot statements are built once: constructing a Core statement (and its cache key) per batch cost more than
+# executing it.
+_CLAIM: Final = _build_claim()
 
 
 def _held_by(job: Job) -> Any:
@@ -263,39 +279,83 @@ def _held_by(job: Job) -> Any:
     )
 
 
-def complete_job(conn: Connection, job: Job, output: Mapping[str, Any], *, now: datetime) -> bool:
-    """Mark a claimed step completed with its output and promote the run's next step, in the caller's transaction.
+def complete_jobs(conn: Connection, results: Sequence[tuple[Job, Mapping[str, Any]]], *, now: datetime) -> set[int]:
+    """Mark claimed steps completed with their outputs and promote their runs' next steps, in the caller's transaction.
 
-    Returns False, changing nothing, when the lease was lost (expired and reclaimed, or the job was cancelled).
+    Returns the ids that were accepted; a step whose lease was lost (expired and reclaimed, or cancelled) is left
+    unchanged. A constant number of statements per batch, not per step: the runner records dozens of outcomes at once.
     """
-    result = conn.execute(
+    if not results:
+        return set()
+    leases = [(job.id, job.locked_by, job.attempts) for job, _ in results]
+    accepted = set(conn.execute(_COMPLETE, {"leases": leases, "now": now, "output": {}}).scalars())
+    outputs = [{"job_id": job.id, "output": dict(output)} for job, output in results if job.id in accepted and output]
+    if outputs:
+        conn.execute(_SET_OUTPUT, outputs)
+    promote_ready_steps(conn, {job.run_key for job, _ in results if job.id in accepted}, now=now)
+    return accepted
+
+
+def complete_job(conn: Connection, job: Job, output: Mapping[str, Any], *, now: datetime) -> bool:
+    """Complete one claimed step (see `complete_jobs`); False, changing nothing, when the lease was lost."""
+    return job.id in complete_jobs(conn, [(job, output)], now=now)
+
+
+def promote_ready_steps(conn: Connection, run_keys: Collection[str], *, now: datetime) -> int:
+    """Make each waiting step of these runs available once every earlier step of its run is completed or cancelled.
+
+    Only the lowest waiting step of a run can qualify, so runs advance one step at a time.
+    """
+    if not run_keys:
+        return 0
+    return conn.execute(_PROMOTE, {"run_keys": list(run_keys), "now": now}).rowcount
+
+
+def _build_complete() -> tuple[Update, Update, Update]:
+    jobs = workflow_jobs.c
+    now = bindparam("now", type_=jobs.updated_at.type)
+    # One compare-and-set for the whole batch: still running under the very lease (worker and attempt) that `claim`
+    # handed out. RETURNING says which leases still held.
+    complete = (
         update(workflow_jobs)
-        .where(_held_by(job))
+        .where(
+            jobs.state == RUNNING,
+            tuple_(jobs.id, jobs.locked_by, jobs.attempts).in_(bindparam("leases", expanding=True)),
+        )
         .values(
             state=COMPLETED,
-            output=dict(output),
+            output=bindparam("output", type_=jobs.output.type),
             locked_by=None,
             lease_expires_at=None,
             last_error="",
             updated_at=now,
         )
+        .returning(jobs.id)
     )
-    if result.rowcount != 1:
-        return False
-    jobs = workflow_jobs.c
-    next_unfinished = (
-        select(jobs.id)
-        .where(jobs.run_key == job.run_key, jobs.step > job.step, jobs.state.not_in((COMPLETED, CANCELLED)))
-        .order_by(jobs.step)
-        .limit(1)
-        .scalar_subquery()
-    )
-    conn.execute(
+    set_output = (
         update(workflow_jobs)
-        .where(jobs.id == next_unfinished, jobs.state == WAITING)
+        .where(jobs.id == bindparam("job_id", type_=Integer()))
+        .values(output=bindparam("output", type_=jobs.output.type))
+    )
+    earlier = workflow_jobs.alias("earlier")
+    unfinished_before = (
+        select(earlier.c.id)
+        .where(
+            earlier.c.run_key == jobs.run_key,
+            earlier.c.step < jobs.step,
+            earlier.c.state.not_in((COMPLETED, CANCELLED)),
+        )
+        .exists()
+    )
+    promote = (
+        update(workflow_jobs)
+        .where(jobs.state == WAITING, jobs.run_key.in_(bindparam("run_keys", expanding=True)), ~unfinished_before)
         .values(state=AVAILABLE, run_after=now, updated_at=now)
     )
-    return True
+    return complete, set_output, promote
+
+
+_COMPLETE, _SET_OUTPUT, _PROMOTE = _build_complete()
 
 
 def compute_retry_delay(
@@ -481,6 +541,6 @@ async def list_runs(
     query = query.order_by(jobs.run_key, jobs.step).limit(limit)
 
     def read(conn: Connection) -> list[Job]:
-        return [Job.from_row(row) for row in conn.execute(query).mappings()]
+        return [Job.from_row(row) for row in conn.execute(query)]
 
     return await database.run_read(read)

@@ -27,7 +27,8 @@ from storage.database import Database
 from workflows.outbox import (
     Job,
     claim,
-    complete_job,
+    claim_jobs,
+    complete_jobs,
     dead_letter_stalled_jobs,
     extend_leases,
     fail_job,
@@ -117,22 +118,26 @@ class Runner:
         attempts = 0
         try:
             while True:
-                stopping = stop is not None and stop.is_set()
+                if not self._in_flight:
+                    if stop is None or not stop.is_set():
+                        self._start(
+                            await claim(self.database, self.worker_id, self.concurrency, self.lease, now=self.clock())
+                        )
+                    if not self._in_flight:
+                        if stop is None or stop.is_set():
+                            return attempts
+                        with contextlib.suppress(TimeoutError):
+                            async with asyncio.timeout(self.poll_interval.total_seconds()):
+                                await stop.wait()
+                        continue
+                done, _ = await asyncio.wait(self._in_flight, return_when=asyncio.FIRST_COMPLETED)
+                outcomes = [(self._in_flight.pop(task), task.result()) for task in done]
+                attempts += len(outcomes)
                 free = self.concurrency - len(self._in_flight)
-                # Claim in batches: refilling one slot at a time would cost a write transaction per step.
-                if not stopping and free > 0 and (not self._in_flight or free * 2 >= self.concurrency):
-                    for job in await claim(self.database, self.worker_id, free, self.lease, now=self.clock()):
-                        self._in_flight[asyncio.create_task(self._attempt(job))] = job
-                if self._in_flight:
-                    done, _ = await asyncio.wait(self._in_flight, return_when=asyncio.FIRST_COMPLETED)
-                    await self._record([(self._in_flight.pop(task), task.result()) for task in done])
-                    attempts += len(done)
-                    continue
-                if stop is None or stopping:
-                    return attempts
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(self.poll_interval.total_seconds()):
-                        await stop.wait()
+                # Refill in batches, in the same transaction that records the outcomes: one write per batch instead
+                # of one per step (and of two per batch), which is what keeps the runner near a bare claim loop.
+                refill = free if (stop is None or not stop.is_set()) and free * 2 >= self.concurrency else 0
+                self._start(await self._record(outcomes, refill))
         finally:
             keeper.cancel()
             for task in self._in_flight:
@@ -170,12 +175,20 @@ class Runner:
             self._semaphores[target] = asyncio.Semaphore(handler.max_concurrency)
         return self._semaphores[target]
 
-    async def _record(self, outcomes: list[tuple[Job, _Outcome]]) -> None:
+    def _start(self, jobs: list[Job]) -> None:
+        for job in jobs:
+            self._in_flight[asyncio.create_task(self._attempt(job))] = job
+
+    async def _record(self, outcomes: list[tuple[Job, _Outcome]], claim_limit: int) -> list[Job]:
+        """Write the outcomes in one transaction and, in the same one, claim up to `claim_limit` more steps."""
         now = self.clock()
 
-        def transaction(conn: Connection) -> list[bool]:
-            return [
-                complete_job(conn, job, outcome.output, now=now)
+        def transaction(conn: Connection) -> tuple[list[bool], list[Job]]:
+            completed = complete_jobs(
+                conn, [(job, outcome.output) for job, outcome in outcomes if outcome.output is not None], now=now
+            )
+            accepted = [
+                job.id in completed
                 if outcome.output is not None
                 else fail_job(
                     conn,
@@ -187,9 +200,12 @@ class Runner:
                 )
                 for job, outcome in outcomes
             ]
+            claimed = claim_jobs(conn, self.worker_id, claim_limit, self.lease, now=now) if claim_limit else []
+            return accepted, claimed
 
-        for (job, outcome), accepted in zip(outcomes, await self.database.run_write(transaction), strict=True):
-            if not accepted:
+        accepted, claimed = await self.database.run_write(transaction)
+        for (job, outcome), held in zip(outcomes, accepted, strict=True):
+            if not held:
                 # Our lease expired and another worker took the step over; its outcome is the one that counts.
                 self.stats.refused += 1
                 log.warning("step %s (%s): lease lost, outcome dropped", job.id, job.kind)
@@ -200,6 +216,7 @@ class Runner:
             else:
                 self.stats.failed += 1
                 log.warning("step %s (%s) failed: %s", job.id, job.kind, outcome.error)
+        return claimed
 
     async def _keep_leases(self) -> None:
         # A third of the lease between heartbeats tolerates two missed beats before another worker may reclaim.
