@@ -296,3 +296,36 @@ class HostLoad:
 
 UTC_ZONE = ZoneInfo("UTC")
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class CalendarInvite:
+    """What an ICS attachment describes; times are aware, UTC inside."""
+
+    uid: str
+    starts_at: datetime
+    ends_at: datetime
+    summary: str
+    description: str
+    location: str
+    organizer_name: str
+    organizer_email: str
+    attendees: tuple[tuple[str, str], ...]
+    """(display name, email) of each attendee."""
+    sequence: int = 0
+    cancelled: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class OutgoingEmail:
+    """One email to send. `message_id` is deterministic per effect, so a resend is recognisable as the same mail."""
+
+    message_id: str
+    from_name: str
+    from_address: str
+    to: tuple[str, ...]
+    subject: str
+    text: str
+    html: str
+    reply_to: str | None = None
+    invite: CalendarInvite | None = None

@@ -13,6 +13,7 @@ from scheduling.model import (
     ClientDetails,
     HostLoad,
     HostProfile,
+    OutgoingEmail,
 )
 
 HostDecision = tuple[tuple[str, ...], str]
@@ -106,4 +107,12 @@ class RequestStore(Protocol):
         expires_at: datetime,
     ) -> str:
         """Returns the new request id; raises NotFound for an unknown type of this tenant."""
+        ...
+
+
+class Mailer(Protocol):
+    """Sends one email; raises IntegrationAuthError, IntegrationUnavailable (retry) or IntegrationRejected."""
+
+    async def send(self, email: OutgoingEmail) -> str:
+        """Returns the Message-ID the mail went out with."""
         ...

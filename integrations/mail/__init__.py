@@ -1,0 +1,1 @@
+"""Email over SMTP, with an ICS invitation attached."""

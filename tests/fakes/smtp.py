@@ -1,0 +1,75 @@
+"""FakeSmtpServer: a real SMTP server (aiosmtpd) on loopback that keeps what it receives and can misbehave on cue."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from email.message import EmailMessage
+from typing import Any
+
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import AuthResult, LoginPassword
+
+
+@dataclass
+class ReceivedMail:
+    envelope_from: str
+    envelope_to: list[str]
+    message: EmailMessage
+
+
+@dataclass
+class FakeSmtpServer:
+    """Like a submission server: AUTH LOGIN/PLAIN with one account, and queued fault replies.
+
+    `faults` holds SMTP replies ("421 4.3.2 Try again later", "550 5.1.1 No such user") returned for the next
+    DATA commands, one per message, before normal delivery resumes.
+    """
+
+    username: str = "slotwise"
+    password: str = "smtp-password"
+    received: list[ReceivedMail] = field(default_factory=list)
+    faults: list[str] = field(default_factory=list)
+    port: int = 0
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        if self.faults:
+            return self.faults.pop(0)
+        parsed = email.message_from_bytes(envelope.content, policy=email.policy.default)
+        assert isinstance(parsed, EmailMessage)
+        self.received.append(ReceivedMail(envelope.mail_from, list(envelope.rcpt_tos), parsed))
+        return "250 2.0.0 Message accepted"
+
+    def authenticate(self, server: Any, session: Any, envelope: Any, mechanism: str, data: Any) -> AuthResult:
+        ok = (
+            isinstance(data, LoginPassword)
+            and data.login.decode() == self.username
+            and data.password.decode() == self.password
+        )
+        return AuthResult(success=ok, handled=False)
+
+
+@contextmanager
+def running_smtp_server() -> Iterator[FakeSmtpServer]:
+    fake = FakeSmtpServer()
+    # aiosmtpd checks readiness by connecting to the configured port, so port 0 won't do: pick a free one.
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        fake.port = probe.getsockname()[1]
+    controller = Controller(
+        fake,
+        hostname="127.0.0.1",
+        port=fake.port,
+        authenticator=fake.authenticate,
+        auth_required=True,
+        auth_require_tls=False,
+    )
+    controller.start()
+    try:
+        yield fake
+    finally:
+        controller.stop()
