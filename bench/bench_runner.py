@@ -37,6 +37,18 @@ TENANT = "bench-tenant"
 BATCH = 50
 ROUNDS = 3
 JOBS = {"sqlite": 3_000, "postgresql": 3_000}
+SQLITE_CLAIM = (
+    "UPDATE workflow_jobs SET state = 'running', locked_by = :worker, lease_expires_at = :lease_until, "
+    "attempts = attempts + 1, updated_at = :now WHERE id IN (SELECT id FROM workflow_jobs "
+    "WHERE state IN ('available', 'retryable') AND run_after <= :now ORDER BY run_after, id LIMIT :limit) "
+    "RETURNING *"
+)
+POSTGRES_CLAIM = (
+    "UPDATE workflow_jobs SET state = 'running', locked_by = :worker, lease_expires_at = :lease_until, "
+    "attempts = attempts + 1, updated_at = :now WHERE id IN (SELECT id FROM workflow_jobs "
+    "WHERE state IN ('available', 'retryable') AND run_after <= :now ORDER BY run_after, id LIMIT :limit "
+    "FOR UPDATE SKIP LOCKED) RETURNING *"
+)
 
 
 def now() -> datetime:
@@ -74,13 +86,9 @@ async def drain_with_runner(database: Database, label: str, count: int) -> float
 
 async def drain_with_raw_loop(database: Database, label: str, count: int) -> float:
     await enqueue_round(database, label, count)
-    lock = " FOR UPDATE SKIP LOCKED" if not database.is_sqlite else ""
-    claim_sql = text(
-        "UPDATE workflow_jobs SET state = 'running', locked_by = :worker, lease_expires_at = :lease_until, "
-        "attempts = attempts + 1, updated_at = :now WHERE id IN (SELECT id FROM workflow_jobs "
-        "WHERE state IN ('available', 'retryable') AND run_after <= :now ORDER BY run_after, id LIMIT :limit"
-        f"{lock}) RETURNING *"
-    ).bindparams(bindparam("now", type_=UtcDateTime()), bindparam("lease_until", type_=UtcDateTime()))
+    claim_sql = text(SQLITE_CLAIM if database.is_sqlite else POSTGRES_CLAIM).bindparams(
+        bindparam("now", type_=UtcDateTime()), bindparam("lease_until", type_=UtcDateTime())
+    )
     complete_sql = text(
         "UPDATE workflow_jobs SET state = 'completed', output = '{}', locked_by = NULL, lease_expires_at = NULL, "
         "updated_at = :now WHERE id = :id"
@@ -97,10 +105,12 @@ async def drain_with_raw_loop(database: Database, label: str, count: int) -> flo
         ids = await database.run_write(claim)
         if not ids:
             break
-        moment = now()
-        await database.run_write(
-            lambda conn, ids=ids, moment=moment: conn.execute(complete_sql, [{"id": id_, "now": moment} for id_ in ids])
-        )
+        completions = [{"id": id_, "now": now()} for id_ in ids]
+
+        def complete(conn: Connection, completions: list[dict[str, Any]] = completions) -> None:
+            conn.execute(complete_sql, completions)
+
+        await database.run_write(complete)
         done += len(ids)
     elapsed = time.perf_counter() - started
     assert done == count, (done, count)

@@ -11,10 +11,10 @@ Lifecycle of one step (`state`):
     waiting / available / retryable / failed ──cancel_run──► cancelled
 
 Ordering within a run: `enqueue_jobs` makes only the lowest step of each run `available` and parks the rest as
-`waiting`; completing step N promotes the next unfinished step in the same transaction. So a step only ever runs after
-every earlier step of its run completed, and it can read their outputs (`list_runs(..., run_key=...)`). We chose
-promotion over a "no unfinished earlier step" clause in the claim query because the claim is the hot path: it stays a
-plain index range scan on (state, run_after).
+`waiting`; completing a step promotes, in the same transaction, the waiting step whose earlier steps are all completed
+(or cancelled). So a step only ever runs after every earlier step of its run completed, and it can read their outputs
+(`list_runs(..., run_key=...)`). We chose promotion over a "no unfinished earlier step" clause in the claim query
+because the claim is the hot path: it stays a plain index range scan on (state, run_after).
 
 Delivery is at least once: a worker can die after the vendor accepted a call and before `complete` committed. Handlers
 therefore look up by `idempotency_key` at the vendor before every create (reference/perf_reliability.md §3).
