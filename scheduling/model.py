@@ -329,3 +329,75 @@ class OutgoingEmail:
     html: str
     reply_to: str | None = None
     invite: CalendarInvite | None = None
+
+
+class PsaRecordKind(StrEnum):
+    TICKET = "ticket"
+    OPPORTUNITY = "opportunity"
+    ACTIVITY = "activity"
+    """The non-ticket item: ConnectWise Activity, Autotask To-Do, HaloPSA Appointment."""
+    SCHEDULE_ENTRY = "schedule_entry"
+    """ConnectWise schedule entry, Autotask service call, HaloPSA appointment."""
+    NOTE = "note"
+
+
+@dataclass(frozen=True, slots=True)
+class PsaRef:
+    """A record at the PSA: its id, and the number people see (a ticket number) where the vendor has one."""
+
+    kind: PsaRecordKind
+    record_id: str
+    number: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class PsaContact:
+    contact_id: str
+    company_id: str
+    name: str
+    email: str
+
+
+@dataclass(frozen=True, slots=True)
+class PsaDraft:
+    """What any PSA create needs; each adapter maps it to its vendor's fields (to_wire_*).
+
+    `idempotency_key` is written into the record (in a field the vendor lets us query) so a re-run after a lost
+    response finds the record instead of creating a second one.
+    """
+
+    idempotency_key: str
+    title: str
+    description: str
+    contact: PsaContact | None
+    member: str
+    """The PSA member/resource/agent identifier of the host."""
+    starts_at: datetime | None = None
+    ends_at: datetime | None = None
+    board: str = ""
+    """Ticket board (ConnectWise), queue (Autotask) or ticket type (HaloPSA)."""
+    status: str = ""
+    stage: str = ""
+    ticket_id: str = ""
+    opportunity_id: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class CalendarEventDraft:
+    """A Microsoft 365 event to write on a host's calendar; `transaction_id` makes the create idempotent."""
+
+    transaction_id: str
+    subject: str
+    body_html: str
+    starts_at: datetime
+    ends_at: datetime
+    attendees: tuple[tuple[str, str], ...]
+    """(display name, email) of each attendee."""
+    location: str = ""
+    teams_meeting: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class CalendarEventRef:
+    event_id: str
+    join_url: str = ""

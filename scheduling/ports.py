@@ -10,10 +10,17 @@ from scheduling.model import (
     AppointmentType,
     Booking,
     BookingTarget,
+    BusyInterval,
+    CalendarEventDraft,
+    CalendarEventRef,
     ClientDetails,
     HostLoad,
     HostProfile,
     OutgoingEmail,
+    PsaContact,
+    PsaDraft,
+    PsaRecordKind,
+    PsaRef,
 )
 
 HostDecision = tuple[tuple[str, ...], str]
@@ -116,3 +123,49 @@ class Mailer(Protocol):
     async def send(self, email: OutgoingEmail) -> str:
         """Returns the Message-ID the mail went out with."""
         ...
+
+
+class PsaClient(Protocol):
+    """One tenant's PSA (ConnectWise, Autotask or HaloPSA). Every create looks up its idempotency key first.
+
+    Raises IntegrationAuthError (credentials), IntegrationUnavailable (429/5xx/timeout; retry later, honouring
+    retry_after_seconds) or IntegrationRejected (the vendor refused the content; its message is kept).
+    """
+
+    async def test_connection(self) -> None: ...
+
+    async def find_contact(self, email: str) -> PsaContact | None: ...
+
+    async def create_record(self, kind: PsaRecordKind, draft: PsaDraft) -> PsaRef:
+        """Create (or find, by idempotency key) a ticket, opportunity, activity, schedule entry or ticket note."""
+        ...
+
+    async def set_ticket_status(self, ticket_id: str, status: str) -> None: ...
+
+    async def move_schedule_entry(self, ref: PsaRef, starts_at: datetime, ends_at: datetime) -> None: ...
+
+    async def remove_schedule_entry(self, ref: PsaRef) -> None: ...
+
+    async def busy_times(self, member: str, starts_at: datetime, ends_at: datetime) -> list[BusyInterval]:
+        """Schedule entries, service calls and appointments of one member in [starts_at, ends_at)."""
+        ...
+
+
+class CalendarWriter(Protocol):
+    """Writes bookings to a Microsoft 365 calendar (with a Teams meeting when asked)."""
+
+    async def create_event(self, mailbox: str, draft: CalendarEventDraft) -> CalendarEventRef:
+        """Idempotent by draft.transaction_id: a retry returns the event created the first time."""
+        ...
+
+    async def move_event(self, mailbox: str, event_id: str, starts_at: datetime, ends_at: datetime) -> None: ...
+
+    async def cancel_event(self, mailbox: str, event_id: str, comment: str) -> None: ...
+
+
+class BusySource(Protocol):
+    """Busy time of several mailboxes, for the background refresh of the busy cache (never on a page view)."""
+
+    async def busy_times(
+        self, mailboxes: Sequence[str], starts_at: datetime, ends_at: datetime
+    ) -> Mapping[str, list[BusyInterval]]: ...

@@ -1,0 +1,57 @@
+"""The pairing every PSA adapter provides for the contract suite: our real client, and its vendor fake over HTTP.
+
+Each vendor adds `tests/contracts/pair_<vendor>.py` with `open_pair() -> AsyncContextManager[PsaPair]`; the
+suite in test_psa_contract.py runs unchanged against every one of them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from scheduling.model import PsaContact, PsaRecordKind
+from scheduling.ports import PsaClient
+
+
+class FakePsaControl(Protocol):
+    """What the suite may do to a vendor fake (all of it through the fake's own state, not our code)."""
+
+    def records(self, kind: PsaRecordKind) -> list[dict[str, Any]]:
+        """Every record of that kind the fake holds, as the vendor would return it."""
+        ...
+
+    def fail_next(self, status: int, *, retry_after: int | None = None, message: str = "", count: int = 1) -> None:
+        """Answer the next `count` API requests (token and zone look-ups excepted) with this status."""
+        ...
+
+    def lose_next_response(self) -> None:
+        """Commit the next create, then drop the response (the client sees a timeout or reset)."""
+        ...
+
+    def revoke_credentials(self) -> None:
+        """From now on, the credentials our client holds are wrong (401/403 the way the vendor says it)."""
+        ...
+
+    def add_contact(self, name: str, email: str) -> PsaContact:
+        """Seed a contact (with its company) and return it as our client should find it."""
+        ...
+
+    def add_busy(self, member: str, starts_at: Any, ends_at: Any) -> None:
+        """Seed a schedule entry / service call / appointment for a member."""
+        ...
+
+
+@dataclass
+class PsaPair:
+    vendor: str
+    client: PsaClient
+    fake: FakePsaControl
+    member: str
+    """A member/resource/agent identifier that exists at the fake."""
+    supports_opportunities: bool = True
+
+
+PairFactory = Callable[[], AbstractAsyncContextManager[PsaPair]]
+PairIterator = AsyncIterator[PsaPair]

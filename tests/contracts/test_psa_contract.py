@@ -1,0 +1,139 @@
+"""One contract for every PSA adapter, each run against its vendor fake over real loopback HTTP."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from scheduling.errors import IntegrationAuthError, IntegrationRejected, IntegrationUnavailable
+from scheduling.model import PsaDraft, PsaRecordKind
+from tests.contracts.pairs import PsaPair
+
+STARTS = datetime(2026, 11, 24, 15, 0, tzinfo=UTC)
+
+
+def draft(pair: PsaPair, key: str, **changes: object) -> PsaDraft:
+    contact = pair.fake.add_contact("Dana Client", f"dana+{key}@client.example")
+    values: dict[str, object] = {
+        "idempotency_key": key,
+        "title": "Intro call with Dana Client",
+        "description": "Booked through Slotwise",
+        "contact": contact,
+        "member": pair.member,
+        "starts_at": STARTS,
+        "ends_at": STARTS + timedelta(minutes=30),
+    }
+    values.update(changes)
+    return PsaDraft(**values)  # type: ignore[arg-type]
+
+
+async def test_a_working_connection_passes_its_test(psa: PsaPair) -> None:
+    await psa.client.test_connection()
+
+
+async def test_bad_credentials_raise_an_auth_error(psa: PsaPair) -> None:
+    psa.fake.revoke_credentials()
+    with pytest.raises(IntegrationAuthError):
+        await psa.client.test_connection()
+    with pytest.raises(IntegrationAuthError):
+        await psa.client.create_record(PsaRecordKind.TICKET, draft(psa, "auth-1"))
+    assert psa.fake.records(PsaRecordKind.TICKET) == []
+
+
+async def test_a_contact_is_found_by_email(psa: PsaPair) -> None:
+    seeded = psa.fake.add_contact("Jane Doe", "jane@acme.example")
+    found = await psa.client.find_contact("jane@acme.example")
+    assert found == seeded
+    assert await psa.client.find_contact("nobody@acme.example") is None
+
+
+async def test_a_ticket_is_created_once_even_when_asked_twice(psa: PsaPair) -> None:
+    first = await psa.client.create_record(PsaRecordKind.TICKET, draft(psa, "booking-1:0:ticket"))
+    again = await psa.client.create_record(PsaRecordKind.TICKET, draft(psa, "booking-1:0:ticket"))
+    assert first == again
+    assert first.number
+    assert len(psa.fake.records(PsaRecordKind.TICKET)) == 1
+
+
+async def test_a_lost_response_does_not_create_a_second_record_on_retry(psa: PsaPair) -> None:
+    psa.fake.lose_next_response()
+    with pytest.raises(IntegrationUnavailable):
+        await psa.client.create_record(PsaRecordKind.SCHEDULE_ENTRY, draft(psa, "booking-2:1:entry"))
+    assert len(psa.fake.records(PsaRecordKind.SCHEDULE_ENTRY)) == 1
+    found = await psa.client.create_record(PsaRecordKind.SCHEDULE_ENTRY, draft(psa, "booking-2:1:entry"))
+    assert found.record_id
+    assert len(psa.fake.records(PsaRecordKind.SCHEDULE_ENTRY)) == 1
+
+
+async def test_throttling_is_retryable_and_carries_retry_after(psa: PsaPair) -> None:
+    psa.fake.fail_next(429, retry_after=7)
+    with pytest.raises(IntegrationUnavailable) as raised:
+        await psa.client.create_record(PsaRecordKind.TICKET, draft(psa, "booking-3:0:ticket"))
+    assert raised.value.retry_after_seconds == 7
+    await psa.client.create_record(PsaRecordKind.TICKET, draft(psa, "booking-3:0:ticket"))
+    assert len(psa.fake.records(PsaRecordKind.TICKET)) == 1
+
+
+async def test_a_server_error_is_retryable(psa: PsaPair) -> None:
+    psa.fake.fail_next(503)
+    with pytest.raises(IntegrationUnavailable):
+        await psa.client.create_record(PsaRecordKind.TICKET, draft(psa, "booking-4:0:ticket"))
+
+
+async def test_a_rejection_keeps_the_vendors_message(psa: PsaPair) -> None:
+    psa.fake.fail_next(400, message="Board 'Sales' not found")
+    with pytest.raises(IntegrationRejected, match="Board 'Sales' not found"):
+        await psa.client.create_record(PsaRecordKind.TICKET, draft(psa, "booking-5:0:ticket"))
+    assert psa.fake.records(PsaRecordKind.TICKET) == []
+
+
+async def test_outputs_link_records_a_note_lands_on_its_ticket(psa: PsaPair) -> None:
+    ticket = await psa.client.create_record(PsaRecordKind.TICKET, draft(psa, "booking-6:0:ticket"))
+    note = await psa.client.create_record(
+        PsaRecordKind.NOTE, draft(psa, "booking-6:1:note", ticket_id=ticket.record_id, description="Rescheduled")
+    )
+    assert note.record_id
+    notes = psa.fake.records(PsaRecordKind.NOTE)
+    assert len(notes) == 1
+    again = await psa.client.create_record(
+        PsaRecordKind.NOTE, draft(psa, "booking-6:1:note", ticket_id=ticket.record_id, description="Rescheduled")
+    )
+    assert again == note
+    assert len(psa.fake.records(PsaRecordKind.NOTE)) == 1
+
+
+async def test_opportunities_are_found_or_created_where_the_vendor_has_them(psa: PsaPair) -> None:
+    if not psa.supports_opportunities:
+        with pytest.raises(IntegrationRejected, match="not available"):
+            await psa.client.create_record(PsaRecordKind.OPPORTUNITY, draft(psa, "booking-7:0:opp"))
+        return
+    opportunity = await psa.client.create_record(PsaRecordKind.OPPORTUNITY, draft(psa, "booking-7:0:opp"))
+    activity = await psa.client.create_record(
+        PsaRecordKind.ACTIVITY, draft(psa, "booking-7:1:activity", opportunity_id=opportunity.record_id)
+    )
+    assert activity.record_id
+    assert len(psa.fake.records(PsaRecordKind.OPPORTUNITY)) == 1
+
+
+async def test_schedule_entries_move_and_disappear_and_show_as_busy_time(psa: PsaPair) -> None:
+    entry = await psa.client.create_record(PsaRecordKind.SCHEDULE_ENTRY, draft(psa, "booking-8:0:entry"))
+    later = STARTS + timedelta(days=1)
+    await psa.client.move_schedule_entry(entry, later, later + timedelta(minutes=30))
+    busy = await psa.client.busy_times(psa.member, STARTS - timedelta(days=1), STARTS + timedelta(days=3))
+    assert [(interval.starts_at, interval.ends_at) for interval in busy] == [(later, later + timedelta(minutes=30))]
+    await psa.client.remove_schedule_entry(entry)
+    assert await psa.client.busy_times(psa.member, STARTS - timedelta(days=1), STARTS + timedelta(days=3)) == []
+
+
+async def test_busy_time_includes_what_others_scheduled(psa: PsaPair) -> None:
+    psa.fake.add_busy(psa.member, STARTS, STARTS + timedelta(hours=1))
+    busy = await psa.client.busy_times(psa.member, STARTS - timedelta(hours=2), STARTS + timedelta(hours=2))
+    assert [(interval.starts_at, interval.ends_at) for interval in busy] == [(STARTS, STARTS + timedelta(hours=1))]
+
+
+async def test_a_ticket_status_can_be_set(psa: PsaPair) -> None:
+    ticket = await psa.client.create_record(PsaRecordKind.TICKET, draft(psa, "booking-9:0:ticket"))
+    await psa.client.set_ticket_status(ticket.record_id, "Scheduled")
+    [stored] = psa.fake.records(PsaRecordKind.TICKET)
+    assert "Scheduled" in str(stored)
