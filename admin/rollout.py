@@ -50,6 +50,7 @@ from storage.tables import (
     tenants,
     users,
 )
+from workflows.triggers import WorkflowSpec
 
 _TENANTS = tenants
 _USERS = users
@@ -356,8 +357,22 @@ class AppointmentTypeSpec(_FileModel):
     host: HostSpec
     mode: Literal["classic", "workflow"] = "classic"
     workflow: Annotated[dict[str, Any] | None, BeforeValidator(_check_json_mapping)] = Field(
-        default=None, description="Free-form for now; kept as written."
+        default=None, description="Workflow Mode: triggers mapped to ordered actions (see workflows/triggers.py)."
     )
+
+    @field_validator("workflow")
+    @classmethod
+    def _workflow_is_valid(cls, workflow: dict[str, Any] | None) -> dict[str, Any] | None:
+        # Stored normalised, so a diff shows real changes and the runner reads exactly what was validated.
+        if workflow is None:
+            return None
+        return WorkflowSpec.model_validate(workflow).model_dump(mode="json", exclude_none=True, exclude_defaults=True)
+
+    @model_validator(mode="after")
+    def _workflow_mode_has_a_workflow(self) -> AppointmentTypeSpec:
+        if self.mode == "workflow" and not self.workflow:
+            raise _invalid("mode 'workflow' needs a 'workflow' with triggers and actions")
+        return self
 
     @field_validator("maximum_window")
     @classmethod

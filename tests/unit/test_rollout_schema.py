@@ -348,12 +348,26 @@ def test_extension_keys_hold_anchors_and_are_otherwise_ignored() -> None:
     assert file.users[1].working_hours.mon == ["08:00-16:00"]
 
 
-def test_a_workflow_is_kept_as_written_but_must_be_storable_as_json() -> None:
+def test_a_workflow_is_validated_and_stored_normalised() -> None:
     workflow = (
-        "    mode: workflow\n    workflow:\n      steps:\n        - {trigger: client_scheduled, after: 2026-01-01}\n"
+        "    mode: workflow\n    workflow:\n      triggers:\n        client_scheduled:\n"
+        "          - {action: create_ticket, ticket_board: Sales}\n          - {action: send_email}\n"
     )
     file = parse_tenant_text(MINIMAL + workflow)
-    assert file.appointment_types[1].workflow == {"steps": [{"trigger": "client_scheduled", "after": "2026-01-01"}]}
+    assert file.appointment_types[1].workflow == {
+        "triggers": {"client_scheduled": [{"action": "create_ticket", "ticket_board": "Sales"}, {"action": "send_email"}]}
+    }
     # YAML 1.1 reads an unquoted `on` key as the boolean True, which JSON could not keep.
     messages = problems_of(MINIMAL + "    workflow:\n      on: booked\n")
     assert any("appointment_types[1].workflow: key True at top level must be text" in m for m in messages)
+
+
+def test_a_bad_workflow_names_the_action_and_mode_workflow_needs_one() -> None:
+    unknown = "    mode: workflow\n    workflow:\n      triggers:\n        client_scheduled:\n          - {action: teleport}\n"
+    assert any("workflow" in m and "teleport" in m for m in problems_of(MINIMAL + unknown))
+    custom = (
+        "    mode: workflow\n    workflow:\n      triggers:\n        client_scheduled:\n"
+        "          - {action: send_email, template: custom}\n"
+    )
+    assert any("custom email needs both" in m for m in problems_of(MINIMAL + custom))
+    assert any("needs a 'workflow'" in m for m in problems_of(MINIMAL + "    mode: workflow\n"))

@@ -1,0 +1,104 @@
+"""Classic mode, Workflow Mode validation and job planning, from the admin's and the runner's side."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from workflows.triggers import (
+    ActionKind,
+    ActionSpec,
+    Connected,
+    Trigger,
+    WorkflowSpec,
+    classic_workflow,
+    plan_jobs,
+    validate_workflow,
+    workflow_for_type,
+)
+
+
+def kinds(spec: WorkflowSpec, trigger: Trigger) -> list[str]:
+    return [step.action.value for step in spec.actions_for(trigger)]
+
+
+def test_classic_mode_writes_to_the_psa_for_a_psa_primary_calendar_and_sends_the_default_email() -> None:
+    spec = classic_workflow("psa", Connected(psa="connectwise", m365=True, email=True))
+    assert kinds(spec, Trigger.CLIENT_SCHEDULED) == ["create_schedule_entry", "send_email"]
+    assert kinds(spec, Trigger.RESCHEDULED) == ["move_schedule_entry", "send_email"]
+    assert kinds(spec, Trigger.CANCELLED) == ["remove_schedule_entry", "send_email"]
+
+
+def test_classic_mode_writes_a_teams_event_for_an_m365_primary_calendar() -> None:
+    spec = classic_workflow("m365", Connected(psa="autotask", m365=True, email=True))
+    assert kinds(spec, Trigger.CLIENT_SCHEDULED) == ["create_m365_event", "send_email"]
+    assert kinds(spec, Trigger.CANCELLED) == ["cancel_m365_event", "send_email"]
+
+
+def test_classic_mode_plans_nothing_it_could_not_run() -> None:
+    assert classic_workflow("m365", Connected()).triggers == {}
+    assert kinds(classic_workflow("psa", Connected(email=True)), Trigger.CLIENT_SCHEDULED) == ["send_email"]
+
+
+def test_workflow_mode_is_checked_against_what_is_connected() -> None:
+    spec = WorkflowSpec(
+        triggers={
+            Trigger.CLIENT_SCHEDULED: [
+                ActionSpec(action=ActionKind.FIND_OR_CREATE_OPPORTUNITY),
+                ActionSpec(action=ActionKind.CREATE_M365_EVENT),
+            ]
+        }
+    )
+    problems = validate_workflow(spec, Connected(psa="halopsa"))
+    assert "workflow.triggers.client_scheduled[0]: opportunities are not available in HaloPSA" in problems
+    assert "workflow.triggers.client_scheduled[1]: 'create_m365_event' needs Microsoft 365 connected" in problems
+    assert validate_workflow(spec, Connected(psa="connectwise", m365=True)) == []
+
+
+def test_bad_actions_are_refused_with_a_reason() -> None:
+    with pytest.raises(ValidationError, match="custom email needs both"):
+        ActionSpec(action=ActionKind.SEND_EMAIL, template="custom", subject="Hi")
+    with pytest.raises(ValidationError, match="https"):
+        ActionSpec(action=ActionKind.POST_WEBHOOK, url="http://insecure.example")
+    with pytest.raises(ValidationError):
+        WorkflowSpec.model_validate({"triggers": {"client_scheduled": [{"action": "teleport"}]}})
+
+
+def test_jobs_are_one_ordered_run_per_event_with_keys_unique_per_occurrence() -> None:
+    spec = classic_workflow("psa", Connected(psa="connectwise", email=True))
+    first = plan_jobs(
+        tenant_id="t",
+        booking_id="b1",
+        trigger=Trigger.RESCHEDULED,
+        occurrence=1,
+        workflow=spec,
+        booking_snapshot={"id": "b1"},
+    )
+    second = plan_jobs(
+        tenant_id="t",
+        booking_id="b1",
+        trigger=Trigger.RESCHEDULED,
+        occurrence=2,
+        workflow=spec,
+        booking_snapshot={"id": "b1"},
+    )
+    assert [job.step for job in first] == [0, 1]
+    assert [job.kind for job in first] == ["move_schedule_entry", "send_email"]
+    assert {job.run_key for job in first} == {"b1:rescheduled:1"}
+    assert {job.idempotency_key for job in first}.isdisjoint({job.idempotency_key for job in second})
+    assert first[0].payload["booking"] == {"id": "b1"}
+    assert first[0].payload["action"] == {
+        "action": "move_schedule_entry",
+        "template": "default_confirmation",
+        "recipients": "client_and_guests",
+    }
+
+
+def test_a_type_in_workflow_mode_runs_its_own_workflow_and_otherwise_classic() -> None:
+    written = {"triggers": {"client_scheduled": [{"action": "create_ticket"}]}}
+    spec, mode = workflow_for_type({"mode": "workflow", "workflow": written}, "m365", Connected(psa="autotask"))
+    assert mode == "workflow"
+    assert kinds(spec, Trigger.CLIENT_SCHEDULED) == ["create_ticket"]
+    spec, mode = workflow_for_type({"mode": "classic"}, "m365", Connected(m365=True))
+    assert mode == "classic"
+    assert kinds(spec, Trigger.CLIENT_SCHEDULED) == ["create_m365_event"]

@@ -1,0 +1,194 @@
+"""Workflow Mode and Classic mode: which actions run, in what order, when a booking is made, moved or cancelled.
+
+A workflow maps triggers to ordered actions. Classic mode derives one from the host's primary calendar and what the
+tenant has connected; Workflow Mode is written by the admin in the tenant file. `plan_jobs` turns one booking event
+into outbox job specs whose idempotency keys make the fan-out exactly-once per (booking, event, step).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from workflows.outbox import JobSpec
+
+
+class Trigger(StrEnum):
+    REQUEST_CREATED = "request_created"
+    REQUEST_SENT = "request_sent"
+    NO_RESPONSE = "no_response"
+    CLIENT_SCHEDULED = "client_scheduled"
+    RESCHEDULED = "rescheduled"
+    CANCELLED = "cancelled"
+    BEFORE_APPOINTMENT = "before_appointment"
+
+
+class ActionKind(StrEnum):
+    FIND_OR_CREATE_OPPORTUNITY = "find_or_create_opportunity"
+    CREATE_TICKET = "create_ticket"
+    CREATE_ACTIVITY = "create_activity"
+    CREATE_SCHEDULE_ENTRY = "create_schedule_entry"
+    MOVE_SCHEDULE_ENTRY = "move_schedule_entry"
+    REMOVE_SCHEDULE_ENTRY = "remove_schedule_entry"
+    ADD_TICKET_NOTE = "add_ticket_note"
+    SET_TICKET_STATUS = "set_ticket_status"
+    CREATE_M365_EVENT = "create_m365_event"
+    UPDATE_M365_EVENT = "update_m365_event"
+    CANCEL_M365_EVENT = "cancel_m365_event"
+    SEND_EMAIL = "send_email"
+    NOTIFY_HOST = "notify_host"
+    POST_WEBHOOK = "post_webhook"
+
+
+PSA_ACTIONS = frozenset(
+    {
+        ActionKind.FIND_OR_CREATE_OPPORTUNITY,
+        ActionKind.CREATE_TICKET,
+        ActionKind.CREATE_ACTIVITY,
+        ActionKind.CREATE_SCHEDULE_ENTRY,
+        ActionKind.MOVE_SCHEDULE_ENTRY,
+        ActionKind.REMOVE_SCHEDULE_ENTRY,
+        ActionKind.ADD_TICKET_NOTE,
+        ActionKind.SET_TICKET_STATUS,
+    }
+)
+M365_ACTIONS = frozenset({ActionKind.CREATE_M365_EVENT, ActionKind.UPDATE_M365_EVENT, ActionKind.CANCEL_M365_EVENT})
+
+
+class ActionSpec(BaseModel):
+    """One action of a workflow; `settings` carry the vendor mapping (owner, board, stage, status, template...)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    action: ActionKind
+    opportunity_owner: str | None = Field(default=None, max_length=100)
+    sales_board: str | None = Field(default=None, max_length=100)
+    pipeline_stage: str | None = Field(default=None, max_length=100)
+    ticket_board: str | None = Field(default=None, max_length=100)
+    status_after_scheduling: str | None = Field(default=None, max_length=100)
+    note: str | None = Field(default=None, max_length=4000)
+    subject: str | None = Field(default=None, max_length=300)
+    body: str | None = Field(default=None, max_length=20000)
+    template: Literal["default_confirmation", "custom"] = "default_confirmation"
+    recipients: Literal["client_and_guests", "host", "client"] = "client_and_guests"
+    url: str | None = Field(default=None, max_length=500)
+
+    @model_validator(mode="after")
+    def _custom_email_has_text(self) -> ActionSpec:
+        if self.action is ActionKind.SEND_EMAIL and self.template == "custom" and not (self.subject and self.body):
+            raise ValueError("a custom email needs both 'subject' and 'body'")
+        if self.action is ActionKind.POST_WEBHOOK and not (self.url and self.url.startswith("https://")):
+            raise ValueError("a webhook needs an https:// 'url'")
+        return self
+
+
+class WorkflowSpec(BaseModel):
+    """Triggers → ordered actions, as written under an appointment type's `workflow:` in the tenant file."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    triggers: dict[Trigger, list[ActionSpec]] = Field(default_factory=dict)
+
+    def actions_for(self, trigger: Trigger) -> list[ActionSpec]:
+        return list(self.triggers.get(trigger, []))
+
+
+@dataclass(frozen=True, slots=True)
+class Connected:
+    """What the tenant has connected; classic mode only plans actions that can run."""
+
+    psa: str | None = None
+    """'connectwise', 'autotask' or 'halopsa'."""
+    m365: bool = False
+    email: bool = False
+
+
+def validate_workflow(actions: WorkflowSpec, connected: Connected) -> list[str]:
+    """Problems an admin must fix before applying: actions for systems that are not connected, or not offered."""
+    problems: list[str] = []
+    for trigger, steps in actions.triggers.items():
+        for index, step in enumerate(steps):
+            where = f"workflow.triggers.{trigger.value}[{index}]"
+            if step.action in PSA_ACTIONS and connected.psa is None:
+                problems.append(f"{where}: '{step.action.value}' needs a connected PSA")
+            if step.action is ActionKind.FIND_OR_CREATE_OPPORTUNITY and connected.psa == "halopsa":
+                problems.append(f"{where}: opportunities are not available in HaloPSA")
+            if step.action in M365_ACTIONS and not connected.m365:
+                problems.append(f"{where}: '{step.action.value}' needs Microsoft 365 connected")
+            if step.action is ActionKind.SEND_EMAIL and not connected.email:
+                problems.append(f"{where}: 'send_email' needs an email connection (SMTP or Microsoft 365)")
+    return problems
+
+
+def classic_workflow(primary_calendar: str, connected: Connected) -> WorkflowSpec:
+    """The sensible default: the booking lands on the host's primary calendar, the client gets the default
+    confirmation, and moves and cancellations follow the same path."""
+    scheduled: list[ActionSpec] = []
+    rescheduled: list[ActionSpec] = []
+    cancelled: list[ActionSpec] = []
+    if primary_calendar == "psa" and connected.psa is not None:
+        scheduled.append(ActionSpec(action=ActionKind.CREATE_SCHEDULE_ENTRY))
+        rescheduled.append(ActionSpec(action=ActionKind.MOVE_SCHEDULE_ENTRY))
+        cancelled.append(ActionSpec(action=ActionKind.REMOVE_SCHEDULE_ENTRY))
+    elif primary_calendar == "m365" and connected.m365:
+        scheduled.append(ActionSpec(action=ActionKind.CREATE_M365_EVENT))
+        rescheduled.append(ActionSpec(action=ActionKind.UPDATE_M365_EVENT))
+        cancelled.append(ActionSpec(action=ActionKind.CANCEL_M365_EVENT))
+    if connected.email:
+        for steps in (scheduled, rescheduled, cancelled):
+            steps.append(ActionSpec(action=ActionKind.SEND_EMAIL))
+    triggers: dict[Trigger, list[ActionSpec]] = {}
+    for trigger, steps in (
+        (Trigger.CLIENT_SCHEDULED, scheduled),
+        (Trigger.RESCHEDULED, rescheduled),
+        (Trigger.CANCELLED, cancelled),
+    ):
+        if steps:
+            triggers[trigger] = steps
+    return WorkflowSpec(triggers=triggers)
+
+
+def plan_jobs(
+    *,
+    tenant_id: str,
+    booking_id: str,
+    trigger: Trigger,
+    occurrence: int,
+    workflow: WorkflowSpec,
+    booking_snapshot: Mapping[str, Any],
+) -> list[JobSpec]:
+    """One job per action of the trigger, in order, as one run.
+
+    `occurrence` numbers repeated events of the same kind for one booking (the second reschedule is 2), so each
+    real event gets its own run while a retried request for the same event enqueues nothing new.
+    """
+    run_key = f"{booking_id}:{trigger.value}:{occurrence}"
+    return [
+        JobSpec(
+            tenant_id=tenant_id,
+            run_key=run_key,
+            step=index,
+            kind=step.action.value,
+            idempotency_key=f"{run_key}:{index}:{step.action.value}",
+            payload={"action": step.model_dump(mode="json", exclude_none=True), "booking": dict(booking_snapshot)},
+            booking_id=booking_id,
+        )
+        for index, step in enumerate(workflow.actions_for(trigger))
+    ]
+
+
+def workflow_for_type(
+    settings: Mapping[str, Any], primary_calendar: str, connected: Connected
+) -> tuple[WorkflowSpec, str]:
+    """The workflow an appointment type runs, and which mode produced it ('classic' or 'workflow')."""
+    if settings.get("mode") == "workflow" and settings.get("workflow"):
+        return WorkflowSpec.model_validate(settings["workflow"]), "workflow"
+    return classic_workflow(primary_calendar, connected), "classic"
+
+
+def run_keys(jobs: Sequence[JobSpec]) -> list[str]:
+    return sorted({job.run_key for job in jobs})
