@@ -6,15 +6,21 @@ import argparse
 import asyncio
 import json
 import logging
+import os
+import socket
 import sys
+import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
+import aiohttp
 from aiohttp import web
 
-from pages.links import LinkSigner
+from integrations.registry import REGISTRY
+from pages.links import LinkSigner, ManageLinks
 from pages.openapi import openapi_document
 from pages.ratelimit import InMemoryRateLimiter
 from pages.routes import PagesContext, build_templates, setup_pages
@@ -23,6 +29,10 @@ from scheduling.service import Scheduler
 from settings import Settings
 from storage.database import Database
 from storage.repositories import SqlAgentKeys, SqlBookingStore, SqlRequestStore, SqlTenantCatalog
+from storage.secrets import SecretBox
+from workflows.dispatch import BookingFanOut
+from workflows.runner import Runner
+from workflows.steps import TenantIntegrations, build_handlers
 
 log = logging.getLogger("slotwise")
 DATABASE = web.AppKey("database", Database)
@@ -45,24 +55,66 @@ class Overrides:
     database: Database | None = None
 
 
+class TenantAdapters:
+    """The composition of a tenant's connections into adapters, built on first use and kept for a minute, so a
+    connection changed by `slotwise apply` is picked up without a restart."""
+
+    def __init__(self, database: Database, box: SecretBox, session: aiohttp.ClientSession) -> None:
+        self._database = database
+        self._box = box
+        self._session = session
+        self._cache: dict[str, tuple[float, TenantIntegrations]] = {}
+
+    async def __call__(self, tenant_id: str) -> TenantIntegrations:
+        from admin.connections import load_connection_configs
+
+        cached = self._cache.get(tenant_id)
+        if cached is not None and time.monotonic() - cached[0] < 60:
+            return cached[1]
+        configs = await load_connection_configs(self._database, tenant_id, self._box)
+
+        def build(kind: str) -> Any:
+            if kind not in configs:
+                return None
+            vendor, config = configs[kind]
+            return REGISTRY[(kind, vendor)].build(config, self._session)
+
+        email = configs.get("email")
+        built = TenantIntegrations(
+            psa=build("psa"),
+            calendar=build("m365"),
+            mailer=build("email"),
+            from_address=getattr(email[1], "from_address", "") if email else "",
+            from_name=getattr(email[1], "from_name", "Slotwise") if email else "Slotwise",
+        )
+        self._cache[tenant_id] = (time.monotonic(), built)
+        return built
+
+
 def create_app(settings: Settings, *, overrides: Overrides | None = None) -> web.Application:
     overrides = overrides or Overrides()
     app = web.Application(client_max_size=64 * 1024)
     database = overrides.database or Database(settings.database_url)
     clock = overrides.clock or SystemClock()
+    secret = settings.resolved_secret()
     app[DATABASE] = database
     app[SETTINGS] = settings
+    base_url = settings.base_url.rstrip("/")
+    signer = LinkSigner(secret)
+    manage_links = ManageLinks(signer, clock.now, base_url, settings.manage_link_days)
+    # Every booking change enqueues its workflow in the same transaction (transactional outbox).
+    store = SqlBookingStore(database, on_change=BookingFanOut(manage_links.url_for))
     context = PagesContext(
         catalog=SqlTenantCatalog(database),
-        scheduler=Scheduler(SqlBookingStore(database), clock),
-        signer=LinkSigner(settings.resolved_secret()),
+        scheduler=Scheduler(store, clock),
+        signer=signer,
         ip_limiter=overrides.ip_limiter or InMemoryRateLimiter(settings.rate_limit_per_ip_per_minute),
         page_limiter=overrides.page_limiter or InMemoryRateLimiter(settings.rate_limit_per_page_per_minute),
         agent_keys=SqlAgentKeys(database),
         requests=SqlRequestStore(database),
         clock=clock,
-        base_url=settings.base_url.rstrip("/"),
-        manage_link_days=settings.manage_link_days,
+        base_url=base_url,
+        manage_links=manage_links,
         request_link_days=settings.request_link_days,
         templates=build_templates(),
     )
@@ -78,7 +130,23 @@ def create_app(settings: Settings, *, overrides: Overrides | None = None) -> web
         if overrides.database is None:
             await database.dispose()
 
+    async def runner_ctx(app: web.Application) -> AsyncIterator[None]:
+        session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30))
+        runner = Runner(
+            database,
+            build_handlers(database, TenantAdapters(database, SecretBox(secret), session)),
+            worker_id=f"{socket.gethostname()}:{os.getpid()}",
+        )
+        stop = asyncio.Event()
+        task = asyncio.create_task(runner.run_forever(stop))
+        yield
+        stop.set()
+        await task
+        await session.close()
+
     app.cleanup_ctx.append(database_ctx)
+    if settings.run_workflows:
+        app.cleanup_ctx.append(runner_ctx)
     return app
 
 
@@ -155,19 +223,40 @@ def main(argv: Sequence[str] | None = None) -> int:
     return asyncio.run(_run_command(args, settings))
 
 
+async def apply_tenant_file(database: Database, settings: Settings, path: Path, *, dry_run: bool) -> str:
+    """Plan a tenant file (and its connections), and unless `dry_run`, test the connections and apply it all in
+    one transaction. Returns the diff; raises RolloutError with every problem, having changed nothing."""
+    from admin.connections import connection_writer, plan_connections, test_connections
+    from admin.rollout import apply_plan, load_tenant_file, plan_changes
+
+    file = load_tenant_file(path)
+    plan = await plan_changes(database, file)
+    connections = await plan_connections(database, file, os.environ)
+    connection_lines = [change.render() for change in connections if change.action != "keep"]
+    lines = [plan.render()] if plan.changes or plan.blockers or not connection_lines else []
+    lines += connection_lines
+    if not dry_run:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
+            await test_connections(connections, session)
+        await apply_plan(
+            database, plan, extra_writes=connection_writer(connections, SecretBox(settings.resolved_secret()))
+        )
+        if plan.changes or connection_lines:
+            lines.append("Applied.")
+    return "\n".join(lines)
+
+
 async def _demo_setup(settings: Settings) -> int:
-    from admin.rollout import RolloutError, apply_plan, list_links, load_tenant_file, plan_changes
+    from admin.rollout import RolloutError, list_links
 
     database = Database(settings.database_url)
     try:
         await database.migrate()
         try:
-            plan = await plan_changes(database, load_tenant_file(DEMO_FILE))
+            print(await apply_tenant_file(database, settings, DEMO_FILE, dry_run=False))
         except RolloutError as exc:
             print(str(exc), file=sys.stderr)
             return 2
-        await apply_plan(database, plan)
-        print(plan.render())
         print("\nDemo booking pages:")
         for link in await list_links(database, settings.base_url.rstrip("/"), "demo"):
             print(f"  {link['kind']:<9} {link['name']:<32} {link['url']}")
@@ -180,10 +269,7 @@ async def _demo_setup(settings: Settings) -> int:
 async def _run_command(args: argparse.Namespace, settings: Settings) -> int:
     from admin.rollout import (
         RolloutError,
-        apply_plan,
         list_links,
-        load_tenant_file,
-        plan_changes,
         tenant_file_json_schema,
     )
 
@@ -201,14 +287,11 @@ async def _run_command(args: argparse.Namespace, settings: Settings) -> int:
                 print("slotwise apply: give a tenant file, or --schema", file=sys.stderr)
                 return 2
             try:
-                plan = await plan_changes(database, load_tenant_file(Path(args.file)))
+                applied = await apply_tenant_file(database, settings, Path(args.file), dry_run=args.dry_run)
             except RolloutError as exc:
                 print(str(exc), file=sys.stderr)
                 return 1
-            print(plan.render())
-            if not args.dry_run:
-                await apply_plan(database, plan)
-                print("Applied." if plan.changes else "")
+            print(applied)
             return 0
         if args.command == "links":
             links = await list_links(database, settings.base_url.rstrip("/"), args.tenant)

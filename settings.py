@@ -23,6 +23,7 @@ class Settings(BaseSettings):
     manage_link_days: int = 90
     request_link_days: int = 14
     log_level: str = "INFO"
+    run_workflows: bool = Field(default=True, description="Run the workflow runner inside this process.")
 
     def resolved_secret(self) -> str:
         """The signing secret: from the environment, else a random one kept in var/ so links survive restarts."""

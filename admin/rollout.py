@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
@@ -268,6 +268,11 @@ class UserSpec(_FileModel):
     time_zone: TimeZoneName
     role: Literal["member", "manager", "admin"] = "member"
     aad_object_id: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)] | None = None
+    psa_member: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)] | None = Field(
+        default=None,
+        description="The user's identifier in the PSA: ConnectWise member identifier, Autotask resource id or HaloPSA "
+        "agent id. Schedule entries and tickets are assigned to it.",
+    )
     primary_calendar: Calendar
     blocking_calendars: list[Calendar] = Field(default_factory=list)
     working_hours: WorkingHours
@@ -382,6 +387,27 @@ class AppointmentTypeSpec(_FileModel):
         return window
 
 
+class ConnectionSpec(BaseModel):
+    """One connection: the vendor, its settings (checked against the vendor's own model when planned) and, for
+    every secret, the name of the environment variable that holds it. Secrets never live in the file."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    vendor: Annotated[str, StringConstraints(min_length=1, max_length=32)]
+    secrets_from_env: dict[str, Annotated[str, StringConstraints(pattern=r"^[A-Z_][A-Z0-9_]{0,99}$")]] = Field(
+        default_factory=dict, description="Secret field -> environment variable name, e.g. {password: SMTP_PASSWORD}."
+    )
+
+    def settings(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+class IntegrationsSpec(_FileModel):
+    psa: ConnectionSpec | None = None
+    m365: ConnectionSpec | None = None
+    email: ConnectionSpec | None = None
+
+
 class TenantFile(_FileModel):
     """One tenant, completely: whatever the database holds for it beyond this file is deleted on apply."""
 
@@ -392,6 +418,7 @@ class TenantFile(_FileModel):
     users: list[UserSpec] = Field(default_factory=list)
     teams: list[TeamSpec] = Field(default_factory=list)
     appointment_types: list[AppointmentTypeSpec] = Field(default_factory=list)
+    integrations: IntegrationsSpec = Field(default_factory=IntegrationsSpec)
 
     @model_validator(mode="before")
     @classmethod
@@ -700,6 +727,7 @@ def _user_row(spec: UserSpec, row_id: str, tenant_id: str) -> dict[str, Any]:
         "primary_calendar": spec.primary_calendar,
         "blocking_calendars": list(spec.blocking_calendars),
         "aad_object_id": spec.aad_object_id,
+        "psa_member": spec.psa_member,
         "role": spec.role,
     }
 
@@ -946,7 +974,9 @@ async def _write_changes(conn: AsyncConnection, plan: Plan) -> None:
                 await upsert(change)
 
 
-async def apply_plan(database: Database, plan: Plan) -> Plan:
+async def apply_plan(
+    database: Database, plan: Plan, *, extra_writes: Callable[[AsyncConnection, str], Awaitable[None]] | None = None
+) -> Plan:
     """Apply a reviewed plan in one write transaction and return what was applied.
 
     The plan is recomputed inside the transaction; if the database moved on since the dry run, nothing is written
@@ -961,6 +991,9 @@ async def apply_plan(database: Database, plan: Plan) -> Plan:
             if current._signature() != plan._signature():
                 raise RolloutError(["the database changed since this plan was made; plan again and review the diff"])
             await _write_changes(conn, current)
+            if extra_writes is not None:
+                # Connections and anything else planned outside this module commit in the same transaction.
+                await extra_writes(conn, current.tenant_id)
             if current.changes:
                 # Tell every process's page cache that this tenant's configuration moved.
                 await conn.execute(

@@ -5,11 +5,13 @@ from __future__ import annotations
 import hmac
 import secrets
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 
 from itsdangerous import BadSignature, URLSafeSerializer
 
 from scheduling.errors import LinkExpired, LinkInvalid
+from scheduling.model import Booking
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,3 +58,21 @@ def csrf_matches(cookie: str | None, submitted: str | None) -> bool:
     if not cookie or not submitted:
         return False
     return hmac.compare_digest(cookie.encode(), submitted.encode())
+
+
+class ManageLinks:
+    """Builds the signed manage link of a booking; it expires when the appointment ends (at most `days` ahead)."""
+
+    def __init__(self, signer: LinkSigner, now: Callable[[], datetime], base_url: str, days: int) -> None:
+        self._signer = signer
+        self._now = now
+        self._base_url = base_url.rstrip("/")
+        self._days = days
+
+    def path_for(self, booking: Booking) -> str:
+        now = self._now()
+        expires = max(min(booking.ends_at, now + timedelta(days=self._days)), now + timedelta(hours=1))
+        return "/m/" + self._signer.sign("manage", booking.tenant_id, booking.booking_id, expires)
+
+    def url_for(self, booking: Booking) -> str:
+        return self._base_url + self.path_for(booking)

@@ -15,7 +15,7 @@ from zoneinfo import ZoneInfo
 import jinja2
 from aiohttp import web
 
-from pages.links import LinkSigner, csrf_matches, new_csrf_token
+from pages.links import LinkSigner, ManageLinks, csrf_matches, new_csrf_token
 from scheduling.errors import (
     InvalidRequest,
     LinkExpired,
@@ -45,7 +45,7 @@ class PagesContext:
     requests: RequestStore
     clock: Clock
     base_url: str
-    manage_link_days: int
+    manage_links: ManageLinks
     request_link_days: int
     templates: jinja2.Environment
 
@@ -218,15 +218,11 @@ def booking_json(ctx: PagesContext, target: BookingTarget, booking: Booking, zon
 
 
 def manage_path(ctx: PagesContext, booking: Booking) -> str:
-    """Path of the signed manage link; it expires when the appointment ends (or after manage_link_days)."""
-    expires = min(booking.ends_at, ctx.clock.now() + timedelta(days=ctx.manage_link_days))
-    expires = max(expires, ctx.clock.now() + timedelta(hours=1))
-    token = ctx.signer.sign("manage", booking.tenant_id, booking.booking_id, expires)
-    return f"/m/{token}"
+    return ctx.manage_links.path_for(booking)
 
 
 def manage_url(ctx: PagesContext, booking: Booking) -> str:
-    return ctx.base_url + manage_path(ctx, booking)
+    return ctx.manage_links.url_for(booking)
 
 
 def _client_from(body: Mapping[str, Any], default_zone: str) -> ClientDetails:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -381,11 +381,17 @@ def _parse_last_booked(rows: Iterable[Any]) -> dict[str, datetime]:
     return last_booked
 
 
-class SqlBookingStore:
-    """BookingStore: the overlap check and the insert share one write transaction (see Database.write)."""
+BookingChangeHook = Callable[[Connection, str, Booking], None]
+"""Called inside the write transaction of every booking change with the trigger name ('client_scheduled',
+'rescheduled', 'cancelled'); the workflow outbox uses it so jobs commit, or roll back, with the booking."""
 
-    def __init__(self, database: Database) -> None:
+
+class SqlBookingStore:
+    """BookingStore: the overlap check and the insert share one write transaction (see Database.run_write)."""
+
+    def __init__(self, database: Database, *, on_change: BookingChangeHook | None = None) -> None:
         self._db = database
+        self._on_change = on_change
         self._loads_cache: dict[
             tuple[str, tuple[str, ...], datetime, datetime],
             tuple[tuple[tuple[Any, ...], ...], int | None, Mapping[str, HostLoad], list[tuple[Any, ...]]],
@@ -551,6 +557,8 @@ class SqlBookingStore:
                 )
                 if used.rowcount != 1:
                     raise LinkExpired("This scheduling link has already been used to book an appointment")
+            if self._on_change is not None:
+                self._on_change(conn, "client_scheduled", _to_booking(row))
             return row
 
         try:
@@ -643,7 +651,10 @@ class SqlBookingStore:
                     updated_at=now,
                 )
             )
-            return _first_booking(conn.execute(_booking_query(tenant_id, booking_id)))
+            moved = _first_booking(conn.execute(_booking_query(tenant_id, booking_id)))
+            if moved is not None and self._on_change is not None:
+                self._on_change(conn, "rescheduled", moved)
+            return moved
 
         try:
             updated = await self._db.run_write(transaction)
@@ -673,7 +684,10 @@ class SqlBookingStore:
                 .where(host_slots.c.tenant_id == tenant_id, host_slots.c.booking_id == booking_id)
                 .values(active=False)
             )
-            return _first_booking(conn.execute(_booking_query(tenant_id, booking_id)))
+            gone = _first_booking(conn.execute(_booking_query(tenant_id, booking_id)))
+            if gone is not None and self._on_change is not None:
+                self._on_change(conn, "cancelled", gone)
+            return gone
 
         cancelled = await self._db.run_write(transaction)
         if cancelled is None:

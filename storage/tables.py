@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, Column, DateTime, Index, Integer, String, Table, UniqueConstraint, text
+from sqlalchemy import JSON, Column, DateTime, Index, Integer, String, Table, Text, UniqueConstraint, text
 from sqlalchemy.engine import Dialect
 from sqlalchemy.types import TypeDecorator
 from sqlmodel import Field, SQLModel
@@ -71,6 +71,7 @@ class UserRow(SQLModel, table=True):
     primary_calendar: str = Field(max_length=8)
     blocking_calendars: list[str] = _json_column()
     aad_object_id: str | None = Field(default=None, max_length=64)
+    psa_member: str | None = Field(default=None, max_length=100)
     role: str = Field(default="member", max_length=16)
 
 
@@ -196,6 +197,24 @@ class ApiKeyRow(SQLModel, table=True):
     revoked_at: datetime | None = _utc_column(nullable=True)
 
 
+class IntegrationConnectionRow(SQLModel, table=True):
+    """A tenant's connection to its PSA, Microsoft 365 or email; secrets only as a Fernet token (storage/secrets.py)."""
+
+    __tablename__ = "integration_connections"
+    __table_args__ = (UniqueConstraint("tenant_id", "kind"),)
+    id: str = Field(primary_key=True, max_length=40)
+    tenant_id: str = Field(foreign_key="tenants.id", index=True, max_length=40)
+    kind: str = Field(max_length=16)
+    """'psa', 'm365' or 'email'."""
+    vendor: str = Field(max_length=32)
+    settings: dict[str, Any] = _json_column()
+    secrets_token: str = Field(default="", sa_column=Column(Text, nullable=False, server_default=""))
+    secrets_fingerprint: str = Field(default="", max_length=64)
+    """SHA-256 over the secret values, so a re-apply can tell 'unchanged' without decrypting."""
+    tested_at: datetime = _utc_column()
+    updated_at: datetime = _utc_column()
+
+
 metadata = SQLModel.metadata
 
 # Typed handles on the tables for SQLAlchemy Core queries (column access through `.c` type-checks cleanly).
@@ -208,3 +227,4 @@ host_slots: Table = metadata.tables["host_slots"]
 scheduling_requests: Table = metadata.tables["scheduling_requests"]
 busy_cache: Table = metadata.tables["busy_cache"]
 api_keys: Table = metadata.tables["api_keys"]
+integration_connections: Table = metadata.tables["integration_connections"]

@@ -91,7 +91,7 @@ async def apply_file(database: Database, path: Path) -> None:
     await apply_plan(database, await plan_changes(database, load_tenant_file(path)))
 
 
-def test_settings(tmp_path: Path, **changes: object) -> Settings:
+def make_settings(tmp_path: Path, **changes: object) -> Settings:
     values: dict[str, object] = {
         "database_url": f"sqlite:///{tmp_path}/unused.db",
         "base_url": "http://testserver",
@@ -99,6 +99,7 @@ def test_settings(tmp_path: Path, **changes: object) -> Settings:
         "secret_key_file": tmp_path / "secret.key",
         "rate_limit_per_ip_per_minute": 100_000,
         "rate_limit_per_page_per_minute": 100_000,
+        "run_workflows": False,
     }
     values.update(changes)
     return Settings(**values)  # type: ignore[arg-type]
@@ -109,7 +110,7 @@ async def start_client(
 ) -> TestClient:
     base = overrides or Overrides()
     app = create_app(
-        test_settings(tmp_path, **settings),
+        make_settings(tmp_path, **settings),
         overrides=Overrides(clock=clock, database=database, ip_limiter=base.ip_limiter, page_limiter=base.page_limiter),
     )
     client = TestClient(TestServer(app))

@@ -16,6 +16,9 @@ class SmtpMailer:
         self._client = SmtpClient(config)
         self._clock = clock or (lambda: datetime.now(UTC))
 
+    async def check(self) -> None:
+        await self._client.check()
+
     async def send(self, email: OutgoingEmail) -> str:
         message = to_wire_message(email, self._clock())
         await self._client.deliver(message)

@@ -14,6 +14,26 @@ class SmtpClient:
     def __init__(self, config: SmtpConfig) -> None:
         self._config = config
 
+    async def check(self) -> None:
+        """Connect, say EHLO, authenticate and quit: proves host, port, TLS and credentials without sending mail."""
+        config = self._config
+        client = aiosmtplib.SMTP(
+            hostname=config.host,
+            port=config.port,
+            start_tls=config.start_tls and not config.use_tls,
+            use_tls=config.use_tls,
+            timeout=config.timeout_seconds,
+        )
+        try:
+            await client.connect()
+            if config.username and config.password is not None:
+                await client.login(config.username, config.password.get_secret_value())
+            await client.quit()
+        except aiosmtplib.SMTPAuthenticationError as exc:
+            raise IntegrationAuthError(f"The SMTP server refused our credentials ({exc.code})") from exc
+        except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
+            raise IntegrationUnavailable(f"Could not reach the SMTP server: {exc}") from exc
+
     async def deliver(self, message: EmailMessage) -> None:
         """Hand one message to the SMTP server.
 

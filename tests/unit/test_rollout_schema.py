@@ -150,7 +150,7 @@ def schema_problems(value: Any, schema: dict[str, Any], defs: dict[str, Any], pa
 def test_the_json_schema_is_produced_and_the_demo_fits_it() -> None:
     schema = tenant_file_json_schema()
     assert schema["title"] == "Slotwise tenant file"
-    assert set(schema["properties"]) == {"tenant", "users", "teams", "appointment_types"}
+    assert set(schema["properties"]) == {"tenant", "users", "teams", "appointment_types", "integrations"}
     assert schema["required"] == ["tenant"]
     # Dates must reach the schema as the text the file holds, not as the date objects safe_load makes of them.
     demo = _dates_as_text(yaml.safe_load(DEMO.read_text()))
@@ -355,7 +355,9 @@ def test_a_workflow_is_validated_and_stored_normalised() -> None:
     )
     file = parse_tenant_text(MINIMAL + workflow)
     assert file.appointment_types[1].workflow == {
-        "triggers": {"client_scheduled": [{"action": "create_ticket", "ticket_board": "Sales"}, {"action": "send_email"}]}
+        "triggers": {
+            "client_scheduled": [{"action": "create_ticket", "ticket_board": "Sales"}, {"action": "send_email"}]
+        }
     }
     # YAML 1.1 reads an unquoted `on` key as the boolean True, which JSON could not keep.
     messages = problems_of(MINIMAL + "    workflow:\n      on: booked\n")

@@ -1,0 +1,176 @@
+"""Planning, testing and saving a tenant's integration connections (PSA, Microsoft 365, email) from its file.
+
+Secrets come from the environment variables the file names; they are validated with the vendor's own config model,
+tested against the vendor before anything is saved, and stored only as an encrypted token.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import aiohttp
+from pydantic import ValidationError
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from admin.rollout import ConnectionSpec, RolloutError, TenantFile, render_loc
+from integrations.registry import REGISTRY, vendors_for
+from scheduling.errors import SlotwiseError
+from storage.database import Database
+from storage.repositories import new_id
+from storage.secrets import SecretBox
+from storage.tables import integration_connections, tenants
+
+KINDS = ("psa", "m365", "email")
+
+
+@dataclass(frozen=True)
+class ConnectionChange:
+    kind: str
+    vendor: str
+    action: str
+    """'create', 'update', 'delete' or 'keep'."""
+    settings: dict[str, Any]
+    secrets: dict[str, str]
+    fingerprint: str
+    config: Any
+    detail: str = ""
+
+    def render(self) -> str:
+        mark = {"create": "+", "update": "~", "delete": "-", "keep": "="}[self.action]
+        return f"{mark} integration {self.kind} ({self.vendor}){': ' + self.detail if self.detail else ''}"
+
+
+def _fingerprint(secrets: Mapping[str, str]) -> str:
+    return hashlib.sha256(json.dumps(dict(secrets), sort_keys=True).encode()).hexdigest()
+
+
+def _resolve(kind: str, spec: ConnectionSpec, env: Mapping[str, str]) -> tuple[dict[str, str], Any]:
+    where = f"integrations.{kind}"
+    if (kind, spec.vendor) not in REGISTRY:
+        offered = ", ".join(vendors_for(kind)) or "none yet"
+        raise RolloutError([f"{where}.vendor: '{spec.vendor}' is not supported for {kind} (supported: {offered})"])
+    entry = REGISTRY[(kind, spec.vendor)]
+    missing = [name for name in entry.secret_fields if name not in spec.secrets_from_env]
+    if missing:
+        raise RolloutError([f"{where}.secrets_from_env: name the environment variable for {', '.join(missing)}"])
+    secrets: dict[str, str] = {}
+    for field, variable in spec.secrets_from_env.items():
+        if field not in entry.secret_fields:
+            raise RolloutError([f"{where}.secrets_from_env.{field}: not a secret of {spec.vendor}"])
+        value = env.get(variable)
+        if not value:
+            raise RolloutError([f"{where}.secrets_from_env.{field}: environment variable {variable} is not set"])
+        secrets[field] = value
+    try:
+        config = entry.config_model.model_validate({**spec.settings(), **secrets})
+    except ValidationError as exc:
+        raise RolloutError(
+            [f"{where}.{render_loc(error['loc'])}: {error['msg']}" for error in exc.errors(include_input=False)]
+        ) from None
+    return secrets, config
+
+
+async def plan_connections(database: Database, file: TenantFile, env: Mapping[str, str]) -> list[ConnectionChange]:
+    """What the file's `integrations:` would change. Raises RolloutError naming the field or variable at fault."""
+    async with database.read() as conn:
+        tenant_id = (
+            await conn.execute(select(tenants.c.id).where(tenants.c.slug == file.tenant.slug))
+        ).scalar_one_or_none()
+        stored: dict[str, Mapping[str, Any]] = {}
+        if tenant_id is not None:
+            rows = await conn.execute(
+                select(integration_connections).where(integration_connections.c.tenant_id == tenant_id)
+            )
+            stored = {row["kind"]: dict(row) for row in rows.mappings()}
+    changes: list[ConnectionChange] = []
+    for kind in KINDS:
+        spec: ConnectionSpec | None = getattr(file.integrations, kind)
+        current = stored.get(kind)
+        if spec is None:
+            if current is not None:
+                changes.append(ConnectionChange(kind, current["vendor"], "delete", {}, {}, "", None))
+            continue
+        secrets, config = _resolve(kind, spec, env)
+        fingerprint = _fingerprint(secrets)
+        settings = spec.settings()
+        if current is None:
+            action, detail = "create", ""
+        elif current["vendor"] != spec.vendor or current["settings"] != settings:
+            action, detail = "update", "settings changed"
+        elif current["secrets_fingerprint"] != fingerprint:
+            action, detail = "update", "secrets changed"
+        else:
+            action, detail = "keep", ""
+        changes.append(ConnectionChange(kind, spec.vendor, action, settings, secrets, fingerprint, config, detail))
+    return changes
+
+
+async def test_connections(changes: list[ConnectionChange], session: aiohttp.ClientSession) -> None:
+    """Test every new or changed connection; nothing is saved unless all of them work."""
+    problems: list[str] = []
+    for change in changes:
+        if change.action not in ("create", "update"):
+            continue
+        try:
+            await REGISTRY[(change.kind, change.vendor)].check(change.config, session)
+        except SlotwiseError as exc:
+            problems.append(f"integrations.{change.kind}: the {change.vendor} connection test failed: {exc}")
+    if problems:
+        raise RolloutError(problems)
+
+
+def connection_writer(changes: list[ConnectionChange], box: SecretBox) -> Any:
+    """The `extra_writes` for apply_plan: saves connections inside the rollout's own transaction."""
+
+    async def write(conn: AsyncConnection, tenant_id: str) -> None:
+        now = datetime.now(UTC)
+        table = integration_connections
+        for change in changes:
+            where = (table.c.tenant_id == tenant_id) & (table.c.kind == change.kind)
+            if change.action == "delete":
+                await conn.execute(table.delete().where(where))
+            elif change.action in ("create", "update"):
+                await conn.execute(table.delete().where(where))
+                await conn.execute(
+                    table.insert().values(
+                        id=new_id(),
+                        tenant_id=tenant_id,
+                        kind=change.kind,
+                        vendor=change.vendor,
+                        settings=change.settings,
+                        secrets_token=box.seal(change.secrets),
+                        secrets_fingerprint=change.fingerprint,
+                        tested_at=now,
+                        updated_at=now,
+                    )
+                )
+
+    return write
+
+
+async def load_connection_configs(database: Database, tenant_id: str, box: SecretBox) -> dict[str, tuple[str, Any]]:
+    """kind -> (vendor, validated config with secrets) for one tenant, for building adapters at run time."""
+    async with database.read() as conn:
+        rows = (
+            (
+                await conn.execute(
+                    select(integration_connections).where(integration_connections.c.tenant_id == tenant_id)
+                )
+            )
+            .mappings()
+            .all()
+        )
+    configs: dict[str, tuple[str, Any]] = {}
+    for row in rows:
+        entry = REGISTRY.get((row["kind"], row["vendor"]))
+        if entry is None:
+            continue
+        secrets = box.open(row["secrets_token"]) if row["secrets_token"] else {}
+        configs[row["kind"]] = (row["vendor"], entry.config_model.model_validate({**row["settings"], **secrets}))
+    return configs

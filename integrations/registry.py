@@ -1,0 +1,56 @@
+"""Which vendors each kind of connection supports, their config models, and how to build and test an adapter."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+from pydantic import BaseModel
+
+from integrations.mail.adapter import SmtpMailer
+from integrations.mail.config import SmtpConfig
+
+
+@dataclass(frozen=True)
+class VendorEntry:
+    kind: str
+    """'psa', 'm365' or 'email'."""
+    vendor: str
+    config_model: type[BaseModel]
+    secret_fields: tuple[str, ...]
+    build: Callable[[Any, aiohttp.ClientSession], Any]
+    """(validated config, shared HTTP session) -> the adapter."""
+    check: Callable[[Any, aiohttp.ClientSession], Awaitable[None]]
+    """Proves the connection works, raising our integration errors if it does not."""
+
+
+async def _check_smtp(config: SmtpConfig, _session: aiohttp.ClientSession) -> None:
+    await SmtpMailer(config).check()
+
+
+REGISTRY: dict[tuple[str, str], VendorEntry] = {
+    ("email", "smtp"): VendorEntry(
+        kind="email",
+        vendor="smtp",
+        config_model=SmtpConfig,
+        secret_fields=("password",),
+        build=lambda config, _session: SmtpMailer(config),
+        check=_check_smtp,
+    ),
+}
+
+
+def register(entry: VendorEntry) -> None:
+    REGISTRY[(entry.kind, entry.vendor)] = entry
+
+
+def vendors_for(kind: str) -> list[str]:
+    return sorted(vendor for entry_kind, vendor in REGISTRY if entry_kind == kind)
+
+
+def validate_config(kind: str, vendor: str, values: Mapping[str, Any]) -> BaseModel:
+    """The vendor's config model from settings plus resolved secrets; raises KeyError for an unknown vendor and
+    pydantic's ValidationError for bad fields."""
+    return REGISTRY[(kind, vendor)].config_model.model_validate(dict(values))

@@ -1,0 +1,333 @@
+"""Step handlers: what each workflow action does, through the ports, with earlier steps' outputs flowing forward.
+
+A handler receives the stored job (its payload holds the action's settings and a snapshot of the booking taken in
+the booking transaction) and returns the ids it created. Every external create carries the job's idempotency key, so
+a re-run after a crash finds the record instead of duplicating it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from scheduling.errors import IntegrationRejected
+from scheduling.model import (
+    CalendarEventDraft,
+    CalendarInvite,
+    OutgoingEmail,
+    PsaContact,
+    PsaDraft,
+    PsaRecordKind,
+    PsaRef,
+)
+from scheduling.ports import CalendarWriter, Mailer, PsaClient
+from storage.database import Database
+from workflows.outbox import Job, list_runs
+from workflows.templates import DEFAULT_BODY, DEFAULT_SUBJECT, render_email
+from workflows.triggers import ActionKind
+
+
+@dataclass(frozen=True)
+class TenantIntegrations:
+    """The adapters one tenant has connected (None where nothing is connected)."""
+
+    psa: PsaClient | None = None
+    calendar: CalendarWriter | None = None
+    mailer: Mailer | None = None
+    from_address: str = ""
+    from_name: str = "Slotwise"
+
+
+IntegrationsFor = Callable[[str], Awaitable[TenantIntegrations]]
+"""Looks up (and caches) a tenant's adapters by tenant id."""
+
+
+class StepContext:
+    """Everything one run of one step may read: the job, the booking snapshot, and outputs of earlier steps."""
+
+    def __init__(self, job: Job, outputs: Mapping[str, Any], integrations: TenantIntegrations) -> None:
+        self.job = job
+        self.action: Mapping[str, Any] = job.payload.get("action", {})
+        self.booking: Mapping[str, Any] = job.payload.get("booking", {})
+        self.outputs = outputs
+        self.integrations = integrations
+
+    @property
+    def starts_at(self) -> datetime:
+        return datetime.fromisoformat(self.booking["starts_at"])
+
+    @property
+    def ends_at(self) -> datetime:
+        return datetime.fromisoformat(self.booking["ends_at"])
+
+    @property
+    def host(self) -> Mapping[str, Any]:
+        hosts = self.booking.get("hosts") or [{}]
+        return dict(hosts[0])
+
+    def psa(self) -> PsaClient:
+        if self.integrations.psa is None:
+            raise IntegrationRejected("No PSA is connected for this tenant; connect one in the tenant file")
+        return self.integrations.psa
+
+    def calendar(self) -> CalendarWriter:
+        if self.integrations.calendar is None:
+            raise IntegrationRejected("Microsoft 365 is not connected for this tenant; connect it in the tenant file")
+        return self.integrations.calendar
+
+    def mailer(self) -> Mailer:
+        if self.integrations.mailer is None:
+            raise IntegrationRejected("No email connection for this tenant; add SMTP or Microsoft 365 mail")
+        return self.integrations.mailer
+
+    def needed(self, key: str, what: str) -> str:
+        value = self.outputs.get(key)
+        if not value:
+            raise IntegrationRejected(f"There is no {what} for this booking yet, so this step has nothing to act on")
+        return str(value)
+
+    def draft(self, contact: PsaContact | None, **changes: Any) -> PsaDraft:
+        client = self.booking["client"]
+        values: dict[str, Any] = {
+            "idempotency_key": self.job.idempotency_key,
+            "title": f"{self.booking['type_name']}: {client['name']}",
+            "description": _describe_booking(self.booking),
+            "contact": contact,
+            "member": self.host.get("psa_member") or self.host.get("email", ""),
+            "starts_at": self.starts_at,
+            "ends_at": self.ends_at,
+            "ticket_id": str(self.outputs.get("ticket_id", "")),
+            "opportunity_id": str(self.outputs.get("opportunity_id", "")),
+        }
+        values.update(changes)
+        return PsaDraft(**values)
+
+
+def _describe_booking(booking: Mapping[str, Any]) -> str:
+    client = booking["client"]
+    lines = [
+        f"Booked through Slotwise: {booking['type_name']}",
+        f"When: {booking['starts_at']} to {booking['ends_at']} (client's zone {client['time_zone']})",
+        f"Client: {client['name']} <{client['email']}>",
+    ]
+    if client.get("guests"):
+        lines.append("Guests: " + ", ".join(client["guests"]))
+    lines.extend(f"{key}: {value}" for key, value in (client.get("answers") or {}).items())
+    if client.get("notes"):
+        lines.append(f"Notes: {client['notes']}")
+    return "\n".join(lines)
+
+
+Step = Callable[[StepContext], Awaitable[Mapping[str, Any]]]
+
+
+async def _opportunity(ctx: StepContext) -> Mapping[str, Any]:
+    psa = ctx.psa()
+    contact = await psa.find_contact(ctx.booking["client"]["email"])
+    ref = await psa.create_record(
+        PsaRecordKind.OPPORTUNITY,
+        ctx.draft(
+            contact,
+            member=ctx.action.get("opportunity_owner") or ctx.host.get("psa_member", ""),
+            board=ctx.action.get("sales_board", ""),
+            stage=ctx.action.get("pipeline_stage", ""),
+        ),
+    )
+    return {"opportunity_id": ref.record_id}
+
+
+async def _ticket(ctx: StepContext) -> Mapping[str, Any]:
+    psa = ctx.psa()
+    contact = await psa.find_contact(ctx.booking["client"]["email"])
+    ref = await psa.create_record(PsaRecordKind.TICKET, ctx.draft(contact, board=ctx.action.get("ticket_board", "")))
+    return {"ticket_id": ref.record_id, "ticket_number": ref.number or ref.record_id}
+
+
+async def _activity(ctx: StepContext) -> Mapping[str, Any]:
+    psa = ctx.psa()
+    contact = await psa.find_contact(ctx.booking["client"]["email"])
+    ref = await psa.create_record(PsaRecordKind.ACTIVITY, ctx.draft(contact))
+    return {"activity_id": ref.record_id}
+
+
+async def _schedule_entry(ctx: StepContext) -> Mapping[str, Any]:
+    psa = ctx.psa()
+    contact = await psa.find_contact(ctx.booking["client"]["email"])
+    ref = await psa.create_record(PsaRecordKind.SCHEDULE_ENTRY, ctx.draft(contact))
+    return {"schedule_entry_id": ref.record_id}
+
+
+async def _move_schedule_entry(ctx: StepContext) -> Mapping[str, Any]:
+    entry = ctx.needed("schedule_entry_id", "PSA schedule entry")
+    await ctx.psa().move_schedule_entry(PsaRef(PsaRecordKind.SCHEDULE_ENTRY, entry), ctx.starts_at, ctx.ends_at)
+    return {"schedule_entry_id": entry, "moved_to": ctx.booking["starts_at"]}
+
+
+async def _remove_schedule_entry(ctx: StepContext) -> Mapping[str, Any]:
+    entry = ctx.needed("schedule_entry_id", "PSA schedule entry")
+    await ctx.psa().remove_schedule_entry(PsaRef(PsaRecordKind.SCHEDULE_ENTRY, entry))
+    return {"removed_schedule_entry_id": entry}
+
+
+async def _ticket_note(ctx: StepContext) -> Mapping[str, Any]:
+    ticket = ctx.needed("ticket_id", "PSA ticket")
+    text = ctx.action.get("note") or _describe_booking(ctx.booking)
+    ref = await ctx.psa().create_record(PsaRecordKind.NOTE, ctx.draft(None, ticket_id=ticket, description=text))
+    return {"note_id": ref.record_id}
+
+
+async def _ticket_status(ctx: StepContext) -> Mapping[str, Any]:
+    ticket = ctx.needed("ticket_id", "PSA ticket")
+    status = ctx.action.get("status_after_scheduling")
+    if not status:
+        raise IntegrationRejected("set_ticket_status needs 'status_after_scheduling' in the workflow")
+    await ctx.psa().set_ticket_status(ticket, status)
+    return {"ticket_status": status}
+
+
+def _event_draft(ctx: StepContext) -> CalendarEventDraft:
+    client = ctx.booking["client"]
+    attendees = ((client["name"], client["email"]), *((guest, guest) for guest in client.get("guests", [])))
+    return CalendarEventDraft(
+        transaction_id=ctx.job.idempotency_key[:200],
+        subject=f"{ctx.booking['type_name']}: {client['name']}",
+        body_html="",
+        starts_at=ctx.starts_at,
+        ends_at=ctx.ends_at,
+        attendees=attendees,
+        location=ctx.booking.get("location", ""),
+        teams_meeting=ctx.booking.get("location_kind") == "teams",
+    )
+
+
+async def _m365_event(ctx: StepContext) -> Mapping[str, Any]:
+    ref = await ctx.calendar().create_event(ctx.host["email"], _event_draft(ctx))
+    return {"event_id": ref.event_id, "join_url": ref.join_url}
+
+
+async def _update_m365_event(ctx: StepContext) -> Mapping[str, Any]:
+    event = ctx.needed("event_id", "Microsoft 365 event")
+    await ctx.calendar().move_event(ctx.host["email"], event, ctx.starts_at, ctx.ends_at)
+    return {"event_id": event, "moved_to": ctx.booking["starts_at"]}
+
+
+async def _cancel_m365_event(ctx: StepContext) -> Mapping[str, Any]:
+    event = ctx.needed("event_id", "Microsoft 365 event")
+    await ctx.calendar().cancel_event(ctx.host["email"], event, ctx.booking.get("cancel_reason") or "Cancelled")
+    return {"cancelled_event_id": event}
+
+
+async def _email(ctx: StepContext) -> Mapping[str, Any]:
+    mailer = ctx.mailer()
+    variables = email_variables(ctx)
+    if ctx.action.get("template") == "custom":
+        rendered = render_email(ctx.action["subject"], ctx.action["body"], variables)
+    else:
+        rendered = render_email(DEFAULT_SUBJECT, DEFAULT_BODY, variables)
+    client = ctx.booking["client"]
+    recipients = {
+        "client": (client["email"],),
+        "host": (ctx.host.get("email", ""),),
+    }.get(ctx.action.get("recipients", ""), (client["email"], *client.get("guests", [])))
+    host = ctx.host
+    email = OutgoingEmail(
+        message_id=f"<{ctx.job.idempotency_key.replace(':', '.')}@slotwise>",
+        from_name=ctx.integrations.from_name,
+        from_address=ctx.integrations.from_address,
+        to=tuple(address for address in recipients if address),
+        subject=rendered.subject,
+        text=rendered.text,
+        html=rendered.html,
+        reply_to=host.get("email") or None,
+        invite=CalendarInvite(
+            uid=f"{ctx.booking['id']}@slotwise",
+            starts_at=ctx.starts_at,
+            ends_at=ctx.ends_at,
+            summary=ctx.booking["type_name"],
+            description=str(ctx.outputs.get("join_url", "")),
+            location=str(ctx.outputs.get("join_url") or ctx.booking.get("location", "")),
+            organizer_name=host.get("name", ""),
+            organizer_email=host.get("email", "") or ctx.integrations.from_address,
+            attendees=((client["name"], client["email"]),),
+            sequence=int(ctx.booking.get("sequence", 0)),
+            cancelled=ctx.booking.get("status") == "cancelled",
+        ),
+    )
+    message_id = await mailer.send(email)
+    return {"message_id": message_id, "recipients": list(email.to)}
+
+
+def email_variables(ctx: StepContext) -> dict[str, Any]:
+    booking = ctx.booking
+    client = booking["client"]
+    starts = ctx.starts_at
+    zone = ZoneInfo(client["time_zone"])
+    return {
+        "tenant": {"name": booking.get("tenant_name", "")},
+        "appointment": {
+            "id": booking["id"],
+            "name": booking["type_name"],
+            "starts_at": booking["starts_at"],
+            "ends_at": booking["ends_at"],
+            "starts_local": starts.astimezone(zone).strftime("%A %-d %B %Y, %H:%M"),
+            "time_zone": client["time_zone"],
+            "duration_minutes": int((ctx.ends_at - starts) / timedelta(minutes=1)),
+            "location": booking.get("location", ""),
+            "status": booking.get("status", ""),
+            "join_url": str(ctx.outputs.get("join_url", "")),
+        },
+        "client": dict(client),
+        "host": {"names": ", ".join(host.get("name", "") for host in booking.get("hosts", []))},
+        "ticket": {"number": str(ctx.outputs.get("ticket_number", ""))},
+        "opportunity": {"id": str(ctx.outputs.get("opportunity_id", ""))},
+        "links": {"manage": booking.get("manage_url", "")},
+        "outputs": dict(ctx.outputs),
+    }
+
+
+async def _not_available(ctx: StepContext) -> Mapping[str, Any]:
+    raise IntegrationRejected(f"'{ctx.job.kind}' is not available yet in this version of Slotwise")
+
+
+STEPS: dict[str, Step] = {
+    ActionKind.FIND_OR_CREATE_OPPORTUNITY.value: _opportunity,
+    ActionKind.CREATE_TICKET.value: _ticket,
+    ActionKind.CREATE_ACTIVITY.value: _activity,
+    ActionKind.CREATE_SCHEDULE_ENTRY.value: _schedule_entry,
+    ActionKind.MOVE_SCHEDULE_ENTRY.value: _move_schedule_entry,
+    ActionKind.REMOVE_SCHEDULE_ENTRY.value: _remove_schedule_entry,
+    ActionKind.ADD_TICKET_NOTE.value: _ticket_note,
+    ActionKind.SET_TICKET_STATUS.value: _ticket_status,
+    ActionKind.CREATE_M365_EVENT.value: _m365_event,
+    ActionKind.UPDATE_M365_EVENT.value: _update_m365_event,
+    ActionKind.CANCEL_M365_EVENT.value: _cancel_m365_event,
+    ActionKind.SEND_EMAIL.value: _email,
+    ActionKind.NOTIFY_HOST.value: _not_available,
+    ActionKind.POST_WEBHOOK.value: _not_available,
+}
+
+
+def build_handlers(
+    database: Database, integrations_for: IntegrationsFor
+) -> dict[str, Callable[[Job], Awaitable[Mapping[str, Any]]]]:
+    """Runner handlers for every action kind. Outputs of all earlier completed steps of the same booking are
+    merged (later ones win), so a reschedule's move step finds the schedule entry the first run created."""
+
+    def wrap(step: Step) -> Callable[[Job], Awaitable[Mapping[str, Any]]]:
+        async def handle(job: Job) -> Mapping[str, Any]:
+            outputs: dict[str, Any] = {}
+            if job.booking_id is not None:
+                earlier_steps = sorted(
+                    await list_runs(database, job.tenant_id, job.booking_id), key=lambda step: step.id
+                )
+                for earlier in earlier_steps:
+                    if earlier.output and earlier.state == "completed" and earlier.id != job.id:
+                        outputs.update(earlier.output)
+            return await step(StepContext(job, outputs, await integrations_for(job.tenant_id)))
+
+        return handle
+
+    return {kind: wrap(step) for kind, step in STEPS.items()}
