@@ -19,6 +19,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
+from admin.routes import setup_admin_api
 from integrations.registry import REGISTRY
 from pages.links import LinkSigner, ManageLinks
 from pages.openapi import openapi_document
@@ -119,6 +120,7 @@ def create_app(settings: Settings, *, overrides: Overrides | None = None) -> web
         templates=build_templates(),
     )
     setup_pages(app, context)
+    setup_admin_api(app, database)
     app.router.add_get("/healthz", _healthz)
     app.router.add_get("/readyz", _readyz)
     app.router.add_get("/api/openapi.json", _openapi)

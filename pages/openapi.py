@@ -5,6 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 _ERROR = {"$ref": "#/components/schemas/Error"}
+STEP_STATES = ("waiting", "available", "running", "completed", "retryable", "failed", "cancelled")
+STEPS_SCHEMA = {
+    "type": "object",
+    "properties": {"steps": {"type": "array", "items": {"$ref": "#/components/schemas/Step"}}},
+}
 
 
 def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
@@ -154,6 +159,49 @@ def openapi_document(base_url: str) -> dict[str, Any]:
                 },
             }
         },
+        "/api/v1/admin/steps": {
+            "get": {
+                "summary": "Workflow steps of the key's tenant: state, attempts, last error, external ids",
+                "security": [{"agentKey": []}],
+                "parameters": [
+                    {"name": "booking_id", "in": "query", "schema": {"type": "string"}},
+                    {
+                        "name": "state",
+                        "in": "query",
+                        "schema": {
+                            "type": "string",
+                            "enum": [
+                                "waiting",
+                                "available",
+                                "running",
+                                "completed",
+                                "retryable",
+                                "failed",
+                                "cancelled",
+                            ],
+                        },
+                    },
+                ],
+                "responses": {
+                    "200": _json(
+                        {
+                            "type": "object",
+                            "properties": {"steps": {"type": "array", "items": {"$ref": "#/components/schemas/Step"}}},
+                        },
+                        "Steps",
+                    ),
+                    **_errors(400, 401),
+                },
+            }
+        },
+        "/api/v1/admin/steps/{step_id}/retry": {
+            "post": {
+                "summary": "Retry a failed step (the key's tenant only)",
+                "security": [{"agentKey": []}],
+                "parameters": [{"name": "step_id", "in": "path", "required": True, "schema": {"type": "integer"}}],
+                "responses": {"202": {"description": "Queued again"}, **_errors(400, 401, 404)},
+            }
+        },
         "/healthz": {"get": {"summary": "Liveness", "responses": {"200": {"description": "Alive"}}}},
         "/readyz": {
             "get": {
@@ -236,6 +284,20 @@ def openapi_document(base_url: str) -> dict[str, Any]:
                                 },
                             },
                         },
+                    },
+                },
+                "Step": {
+                    "type": "object",
+                    "properties": {
+                        "id": {"type": "integer"},
+                        "booking_id": {"type": "string"},
+                        "run": {"type": "string"},
+                        "step": {"type": "integer"},
+                        "action": {"type": "string"},
+                        "state": {"type": "string"},
+                        "attempts": {"type": "integer"},
+                        "last_error": {"type": "string"},
+                        "external_ids": {"type": "object"},
                     },
                 },
                 "SchedulingRequest": {
