@@ -12,7 +12,7 @@ import sys
 import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +31,7 @@ from settings import Settings
 from storage.database import Database
 from storage.repositories import SqlAgentKeys, SqlBookingStore, SqlRequestStore, SqlTenantCatalog
 from storage.secrets import SecretBox
+from workflows.busy_sync import BusyRefresher
 from workflows.dispatch import BookingFanOut
 from workflows.runner import Runner
 from workflows.steps import TenantIntegrations, build_handlers
@@ -84,6 +85,7 @@ class TenantAdapters:
         built = TenantIntegrations(
             psa=build("psa"),
             calendar=build("m365"),
+            busy=build("m365"),
             mailer=build("email"),
             from_address=getattr(email[1], "from_address", "") if email else "",
             from_name=getattr(email[1], "from_name", "Slotwise") if email else "Slotwise",
@@ -134,16 +136,14 @@ def create_app(settings: Settings, *, overrides: Overrides | None = None) -> web
 
     async def runner_ctx(app: web.Application) -> AsyncIterator[None]:
         session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30))
-        runner = Runner(
-            database,
-            build_handlers(database, TenantAdapters(database, SecretBox(secret), session)),
-            worker_id=f"{socket.gethostname()}:{os.getpid()}",
-        )
+        adapters = TenantAdapters(database, SecretBox(secret), session)
+        runner = Runner(database, build_handlers(database, adapters), worker_id=f"{socket.gethostname()}:{os.getpid()}")
+        refresher = BusyRefresher(database, adapters, interval=timedelta(minutes=settings.busy_refresh_minutes))
         stop = asyncio.Event()
-        task = asyncio.create_task(runner.run_forever(stop))
+        tasks = [asyncio.create_task(runner.run_forever(stop)), asyncio.create_task(refresher.run_forever(stop))]
         yield
         stop.set()
-        await task
+        await asyncio.gather(*tasks)
         await session.close()
 
     app.cleanup_ctx.append(database_ctx)

@@ -24,6 +24,7 @@ class Settings(BaseSettings):
     request_link_days: int = 14
     log_level: str = "INFO"
     run_workflows: bool = Field(default=True, description="Run the workflow runner inside this process.")
+    busy_refresh_minutes: int = Field(default=5, ge=1, description="How often external busy time is refreshed.")
 
     def resolved_secret(self) -> str:
         """The signing secret: from the environment, else a random one kept in var/ so links survive restarts."""

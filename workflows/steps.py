@@ -23,7 +23,7 @@ from scheduling.model import (
     PsaRecordKind,
     PsaRef,
 )
-from scheduling.ports import CalendarWriter, Mailer, PsaClient
+from scheduling.ports import BusySource, CalendarWriter, Mailer, PsaClient
 from storage.database import Database
 from workflows.outbox import Job, list_runs
 from workflows.templates import DEFAULT_BODY, DEFAULT_SUBJECT, render_email
@@ -36,6 +36,7 @@ class TenantIntegrations:
 
     psa: PsaClient | None = None
     calendar: CalendarWriter | None = None
+    busy: BusySource | None = None
     mailer: Mailer | None = None
     from_address: str = ""
     from_name: str = "Slotwise"
