@@ -73,3 +73,44 @@ def running_smtp_server() -> Iterator[FakeSmtpServer]:
         yield fake
     finally:
         controller.stop()
+
+
+def main() -> None:
+    """Serve the fake on a fixed port for the demo, printing a line for every message it accepts."""
+    import argparse
+    import time
+
+    parser = argparse.ArgumentParser(description="Local SMTP stand-in for the Slotwise demo")
+    parser.add_argument("--port", type=int, default=8125)
+    parser.add_argument("--username", default="slotwise")
+    parser.add_argument("--password", default="demo-smtp-password")
+    args = parser.parse_args()
+
+    class Printing(FakeSmtpServer):
+        async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+            reply = await super().handle_DATA(server, session, envelope)
+            if self.received:
+                mail = self.received[-1]
+                print(f"[smtp] to {', '.join(mail.envelope_to)}: {mail.message['Subject']}", flush=True)  # noqa: T201
+            return reply
+
+    fake = Printing(username=args.username, password=args.password, port=args.port)
+    controller = Controller(
+        fake,
+        hostname="127.0.0.1",
+        port=args.port,
+        authenticator=fake.authenticate,
+        auth_required=True,
+        auth_require_tls=False,
+    )
+    controller.start()
+    print(f"[smtp] listening on 127.0.0.1:{args.port} (user {args.username})", flush=True)  # noqa: T201
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        controller.stop()
+
+
+if __name__ == "__main__":
+    main()
