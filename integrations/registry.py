@@ -54,3 +54,20 @@ def validate_config(kind: str, vendor: str, values: Mapping[str, Any]) -> BaseMo
     """The vendor's config model from settings plus resolved secrets; raises KeyError for an unknown vendor and
     pydantic's ValidationError for bad fields."""
     return REGISTRY[(kind, vendor)].config_model.model_validate(dict(values))
+
+
+def _psa_entry(vendor: str, config_model: type[BaseModel], secrets: tuple[str, ...], adapter: Any) -> VendorEntry:
+    async def check(config: Any, session: aiohttp.ClientSession) -> None:
+        await adapter(config, session).test_connection()
+
+    return VendorEntry("psa", vendor, config_model, secrets, lambda config, session: adapter(config, session), check)
+
+
+def _register_vendors() -> None:
+    from integrations.halopsa.adapter import HaloPsa
+    from integrations.halopsa.config import HaloPsaConfig
+
+    register(_psa_entry("halopsa", HaloPsaConfig, ("client_secret",), HaloPsa))
+
+
+_register_vendors()

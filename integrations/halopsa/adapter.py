@@ -1,0 +1,155 @@
+"""HaloPsa: the PsaClient port over HaloPSA (tickets, appointments, ticket notes; Halo has no opportunities)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import Any
+
+import aiohttp
+
+from integrations.halopsa.client import HaloPsaClient
+from integrations.halopsa.config import HaloPsaConfig
+from integrations.halopsa.wire import (
+    from_wire_busy,
+    from_wire_contact,
+    from_wire_ref,
+    has_marker,
+    marker,
+    to_wire_appointment,
+    to_wire_id,
+    to_wire_move,
+    to_wire_note,
+    to_wire_status,
+    to_wire_ticket,
+    to_wire_time,
+)
+from scheduling.errors import IntegrationRejected
+from scheduling.model import BusyInterval, PsaContact, PsaDraft, PsaRecordKind, PsaRef
+
+_LOOKUP_PADDING = timedelta(days=1)
+"""Halo's swagger describes `start_date`/`end_date` loosely ("a start date greater than this value"), so the
+idempotency look-up widens the window and then matches the marker itself."""
+
+
+class HaloPsa:
+    """One tenant's HaloPSA. ACTIVITY and SCHEDULE_ENTRY both become Appointments; OPPORTUNITY is refused."""
+
+    def __init__(
+        self,
+        config: HaloPsaConfig,
+        session: aiohttp.ClientSession,
+        *,
+        clock: Callable[[], datetime] | None = None,
+    ) -> None:
+        self._client = HaloPsaClient(session, config, clock=clock)
+        self._statuses: dict[str, int] | None = None
+
+    async def test_connection(self) -> None:
+        """Fetch a token and read one client row: proves the URLs, the credentials and the linked agent's rights."""
+        await self._client.get("Client", {"pageinate": "true", "page_size": "1", "page_no": "1"})
+
+    async def find_contact(self, email: str) -> PsaContact | None:
+        # Halo's `search` is a "like" match over several columns, so the exact address is checked here.
+        wanted = email.strip().lower()
+        users = await self._client.get_pages("Users", {"search": email.strip()}, "users")
+        for user in users:
+            if str(user.get("emailaddress", "")).strip().lower() == wanted:
+                return from_wire_contact(user)
+        return None
+
+    async def create_record(self, kind: PsaRecordKind, draft: PsaDraft) -> PsaRef:
+        if kind is PsaRecordKind.OPPORTUNITY:
+            raise IntegrationRejected("Opportunities are not available in HaloPSA")
+        if kind is PsaRecordKind.TICKET:
+            return await self._create_ticket(draft)
+        if kind is PsaRecordKind.NOTE:
+            return await self._create_note(draft)
+        return await self._create_appointment(kind, draft)
+
+    async def set_ticket_status(self, ticket_id: str, status: str) -> None:
+        status_id = await self._status_id(status)
+        await self._client.post_array("Tickets", [to_wire_status(ticket_id, status_id)])
+
+    async def move_schedule_entry(self, ref: PsaRef, starts_at: datetime, ends_at: datetime) -> None:
+        await self._client.post_array("Appointment", [to_wire_move(ref.record_id, starts_at, ends_at)])
+
+    async def remove_schedule_entry(self, ref: PsaRef) -> None:
+        """Idempotent: an appointment that is already gone counts as removed."""
+        appointment_id = to_wire_id(ref.record_id, "appointment")
+        await self._client.delete(f"Appointment/{appointment_id}", allow_not_found=True)
+
+    async def busy_times(self, member: str, starts_at: datetime, ends_at: datetime) -> list[BusyInterval]:
+        appointments = await self._appointments(member, starts_at, ends_at)
+        busy = [from_wire_busy(row) for row in appointments if row.get("start_date") and row.get("end_date")]
+        overlapping = [interval for interval in busy if interval.starts_at < ends_at and interval.ends_at > starts_at]
+        return sorted(overlapping, key=lambda interval: (interval.starts_at, interval.ends_at))
+
+    async def _create_ticket(self, draft: PsaDraft) -> PsaRef:
+        found = await self._client.get_pages("Tickets", {"search": marker(draft.idempotency_key)}, "tickets")
+        for ticket in found:
+            if has_marker(ticket, "details", draft.idempotency_key):
+                return from_wire_ref(PsaRecordKind.TICKET, ticket)
+        tickettype_id = await self._tickettype_id(draft.board) if draft.board else None
+        status_id = await self._status_id(draft.status) if draft.status else None
+        body = to_wire_ticket(draft, tickettype_id=tickettype_id, status_id=status_id)
+        [created] = await self._client.post_array("Tickets", [body])
+        return from_wire_ref(PsaRecordKind.TICKET, created)
+
+    async def _create_appointment(self, kind: PsaRecordKind, draft: PsaDraft) -> PsaRef:
+        if draft.starts_at is None or draft.ends_at is None:
+            raise IntegrationRejected("A HaloPSA appointment needs a start and an end")
+        body = to_wire_appointment(draft)
+        nearby = await self._appointments(
+            draft.member, draft.starts_at - _LOOKUP_PADDING, draft.ends_at + _LOOKUP_PADDING
+        )
+        for appointment in nearby:
+            if has_marker(appointment, "note", draft.idempotency_key):
+                return from_wire_ref(kind, appointment)
+        [created] = await self._client.post_array("Appointment", [body])
+        return from_wire_ref(kind, created)
+
+    async def _create_note(self, draft: PsaDraft) -> PsaRef:
+        body = to_wire_note(draft)
+        actions = await self._client.get_pages("Actions", {"ticket_id": str(body["ticket_id"])}, "actions")
+        for action in actions:
+            if has_marker(action, "note", draft.idempotency_key):
+                return from_wire_ref(PsaRecordKind.NOTE, action)
+        [created] = await self._client.post_array("Actions", [body])
+        return from_wire_ref(PsaRecordKind.NOTE, created)
+
+    async def _appointments(self, member: str, starts_at: datetime, ends_at: datetime) -> list[dict[str, Any]]:
+        params = {
+            "agents": str(to_wire_id(member, "agent")),
+            "start_date": to_wire_time(starts_at),
+            "end_date": to_wire_time(ends_at),
+        }
+        return await self._client.get_pages("Appointment", params, "appointments")
+
+    async def _status_id(self, name: str) -> int:
+        """Halo sets a status by id; GET /api/Status lists id and name. Cached, since statuses rarely change."""
+        if self._statuses is None or name.strip().lower() not in self._statuses:
+            self._statuses = await self._named_ids("Status")
+        status_id = self._statuses.get(name.strip().lower())
+        if status_id is None:
+            known = ", ".join(sorted(self._statuses)) or "none"
+            raise IntegrationRejected(f"HaloPSA has no ticket status named {name!r} (known: {known})")
+        return status_id
+
+    async def _tickettype_id(self, name: str) -> int:
+        """PsaDraft.board names a Halo ticket type (GET /api/TicketType lists id and name)."""
+        types = await self._named_ids("TicketType")
+        tickettype_id = types.get(name.strip().lower())
+        if tickettype_id is None:
+            raise IntegrationRejected(f"HaloPSA has no ticket type named {name!r}")
+        return tickettype_id
+
+    async def _named_ids(self, path: str) -> dict[str, int]:
+        answer = await self._client.get(path)
+        if not isinstance(answer, list):
+            return {}
+        return {
+            str(row["name"]).strip().lower(): int(row["id"])
+            for row in answer
+            if isinstance(row, dict) and isinstance(row.get("id"), int) and row.get("name")
+        }

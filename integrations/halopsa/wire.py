@@ -1,0 +1,139 @@
+"""Our PSA drafts to HaloPSA JSON and back: tickets, appointments, actions (notes), users and busy time."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from scheduling.errors import IntegrationRejected
+from scheduling.model import BusyInterval, BusyKind, PsaContact, PsaDraft, PsaRecordKind, PsaRef
+
+BUSY_LABEL = "HaloPSA appointment"
+
+
+def marker(idempotency_key: str) -> str:
+    """The tag written into a record's text so a re-run can find it; Halo has no external-reference field on
+    tickets, appointments and actions that we could filter on instead."""
+    return f"[slotwise:{idempotency_key}]"
+
+
+def has_marker(record: dict[str, Any], field: str, idempotency_key: str) -> bool:
+    text = record.get(field)
+    return isinstance(text, str) and marker(idempotency_key) in text
+
+
+def to_wire_id(value: str, what: str) -> int:
+    """Halo ids are integers (the swagger types them int32); our ports carry them as strings."""
+    try:
+        return int(value)
+    except ValueError:
+        raise IntegrationRejected(f"HaloPSA {what} ids are numbers, not {value!r}") from None
+
+
+def to_wire_time(moment: datetime) -> str:
+    """ISO-8601 in UTC with a `Z`, the shape Halo's own examples send (apis.md §3)."""
+    if moment.tzinfo is None:
+        raise ValueError("naive datetime given to the HaloPSA wire format")
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def from_wire_time(value: str) -> datetime:
+    """Halo answers UTC times, often without a zone suffix ("2026-11-24T15:00:00"); a missing zone means UTC."""
+    parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    if parsed.tzinfo is None:
+        return parsed.replace(tzinfo=UTC)
+    return parsed.astimezone(UTC)
+
+
+def _with_marker(text: str, idempotency_key: str) -> str:
+    return f"{text}\n\n{marker(idempotency_key)}" if text else marker(idempotency_key)
+
+
+def _contact_fields(contact: PsaContact | None) -> dict[str, Any]:
+    if contact is None:
+        return {}
+    return {"client_id": to_wire_id(contact.company_id, "client"), "user_id": to_wire_id(contact.contact_id, "user")}
+
+
+def to_wire_ticket(draft: PsaDraft, *, tickettype_id: int | None, status_id: int | None) -> dict[str, Any]:
+    """One element of the array POST /api/Tickets takes. The marker goes into `details`, where the ticket
+    search looks (the list endpoint's `search` filters "Tickets like your search")."""
+    ticket: dict[str, Any] = {
+        "summary": draft.title,
+        "details": _with_marker(draft.description, draft.idempotency_key),
+        **_contact_fields(draft.contact),
+    }
+    if draft.member:
+        ticket["agent_id"] = to_wire_id(draft.member, "agent")
+    if tickettype_id is not None:
+        ticket["tickettype_id"] = tickettype_id
+    if status_id is not None:
+        ticket["status_id"] = status_id
+    return ticket
+
+
+def to_wire_appointment(draft: PsaDraft) -> dict[str, Any]:
+    """One element of the array POST /api/Appointment takes (field names from the Appointment schema, apis.md §3).
+    Halo has no opportunities, so `draft.opportunity_id` has nowhere to go; a ticket link is kept."""
+    if draft.starts_at is None or draft.ends_at is None:
+        raise IntegrationRejected("A HaloPSA appointment needs a start and an end")
+    appointment: dict[str, Any] = {
+        "subject": draft.title,
+        "start_date": to_wire_time(draft.starts_at),
+        "end_date": to_wire_time(draft.ends_at),
+        "agent_id": to_wire_id(draft.member, "agent"),
+        "note": _with_marker(draft.description, draft.idempotency_key),
+        "allday": False,
+        "is_private": False,
+        **_contact_fields(draft.contact),
+    }
+    if draft.ticket_id:
+        appointment["ticket_id"] = to_wire_id(draft.ticket_id, "ticket")
+    return appointment
+
+
+def to_wire_move(record_id: str, starts_at: datetime, ends_at: datetime) -> dict[str, Any]:
+    """Halo updates by POSTing the record with its `id` (the same array endpoint that creates)."""
+    return {
+        "id": to_wire_id(record_id, "appointment"),
+        "start_date": to_wire_time(starts_at),
+        "end_date": to_wire_time(ends_at),
+    }
+
+
+def to_wire_note(draft: PsaDraft) -> dict[str, Any]:
+    """One element of the array POST /api/Actions takes: a note on ticket `draft.ticket_id`."""
+    if not draft.ticket_id:
+        raise IntegrationRejected("A HaloPSA note needs the ticket it belongs to")
+    return {
+        "ticket_id": to_wire_id(draft.ticket_id, "ticket"),
+        "note": _with_marker(draft.description, draft.idempotency_key),
+    }
+
+
+def to_wire_status(ticket_id: str, status_id: int) -> dict[str, Any]:
+    return {"id": to_wire_id(ticket_id, "ticket"), "status_id": status_id}
+
+
+def from_wire_ref(kind: PsaRecordKind, record: dict[str, Any]) -> PsaRef:
+    """A Halo ticket's id is also the number agents see, so it doubles as `number`."""
+    record_id = str(record["id"])
+    return PsaRef(kind=kind, record_id=record_id, number=record_id if kind is PsaRecordKind.TICKET else "")
+
+
+def from_wire_contact(user: dict[str, Any]) -> PsaContact:
+    return PsaContact(
+        contact_id=str(user["id"]),
+        company_id=str(user.get("client_id", "")),
+        name=str(user.get("name", "")),
+        email=str(user.get("emailaddress", "")),
+    )
+
+
+def from_wire_busy(appointment: dict[str, Any]) -> BusyInterval:
+    return BusyInterval(
+        starts_at=from_wire_time(str(appointment["start_date"])),
+        ends_at=from_wire_time(str(appointment["end_date"])),
+        kind=BusyKind.EVENT,
+        label=BUSY_LABEL,
+    )

@@ -1,0 +1,576 @@
+"""FakeHaloPsaServer: a stateful HaloPSA over real loopback HTTP (OAuth2 token endpoint plus /api), with faults.
+
+Behaviour follows ../shared/reference/apis.md §3 and the Halo swagger (redanthrax/halopsa-node:swagger.json):
+form-encoded client-credentials tokens at /auth/token?tenant=..., bearer tokens that expire, JSON-array POST bodies,
+`pageinate`/`page_size`/`page_no` paging with `record_count`, and 400/401/429 as the documented error statuses.
+
+Run it alone for the demo: `python -m tests.fakes.halopsa --port 8083`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import re
+import secrets
+import sys
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from http import HTTPStatus
+from typing import Any
+
+from aiohttp import web
+
+from scheduling.model import PsaContact, PsaRecordKind
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+DEMO_CLIENT_ID = "slotwise-demo"
+DEMO_CLIENT_SECRET = "halo-demo-secret"
+DEMO_TENANT = "slotwise"
+DEMO_AGENT_ID = 7
+
+_SCOPE = re.compile(r"^(all|(read|edit):[a-z_]+)( (all|(read|edit):[a-z_]+))*$")
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _halo_time(moment: datetime) -> str:
+    # Halo answers UTC times without a zone suffix; the client must read them as UTC. [U: seen in Halo answers,
+    # not stated in apis.md]
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S")
+
+
+class HaloBadRequest(Exception):
+    """A 400 with Halo's plain-text message."""
+
+
+def _parse_time(value: Any, field_name: str) -> datetime:
+    if not isinstance(value, str) or not value:
+        raise HaloBadRequest(f"{field_name} must be an ISO-8601 date-time string")
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise HaloBadRequest(f"{field_name} is not a valid date: {value!r}") from None
+    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+
+
+def _int_field(item: dict[str, Any], name: str, *, required: bool = False) -> int | None:
+    value = item.get(name)
+    if value is None:
+        if required:
+            raise HaloBadRequest(f"{name} is required")
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise HaloBadRequest(f"{name} must be an integer id")
+    return value
+
+
+@dataclass
+class Fault:
+    status: int
+    retry_after: int | None
+    message: str
+
+
+@dataclass
+class LoggedRequest:
+    method: str
+    path: str
+    query: dict[str, str]
+    headers: dict[str, str]
+    body: str
+    status: int = 0
+
+
+@dataclass
+class FakeHaloPsaServer:
+    """One Halo tenant. `clock` drives token expiry and the rate window; `latency_seconds` keeps requests in
+    flight long enough for concurrency to be observable.
+
+    Halo publishes no numeric rate limit (apis.md §3 [U]); `rate_limit` requests per `rate_window` per client
+    is a configurable stand-in that answers 429 with Retry-After like the swagger's documented 429."""
+
+    client_id: str = DEMO_CLIENT_ID
+    client_secret: str = DEMO_CLIENT_SECRET
+    tenant: str = DEMO_TENANT
+    clock: Callable[[], datetime] = _utc_now
+    token_lifetime: timedelta = timedelta(hours=1)
+    rate_limit: int | None = None
+    rate_window: timedelta = timedelta(minutes=5)
+    latency_seconds: float = 0.0
+    request_log: list[LoggedRequest] = field(default_factory=list)
+    agents: dict[int, dict[str, Any]] = field(default_factory=dict)
+    clients: dict[int, dict[str, Any]] = field(default_factory=dict)
+    users: dict[int, dict[str, Any]] = field(default_factory=dict)
+    tickets: dict[int, dict[str, Any]] = field(default_factory=dict)
+    appointments: dict[int, dict[str, Any]] = field(default_factory=dict)
+    actions: dict[int, dict[str, Any]] = field(default_factory=dict)
+    statuses: dict[int, str] = field(
+        default_factory=lambda: {1: "New", 2: "In Progress", 3: "Scheduled", 4: "Waiting on Customer", 9: "Closed"}
+    )
+    tickettypes: dict[int, str] = field(default_factory=lambda: {1: "Incident", 2: "Service Request", 3: "Sales"})
+    tokens: dict[str, datetime] = field(default_factory=dict)
+    """Issued bearer tokens and when each expires."""
+    in_flight: int = 0
+    max_in_flight: int = 0
+    throttled: int = 0
+    _faults: list[Fault] = field(default_factory=list)
+    _lose_next: bool = False
+    _revoked: bool = False
+    _next_id: int = 1000
+    _window_started: datetime | None = None
+    _window_count: int = 0
+
+    def __post_init__(self) -> None:
+        if not self.agents:
+            self.agents[DEMO_AGENT_ID] = {"id": DEMO_AGENT_ID, "name": "Alex Agent", "email": "alex@msp.example"}
+
+    # FakePsaControl
+
+    def records(self, kind: PsaRecordKind) -> list[dict[str, Any]]:
+        if kind is PsaRecordKind.TICKET:
+            return [self._ticket_view(ticket) for ticket in self.tickets.values()]
+        if kind is PsaRecordKind.NOTE:
+            return [dict(action) for action in self.actions.values()]
+        if kind in (PsaRecordKind.SCHEDULE_ENTRY, PsaRecordKind.ACTIVITY):
+            # Halo has one Appointment entity for both: they cannot be told apart at the vendor.
+            return [self._appointment_view(appointment) for appointment in self.appointments.values()]
+        return []
+
+    def fail_next(self, status: int, *, retry_after: int | None = None, message: str = "", count: int = 1) -> None:
+        self._faults.extend(Fault(status, retry_after, message) for _ in range(count))
+
+    def lose_next_response(self) -> None:
+        self._lose_next = True
+
+    def revoke_credentials(self) -> None:
+        """The application's secret is regenerated in Halo: the token endpoint refuses it and issued tokens die."""
+        self._revoked = True
+        self.tokens.clear()
+
+    def add_contact(self, name: str, email: str) -> PsaContact:
+        domain = email.rpartition("@")[2].lower()
+        client = next((row for row in self.clients.values() if row["name"] == domain), None)
+        if client is None:
+            client_id = self._new_id()
+            client = {"id": client_id, "name": domain, "site_id": self._new_id()}
+            self.clients[client_id] = client
+        user_id = self._new_id()
+        self.users[user_id] = {
+            "id": user_id,
+            "name": name,
+            "emailaddress": email,
+            "client_id": client["id"],
+            "client_name": client["name"],
+            "site_id": client["site_id"],
+        }
+        return PsaContact(contact_id=str(user_id), company_id=str(client["id"]), name=name, email=email)
+
+    def add_busy(self, member: str, starts_at: Any, ends_at: Any) -> None:
+        appointment_id = self._new_id()
+        self.appointments[appointment_id] = {
+            "id": appointment_id,
+            "subject": "Busy (booked in Halo)",
+            "start_date": starts_at.astimezone(UTC),
+            "end_date": ends_at.astimezone(UTC),
+            "agent_id": int(member),
+            "note": "",
+        }
+
+    # Serving
+
+    def build_app(self) -> web.Application:
+        app = web.Application(middlewares=[self._log_middleware, self._api_middleware])
+        app.router.add_post("/auth/token", self._token)
+        app.router.add_get("/api/Tickets", self._list_tickets)
+        app.router.add_get("/api/Tickets/{id}", self._get_ticket)
+        app.router.add_post("/api/Tickets", self._post_tickets)
+        app.router.add_get("/api/Appointment", self._list_appointments)
+        app.router.add_post("/api/Appointment", self._post_appointments)
+        app.router.add_delete("/api/Appointment/{id}", self._delete_appointment)
+        app.router.add_get("/api/Actions", self._list_actions)
+        app.router.add_post("/api/Actions", self._post_actions)
+        app.router.add_get("/api/Users", self._list_users)
+        app.router.add_get("/api/Client", self._list_clients)
+        app.router.add_get("/api/Agent", self._list_agents)
+        app.router.add_get("/api/Status", self._list_statuses)
+        app.router.add_get("/api/TicketType", self._list_tickettypes)
+        return app
+
+    @web.middleware
+    async def _log_middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        entry = LoggedRequest(
+            method=request.method,
+            path=request.path,
+            query=dict(request.query),
+            headers=dict(request.headers),
+            body=await request.text() if request.can_read_body else "",
+        )
+        self.request_log.append(entry)
+        self.in_flight += 1
+        self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        try:
+            if self.latency_seconds:
+                await asyncio.sleep(self.latency_seconds)
+            response = await handler(request)
+        except web.HTTPException as exc:
+            entry.status = exc.status
+            raise
+        finally:
+            self.in_flight -= 1
+        entry.status = response.status
+        if response.status == 429:
+            self.throttled += 1
+        return response
+
+    @web.middleware
+    async def _api_middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        if not request.path.startswith("/api/"):
+            return await handler(request)
+        authorization = request.headers.get("Authorization", "")
+        scheme, _, token = authorization.partition(" ")
+        expires_at = self.tokens.get(token) if scheme == "Bearer" else None
+        if expires_at is None or self.clock() >= expires_at:
+            self.tokens.pop(token, None)
+            return web.Response(
+                status=401, headers={"WWW-Authenticate": 'Bearer error="invalid_token"'}, text="Unauthorized"
+            )
+        if self._faults:
+            fault = self._faults.pop(0)
+            headers = {"Retry-After": str(fault.retry_after)} if fault.retry_after is not None else {}
+            return web.Response(
+                status=fault.status, headers=headers, text=fault.message or HTTPStatus(fault.status).phrase
+            )
+        throttled = self._throttle()
+        if throttled is not None:
+            return throttled
+        try:
+            return await handler(request)
+        except HaloBadRequest as exc:
+            return web.Response(status=400, text=str(exc))
+
+    def _throttle(self) -> web.Response | None:
+        if self.rate_limit is None:
+            return None
+        now = self.clock()
+        if self._window_started is None or now >= self._window_started + self.rate_window:
+            self._window_started, self._window_count = now, 0
+        if self._window_count >= self.rate_limit:
+            wait = max(1, int((self._window_started + self.rate_window - now).total_seconds() + 0.999))
+            return web.Response(status=429, headers={"Retry-After": str(wait)}, text="Too Many Requests")
+        self._window_count += 1
+        return None
+
+    # OAuth2 token endpoint
+
+    async def _token(self, request: web.Request) -> web.Response:
+        if request.content_type != "application/x-www-form-urlencoded":
+            return self._oauth_error(400, "invalid_request", "The token request must be form-encoded")
+        form = await request.post()
+        if request.query.get("tenant") != self.tenant:
+            return self._oauth_error(400, "invalid_request", "Unknown tenant")
+        if form.get("grant_type") != "client_credentials":
+            return self._oauth_error(400, "unsupported_grant_type", "Only client_credentials is enabled")
+        if form.get("client_id") != self.client_id or form.get("client_secret") != self.client_secret or self._revoked:
+            return self._oauth_error(400, "invalid_client", "Invalid client credentials")
+        scope = str(form.get("scope", ""))
+        if not _SCOPE.match(scope):
+            return self._oauth_error(400, "invalid_scope", f"Unknown scope {scope!r}")
+        token = secrets.token_urlsafe(24)
+        self.tokens[token] = self.clock() + self.token_lifetime
+        return web.json_response(
+            {
+                "access_token": token,
+                "token_type": "Bearer",
+                "expires_in": int(self.token_lifetime.total_seconds()),
+                "scope": scope,
+            }
+        )
+
+    @staticmethod
+    def _oauth_error(status: int, error: str, description: str) -> web.Response:
+        return web.json_response({"error": error, "error_description": description}, status=status)
+
+    # Request helpers
+
+    async def _array_body(self, request: web.Request) -> list[dict[str, Any]]:
+        """Halo's POST bodies are JSON arrays (the swagger types them `type: array`); a bare object is a 400."""
+        try:
+            body = await request.json(loads=json.loads)
+        except (ValueError, json.JSONDecodeError):
+            raise HaloBadRequest("The request body is not valid JSON") from None
+        if not isinstance(body, list):
+            raise HaloBadRequest("The request body must be a JSON array of records")
+        if not body or not all(isinstance(item, dict) for item in body):
+            raise HaloBadRequest("The request body must be a non-empty array of objects")
+        return body
+
+    @staticmethod
+    def _paged(request: web.Request, rows: list[dict[str, Any]], list_key: str) -> web.Response:
+        query = request.query
+        if query.get("pageinate", "").lower() != "true":
+            return web.json_response({"record_count": len(rows), list_key: rows})
+        try:
+            size = int(query.get("page_size", "50"))
+            page_no = int(query.get("page_no", "1"))
+        except ValueError:
+            raise HaloBadRequest("page_size and page_no must be integers") from None
+        if size < 1 or page_no < 1:
+            raise HaloBadRequest("page_size and page_no start at 1")
+        start = (page_no - 1) * size
+        return web.json_response(
+            {"page_no": page_no, "page_size": size, "record_count": len(rows), list_key: rows[start : start + size]}
+        )
+
+    def _new_id(self) -> int:
+        self._next_id += 1
+        return self._next_id
+
+    async def _maybe_drop(self, request: web.Request) -> None:
+        """lose_next_response: the record is committed, then the connection dies before the answer is written."""
+        if self._lose_next:
+            self._lose_next = False
+            if request.transport is not None:
+                request.transport.close()
+
+    @staticmethod
+    def _matches(search: str, *texts: Any) -> bool:
+        needle = search.lower()
+        return any(isinstance(text, str) and needle in text.lower() for text in texts)
+
+    # Tickets
+
+    def _ticket_view(self, ticket: dict[str, Any]) -> dict[str, Any]:
+        view = dict(ticket)
+        view["status_name"] = self.statuses.get(ticket.get("status_id", 1), "")
+        return view
+
+    async def _list_tickets(self, request: web.Request) -> web.Response:
+        search = request.query.get("search", "")
+        rows = [
+            self._ticket_view(ticket)
+            for ticket in self.tickets.values()
+            if not search or self._matches(search, ticket["summary"], ticket.get("details"), str(ticket["id"]))
+        ]
+        return self._paged(request, rows, "tickets")
+
+    async def _get_ticket(self, request: web.Request) -> web.Response:
+        ticket = self.tickets.get(int(request.match_info["id"])) if request.match_info["id"].isdigit() else None
+        if ticket is None:
+            return web.Response(status=404, text="Ticket not found")
+        return web.json_response(self._ticket_view(ticket))
+
+    def _check_contact(self, item: dict[str, Any]) -> None:
+        client_id = _int_field(item, "client_id")
+        user_id = _int_field(item, "user_id")
+        if client_id is not None and client_id not in self.clients:
+            raise HaloBadRequest(f"Client {client_id} does not exist")
+        if user_id is not None:
+            user = self.users.get(user_id)
+            if user is None:
+                raise HaloBadRequest(f"User {user_id} does not exist")
+            if client_id is not None and user["client_id"] != client_id:
+                raise HaloBadRequest(f"User {user_id} does not belong to client {client_id}")
+
+    def _check_agent(self, item: dict[str, Any], *, required: bool) -> None:
+        agent_id = _int_field(item, "agent_id", required=required)
+        if agent_id is not None and agent_id not in self.agents:
+            raise HaloBadRequest(f"Agent {agent_id} does not exist")
+
+    async def _post_tickets(self, request: web.Request) -> web.Response:
+        items = await self._array_body(request)
+        saved: list[dict[str, Any]] = []
+        for item in items:
+            status_id = _int_field(item, "status_id")
+            if status_id is not None and status_id not in self.statuses:
+                raise HaloBadRequest(f"Status {status_id} does not exist")
+            tickettype_id = _int_field(item, "tickettype_id")
+            if tickettype_id is not None and tickettype_id not in self.tickettypes:
+                raise HaloBadRequest(f"Ticket type {tickettype_id} does not exist")
+            self._check_contact(item)
+            self._check_agent(item, required=False)
+            existing_id = _int_field(item, "id")
+            if existing_id is not None:
+                if existing_id not in self.tickets:
+                    raise HaloBadRequest(f"Ticket {existing_id} does not exist")
+                self.tickets[existing_id].update({key: value for key, value in item.items() if key != "id"})
+                saved.append(self._ticket_view(self.tickets[existing_id]))
+                continue
+            if not isinstance(item.get("summary"), str) or not item["summary"].strip():
+                raise HaloBadRequest("summary is required")
+            if "details" in item and not isinstance(item["details"], str):
+                raise HaloBadRequest("details must be a string")
+            ticket_id = self._new_id()
+            ticket = {"status_id": 1, "tickettype_id": 1, **item, "id": ticket_id}
+            ticket["dateoccurred"] = _halo_time(self.clock())
+            self.tickets[ticket_id] = ticket
+            saved.append(self._ticket_view(ticket))
+        if any("id" not in item for item in items):
+            await self._maybe_drop(request)
+        return self._created(saved)
+
+    @staticmethod
+    def _created(saved: list[dict[str, Any]]) -> web.Response:
+        # Halo answers a one-element array with the record itself (apis.md §3: "the created ticket(s)").
+        return web.json_response(saved[0] if len(saved) == 1 else saved, status=201)
+
+    # Appointments
+
+    def _appointment_view(self, appointment: dict[str, Any]) -> dict[str, Any]:
+        view = dict(appointment)
+        view["start_date"] = _halo_time(appointment["start_date"])
+        view["end_date"] = _halo_time(appointment["end_date"])
+        return view
+
+    async def _list_appointments(self, request: web.Request) -> web.Response:
+        query = request.query
+        agents: set[int] | None = None
+        if query.get("agents"):
+            try:
+                agents = {int(part) for part in query["agents"].split(",") if part.strip()}
+            except ValueError:
+                raise HaloBadRequest("agents must be a comma separated list of agent ids") from None
+        starts = _parse_time(query["start_date"], "start_date") if "start_date" in query else None
+        ends = _parse_time(query["end_date"], "end_date") if "end_date" in query else None
+        ticket_id = query.get("ticket_id")
+        search = query.get("search", "")
+        rows = []
+        for appointment in sorted(self.appointments.values(), key=lambda row: (row["start_date"], row["id"])):
+            if agents is not None and appointment["agent_id"] not in agents:
+                continue
+            # The calendar view answers appointments overlapping [start_date, end_date).
+            if starts is not None and appointment["end_date"] <= starts:
+                continue
+            if ends is not None and appointment["start_date"] >= ends:
+                continue
+            if ticket_id is not None and str(appointment.get("ticket_id")) != ticket_id:
+                continue
+            if search and not self._matches(search, appointment["subject"], appointment.get("note")):
+                continue
+            rows.append(self._appointment_view(appointment))
+        if query.get("pageinate", "").lower() != "true":
+            return web.json_response(rows)
+        return self._paged(request, rows, "appointments")
+
+    async def _post_appointments(self, request: web.Request) -> web.Response:
+        items = await self._array_body(request)
+        saved: list[dict[str, Any]] = []
+        for item in items:
+            existing_id = _int_field(item, "id")
+            current = self.appointments.get(existing_id) if existing_id is not None else None
+            if existing_id is not None and current is None:
+                raise HaloBadRequest(f"Appointment {existing_id} does not exist")
+            merged = {**(current or {}), **item}
+            if current is None and (not isinstance(merged.get("subject"), str) or not merged["subject"].strip()):
+                raise HaloBadRequest("subject is required")
+            starts = _parse_time(item["start_date"], "start_date") if "start_date" in item else merged.get("start_date")
+            ends = _parse_time(item["end_date"], "end_date") if "end_date" in item else merged.get("end_date")
+            if starts is None or ends is None:
+                raise HaloBadRequest("start_date and end_date are required")
+            if ends <= starts:
+                raise HaloBadRequest("end_date must be after start_date")
+            self._check_agent(merged, required=True)
+            self._check_contact(item)
+            linked_ticket = _int_field(item, "ticket_id")
+            if linked_ticket is not None and linked_ticket not in self.tickets:
+                raise HaloBadRequest(f"Ticket {linked_ticket} does not exist")
+            appointment_id = existing_id if existing_id is not None else self._new_id()
+            merged.update({"id": appointment_id, "start_date": starts, "end_date": ends})
+            self.appointments[appointment_id] = merged
+            saved.append(self._appointment_view(merged))
+        if any("id" not in item for item in items):
+            await self._maybe_drop(request)
+        return self._created(saved)
+
+    async def _delete_appointment(self, request: web.Request) -> web.Response:
+        raw = request.match_info["id"]
+        if not raw.isdigit() or self.appointments.pop(int(raw), None) is None:
+            return web.Response(status=404, text="Appointment not found")
+        return web.Response(status=200)
+
+    # Actions (ticket notes)
+
+    async def _list_actions(self, request: web.Request) -> web.Response:
+        raw = request.query.get("ticket_id", "")
+        if not raw.isdigit():
+            raise HaloBadRequest("ticket_id is required")
+        rows = [dict(action) for action in self.actions.values() if action["ticket_id"] == int(raw)]
+        return self._paged(request, rows, "actions")
+
+    async def _post_actions(self, request: web.Request) -> web.Response:
+        items = await self._array_body(request)
+        saved: list[dict[str, Any]] = []
+        for item in items:
+            ticket_id = _int_field(item, "ticket_id", required=True)
+            if ticket_id not in self.tickets:
+                raise HaloBadRequest(f"Ticket {ticket_id} does not exist")
+            if not isinstance(item.get("note"), str) or not item["note"].strip():
+                raise HaloBadRequest("note is required")
+            action_id = self._new_id()
+            action = {"outcome": "Note", **item, "id": action_id, "datetime": _halo_time(self.clock())}
+            self.actions[action_id] = action
+            saved.append(dict(action))
+        await self._maybe_drop(request)
+        return self._created(saved)
+
+    # Look-ups
+
+    async def _list_users(self, request: web.Request) -> web.Response:
+        search = request.query.get("search", "")
+        client_id = request.query.get("client_id")
+        rows = [
+            dict(user)
+            for user in self.users.values()
+            if (not search or self._matches(search, user["name"], user["emailaddress"]))
+            and (client_id is None or str(user["client_id"]) == client_id)
+        ]
+        return self._paged(request, rows, "users")
+
+    async def _list_clients(self, request: web.Request) -> web.Response:
+        search = request.query.get("search", "")
+        rows = [dict(client) for client in self.clients.values() if not search or self._matches(search, client["name"])]
+        return self._paged(request, rows, "clients")
+
+    async def _list_agents(self, request: web.Request) -> web.Response:
+        return web.json_response(list(self.agents.values()))
+
+    async def _list_statuses(self, request: web.Request) -> web.Response:
+        return web.json_response([{"id": key, "name": name} for key, name in self.statuses.items()])
+
+    async def _list_tickettypes(self, request: web.Request) -> web.Response:
+        return web.json_response([{"id": key, "name": name} for key, name in self.tickettypes.items()])
+
+
+def build_app(fake: FakeHaloPsaServer | None = None) -> web.Application:
+    """The fake as an aiohttp app (with demo credentials unless a configured fake is given)."""
+    return (fake or FakeHaloPsaServer()).build_app()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="A local fake HaloPSA for demos")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8083)
+    args = parser.parse_args(argv)
+    fake = FakeHaloPsaServer()
+    fake.add_contact("Dana Client", "dana@client.example")
+    base = f"http://{args.host}:{args.port}"
+    sys.stdout.write(
+        "Fake HaloPSA\n"
+        f"  api_url:       {base}/api\n"
+        f"  auth_url:      {base}/auth\n"
+        f"  tenant:        {fake.tenant}\n"
+        f"  client_id:     {fake.client_id}\n"
+        f"  client_secret: {fake.client_secret}\n"
+        f"  agent id:      {DEMO_AGENT_ID}\n"
+    )
+    sys.stdout.flush()
+    web.run_app(fake.build_app(), host=args.host, port=args.port, print=None)
+
+
+if __name__ == "__main__":
+    main()
