@@ -64,10 +64,13 @@ def _psa_entry(vendor: str, config_model: type[BaseModel], secrets: tuple[str, .
 
 
 def _register_vendors() -> None:
+    from integrations.autotask.adapter import AutotaskPsa
+    from integrations.autotask.config import AutotaskConfig
     from integrations.halopsa.adapter import HaloPsa
     from integrations.halopsa.config import HaloPsaConfig
 
     register(_psa_entry("halopsa", HaloPsaConfig, ("client_secret",), HaloPsa))
+    register(_psa_entry("autotask", AutotaskConfig, ("secret", "integration_code"), AutotaskPsa))
 
 
 _register_vendors()

@@ -1,0 +1,218 @@
+"""Thin async Autotask REST client: zone discovery, auth headers, a thread limit per endpoint, and error translation."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import math
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+import aiohttp
+
+from integrations.autotask.config import AutotaskConfig
+from integrations.autotask.wire import Filter, to_wire_query
+from scheduling.errors import IntegrationAuthError, IntegrationRejected, IntegrationUnavailable
+
+logger = logging.getLogger(__name__)
+
+# Autotask answers some permission failures with HTTP 500 instead of 403 (django-autotask api.py l.~560, apis.md §2.2).
+_FORBIDDEN_TEXT = "does not have the adequate permissions"
+# Deleting a record that is already gone answers 500 with this text (django-autotask api.py NO_RECORD_ERROR_MESSAGE).
+NO_RECORD_TEXT = "No matching records found"
+
+
+def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float | None:
+    """Seconds to wait from a Retry-After header (delta-seconds or an HTTP date), or None when absent/garbled."""
+    if not value:
+        return None
+    text = value.strip()
+    if text.isdigit():
+        return float(text)
+    try:
+        when = parsedate_to_datetime(text)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, math.ceil((when - (now or datetime.now(UTC))).total_seconds()))
+
+
+def error_messages(text: str) -> list[str]:
+    """The `errors` list of an Autotask error body ({"errors": ["..."]}, apis.md §2.2); [] for any other body."""
+    try:
+        parsed = json.loads(text)
+    except ValueError:
+        return []
+    if isinstance(parsed, dict) and isinstance(parsed.get("errors"), list):
+        return [str(message) for message in parsed["errors"]]
+    return []
+
+
+class AutotaskClient:
+    """One Autotask API user on an injected `aiohttp.ClientSession`.
+
+    The zone (which webservicesN host holds the database) is looked up once and cached. Every call to an object
+    endpoint holds that endpoint's semaphore, so we never run more than 3 requests at once against it (the
+    ThreadLimiting rule in apis.md §2.4); the fourth waits here instead of being refused by Autotask.
+    """
+
+    def __init__(self, config: AutotaskConfig, session: aiohttp.ClientSession) -> None:
+        self._config = config
+        self._session = session
+        self._timeout = aiohttp.ClientTimeout(total=config.timeout_seconds)
+        self._api_base: str | None = None
+        self._zone_lock = asyncio.Lock()
+        self._slots: dict[str, asyncio.Semaphore] = {}
+
+    async def api_base(self, *, refresh: bool = False) -> str:
+        """`https://webservicesN.autotask.net/ATServicesRest/V1.0/` for this user's database, discovered once."""
+        async with self._zone_lock:
+            if self._api_base is None or refresh:
+                self._api_base = await self._discover_zone()
+            return self._api_base
+
+    async def _discover_zone(self) -> str:
+        # No credentials on this call: zoneInformation is public and exempt from thread limits (apis.md §2.1).
+        url = self._config.zone_lookup_url.rstrip("/") + "/v1.0/zoneInformation"
+        try:
+            async with self._session.get(
+                url, params={"user": self._config.username}, timeout=self._timeout
+            ) as response:
+                status, text = response.status, await response.text()
+                retry_after = parse_retry_after(response.headers.get("Retry-After"))
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            raise IntegrationUnavailable(f"Could not reach Autotask zone discovery: {type(exc).__name__}") from exc
+        if status == 200:
+            try:
+                zone_url = str(json.loads(text)["url"])
+            except (ValueError, KeyError, TypeError) as exc:
+                raise IntegrationUnavailable("Autotask zone discovery answered without a zone URL") from exc
+            # Keep the casing Autotask returns for the host part; the version segment is `V1.0` (apis.md §2.1).
+            return zone_url.rstrip("/") + "/V1.0/"
+        messages = error_messages(text)
+        if status == 500 and messages:
+            # "AT returns 500 if username is blank or incorrect" (django-autotask api.py get_zone_info, apis.md §2.1).
+            raise IntegrationAuthError(f"Autotask does not know this API user: {'; '.join(messages)}")
+        raise self._translate(status, text, retry_after)
+
+    def _headers(self) -> dict[str, str]:
+        config = self._config
+        return {
+            "ApiIntegrationCode": config.integration_code.get_secret_value(),
+            "UserName": config.username,
+            "Secret": config.secret.get_secret_value(),
+            "Content-Type": "application/json",
+            "Accept": "application/json",
+        }
+
+    def _slot(self, entity: str) -> asyncio.Semaphore:
+        slot = self._slots.get(entity)
+        if slot is None:
+            slot = self._slots[entity] = asyncio.Semaphore(self._config.max_concurrent_per_endpoint)
+        return slot
+
+    async def call(self, method: str, path: str, *, entity: str, body: Any = None) -> Any:
+        """One request to `path` (relative to the API base, or an absolute next-page URL on the same zone).
+
+        `entity` names the object endpoint whose thread limit the request counts against (for a child URL such as
+        `Tickets/5/Notes` that is the child entity, `TicketNotes`).
+        """
+        base = await self.api_base()
+        status, text, retry_after = await self._send(method, base, path, entity, body)
+        if status == 429 and retry_after is not None and retry_after <= self._config.inline_retry_after_seconds:
+            # A short Retry-After (the thread limit, when another process shares our tracking identifier) is cheaper
+            # to wait out once than to hand back to the job runner; a 429 means nothing was processed, so a create
+            # may be re-sent. Longer waits (the hourly quota) go up as IntegrationUnavailable(retry_after_seconds).
+            await asyncio.sleep(retry_after)
+            status, text, retry_after = await self._send(method, base, path, entity, body)
+        if status == 401:
+            # Databases move between zones; a 401 may mean a stale zone (django-autotask api.py fetch_resource).
+            fresh = await self.api_base(refresh=True)
+            if fresh != base:
+                status, text, retry_after = await self._send(method, fresh, path, entity, body)
+        if 200 <= status < 300:
+            if not text.strip():
+                return None
+            try:
+                return json.loads(text)
+            except ValueError as exc:
+                raise IntegrationUnavailable(f"Autotask answered {method} {entity} with a garbled body") from exc
+        raise self._translate(status, text, retry_after)
+
+    async def _send(self, method: str, base: str, path: str, entity: str, body: Any) -> tuple[int, str, float | None]:
+        if path.startswith(("http://", "https://")):
+            # Only ever send the secret to the zone we discovered, even if a next-page URL says otherwise.
+            if not path.lower().startswith(base.lower()):
+                raise IntegrationRejected("Autotask returned a next-page URL outside its zone")
+            url = path
+        else:
+            url = base + path
+        async with self._slot(entity):
+            try:
+                async with self._session.request(
+                    method, url, json=body, headers=self._headers(), timeout=self._timeout
+                ) as response:
+                    text = await response.text()
+                    logger.debug("Autotask %s %s -> %s", method, response.url.path, response.status)
+                    return response.status, text, parse_retry_after(response.headers.get("Retry-After"))
+            except (TimeoutError, aiohttp.ClientError) as exc:
+                # Covers timeouts, refused connections and a response dropped mid-way (ServerDisconnectedError).
+                raise IntegrationUnavailable(f"Autotask {method} {entity} failed: {type(exc).__name__}") from exc
+
+    @staticmethod
+    def _translate(status: int, text: str, retry_after: float | None) -> Exception:
+        messages = error_messages(text)
+        message = "; ".join(messages) or f"HTTP {status}"
+        if status in (401, 403) or _FORBIDDEN_TEXT in message:
+            return IntegrationAuthError(f"Autotask refused our credentials: {message}")
+        if status == 429:
+            return IntegrationUnavailable(f"Autotask is throttling us: {message}", retry_after_seconds=retry_after)
+        if status == 500 and messages:
+            # Autotask reports validation and business-rule failures as 500 + {"errors": [...]} (apis.md §2.2).
+            return IntegrationRejected(f"Autotask refused the request: {message}")
+        if status >= 500:
+            return IntegrationUnavailable(f"Autotask is unavailable: {message}", retry_after_seconds=retry_after)
+        return IntegrationRejected(f"Autotask refused the request: {message}")
+
+    async def query(self, entity: str, filters: Sequence[Filter]) -> list[dict[str, Any]]:
+        """Every match of `POST {Entity}/query`, following `pageDetails.nextPageUrl` (apis.md §2.2)."""
+        page = await self.call(
+            "POST", f"{entity}/query", entity=entity, body=to_wire_query(filters, max_records=self._config.page_size)
+        )
+        items: list[dict[str, Any]] = list(page.get("items") or [])
+        seen: set[str] = set()
+        next_url = (page.get("pageDetails") or {}).get("nextPageUrl")
+        while next_url and next_url not in seen:
+            seen.add(next_url)
+            page = await self.call("GET", str(next_url), entity=entity)
+            items.extend(page.get("items") or [])
+            next_url = (page.get("pageDetails") or {}).get("nextPageUrl")
+        return items
+
+    async def get(self, entity: str, record_id: int) -> dict[str, Any] | None:
+        answer = await self.call("GET", f"{entity}/{record_id}", entity=entity)
+        item = (answer or {}).get("item")
+        return dict(item) if item else None
+
+    async def create(self, entity: str, body: dict[str, Any], *, path: str | None = None) -> int:
+        """POST a new record (to `path` for a child entity created through its parent) and return its `itemId`."""
+        answer = await self.call("POST", path or entity, entity=entity, body=body)
+        try:
+            return int(answer["itemId"])
+        except (TypeError, KeyError, ValueError) as exc:
+            raise IntegrationUnavailable(f"Autotask created a {entity} record without answering its id") from exc
+
+    async def update(self, entity: str, body: dict[str, Any]) -> None:
+        """PATCH (partial update); Autotask carries the id in the body (apis.md §2.2)."""
+        await self.call("PATCH", entity, entity=entity, body=body)
+
+    async def delete(self, entity: str, record_id: int) -> None:
+        await self.call("DELETE", f"{entity}/{record_id}", entity=entity)
+
+    async def field_info(self, entity: str) -> dict[str, Any]:
+        answer = await self.call("GET", f"{entity}/entityInformation/fields", entity=entity)
+        return dict(answer or {})

@@ -1,0 +1,233 @@
+"""Our PSA drafts to Autotask REST bodies and back; pure functions, no I/O.
+
+Field names follow the Autotask entity pages cited in apis.md §2.3. Autotask stores and returns times in UTC and
+wants ISO-8601 (apis.md §2.2), so every datetime leaves here as `YYYY-MM-DDTHH:MM:SSZ`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from scheduling.model import BusyInterval, BusyKind, PsaContact, PsaDraft, PsaRecordKind, PsaRef
+
+Filter = dict[str, Any]
+"""One Autotask query condition: {"op", "field", "value"} or a grouping {"op": "or", "items": [...]}."""
+
+MAX_CONDITIONS_PER_GROUP = 500
+"""At most 500 OR conditions per query (apis.md §2.4, SOAP doc; assumed for REST)."""
+
+_MAX_TITLE = 255
+_MAX_DESCRIPTION = 8000
+
+
+def to_wire_datetime(moment: datetime) -> str:
+    """An aware datetime as the UTC ISO-8601 text Autotask expects; naive datetimes are a bug, so they raise."""
+    if moment.tzinfo is None:
+        raise ValueError("Autotask times must be timezone-aware")
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def from_wire_datetime(text: str) -> datetime:
+    """Autotask's UTC timestamps ("2026-11-24T15:00:00Z", sometimes with fractions or without a zone) as aware UTC."""
+    parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed.astimezone(UTC)
+
+
+def to_wire_marker(idempotency_key: str) -> str:
+    """The text we write into a record so a `contains` query finds it again after a lost response.
+
+    The closing bracket makes `[slotwise:a]` never match inside `[slotwise:ab]`, so brackets in keys are replaced.
+    """
+    safe = idempotency_key.replace("[", "(").replace("]", ")")
+    return f"[slotwise:{safe}]"
+
+
+def condition(op: str, field: str, value: object = None) -> Filter:
+    """A leaf condition; `exist`/`notExist` take no value."""
+    if op in ("exist", "notExist"):
+        return {"op": op, "field": field}
+    return {"op": op, "field": field, "value": value}
+
+
+def any_of(*conditions: Filter) -> Filter:
+    """An `or` grouping of conditions (apis.md §2.2)."""
+    return {"op": "or", "items": list(conditions)}
+
+
+def marker_filter(field: str, idempotency_key: str) -> Filter:
+    return condition("contains", field, to_wire_marker(idempotency_key))
+
+
+def to_wire_query(filters: Sequence[Filter], *, max_records: int) -> dict[str, Any]:
+    return {"filter": list(filters), "MaxRecords": max_records}
+
+
+def chunked_ids(ids: Iterable[int]) -> list[list[int]]:
+    """Ids in groups small enough for one `in` condition (the 500-condition cap)."""
+    unique = sorted(set(ids))
+    return [
+        unique[index : index + MAX_CONDITIONS_PER_GROUP] for index in range(0, len(unique), MAX_CONDITIONS_PER_GROUP)
+    ]
+
+
+def _with_marker(text: str, idempotency_key: str) -> str:
+    marker = to_wire_marker(idempotency_key)
+    return f"{text[: _MAX_DESCRIPTION - len(marker) - 2]}\n\n{marker}" if text else marker
+
+
+def _company_id(draft: PsaDraft, default_company_id: int) -> int:
+    return int(draft.contact.company_id) if draft.contact else default_company_id
+
+
+def to_wire_ticket(
+    draft: PsaDraft, *, default_company_id: int, queue_id: int, status_id: int, priority_id: int
+) -> dict[str, Any]:
+    """Tickets body: companyID, title, status, priority and a queue (apis.md §2.3, TicketsEntity.htm)."""
+    body: dict[str, Any] = {
+        "companyID": _company_id(draft, default_company_id),
+        "title": draft.title[:_MAX_TITLE],
+        "description": _with_marker(draft.description, draft.idempotency_key),
+        "status": status_id,
+        "priority": priority_id,
+        "queueID": queue_id,
+    }
+    if draft.contact:
+        body["contactID"] = int(draft.contact.contact_id)
+    return body
+
+
+def to_wire_opportunity(
+    draft: PsaDraft,
+    *,
+    default_company_id: int,
+    status_id: int,
+    probability: int,
+    closes_at: datetime,
+    stage_id: int | None,
+) -> dict[str, Any]:
+    """Opportunities body with the fields apis.md §2.3 lists as required (OpportunitiesEntity.htm)."""
+    body: dict[str, Any] = {
+        "companyID": _company_id(draft, default_company_id),
+        "title": draft.title[:_MAX_TITLE],
+        "description": _with_marker(draft.description, draft.idempotency_key),
+        "status": status_id,
+        "ownerResourceID": int(draft.member),
+        "amount": 0,
+        "cost": 0,
+        "probability": probability,
+        "projectedCloseDate": to_wire_datetime(closes_at),
+        "useQuoteTotals": False,
+    }
+    if draft.contact:
+        body["contactID"] = int(draft.contact.contact_id)
+    if stage_id is not None:
+        body["stage"] = stage_id
+    return body
+
+
+def to_wire_todo(draft: PsaDraft, *, default_company_id: int, action_type_id: int) -> dict[str, Any]:
+    """CompanyToDos body; contact, opportunity and ticket must belong to the same company (CompanyToDosEntity.htm)."""
+    if draft.starts_at is None or draft.ends_at is None:
+        raise ValueError("An Autotask To-Do needs a start and an end")
+    body: dict[str, Any] = {
+        "companyID": _company_id(draft, default_company_id),
+        "actionType": action_type_id,
+        "assignedToResourceID": int(draft.member),
+        "startDateTime": to_wire_datetime(draft.starts_at),
+        "endDateTime": to_wire_datetime(draft.ends_at),
+        "activityDescription": _with_marker(f"{draft.title}\n{draft.description}".strip(), draft.idempotency_key),
+    }
+    if draft.contact:
+        body["contactID"] = int(draft.contact.contact_id)
+    if draft.opportunity_id:
+        body["opportunityID"] = int(draft.opportunity_id)
+    if draft.ticket_id:
+        body["ticketID"] = int(draft.ticket_id)
+    return body
+
+
+def to_wire_service_call(draft: PsaDraft, *, default_company_id: int, status_id: int) -> dict[str, Any]:
+    """ServiceCalls body: companyID, startDateTime, endDateTime, status, description (apis.md §2.3)."""
+    if draft.starts_at is None or draft.ends_at is None:
+        raise ValueError("An Autotask service call needs a start and an end")
+    return {
+        "companyID": _company_id(draft, default_company_id),
+        "startDateTime": to_wire_datetime(draft.starts_at),
+        "endDateTime": to_wire_datetime(draft.ends_at),
+        "status": status_id,
+        "description": _with_marker(f"{draft.title}\n{draft.description}".strip(), draft.idempotency_key),
+    }
+
+
+def to_wire_service_call_move(service_call_id: int, starts_at: datetime, ends_at: datetime) -> dict[str, Any]:
+    """A PATCH body: Autotask updates carry the id in the body, not the URL (apis.md §2.2)."""
+    return {
+        "id": service_call_id,
+        "startDateTime": to_wire_datetime(starts_at),
+        "endDateTime": to_wire_datetime(ends_at),
+    }
+
+
+def to_wire_service_call_ticket(service_call_id: int, ticket_id: int) -> dict[str, Any]:
+    return {"serviceCallID": service_call_id, "ticketID": ticket_id}
+
+
+def to_wire_service_call_resource(service_call_ticket_id: int, resource_id: int, role_id: int) -> dict[str, Any]:
+    return {"serviceCallTicketID": service_call_ticket_id, "resourceID": resource_id, "roleID": role_id}
+
+
+def to_wire_ticket_note(draft: PsaDraft, *, note_type_id: int, publish: int) -> dict[str, Any]:
+    """TicketNotes body; the note goes through its parent ticket (`POST Tickets/{id}/Notes`)."""
+    return {
+        "ticketID": int(draft.ticket_id),
+        "title": (draft.title or "Slotwise")[:_MAX_TITLE],
+        "description": _with_marker(draft.description, draft.idempotency_key),
+        "noteType": note_type_id,
+        "publish": publish,
+    }
+
+
+def to_wire_status_change(ticket_id: int, status_id: int) -> dict[str, Any]:
+    return {"id": ticket_id, "status": status_id}
+
+
+def from_wire_contact(item: Mapping[str, Any], email: str) -> PsaContact:
+    """The matching one of the three email fields is the address we report."""
+    addresses = [str(item.get(name) or "") for name in ("emailAddress", "emailAddress2", "emailAddress3")]
+    matched = next((address for address in addresses if address.casefold() == email.casefold()), email)
+    name = " ".join(part for part in (str(item.get("firstName") or ""), str(item.get("lastName") or "")) if part)
+    return PsaContact(contact_id=str(item["id"]), company_id=str(item.get("companyID", "")), name=name, email=matched)
+
+
+def from_wire_ticket_ref(item: Mapping[str, Any]) -> PsaRef:
+    """People see the ticket number (T20261124.0001), not the id."""
+    return PsaRef(PsaRecordKind.TICKET, str(item["id"]), str(item.get("ticketNumber") or item["id"]))
+
+
+def from_wire_ref(kind: PsaRecordKind, item: Mapping[str, Any]) -> PsaRef:
+    return PsaRef(kind, str(item["id"]))
+
+
+def from_wire_service_call_busy(item: Mapping[str, Any]) -> BusyInterval:
+    return BusyInterval(
+        from_wire_datetime(str(item["startDateTime"])),
+        from_wire_datetime(str(item["endDateTime"])),
+        BusyKind.EVENT,
+        "Autotask service call",
+    )
+
+
+def from_wire_picklist(fields_info: Mapping[str, Any], field: str) -> dict[str, int]:
+    """Active picklist labels (case-folded) to ids, from `GET {Entity}/entityInformation/fields` (apis.md §2.2)."""
+    for info in fields_info.get("fields", []):
+        if str(info.get("name", "")).casefold() == field.casefold():
+            return {
+                str(value["label"]).casefold(): int(value["value"])
+                for value in info.get("picklistValues") or []
+                if value.get("isActive", True)
+            }
+    return {}
