@@ -66,11 +66,14 @@ def _psa_entry(vendor: str, config_model: type[BaseModel], secrets: tuple[str, .
 def _register_vendors() -> None:
     from integrations.autotask.adapter import AutotaskPsa
     from integrations.autotask.config import AutotaskConfig
+    from integrations.connectwise.adapter import ConnectWisePsa
+    from integrations.connectwise.config import ConnectWiseConfig
     from integrations.halopsa.adapter import HaloPsa
     from integrations.halopsa.config import HaloPsaConfig
 
     register(_psa_entry("halopsa", HaloPsaConfig, ("client_secret",), HaloPsa))
     register(_psa_entry("autotask", AutotaskConfig, ("secret", "integration_code"), AutotaskPsa))
+    register(_psa_entry("connectwise", ConnectWiseConfig, ("private_key", "client_id"), ConnectWisePsa))
 
 
 _register_vendors()

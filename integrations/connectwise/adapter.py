@@ -1,0 +1,232 @@
+"""ConnectWisePsa: the PsaClient port over ConnectWise PSA (tickets, notes, opportunities, activities, schedule)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+import aiohttp
+
+from integrations.connectwise.client import NOT_FOUND, ConnectWiseClient
+from integrations.connectwise.config import ConnectWiseConfig
+from integrations.connectwise.wire import (
+    ACTIVITY_TYPE,
+    SERVICE_TICKET_TYPE,
+    from_wire_busy,
+    from_wire_contact,
+    from_wire_ref,
+    has_marker,
+    marker_probe,
+    to_wire_activity,
+    to_wire_company,
+    to_wire_condition_time,
+    to_wire_id,
+    to_wire_note,
+    to_wire_opportunity,
+    to_wire_patch,
+    to_wire_schedule_entry,
+    to_wire_string,
+    to_wire_ticket,
+    to_wire_time,
+)
+from scheduling.errors import IntegrationAuthError, IntegrationRejected
+from scheduling.model import BusyInterval, PsaContact, PsaDraft, PsaRecordKind, PsaRef
+
+_LOOKUP_PAGE = 25
+"""Candidates fetched per idempotency look-up; the marker is then checked exactly on each."""
+
+_MARKED_FIELD: dict[PsaRecordKind, tuple[str, str]] = {
+    PsaRecordKind.TICKET: ("service/tickets", "summary"),
+    PsaRecordKind.OPPORTUNITY: ("sales/opportunities", "name"),
+    PsaRecordKind.ACTIVITY: ("sales/activities", "name"),
+    PsaRecordKind.SCHEDULE_ENTRY: ("schedule/entries", "name"),
+}
+"""Where each kind lives and which text field carries its `[slotwise:KEY]` marker."""
+
+
+class ConnectWisePsa:
+    """One tenant's ConnectWise PSA. Every create first searches for its idempotency marker with `conditions`."""
+
+    def __init__(
+        self,
+        config: ConnectWiseConfig,
+        session: aiohttp.ClientSession,
+        *,
+        clock: Callable[[], datetime] | None = None,
+    ) -> None:
+        self._config = config
+        self._client = ConnectWiseClient(session, config, clock=clock)
+        self._board_ids: dict[str, int] = {}
+        self._status_ids: dict[tuple[int, str], int] = {}
+
+    async def test_connection(self) -> None:
+        """`GET /system/info`: one cheap authenticated call (the ConnectWiseManageAPI PowerShell module validates
+        logins the same way). On cloud, a 404 here usually means a wrong company id, codebase or keys rather than a
+        missing endpoint (ConnectWise "PSA API Requests", apis.md §1.5)."""
+        answer = await self._client.get("system/info", allow_not_found=True)
+        if answer is NOT_FOUND:
+            raise IntegrationAuthError(
+                "ConnectWise answered 404 for /system/info: check the site URL, codebase, company id and keys"
+            )
+
+    async def find_contact(self, email: str) -> PsaContact | None:
+        """E-mail lives in the contact's `communicationItems[]`, searched with `childConditions` (apis.md §1.2)."""
+        address = email.strip()
+        if not address:
+            return None
+        rows = await self._client.get_list(
+            "company/contacts",
+            {
+                "childConditions": f"communicationItems/value={to_wire_string(address)}"
+                ' AND communicationItems/communicationType="Email"',
+                "conditions": "inactiveFlag=false",
+                "orderBy": "id asc",
+            },
+        )
+        wanted = address.lower()
+        for row in rows:
+            values = [item.get("value") for item in row.get("communicationItems") or [] if isinstance(item, dict)]
+            if any(isinstance(value, str) and value.strip().lower() == wanted for value in values):
+                return from_wire_contact(row, address)
+        return None
+
+    async def create_record(self, kind: PsaRecordKind, draft: PsaDraft) -> PsaRef:
+        if kind is PsaRecordKind.NOTE:
+            return await self._create_note(draft)
+        existing = await self._find_marked(kind, draft.idempotency_key)
+        if existing is not None:
+            return from_wire_ref(kind, existing)
+        if kind is PsaRecordKind.TICKET:
+            created = await self._client.post("service/tickets", await self._ticket_body(draft))
+        elif kind is PsaRecordKind.OPPORTUNITY:
+            stage_id = await self._stage_id(draft.stage) if draft.stage else None
+            created = await self._client.post("sales/opportunities", to_wire_opportunity(draft, stage_id=stage_id))
+        elif kind is PsaRecordKind.ACTIVITY:
+            created = await self._client.post("sales/activities", to_wire_activity(draft))
+        elif draft.ticket_id:
+            body = to_wire_schedule_entry(
+                draft, type_identifier=SERVICE_TICKET_TYPE, object_id=to_wire_id(draft.ticket_id, "ticket")
+            )
+            created = await self._client.post("schedule/entries", body)
+        else:
+            created = await self._schedule_through_activity(draft)
+        return from_wire_ref(kind, created)
+
+    async def set_ticket_status(self, ticket_id: str, status: str) -> None:
+        """Statuses belong to a board (`/service/boards/{id}/statuses`), so the name is resolved on the ticket's."""
+        ticket_number = to_wire_id(ticket_id, "ticket")
+        ticket = await self._client.get(f"service/tickets/{ticket_number}")
+        board = ticket.get("board") if isinstance(ticket, dict) else None
+        if not isinstance(board, dict) or not isinstance(board.get("id"), int):
+            raise IntegrationRejected(f"ConnectWise ticket {ticket_number} has no service board")
+        status_id = await self._status_id(board["id"], status)
+        await self._client.patch(f"service/tickets/{ticket_number}", to_wire_patch({"status": {"id": status_id}}))
+
+    async def move_schedule_entry(self, ref: PsaRef, starts_at: datetime, ends_at: datetime) -> None:
+        entry_id = to_wire_id(ref.record_id, "schedule entry")
+        changes = {"dateStart": to_wire_time(starts_at), "dateEnd": to_wire_time(ends_at)}
+        await self._client.patch(f"schedule/entries/{entry_id}", to_wire_patch(changes))
+
+    async def remove_schedule_entry(self, ref: PsaRef) -> None:
+        """Idempotent: an entry that is already gone counts as removed (DELETE answers 204, apis.md §1.5)."""
+        entry_id = to_wire_id(ref.record_id, "schedule entry")
+        await self._client.delete(f"schedule/entries/{entry_id}", allow_not_found=True)
+
+    async def busy_times(self, member: str, starts_at: datetime, ends_at: datetime) -> list[BusyInterval]:
+        """The member's schedule entries overlapping [starts_at, ends_at): start before the end, end after the start."""
+        conditions = (
+            f"member/identifier={to_wire_string(member)}"
+            f" AND dateStart < {to_wire_condition_time(ends_at)}"
+            f" AND dateEnd > {to_wire_condition_time(starts_at)}"
+        )
+        rows = await self._client.get_list("schedule/entries", {"conditions": conditions, "orderBy": "dateStart asc"})
+        busy = [from_wire_busy(row) for row in rows if row.get("dateStart") and row.get("dateEnd")]
+        return sorted(busy, key=lambda interval: (interval.starts_at, interval.ends_at))
+
+    async def _find_marked(self, kind: PsaRecordKind, key: str) -> dict[str, Any] | None:
+        path, field = _MARKED_FIELD[kind]
+        rows = await self._client.get_list(
+            path,
+            {"conditions": f"{field} contains {to_wire_string(marker_probe(key))}", "orderBy": "id asc"},
+            limit=_LOOKUP_PAGE,
+        )
+        return next((row for row in rows if has_marker(row, field, key)), None)
+
+    async def _create_note(self, draft: PsaDraft) -> PsaRef:
+        """Notes of one ticket are few, so the look-up reads them all and matches the marker here, instead of relying
+        on `conditions` over the long `text` column [U: whether ConnectWise filters on it]."""
+        if not draft.ticket_id:
+            raise IntegrationRejected("A ConnectWise ticket note needs the ticket it belongs to")
+        ticket_number = to_wire_id(draft.ticket_id, "ticket")
+        path = f"service/tickets/{ticket_number}/notes"
+        for note in await self._client.get_list(path, {"orderBy": "id asc"}):
+            if has_marker(note, "text", draft.idempotency_key):
+                return from_wire_ref(PsaRecordKind.NOTE, note)
+        created = await self._client.post(path, to_wire_note(draft))
+        return from_wire_ref(PsaRecordKind.NOTE, created)
+
+    async def _ticket_body(self, draft: PsaDraft) -> dict[str, Any]:
+        company = to_wire_company(draft.contact, self._config.fallback_company_identifier)
+        if company is None:
+            raise IntegrationRejected(
+                "A ConnectWise ticket needs a company: the booking has no PSA contact and no fallback company is set"
+            )
+        board_id = await self._board_id(draft.board or self._config.default_board)
+        status_id = await self._status_id(board_id, draft.status) if draft.status else None
+        return to_wire_ticket(draft, board_id=board_id, company=company, status_id=status_id)
+
+    async def _schedule_through_activity(self, draft: PsaDraft) -> dict[str, Any]:
+        """A schedule entry needs an object to schedule: the ticket (type `S`) or an activity (type `C`, apis.md
+        §1.2). Without a ticket, the booking becomes a dated activity for the member, found or created by its own
+        key. Whether ConnectWise then puts that activity on the member's schedule by itself is not documented [U],
+        so an existing type-`C` entry on the activity is reused, and one is created only when there is none."""
+        activity = await self.create_record(
+            PsaRecordKind.ACTIVITY,
+            PsaDraft(
+                idempotency_key=f"{draft.idempotency_key}:activity",
+                title=draft.title,
+                description=draft.description,
+                contact=draft.contact,
+                member=draft.member,
+                starts_at=draft.starts_at,
+                ends_at=draft.ends_at,
+                opportunity_id=draft.opportunity_id,
+            ),
+        )
+        activity_id = to_wire_id(activity.record_id, "activity")
+        conditions = f"objectId={activity_id} AND type/identifier={to_wire_string(ACTIVITY_TYPE)}"
+        existing = await self._client.get_list(
+            "schedule/entries", {"conditions": conditions, "orderBy": "id asc"}, limit=1
+        )
+        if existing:
+            return existing[0]
+        body = to_wire_schedule_entry(draft, type_identifier=ACTIVITY_TYPE, object_id=activity_id)
+        return await self._client.post("schedule/entries", body)
+
+    async def _board_id(self, name: str) -> int:
+        if name not in self._board_ids:
+            rows = await self._client.get_list(
+                "service/boards", {"conditions": f"name={to_wire_string(name)} AND inactiveFlag=false"}, limit=1
+            )
+            if not rows or not isinstance(rows[0].get("id"), int):
+                raise IntegrationRejected(f"ConnectWise has no active service board named {name!r}")
+            self._board_ids[name] = rows[0]["id"]
+        return self._board_ids[name]
+
+    async def _status_id(self, board_id: int, name: str) -> int:
+        if (board_id, name) not in self._status_ids:
+            rows = await self._client.get_list(
+                f"service/boards/{board_id}/statuses", {"conditions": f"name={to_wire_string(name)}"}, limit=1
+            )
+            if not rows or not isinstance(rows[0].get("id"), int):
+                raise IntegrationRejected(f"ConnectWise service board {board_id} has no status named {name!r}")
+            self._status_ids[(board_id, name)] = rows[0]["id"]
+        return self._status_ids[(board_id, name)]
+
+    async def _stage_id(self, name: str) -> int:
+        rows = await self._client.get_list("sales/stages", {"conditions": f"name={to_wire_string(name)}"}, limit=1)
+        if not rows or not isinstance(rows[0].get("id"), int):
+            raise IntegrationRejected(f"ConnectWise has no opportunity stage named {name!r}")
+        stage_id: int = rows[0]["id"]
+        return stage_id

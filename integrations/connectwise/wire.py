@@ -1,0 +1,233 @@
+"""Our PSA drafts to ConnectWise PSA JSON and back, plus the `conditions` strings we send (apis.md §1.2, §1.3)."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from scheduling.errors import IntegrationRejected
+from scheduling.model import BusyInterval, BusyKind, PsaContact, PsaDraft, PsaRecordKind, PsaRef
+
+BUSY_LABEL = "PSA schedule entry"
+
+SUMMARY_LIMIT = 100
+"""Ticket `summary`, opportunity and activity `name` hold at most 100 characters [U: ConnectWise's field
+metadata says so; apis.md does not], so the title is shortened to make room for the marker, never the marker."""
+
+ENTRY_NAME_LIMIT = 250
+"""Schedule entry `name` [U: field metadata, not apis.md]."""
+
+SERVICE_TICKET_TYPE = "S"
+ACTIVITY_TYPE = "C"
+"""Schedule entry type identifiers: `S` service ticket, `C` activity/CRM (apis.md §1.2 [U]; `GET /schedule/types`)."""
+
+_READABLE_KEY = re.compile(r"^[A-Za-z0-9:.\-]{1,40}$")
+
+
+def marker(idempotency_key: str) -> str:
+    """The tag written into a record's text so a re-run can find it.
+
+    Readable keys are used as they are. Anything longer, or with characters that mean something inside a
+    `conditions` string (quotes, backslashes) or a SQL LIKE pattern (`%`, `_`, `[`), becomes a short digest of
+    the key: it must fit beside a title in 100 characters and survive a `contains` search unharmed.
+    """
+    if _READABLE_KEY.match(idempotency_key):
+        return f"[slotwise:{idempotency_key}]"
+    digest = hashlib.sha256(idempotency_key.encode()).hexdigest()[:24]
+    return f"[slotwise:h{digest}]"
+
+
+def marker_probe(idempotency_key: str) -> str:
+    """What we search for: the marker without its opening bracket.
+
+    ConnectWise turns `contains` into a SQL Server LIKE [U], where `[...]` is a character class; a lone `]` is an
+    ordinary character there. The closing bracket stays so `booking-1` cannot match `booking-10`. Whatever the
+    server matches, the caller still checks the full marker with `has_marker` before trusting a hit.
+    """
+    return marker(idempotency_key)[1:]
+
+
+def has_marker(record: Mapping[str, Any], field: str, idempotency_key: str) -> bool:
+    text = record.get(field)
+    return isinstance(text, str) and marker(idempotency_key) in text
+
+
+def with_marker(text: str, idempotency_key: str, limit: int) -> str:
+    tag = marker(idempotency_key)
+    room = limit - len(tag) - 1
+    title = " ".join(text.split())
+    if len(title) > room:
+        title = title[: max(room - 1, 0)].rstrip() + "…"
+    return f"{title} {tag}".strip()
+
+
+def to_wire_string(value: str) -> str:
+    """A string literal for `conditions`: double quotes (apis.md §1.3), quotes and backslashes escaped with a
+    backslash [U: ConnectWise documents no escape rule]. Client-typed values (an e-mail address) pass through here,
+    so a quote inside one can never end the literal and smuggle in a condition of its own."""
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def to_wire_time(moment: datetime) -> str:
+    """ISO-8601 UTC as `yyyy-MM-ddTHH:mm:ssZ`, the format ConnectWise documents (apis.md §1.1)."""
+    if moment.tzinfo is None:
+        raise ValueError("naive datetime given to the ConnectWise wire format")
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def to_wire_condition_time(moment: datetime) -> str:
+    """Datetimes inside `conditions` go in square brackets: `dateStart < [2026-11-24T15:00:00Z]` (apis.md §1.3)."""
+    return f"[{to_wire_time(moment)}]"
+
+
+def from_wire_time(value: Any) -> datetime:
+    if not isinstance(value, str) or not value:
+        raise IntegrationRejected(f"ConnectWise answered a date that is not a string: {value!r}")
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise IntegrationRejected(f"ConnectWise answered an unreadable date: {value!r}") from None
+    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+
+
+def to_wire_id(value: str, what: str) -> int:
+    """ConnectWise record ids are integers; our ports carry them as strings."""
+    try:
+        return int(value)
+    except ValueError:
+        raise IntegrationRejected(f"ConnectWise {what} ids are numbers, not {value!r}") from None
+
+
+def to_wire_company(contact: PsaContact | None, fallback_identifier: str) -> dict[str, Any] | None:
+    """References are `{"id": n}` or `{"identifier": "..."}` (apis.md §1.2)."""
+    if contact is not None and contact.company_id:
+        return {"id": to_wire_id(contact.company_id, "company")}
+    if fallback_identifier:
+        return {"identifier": fallback_identifier}
+    return None
+
+
+def to_wire_ticket(
+    draft: PsaDraft, *, board_id: int, company: dict[str, Any], status_id: int | None = None
+) -> dict[str, Any]:
+    """`POST /service/tickets`: `summary` and `company` are required, `board` is needed in practice (apis.md §1.2).
+    The marker also goes into the description, which becomes the ticket's first note."""
+    body: dict[str, Any] = {
+        "summary": with_marker(draft.title, draft.idempotency_key, SUMMARY_LIMIT),
+        "board": {"id": board_id},
+        "company": company,
+        "initialDescription": f"{draft.description}\n\n{marker(draft.idempotency_key)}".strip(),
+    }
+    if draft.contact is not None:
+        body["contact"] = {"id": to_wire_id(draft.contact.contact_id, "contact")}
+    if status_id is not None:
+        body["status"] = {"id": status_id}
+    return body
+
+
+def to_wire_opportunity(draft: PsaDraft, *, stage_id: int | None = None) -> dict[str, Any]:
+    """`POST /sales/opportunities`: `name`, `primarySalesRep`, `company` and `contact` are required (apis.md §1.2)."""
+    contact = draft.contact
+    if contact is None or not contact.company_id:
+        raise IntegrationRejected("A ConnectWise opportunity needs a contact and its company")
+    body: dict[str, Any] = {
+        "name": with_marker(draft.title, draft.idempotency_key, SUMMARY_LIMIT),
+        "primarySalesRep": {"identifier": draft.member},
+        "company": {"id": to_wire_id(contact.company_id, "company")},
+        "contact": {"id": to_wire_id(contact.contact_id, "contact")},
+        "notes": draft.description,
+    }
+    if draft.starts_at is not None:
+        body["expectedCloseDate"] = to_wire_time(draft.starts_at)
+    if stage_id is not None:
+        body["stage"] = {"id": stage_id}
+    return body
+
+
+def to_wire_activity(draft: PsaDraft) -> dict[str, Any]:
+    """`POST /sales/activities`: `name` and `assignTo` are required (apis.md §1.2); linked to the opportunity."""
+    body: dict[str, Any] = {
+        "name": with_marker(draft.title, draft.idempotency_key, SUMMARY_LIMIT),
+        "assignTo": {"identifier": draft.member},
+        "notes": draft.description,
+    }
+    if draft.contact is not None:
+        body["contact"] = {"id": to_wire_id(draft.contact.contact_id, "contact")}
+        if draft.contact.company_id:
+            body["company"] = {"id": to_wire_id(draft.contact.company_id, "company")}
+    if draft.opportunity_id:
+        body["opportunity"] = {"id": to_wire_id(draft.opportunity_id, "opportunity")}
+    if draft.starts_at is not None:
+        body["dateStart"] = to_wire_time(draft.starts_at)
+    if draft.ends_at is not None:
+        body["dateEnd"] = to_wire_time(draft.ends_at)
+    return body
+
+
+def to_wire_schedule_entry(draft: PsaDraft, *, type_identifier: str, object_id: int) -> dict[str, Any]:
+    """`POST /schedule/entries` for `draft.member` (apis.md §1.2). Conflicts are allowed on purpose: the booking is
+    already promised to the client, and an entry refused for overlapping would hide it from the technician's
+    schedule; the overlap stays visible on the dispatch board instead."""
+    if draft.starts_at is None or draft.ends_at is None:
+        raise IntegrationRejected("A ConnectWise schedule entry needs a start and an end")
+    return {
+        "name": with_marker(draft.title, draft.idempotency_key, ENTRY_NAME_LIMIT),
+        "objectId": object_id,
+        "member": {"identifier": draft.member},
+        "type": {"identifier": type_identifier},
+        "dateStart": to_wire_time(draft.starts_at),
+        "dateEnd": to_wire_time(draft.ends_at),
+        "allowScheduleConflictsFlag": True,
+    }
+
+
+def to_wire_note(draft: PsaDraft) -> dict[str, Any]:
+    """`POST /service/tickets/{id}/notes`. ConnectWise wants at least one of the detail / internal / resolution
+    flags set [U]; a booking note is part of the discussion the client may see."""
+    return {
+        "text": f"{draft.description}\n\n{marker(draft.idempotency_key)}".strip(),
+        "detailDescriptionFlag": True,
+        "internalAnalysisFlag": False,
+        "resolutionFlag": False,
+    }
+
+
+def to_wire_patch(changes: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """ConnectWise PATCH bodies are JSON Patch operation arrays (RFC 6902), e.g. `[{"op": "replace", "path":
+    "status", "value": {"id": 7}}]` [V: covenanttechnologysolutions/connectwise-rest README examples]."""
+    return [{"op": "replace", "path": path, "value": value} for path, value in changes.items()]
+
+
+def from_wire_contact(row: Mapping[str, Any], email: str) -> PsaContact:
+    company = row.get("company") if isinstance(row.get("company"), dict) else {}
+    name = " ".join(part for part in (row.get("firstName"), row.get("lastName")) if isinstance(part, str) and part)
+    found = email
+    for item in row.get("communicationItems") or []:
+        value = item.get("value") if isinstance(item, dict) else None
+        if isinstance(value, str) and value.strip().lower() == email.strip().lower():
+            found = value
+            break
+    return PsaContact(
+        contact_id=str(row["id"]),
+        company_id=str(company.get("id", "")) if isinstance(company, dict) else "",
+        name=name,
+        email=found,
+    )
+
+
+def from_wire_ref(kind: PsaRecordKind, row: Mapping[str, Any]) -> PsaRef:
+    """A ticket's id is the number people see ("ticket #1234"), so it doubles as `number`."""
+    record_id = str(row["id"])
+    return PsaRef(kind=kind, record_id=record_id, number=record_id if kind is PsaRecordKind.TICKET else "")
+
+
+def from_wire_busy(row: Mapping[str, Any]) -> BusyInterval:
+    return BusyInterval(
+        starts_at=from_wire_time(row.get("dateStart")),
+        ends_at=from_wire_time(row.get("dateEnd")),
+        kind=BusyKind.EVENT,
+        label=BUSY_LABEL,
+    )
