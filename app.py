@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import socket
+import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Sequence
@@ -216,13 +217,64 @@ def main(argv: Sequence[str] | None = None) -> int:
             # Links printed and sent to clients must point at the address actually being served.
             shown_host = "127.0.0.1" if settings.host in ("0.0.0.0", "::") else settings.host  # noqa: S104
             settings.base_url = f"http://{shown_host}:{settings.port}"
-        if args.command == "demo":
+        if args.command != "demo":
+            web.run_app(create_app(settings), host=settings.host, port=settings.port, print=print)
+            return 0
+        stand_ins = start_stand_ins()
+        try:
             code = asyncio.run(_demo_setup(settings))
             if code:
                 return code
-        web.run_app(create_app(settings), host=settings.host, port=settings.port, print=print)
+            web.run_app(create_app(settings), host=settings.host, port=settings.port, print=print)
+        finally:
+            for process in stand_ins:
+                process.terminate()
         return 0
     return asyncio.run(_run_command(args, settings))
+
+
+# The demo's local stand-ins for the vendors: separate servers speaking the vendors' HTTP APIs (and SMTP), which our
+# real clients reach over loopback. Ports and credentials match examples/demo.yaml.
+DEMO_STAND_INS = (
+    ("tests.fakes.connectwise", 8101, "ConnectWise PSA"),
+    ("tests.fakes.autotask", 8102, "Datto Autotask"),
+    ("tests.fakes.halopsa", 8103, "HaloPSA"),
+    ("tests.fakes.smtp", 8125, "SMTP"),
+)
+DEMO_SECRETS = {
+    "SLOTWISE_DEMO_CW_PRIVATE_KEY": "cwDemoPrivateKey01",
+    "SLOTWISE_DEMO_CW_CLIENT_ID": "7a1f3c52-4b8e-4d2a-9c61-0e5b2f8d4a17",
+    "SLOTWISE_DEMO_SMTP_PASSWORD": "demo-smtp-password",
+}
+
+
+def start_stand_ins() -> list[subprocess.Popen[bytes]]:
+    """Start every stand-in and wait until each accepts connections; a port already taken stops the demo."""
+    for name, value in DEMO_SECRETS.items():
+        os.environ.setdefault(name, value)
+    processes: list[subprocess.Popen[bytes]] = []
+    root = Path(__file__).resolve().parent
+    for module, port, label in DEMO_STAND_INS:
+        with socket.socket() as probe:
+            if probe.connect_ex(("127.0.0.1", port)) == 0:
+                raise SystemExit(f"Port {port} is in use, so the {label} stand-in cannot start; free it and retry.")
+        processes.append(
+            subprocess.Popen(  # noqa: S603 (our own module, fixed arguments)
+                [sys.executable, "-m", module, "--port", str(port)], cwd=root, stdout=subprocess.DEVNULL
+            )
+        )
+    deadline = time.monotonic() + 20
+    for _module, port, label in DEMO_STAND_INS:
+        while True:
+            with socket.socket() as probe:
+                if probe.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            if time.monotonic() > deadline:
+                raise SystemExit(f"The {label} stand-in did not start on port {port}.")
+            time.sleep(0.1)
+        scheme = "smtp" if label == "SMTP" else "http"
+        print(f"  stand-in  {label:<16} {scheme}://127.0.0.1:{port}")
+    return processes
 
 
 async def apply_tenant_file(database: Database, settings: Settings, path: Path, *, dry_run: bool) -> str:

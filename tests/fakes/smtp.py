@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import email
 import email.policy
+import logging
 import socket
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -85,6 +87,9 @@ def main() -> None:
     parser.add_argument("--username", default="slotwise")
     parser.add_argument("--password", default="demo-smtp-password")
     args = parser.parse_args()
+    # The stand-in asks for AUTH without TLS on purpose (loopback only); aiosmtpd's warnings about it are noise here.
+    warnings.filterwarnings("ignore")
+    logging.getLogger("mail.log").setLevel(logging.ERROR)
 
     class Printing(FakeSmtpServer):
         async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
