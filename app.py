@@ -83,10 +83,17 @@ class TenantAdapters:
             return REGISTRY[(kind, vendor)].build(config, self._session)
 
         email = configs.get("email")
+        if cached is not None:
+            # Adapters that own connection pools (Graph's httpx client) are closed when replaced.
+            for old in (cached[1].psa, cached[1].calendar, cached[1].mailer):
+                closer = getattr(old, "aclose", None)
+                if closer is not None:
+                    await closer()
+        m365 = build("m365")
         built = TenantIntegrations(
             psa=build("psa"),
-            calendar=build("m365"),
-            busy=build("m365"),
+            calendar=m365,
+            busy=m365,
             mailer=build("email"),
             from_address=getattr(email[1], "from_address", "") if email else "",
             from_name=getattr(email[1], "from_name", "Slotwise") if email else "Slotwise",
@@ -195,6 +202,10 @@ def _parser() -> argparse.ArgumentParser:
     links.add_argument("--tenant", default=None)
     links.add_argument("--json", action="store_true")
     commands.add_parser("migrate", help="upgrade the database schema, keeping every row")
+    worker = commands.add_parser("worker", help="run only the workflow runner (scale-out: one or more per database)")
+    worker.add_argument("--lease-seconds", type=float, default=30.0)
+    worker.add_argument("--concurrency", type=int, default=20)
+    worker.add_argument("--worker-id", default=None)
     key = commands.add_parser("apikey", help="create an agent API key for a tenant (printed once)")
     key.add_argument("--tenant", required=True)
     key.add_argument("--name", default="agent")
@@ -230,7 +241,35 @@ def main(argv: Sequence[str] | None = None) -> int:
             for process in stand_ins:
                 process.terminate()
         return 0
+    if args.command == "worker":
+        return asyncio.run(run_worker(settings, args.lease_seconds, args.concurrency, args.worker_id))
     return asyncio.run(_run_command(args, settings))
+
+
+async def run_worker(settings: Settings, lease_seconds: float, concurrency: int, worker_id: str | None) -> int:
+    """A process that only works off the outbox; SIGTERM/SIGINT let in-flight steps finish, SIGKILL is survivable
+    (its leases expire and another worker reclaims the steps)."""
+    import signal
+
+    database = Database(settings.database_url)
+    await database.migrate()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
+        adapters = TenantAdapters(database, SecretBox(settings.resolved_secret()), session)
+        runner = Runner(
+            database,
+            build_handlers(database, adapters),
+            worker_id=worker_id or f"{socket.gethostname()}:{os.getpid()}",
+            concurrency=concurrency,
+            lease=timedelta(seconds=lease_seconds),
+        )
+        log.info("worker %s started", runner.worker_id)
+        await runner.run_forever(stop)
+    await database.dispose()
+    return 0
 
 
 # The demo's local stand-ins for the vendors: separate servers speaking the vendors' HTTP APIs (and SMTP), which our
@@ -239,12 +278,14 @@ DEMO_STAND_INS = (
     ("tests.fakes.connectwise", 8101, "ConnectWise PSA"),
     ("tests.fakes.autotask", 8102, "Datto Autotask"),
     ("tests.fakes.halopsa", 8103, "HaloPSA"),
+    ("tests.fakes.graph", 8104, "Microsoft Graph"),
     ("tests.fakes.smtp", 8125, "SMTP"),
 )
 DEMO_SECRETS = {
     "SLOTWISE_DEMO_CW_PRIVATE_KEY": "cwDemoPrivateKey01",
     "SLOTWISE_DEMO_CW_CLIENT_ID": "7a1f3c52-4b8e-4d2a-9c61-0e5b2f8d4a17",
     "SLOTWISE_DEMO_SMTP_PASSWORD": "demo-smtp-password",
+    "SLOTWISE_DEMO_GRAPH_CLIENT_SECRET": "graph-demo-secret",
 }
 
 

@@ -63,17 +63,78 @@ def _psa_entry(vendor: str, config_model: type[BaseModel], secrets: tuple[str, .
     return VendorEntry("psa", vendor, config_model, secrets, lambda config, session: adapter(config, session), check)
 
 
+class GraphConnection:
+    """Microsoft 365 for one tenant: the calendar writer and the busy source share one GraphClient, so together they
+    never exceed Graph's four concurrent requests per mailbox."""
+
+    def __init__(self, config: Any) -> None:
+        from integrations.graph.adapter import GraphBusySource, GraphCalendar
+        from integrations.graph.client import GraphClient
+
+        self.client = GraphClient(config)
+        self._calendar = GraphCalendar(self.client)
+        self._busy = GraphBusySource(self.client)
+
+    async def create_event(self, mailbox: str, draft: Any) -> Any:
+        return await self._calendar.create_event(mailbox, draft)
+
+    async def move_event(self, mailbox: str, event_id: str, starts_at: Any, ends_at: Any) -> None:
+        await self._calendar.move_event(mailbox, event_id, starts_at, ends_at)
+
+    async def cancel_event(self, mailbox: str, event_id: str, comment: str) -> None:
+        await self._calendar.cancel_event(mailbox, event_id, comment)
+
+    async def busy_times(self, mailboxes: Any, starts_at: Any, ends_at: Any) -> Any:
+        return await self._busy.busy_times(mailboxes, starts_at, ends_at)
+
+    async def check(self) -> None:
+        await self._calendar.check()
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
+
+
+async def _check_graph(config: Any, _session: aiohttp.ClientSession) -> None:
+    connection = GraphConnection(config)
+    try:
+        await connection.check()
+    finally:
+        await connection.aclose()
+
+
+async def _check_graph_mail(config: Any, _session: aiohttp.ClientSession) -> None:
+    from integrations.graph.adapter import GraphMailer
+
+    mailer = GraphMailer.from_config(config)
+    await mailer.check()
+
+
 def _register_vendors() -> None:
     from integrations.autotask.adapter import AutotaskPsa
     from integrations.autotask.config import AutotaskConfig
     from integrations.connectwise.adapter import ConnectWisePsa
     from integrations.connectwise.config import ConnectWiseConfig
+    from integrations.graph.adapter import GraphMailer
+    from integrations.graph.config import GraphConfig
     from integrations.halopsa.adapter import HaloPsa
     from integrations.halopsa.config import HaloPsaConfig
 
     register(_psa_entry("halopsa", HaloPsaConfig, ("client_secret",), HaloPsa))
     register(_psa_entry("autotask", AutotaskConfig, ("secret", "integration_code"), AutotaskPsa))
     register(_psa_entry("connectwise", ConnectWiseConfig, ("private_key", "client_id"), ConnectWisePsa))
+    register(
+        VendorEntry("m365", "graph", GraphConfig, ("client_secret",), lambda c, _s: GraphConnection(c), _check_graph)
+    )
+    register(
+        VendorEntry(
+            "email",
+            "graph",
+            GraphConfig,
+            ("client_secret",),
+            lambda c, _s: GraphMailer.from_config(c),
+            _check_graph_mail,
+        )
+    )
 
 
 _register_vendors()
