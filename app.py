@@ -67,13 +67,24 @@ class TenantAdapters:
         self._box = box
         self._session = session
         self._cache: dict[str, tuple[float, TenantIntegrations]] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
 
     async def __call__(self, tenant_id: str) -> TenantIntegrations:
-        from admin.connections import load_connection_configs
-
         cached = self._cache.get(tenant_id)
         if cached is not None and time.monotonic() - cached[0] < 60:
             return cached[1]
+        # One build per tenant at a time: concurrent steps must share one adapter, because the vendor limits
+        # (3 per Autotask endpoint, 4 per Graph mailbox) are enforced by semaphores inside it.
+        lock = self._locks.setdefault(tenant_id, asyncio.Lock())
+        async with lock:
+            cached = self._cache.get(tenant_id)
+            if cached is not None and time.monotonic() - cached[0] < 60:
+                return cached[1]
+            return await self._build(tenant_id, cached)
+
+    async def _build(self, tenant_id: str, cached: tuple[float, TenantIntegrations] | None) -> TenantIntegrations:
+        from admin.connections import load_connection_configs
+
         configs = await load_connection_configs(self._database, tenant_id, self._box)
 
         def build(kind: str) -> Any:
