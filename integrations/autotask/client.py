@@ -5,16 +5,15 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import math
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
 from typing import Any
 
 import aiohttp
 
 from integrations.autotask.config import AutotaskConfig
 from integrations.autotask.wire import Filter, to_wire_query
+from integrations.retry_after import parse_retry_after
 from scheduling.errors import IntegrationAuthError, IntegrationRejected, IntegrationUnavailable
 
 logger = logging.getLogger(__name__)
@@ -23,22 +22,6 @@ logger = logging.getLogger(__name__)
 _FORBIDDEN_TEXT = "does not have the adequate permissions"
 # Deleting a record that is already gone answers 500 with this text (django-autotask api.py NO_RECORD_ERROR_MESSAGE).
 NO_RECORD_TEXT = "No matching records found"
-
-
-def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float | None:
-    """Seconds to wait from a Retry-After header (delta-seconds or an HTTP date), or None when absent/garbled."""
-    if not value:
-        return None
-    text = value.strip()
-    if text.isdigit():
-        return float(text)
-    try:
-        when = parsedate_to_datetime(text)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, math.ceil((when - (now or datetime.now(UTC))).total_seconds()))
 
 
 def error_messages(text: str) -> list[str]:
@@ -83,7 +66,7 @@ class AutotaskClient:
                 url, params={"user": self._config.username}, timeout=self._timeout
             ) as response:
                 status, text = response.status, await response.text()
-                retry_after = parse_retry_after(response.headers.get("Retry-After"))
+                retry_after = parse_retry_after(response.headers.get("Retry-After"), datetime.now(UTC))
         except (TimeoutError, aiohttp.ClientError) as exc:
             raise IntegrationUnavailable(f"Could not reach Autotask zone discovery: {type(exc).__name__}") from exc
         if status == 200:
@@ -158,7 +141,11 @@ class AutotaskClient:
                 ) as response:
                     text = await response.text()
                     logger.debug("Autotask %s %s -> %s", method, response.url.path, response.status)
-                    return response.status, text, parse_retry_after(response.headers.get("Retry-After"))
+                    return (
+                        response.status,
+                        text,
+                        parse_retry_after(response.headers.get("Retry-After"), datetime.now(UTC)),
+                    )
             except (TimeoutError, aiohttp.ClientError) as exc:
                 # Covers timeouts, refused connections and a response dropped mid-way (ServerDisconnectedError).
                 raise IntegrationUnavailable(f"Autotask {method} {entity} failed: {type(exc).__name__}") from exc

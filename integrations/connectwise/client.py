@@ -9,12 +9,12 @@ import logging
 import re
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
 from typing import Any, Final
 
 import aiohttp
 
 from integrations.connectwise.config import ConnectWiseConfig
+from integrations.retry_after import parse_retry_after
 from scheduling.errors import IntegrationAuthError, IntegrationRejected, IntegrationUnavailable
 
 logger = logging.getLogger(__name__)
@@ -26,22 +26,6 @@ _MAX_PAGES = 100
 _MAX_MESSAGE = 500
 _RETRIES_AFTER_SHORT_429 = 2
 _NEXT_LINK = re.compile(r'<[^>]*>\s*;\s*rel="?next"?', re.IGNORECASE)
-
-
-def parse_retry_after(value: str | None, now: datetime) -> float | None:
-    """`Retry-After` is delta-seconds (what ConnectWise sends, apis.md §1.5) or an HTTP-date (RFC 9110 §10.2.3)."""
-    if not value:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - now).total_seconds())
 
 
 def message_of(body: str) -> str:

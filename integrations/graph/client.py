@@ -6,7 +6,6 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
@@ -27,6 +26,7 @@ from msgraph.graph_request_adapter import GraphRequestAdapter
 from msgraph.graph_service_client import GraphServiceClient
 
 from integrations.graph.config import GraphConfig
+from integrations.retry_after import parse_retry_after
 from scheduling.errors import IntegrationAuthError, IntegrationRejected, IntegrationUnavailable
 
 logger = logging.getLogger(__name__)
@@ -38,22 +38,6 @@ _AUTH_ERRORS = frozenset(
     {"invalid_client", "unauthorized_client", "invalid_tenant", "invalid_scope", "invalid_grant", "invalid_request"}
 )
 """OAuth2/Entra token errors that mean our configuration or credentials are wrong (RFC 6749 §5.2)."""
-
-
-def parse_retry_after(value: str | None, now: datetime) -> float | None:
-    """`Retry-After` is delta-seconds (what Graph sends) or an HTTP-date (RFC 9110 §10.2.3)."""
-    if not value:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - now).total_seconds())
 
 
 class _TokenRefused(IntegrationAuthError):

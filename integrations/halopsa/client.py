@@ -7,12 +7,12 @@ import json
 import logging
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
-from email.utils import parsedate_to_datetime
 from typing import Any, Final
 
 import aiohttp
 
 from integrations.halopsa.config import HaloPsaConfig
+from integrations.retry_after import parse_retry_after
 from scheduling.errors import IntegrationAuthError, IntegrationRejected, IntegrationUnavailable
 
 logger = logging.getLogger(__name__)
@@ -22,22 +22,6 @@ NOT_FOUND: Final = object()
 
 _MAX_PAGES = 200
 _MAX_MESSAGE = 500
-
-
-def parse_retry_after(value: str | None, now: datetime) -> float | None:
-    """`Retry-After` is either delta-seconds or an HTTP-date (RFC 9110 §10.2.3)."""
-    if not value:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - now).total_seconds())
 
 
 def _message_of(body: str) -> str:
