@@ -20,6 +20,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
+from admin.connections import load_connection_configs
 from admin.routes import setup_admin_api
 from integrations.registry import REGISTRY
 from pages.links import LinkSigner, ManageLinks
@@ -83,8 +84,6 @@ class TenantAdapters:
             return await self._build(tenant_id, cached)
 
     async def _build(self, tenant_id: str, cached: tuple[float, TenantIntegrations] | None) -> TenantIntegrations:
-        from admin.connections import load_connection_configs
-
         configs = await load_connection_configs(self._database, tenant_id, self._box)
 
         def build(kind: str) -> Any:
