@@ -36,6 +36,10 @@ class BookingFanOut:
         if type_row is None:
             return
         settings: dict[str, Any] = type_row[0]
+        connected = connected_systems(conn, booking.tenant_id)
+        if settings.get("mode") != "workflow" and connected == Connected():
+            # Classic mode with nothing connected plans no steps: skip the rest (this runs in every booking).
+            return
         hosts = [
             {
                 "user_id": row.id,
@@ -51,7 +55,6 @@ class BookingFanOut:
             )
         ]
         hosts.sort(key=lambda host: booking.host_ids.index(host["user_id"]))
-        connected = connected_systems(conn, booking.tenant_id)
         primary = hosts[0]["calendar"] if hosts else "m365"
         workflow, _mode = workflow_for_type(settings, primary, connected)
         if not workflow.actions_for(event):
