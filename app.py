@@ -11,7 +11,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -22,19 +22,25 @@ from aiohttp import web
 
 from admin.connections import load_connection_configs
 from admin.routes import setup_admin_api
+from bot.app import SlotwiseBot, create_notifier, setup_bot
+from bot.auth import BotAuthSettings
+from bot.handlers import ChatDeps, ChatService
 from integrations.registry import REGISTRY
 from pages.links import LinkSigner, ManageLinks
 from pages.openapi import openapi_document
 from pages.ratelimit import InMemoryRateLimiter
 from pages.routes import PagesContext, build_templates, setup_pages
-from scheduling.ports import Clock, RateLimiter
+from scheduling.model import Booking
+from scheduling.ports import Clock, Notifier, RateLimiter
 from scheduling.service import Scheduler
 from settings import Settings
 from storage.database import Database
+from storage.directory import SqlTeamsDirectory
 from storage.repositories import SqlAgentKeys, SqlBookingStore, SqlRequestStore, SqlTenantCatalog
 from storage.secrets import SecretBox
 from workflows.busy_sync import BusyRefresher
 from workflows.dispatch import BookingFanOut
+from workflows.outbox import enqueue_jobs
 from workflows.runner import Runner
 from workflows.steps import TenantIntegrations, build_handlers
 
@@ -63,10 +69,13 @@ class TenantAdapters:
     """The composition of a tenant's connections into adapters, built on first use and kept for a minute, so a
     connection changed by `slotwise apply` is picked up without a restart."""
 
-    def __init__(self, database: Database, box: SecretBox, session: aiohttp.ClientSession) -> None:
+    def __init__(
+        self, database: Database, box: SecretBox, session: aiohttp.ClientSession, notifier: Notifier | None = None
+    ) -> None:
         self._database = database
         self._box = box
         self._session = session
+        self._notifier = notifier
         self._cache: dict[str, tuple[float, TenantIntegrations]] = {}
         self._locks: dict[str, asyncio.Lock] = {}
 
@@ -105,6 +114,7 @@ class TenantAdapters:
             calendar=m365,
             busy=m365,
             mailer=build("email"),
+            notifier=self._notifier,
             from_address=getattr(email[1], "from_address", "") if email else "",
             from_name=getattr(email[1], "from_name", "Slotwise") if email else "Slotwise",
         )
@@ -124,7 +134,8 @@ def create_app(settings: Settings, *, overrides: Overrides | None = None) -> web
     signer = LinkSigner(secret)
     manage_links = ManageLinks(signer, clock.now, base_url, settings.manage_link_days)
     # Every booking change enqueues its workflow in the same transaction (transactional outbox).
-    store = SqlBookingStore(database, on_change=BookingFanOut(manage_links.url_for))
+    fanout = BookingFanOut(manage_links.url_for)
+    store = SqlBookingStore(database, on_change=fanout)
     context = PagesContext(
         catalog=SqlTenantCatalog(database),
         scheduler=Scheduler(store, clock),
@@ -141,6 +152,9 @@ def create_app(settings: Settings, *, overrides: Overrides | None = None) -> web
     )
     setup_pages(app, context)
     setup_admin_api(app, database)
+    bot = build_bot(settings, database, context.scheduler, clock, manage_links.url_for, fanout)
+    if bot is not None:
+        setup_bot(app, bot, lambda: aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)))
     app.router.add_get("/healthz", _healthz)
     app.router.add_get("/readyz", _readyz)
     app.router.add_get("/api/openapi.json", _openapi)
@@ -154,7 +168,7 @@ def create_app(settings: Settings, *, overrides: Overrides | None = None) -> web
 
     async def runner_ctx(app: web.Application) -> AsyncIterator[None]:
         session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30))
-        adapters = TenantAdapters(database, SecretBox(secret), session)
+        adapters = TenantAdapters(database, SecretBox(secret), session, bot.notifier if bot else None)
         runner = Runner(database, build_handlers(database, adapters), worker_id=f"{socket.gethostname()}:{os.getpid()}")
         refresher = BusyRefresher(database, adapters, interval=timedelta(minutes=settings.busy_refresh_minutes))
         stop = asyncio.Event()
@@ -168,6 +182,53 @@ def create_app(settings: Settings, *, overrides: Overrides | None = None) -> web
     if settings.run_workflows:
         app.cleanup_ctx.append(runner_ctx)
     return app
+
+
+def bot_auth_settings(settings: Settings) -> BotAuthSettings:
+    return BotAuthSettings(
+        app_id=settings.bot_app_id or None,
+        app_password=settings.bot_app_password.get_secret_value() if settings.bot_app_password else None,
+        tenant_id=settings.bot_tenant_id or None,
+        allow_anonymous=settings.bot_allow_anonymous,
+        openid_metadata_url=settings.bot_openid_metadata_url,
+        token_authority=settings.bot_token_authority,
+        authority_ca_file=settings.bot_authority_ca_file,
+        allowed_service_hosts=tuple(settings.bot_allowed_service_hosts),
+        allow_http_loopback=settings.bot_allow_http_loopback,
+    )
+
+
+def build_bot(
+    settings: Settings,
+    database: Database,
+    scheduler: Scheduler,
+    clock: Clock,
+    manage_url_for: Callable[[Booking], str],
+    fanout: BookingFanOut,
+) -> SlotwiseBot | None:
+    """The Teams bot, when this deployment has a bot registration (or explicitly runs it anonymously for local
+    development); None otherwise, and /api/messages is then not mounted at all."""
+    if not settings.bot_app_id and not settings.bot_allow_anonymous:
+        return None
+
+    async def request_reschedule(booking: Booking, requested_by: str) -> None:
+        await database.run_write(
+            lambda conn: enqueue_jobs(conn, fanout.reschedule_link_jobs(conn, booking, requested_by))
+        )
+
+    directory = SqlTeamsDirectory(database)
+    chat = ChatService(
+        ChatDeps(
+            directory=directory,
+            database=database,
+            scheduler=scheduler,
+            clock=clock,
+            base_url=settings.base_url.rstrip("/"),
+            manage_url_for=manage_url_for,
+            request_reschedule=request_reschedule,
+        )
+    )
+    return SlotwiseBot(bot_auth_settings(settings), chat, directory)
 
 
 async def _healthz(_request: web.Request) -> web.Response:
@@ -241,6 +302,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command != "demo":
             web.run_app(create_app(settings), host=settings.host, port=settings.port, print=print)
             return 0
+        if not settings.bot_app_id and "bot_allow_anonymous" not in settings.model_fields_set:
+            # The demo is local development: the Teams bot runs unauthenticated for the local Teams emulator,
+            # talking only to loopback (the emulator's connector); anonymous mode logs its warning at start.
+            settings.bot_allow_anonymous = True
+            settings.bot_allow_http_loopback = True
+            settings.bot_allowed_service_hosts = ["127.0.0.1", "localhost"]
         stand_ins = start_stand_ins()
         try:
             code = asyncio.run(_demo_setup(settings))
@@ -268,7 +335,10 @@ async def run_worker(settings: Settings, lease_seconds: float, concurrency: int,
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
-        adapters = TenantAdapters(database, SecretBox(settings.resolved_secret()), session)
+        notifier = None
+        if settings.bot_app_id or settings.bot_allow_anonymous:
+            notifier = create_notifier(bot_auth_settings(settings), SqlTeamsDirectory(database))
+        adapters = TenantAdapters(database, SecretBox(settings.resolved_secret()), session, notifier)
         runner = Runner(
             database,
             build_handlers(database, adapters),
@@ -365,6 +435,13 @@ async def _demo_setup(settings: Settings) -> int:
         print("\nDemo booking pages:")
         for link in await list_links(database, settings.base_url.rstrip("/"), "demo"):
             print(f"  {link['kind']:<9} {link['name']:<32} {link['url']}")
+        if settings.bot_allow_anonymous:
+            print("\nTeams bot (local development mode) at /api/messages. Talk to it as Alice in the Teams emulator:")
+            endpoint = f"{settings.base_url.rstrip('/')}/api/messages"
+            print(
+                "  cd examples && APPLICATION_INSIGHTS_NO_STATSBEAT=true npx agentsplayground"
+                f" -e {endpoint} -c msteams --disable-telemetry"
+            )
         print()
     finally:
         await database.dispose()

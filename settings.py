@@ -25,6 +25,28 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     run_workflows: bool = Field(default=True, description="Run the workflow runner inside this process.")
     busy_refresh_minutes: int = Field(default=5, ge=1, description="How often external busy time is refreshed.")
+    bot_app_id: str | None = Field(default=None, description="The Teams bot's Entra app (client) id.")
+    bot_app_password: SecretStr | None = Field(default=None, description="The bot app's client secret.")
+    bot_tenant_id: str | None = Field(default=None, description="Single-tenant bot: the bot app's Entra tenant.")
+    bot_allow_anonymous: bool = Field(
+        default=False, description="Local development only: accept unauthenticated activities (logs a warning)."
+    )
+    bot_openid_metadata_url: str = "https://login.botframework.com/v1/.well-known/openidconfiguration"
+    bot_token_authority: str = "https://login.microsoftonline.com/botframework.com"  # noqa: S105 (a URL, not a secret)
+    bot_authority_ca_file: str | None = None
+    bot_allowed_service_hosts: list[str] = Field(
+        default_factory=lambda: [
+            "smba.trafficmanager.net",
+            "*.botframework.com",
+            "smba.infra.gcc.teams.microsoft.com",
+            "smba.infra.gov.teams.microsoft.us",
+            "smba.infra.dod.teams.microsoft.us",
+        ],
+        description="Hosts the bot may send to (the activity's serviceUrl must be one of them).",
+    )
+    bot_allow_http_loopback: bool = Field(
+        default=False, description="Tests and local development: allow http:// service URLs on 127.0.0.1/localhost."
+    )
 
     def resolved_secret(self) -> str:
         """The signing secret: from the environment, else a random one kept in var/ so links survive restarts."""

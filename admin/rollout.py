@@ -47,10 +47,11 @@ from storage.tables import (
     host_slots,
     scheduling_requests,
     teams,
+    teams_conversations,
     tenants,
     users,
 )
-from workflows.triggers import WorkflowSpec
+from workflows.triggers import Connected, WorkflowSpec, validate_workflow
 
 _TENANTS = tenants
 _USERS = users
@@ -60,6 +61,7 @@ _BOOKINGS = bookings
 _REQUESTS = scheduling_requests
 _HOST_SLOTS = host_slots
 _BUSY_CACHE = busy_cache
+_TEAMS_CONVERSATIONS = teams_conversations
 
 SLUG_PATTERN = r"^[a-z0-9][a-z0-9-]{0,62}$"
 QUESTION_KEY_PATTERN = r"^[a-z][a-z0-9_]{0,62}$"
@@ -217,6 +219,12 @@ IsoDate = Annotated[
     AfterValidator(_check_date),
     WithJsonSchema({"type": "string", "format": "date"}),
 ]
+GUID_PATTERN = r"^[0-9a-fA-F]{8}-([0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}$"
+MicrosoftTenantId = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, to_lower=True, pattern=GUID_PATTERN),
+    WithJsonSchema({"type": "string", "format": "uuid", "description": "Entra directory (tenant) id"}),
+]
 Interval = Annotated[
     str,
     AfterValidator(_check_interval),
@@ -241,6 +249,8 @@ class TenantSpec(_FileModel):
     name: Name
     time_zone: TimeZoneName
     holidays: list[IsoDate] = Field(default_factory=list)
+    microsoft_tenant_id: MicrosoftTenantId | None = None
+    """The Microsoft 365 tenant (directory) id whose Teams users may use the Slotwise bot."""
 
     @field_validator("holidays")
     @classmethod
@@ -467,6 +477,14 @@ def _reference_problems(file: TenantFile) -> list[tuple[Loc, str]]:
 
     users = {user.slug for user in file.users}
     teams = {team.slug: team for team in file.teams}
+    links = file.integrations
+    connected = Connected(
+        psa=links.psa.vendor if links.psa else None,
+        m365=links.m365 is not None,
+        # Email goes out over SMTP or through Microsoft 365 (Graph sendMail).
+        email=links.email is not None,
+        teams=file.tenant.microsoft_tenant_id is not None,
+    )
 
     def known_users(base: Loc, slugs: Sequence[str]) -> None:
         seen: set[str] = set()
@@ -504,6 +522,10 @@ def _reference_problems(file: TenantFile) -> list[tuple[Loc, str]]:
                     )
                 )
             keys.setdefault(question.key, number)
+        if kind.mode == "workflow" and kind.workflow:
+            # An action for a system the file does not connect would fail on every booking; say so now.
+            for message in validate_workflow(WorkflowSpec.model_validate(kind.workflow), connected):
+                problems.append((("appointment_types", index), message))
     return problems
 
 
@@ -883,6 +905,7 @@ async def _compute_plan(conn: AsyncConnection, file: TenantFile) -> Plan:
         "name": spec.name,
         "default_time_zone": spec.time_zone,
         "holidays": list(spec.holidays),
+        "microsoft_tenant_id": spec.microsoft_tenant_id,
     }
     changes = _diff("tenant", [(spec.name, tenant_row)], {spec.slug: current_tenant} if current_tenant else {}, labels)
     changes += _diff(
@@ -912,6 +935,19 @@ async def _compute_plan(conn: AsyncConnection, file: TenantFile) -> Plan:
     ]
     changes += _diff("appointment_type", type_rows, types, labels)
     blockers = await _blockers(conn, tenant_id, changes)
+    if file.tenant.microsoft_tenant_id is not None:
+        claimed = (
+            await conn.execute(
+                select(_TENANTS.c.slug).where(
+                    _TENANTS.c.microsoft_tenant_id == file.tenant.microsoft_tenant_id, _TENANTS.c.id != tenant_id
+                )
+            )
+        ).scalar()
+        if claimed is not None:
+            blockers.append(
+                f"tenant.microsoft_tenant_id: Microsoft 365 tenant {file.tenant.microsoft_tenant_id} is already "
+                f"bound to Slotwise tenant '{claimed}'; one Microsoft 365 tenant maps to one Slotwise tenant"
+            )
     return Plan(file, tenant_id, tuple(changes), tuple(blockers))
 
 
@@ -953,12 +989,12 @@ async def _write_changes(conn: AsyncConnection, plan: Plan) -> None:
                 continue
             table = _TABLES[kind]
             if kind == "user":
-                # Busy times are a cache of external calendars; they go with the user.
-                await conn.execute(
-                    delete(_BUSY_CACHE).where(
-                        _BUSY_CACHE.c.tenant_id == plan.tenant_id, _BUSY_CACHE.c.user_id == change.row["id"]
+                # Busy times are a cache of external calendars and the Teams chat is how the bot reached this
+                # user; both go with the user.
+                for owned in (_BUSY_CACHE, _TEAMS_CONVERSATIONS):
+                    await conn.execute(
+                        delete(owned).where(owned.c.tenant_id == plan.tenant_id, owned.c.user_id == change.row["id"])
                     )
-                )
             await conn.execute(delete(table).where(table.c.tenant_id == plan.tenant_id, table.c.id == change.row["id"]))
     # Two users swapping emails would trip the unique (tenant, email) index half-way; park changed emails first.
     for change in by_kind["user"]:

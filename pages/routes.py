@@ -140,6 +140,32 @@ def _error_response(request: web.Request, status: int, code: str, message: str, 
     return web.Response(text=html, status=status, content_type="text/html")
 
 
+_PRIVACY = (
+    "Slotwise stores what you enter to book a meeting (your name, email address, time zone and answers) and shares "
+    "it with the person you booked and their organisation's systems (their PSA, Microsoft 365 calendar and email) "
+    "so the meeting can happen.",
+    "Your booking links are signed and expire. Your details are kept for as long as the organisation you booked "
+    "with keeps its records; ask them to correct or delete them.",
+    "For the Microsoft Teams app, Slotwise reads your Teams user id and tenant id to find your Slotwise account and "
+    "keeps the chat reference so it can send you booking cards. It does not read your messages to other people.",
+)
+_TERMS = (
+    "Slotwise is provided to organisations that schedule meetings with their clients. By booking you agree that "
+    "the organisation may contact you about the meeting.",
+    "Use booking pages only to book real meetings; automated or abusive use is rate limited and refused.",
+)
+
+
+async def privacy_page(request: web.Request) -> web.Response:
+    html = request.app[PAGES].templates.get_template("policy.html").render(title="Privacy", paragraphs=_PRIVACY)
+    return web.Response(text=html, content_type="text/html")
+
+
+async def terms_page(request: web.Request) -> web.Response:
+    html = request.app[PAGES].templates.get_template("policy.html").render(title="Terms of use", paragraphs=_TERMS)
+    return web.Response(text=html, content_type="text/html")
+
+
 # ---------------------------------------------------------------- helpers
 
 
@@ -734,6 +760,8 @@ def setup_pages(app: web.Application, ctx: PagesContext) -> None:
     app[PAGES] = ctx
     app.middlewares.append(error_middleware)
     r = app.router
+    r.add_get("/privacy", privacy_page)
+    r.add_get("/terms", terms_page)
     r.add_get("/book/{tenant}/{type}", _page_handler(_type_target))
     r.add_get("/book/{tenant}/{type}/slots", _slots_handler(_type_target))
     r.add_post("/book/{tenant}/{type}/bookings", _bookings_handler(_type_target))

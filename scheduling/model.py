@@ -401,3 +401,72 @@ class CalendarEventDraft:
 class CalendarEventRef:
     event_id: str
     join_url: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class TeamsIdentity:
+    """A Teams user mapped to a Slotwise user of the tenant bound to their Microsoft 365 tenant."""
+
+    tenant_id: str
+    tenant_slug: str
+    user_id: str
+    user_slug: str
+    name: str
+    email: str
+    time_zone: str
+    role: str
+    managed_team_ids: tuple[str, ...] = ()
+
+    @property
+    def is_manager(self) -> bool:
+        """Managers see their teams' bookings and the tenant's failed steps; admins see every team."""
+        return self.role in ("manager", "admin") or bool(self.managed_team_ids)
+
+
+@dataclass(frozen=True, slots=True)
+class TypeSummary:
+    """An appointment type as a rep sees it in chat."""
+
+    type_id: str
+    slug: str
+    name: str
+    duration_minutes: int
+    location: Location
+    description: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class UpcomingBooking:
+    booking_id: str
+    type_name: str
+    client_name: str
+    client_email: str
+    starts_at: datetime
+    ends_at: datetime
+    host_ids: tuple[str, ...]
+    host_names: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class TeamRoster:
+    team_id: str
+    name: str
+    members: tuple[tuple[str, str], ...]
+    """(user id, name) in the team's order."""
+
+
+@dataclass(frozen=True, slots=True)
+class HostNotification:
+    """What the host is told, in chat, when a client books, reschedules or cancels."""
+
+    change: str
+    """'booked', 'rescheduled' or 'cancelled'."""
+    booking_id: str
+    type_name: str
+    client_name: str
+    client_email: str
+    starts_at: datetime
+    ends_at: datetime
+    join_url: str = ""
+    reason: str = ""
+    answers: tuple[tuple[str, str], ...] = ()

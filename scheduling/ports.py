@@ -15,12 +15,17 @@ from scheduling.model import (
     CalendarEventRef,
     ClientDetails,
     HostLoad,
+    HostNotification,
     HostProfile,
     OutgoingEmail,
     PsaContact,
     PsaDraft,
     PsaRecordKind,
     PsaRef,
+    TeamRoster,
+    TeamsIdentity,
+    TypeSummary,
+    UpcomingBooking,
 )
 
 HostDecision = tuple[tuple[str, ...], str]
@@ -136,6 +141,14 @@ class PsaClient(Protocol):
 
     async def find_contact(self, email: str) -> PsaContact | None: ...
 
+    async def find_or_create_contact(self, name: str, email: str) -> PsaContact | None:
+        """The contact with this e-mail, created under the tenant's fallback (catch-all) company when there is none.
+
+        Idempotent: it looks up by e-mail first, and again after a create whose answer was lost, so a retry never
+        makes a second contact. None when the tenant set no fallback company (then nothing is created).
+        """
+        ...
+
     async def create_record(self, kind: PsaRecordKind, draft: PsaDraft) -> PsaRef:
         """Create (or find, by idempotency key) a ticket, opportunity, activity, schedule entry or ticket note."""
         ...
@@ -169,3 +182,38 @@ class BusySource(Protocol):
     async def busy_times(
         self, mailboxes: Sequence[str], starts_at: datetime, ends_at: datetime
     ) -> Mapping[str, list[BusyInterval]]: ...
+
+
+class TeamsDirectory(Protocol):
+    """What the Teams bot reads and remembers; every method but `find_identity` is scoped by a tenant id that came
+    from a resolved identity, never from the activity."""
+
+    async def find_identity(
+        self, microsoft_tenant_id: str, aad_object_id: str | None, email: str | None
+    ) -> TeamsIdentity | None:
+        """The user of the tenant bound to `microsoft_tenant_id`: by Entra object id first, then by email."""
+        ...
+
+    async def types_for_user(self, tenant_id: str, user_id: str) -> list[TypeSummary]: ...
+
+    async def upcoming(
+        self, tenant_id: str, host_ids: Sequence[str], starts_from: datetime, limit: int
+    ) -> list[UpcomingBooking]: ...
+
+    async def teams_for(self, identity: TeamsIdentity) -> list[TeamRoster]: ...
+
+    async def save_conversation(
+        self, tenant_id: str, user_id: str, reference: Mapping[str, object], time_zone: str | None
+    ) -> None: ...
+
+    async def find_conversation(self, tenant_id: str, user_id: str) -> tuple[dict[str, object], str | None] | None:
+        """(conversation reference, the zone Teams last reported) for proactive messages, if the user has one."""
+        ...
+
+
+class Notifier(Protocol):
+    """Tells a host about a booking change in Teams; raises IntegrationUnavailable (retry) or IntegrationRejected."""
+
+    async def notify_host(self, tenant_id: str, user_id: str, notification: HostNotification) -> str | None:
+        """The sent activity's id, or None when the host has no chat with the bot (nothing to deliver to)."""
+        ...

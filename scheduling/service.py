@@ -327,6 +327,10 @@ class Scheduler:
             raise NotFound("No such booking")
         return booking
 
+    def check_changeable(self, booking: Booking) -> None:
+        """Raise InvalidRequest if the booking can no longer be moved or cancelled (cancelled, or already started)."""
+        self._check_active(booking)
+
     def _check_active(self, booking: Booking) -> None:
         if booking.status is BookingStatus.CANCELLED:
             raise InvalidRequest("This booking was already cancelled", field="booking")

@@ -55,6 +55,8 @@ class TenantRow(SQLModel, table=True):
     """Bumped by every applied rollout, so processes can cache pages and types until it moves."""
     busy_version: int = Field(default=0, sa_column=Column(Integer, nullable=False, server_default="0"))
     """Bumped by every write to busy_cache, so cached busy time is re-read only when it changed."""
+    microsoft_tenant_id: str | None = Field(default=None, sa_column=Column(String(64), unique=True, nullable=True))
+    """The Microsoft 365 (Entra) tenant whose Teams users may use the bot; one Slotwise tenant per Microsoft tenant."""
 
 
 class UserRow(SQLModel, table=True):
@@ -215,6 +217,24 @@ class IntegrationConnectionRow(SQLModel, table=True):
     updated_at: datetime = _utc_column()
 
 
+class TeamsConversationRow(SQLModel, table=True):
+    """Where the bot can reach a user proactively: the personal chat's conversation reference, stored when the user
+    installs the app or writes to the bot. One per (tenant, user); the newest reference wins."""
+
+    __tablename__ = "teams_conversations"
+    __table_args__ = (UniqueConstraint("tenant_id", "user_id"),)
+    id: str = Field(primary_key=True, max_length=40)
+    tenant_id: str = Field(foreign_key="tenants.id", index=True, max_length=40)
+    user_id: str = Field(foreign_key="users.id", max_length=40)
+    conversation_id: str = Field(max_length=400)
+    service_url: str = Field(max_length=400)
+    reference: dict[str, Any] = _json_column()
+    """The Bot Framework ConversationReference (bot, user, conversation, channelId, serviceUrl)."""
+    time_zone: str | None = Field(default=None, max_length=64)
+    """The zone the user's Teams client last reported; cards use it before the Slotwise profile's zone."""
+    updated_at: datetime = _utc_column()
+
+
 metadata = SQLModel.metadata
 
 # Typed handles on the tables for SQLAlchemy Core queries (column access through `.c` type-checks cleanly).
@@ -228,3 +248,4 @@ scheduling_requests: Table = metadata.tables["scheduling_requests"]
 busy_cache: Table = metadata.tables["busy_cache"]
 api_keys: Table = metadata.tables["api_keys"]
 integration_connections: Table = metadata.tables["integration_connections"]
+teams_conversations: Table = metadata.tables["teams_conversations"]

@@ -14,7 +14,7 @@ from sqlalchemy.engine import Connection
 
 from scheduling.model import Booking, LocationKind
 from storage.tables import appointment_types, integration_connections, tenants, users
-from workflows.outbox import enqueue_jobs, workflow_jobs
+from workflows.outbox import JobSpec, enqueue_jobs, workflow_jobs
 from workflows.triggers import Connected, Trigger, plan_jobs, workflow_for_type
 
 ManageUrlFor = Callable[[Booking], str]
@@ -40,37 +40,36 @@ class BookingFanOut:
         if settings.get("mode") != "workflow" and connected == Connected():
             # Classic mode with nothing connected plans no steps: skip the rest (this runs in every booking).
             return
-        hosts = [
-            {
-                "user_id": row.id,
-                "name": row.name,
-                "email": row.email,
-                "psa_member": row.psa_member,
-                "calendar": row.primary_calendar,
-            }
-            for row in conn.execute(
-                select(users.c.id, users.c.name, users.c.email, users.c.psa_member, users.c.primary_calendar).where(
-                    users.c.tenant_id == booking.tenant_id, users.c.id.in_(booking.host_ids)
-                )
-            )
-        ]
-        hosts.sort(key=lambda host: booking.host_ids.index(host["user_id"]))
+        hosts = _hosts_of(conn, booking)
         primary = hosts[0]["calendar"] if hosts else "m365"
         workflow, _mode = workflow_for_type(settings, primary, connected)
         if not workflow.actions_for(event):
             return
-        occurrence = 1 + int(
-            conn.execute(
-                select(func.count(func.distinct(workflow_jobs.c.run_key))).where(
-                    workflow_jobs.c.tenant_id == booking.tenant_id,
-                    workflow_jobs.c.booking_id == booking.booking_id,
-                    workflow_jobs.c.run_key.like(f"{booking.booking_id}:{event.value}:%"),
-                )
-            ).scalar_one()
+        occurrence = _next_occurrence(conn, booking, event.value)
+        snapshot = self._snapshot(conn, booking, settings, hosts, event, occurrence)
+        jobs = plan_jobs(
+            tenant_id=booking.tenant_id,
+            booking_id=booking.booking_id,
+            trigger=event,
+            occurrence=occurrence,
+            workflow=workflow,
+            booking_snapshot=snapshot,
         )
+        enqueue_jobs(conn, jobs)
+
+    def _snapshot(
+        self,
+        conn: Connection,
+        booking: Booking,
+        settings: dict[str, Any],
+        hosts: list[dict[str, Any]],
+        event: Trigger | None,
+        occurrence: int,
+    ) -> dict[str, Any]:
+        """The booking as steps see it, frozen in the transaction that changed it."""
         tenant_name = conn.execute(select(tenants.c.name).where(tenants.c.id == booking.tenant_id)).scalar_one()
         location = settings.get("location", {})
-        snapshot = {
+        return {
             "id": booking.booking_id,
             "tenant_id": booking.tenant_id,
             "tenant_name": tenant_name,
@@ -94,15 +93,89 @@ class BookingFanOut:
             },
             "manage_url": self._manage_url_for(booking),
         }
-        jobs = plan_jobs(
-            tenant_id=booking.tenant_id,
-            booking_id=booking.booking_id,
-            trigger=event,
-            occurrence=occurrence,
-            workflow=workflow,
-            booking_snapshot=snapshot,
+
+    def reschedule_link_jobs(self, conn: Connection, booking: Booking, requested_by: str) -> list[JobSpec]:
+        """One email step asking the client to pick a new time with their manage link; runs through the outbox
+        like any workflow step, so it is retried, logged and visible. Raises NoEmailConnection when the tenant
+        cannot email clients."""
+        if not connected_systems(conn, booking.tenant_id).email:
+            raise NoEmailConnection("This tenant has no email connection, so Slotwise cannot email the client")
+        type_row = conn.execute(
+            select(appointment_types.c.settings).where(
+                appointment_types.c.tenant_id == booking.tenant_id, appointment_types.c.id == booking.type_id
+            )
+        ).first()
+        settings: dict[str, Any] = type_row[0] if type_row is not None else {}
+        hosts = _hosts_of(conn, booking)
+        occurrence = _next_occurrence(conn, booking, RESCHEDULE_REQUESTED)
+        snapshot = self._snapshot(conn, booking, settings, hosts, None, occurrence)
+        run_key = f"{booking.booking_id}:{RESCHEDULE_REQUESTED}:{occurrence}"
+        action = {
+            "action": "send_email",
+            "template": "custom",
+            "recipients": "client",
+            "subject": "Please pick a new time: {{ appointment.name }} with {{ host.names }}",
+            "body": RESCHEDULE_BODY,
+            "requested_by": requested_by,
+        }
+        return [
+            JobSpec(
+                tenant_id=booking.tenant_id,
+                run_key=run_key,
+                step=0,
+                kind="send_email",
+                idempotency_key=f"{run_key}:0:send_email",
+                payload={"action": action, "booking": snapshot},
+                booking_id=booking.booking_id,
+            )
+        ]
+
+
+RESCHEDULE_REQUESTED = "reschedule_requested"
+RESCHEDULE_BODY = """Hello {{ client.name }},
+
+{{ host.names }} asked us to find a new time for your {{ appointment.name }} on {{ appointment.starts_local }}.
+Please pick a time that suits you here: {{ links.manage }}
+
+Your current time stays booked until you choose a new one.
+
+{{ tenant.name }}
+"""
+
+
+class NoEmailConnection(Exception):
+    """The tenant has no way to email clients."""
+
+
+def _hosts_of(conn: Connection, booking: Booking) -> list[dict[str, Any]]:
+    hosts = [
+        {
+            "user_id": row.id,
+            "name": row.name,
+            "email": row.email,
+            "psa_member": row.psa_member,
+            "calendar": row.primary_calendar,
+        }
+        for row in conn.execute(
+            select(users.c.id, users.c.name, users.c.email, users.c.psa_member, users.c.primary_calendar).where(
+                users.c.tenant_id == booking.tenant_id, users.c.id.in_(booking.host_ids)
+            )
         )
-        enqueue_jobs(conn, jobs)
+    ]
+    hosts.sort(key=lambda host: booking.host_ids.index(host["user_id"]))
+    return hosts
+
+
+def _next_occurrence(conn: Connection, booking: Booking, event: str) -> int:
+    return 1 + int(
+        conn.execute(
+            select(func.count(func.distinct(workflow_jobs.c.run_key))).where(
+                workflow_jobs.c.tenant_id == booking.tenant_id,
+                workflow_jobs.c.booking_id == booking.booking_id,
+                workflow_jobs.c.run_key.like(f"{booking.booking_id}:{event}:%"),
+            )
+        ).scalar_one()
+    )
 
 
 def connected_systems(conn: Connection, tenant_id: str) -> Connected:
@@ -110,4 +183,5 @@ def connected_systems(conn: Connection, tenant_id: str) -> Connected:
         integration_connections.c.tenant_id == tenant_id
     )
     rows: dict[str, str] = {kind: vendor for kind, vendor in conn.execute(query)}  # noqa: C416 (rows, not pairs)
-    return Connected(psa=rows.get("psa"), m365="m365" in rows, email="email" in rows)
+    microsoft_tenant = conn.execute(select(tenants.c.microsoft_tenant_id).where(tenants.c.id == tenant_id)).scalar()
+    return Connected(psa=rows.get("psa"), m365="m365" in rows, email="email" in rows, teams=bool(microsoft_tenant))

@@ -14,7 +14,9 @@ Ordering within a run: `enqueue_jobs` makes only the lowest step of each run `av
 `waiting`; completing a step promotes, in the same transaction, the waiting step whose earlier steps are all completed
 (or cancelled). So a step only ever runs after every earlier step of its run completed, and it can read their outputs
 (`list_runs(..., run_key=...)`). We chose promotion over a "no unfinished earlier step" clause in the claim query
-because the claim is the hot path: it stays a plain index range scan on (state, run_after).
+because the claim is the hot path: it stays a plain index range scan on (state, run_after). The runner completes
+with `complete_jobs_and_claim_next`, which leases the promoted step to itself in the same statement, so a run keeps
+moving instead of queueing its next step behind every older due step.
 
 Delivery is at least once: a worker can die after the vendor accepted a call and before `complete` committed. Handlers
 therefore look up by `idempotency_key` at the vendor before every create (reference/perf_reliability.md §3).
@@ -30,7 +32,7 @@ import sqlite3
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime, timedelta
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 from sqlalchemy import (
     JSON,
@@ -43,6 +45,7 @@ from sqlalchemy import (
     UniqueConstraint,
     and_,
     bindparam,
+    case,
     or_,
     select,
     tuple_,
@@ -221,54 +224,79 @@ def _has_unfinished_step_before(conn: Connection, run_key: str, step: int) -> bo
     return conn.execute(query).first() is not None
 
 
-def claim_jobs(conn: Connection, worker_id: str, limit: int, lease: timedelta, *, now: datetime) -> list[Job]:
+def claim_jobs(
+    conn: Connection,
+    worker_id: str,
+    limit: int,
+    lease: timedelta,
+    *,
+    now: datetime,
+    kinds: Collection[str] | None = None,
+    other_than: Collection[str] = (),
+) -> list[Job]:
     """Lease up to `limit` due steps to `worker_id` in the caller's transaction; each claim counts as one attempt.
 
     Due: available or retryable with `run_after <= now`, or running under an expired lease (the holder vanished) with
-    attempts left. PostgreSQL: the inner SELECT takes row locks with SKIP LOCKED, so concurrent claimers never wait
-    on or double-claim a row. SQLite: the same statement without the lock clause; there is one writer at a time
-    (BEGIN IMMEDIATE), so nothing else can hold those rows.
+    attempts left. `kinds` keeps only steps of those kinds, `other_than` skips steps of those kinds: the runner uses
+    them to give each rate-limited target only as many steps as it can run. PostgreSQL: the inner SELECT takes row
+    locks with SKIP LOCKED, so concurrent claimers never wait on or double-claim a row. SQLite: the same statement
+    without the lock clause; there is one writer at a time (BEGIN IMMEDIATE), so nothing else can hold those rows.
     """
     if conn.dialect.name == "sqlite" and sqlite3.sqlite_version_info < _SQLITE_RETURNING:
         raise RuntimeError(f"SQLite {sqlite3.sqlite_version} lacks UPDATE ... RETURNING; the runner needs >= 3.35")
-    parameters = {"worker_id": worker_id, "now": now, "lease_expires_at": now + lease, "limit": limit}
-    claimed = [Job.from_row(row) for row in conn.execute(_CLAIM, parameters)]
+    if kinds is not None and other_than:
+        raise ValueError("pass either kinds or other_than")
+    if limit < 1 or (kinds is not None and not kinds):
+        return []
+    parameters: dict[str, Any] = {"worker_id": worker_id, "now": now, "lease_expires_at": now + lease, "limit": limit}
+    statement = _CLAIM
+    if kinds is not None:
+        statement, parameters["kinds"] = _CLAIM_KINDS, list(kinds)
+    elif other_than:
+        statement, parameters["kinds"] = _CLAIM_OTHER_KINDS, list(other_than)
+    claimed = [Job.from_row(row) for row in conn.execute(statement, parameters)]
     claimed.sort(key=lambda job: (job.run_after, job.id))
     return claimed
 
 
-def _build_claim() -> Update:
+def _build_claim(kind_filter: Literal["in", "not in"] | None = None) -> Update:
     jobs = workflow_jobs.c
     now = bindparam("now", type_=jobs.run_after.type)
-    due = (
-        select(jobs.id)
-        .where(
-            or_(
-                and_(jobs.state.in_((AVAILABLE, RETRYABLE)), jobs.run_after <= now),
-                and_(jobs.state == RUNNING, jobs.lease_expires_at < now, jobs.attempts < jobs.max_attempts),
-            )
+    due = select(jobs.id).where(
+        or_(
+            and_(jobs.state.in_((AVAILABLE, RETRYABLE)), jobs.run_after <= now),
+            and_(jobs.state == RUNNING, jobs.lease_expires_at < now, jobs.attempts < jobs.max_attempts),
         )
-        .order_by(jobs.run_after, jobs.id)
+    )
+    if kind_filter == "in":
+        due = due.where(jobs.kind.in_(bindparam("kinds", expanding=True)))
+    elif kind_filter == "not in":
+        due = due.where(jobs.kind.not_in(bindparam("kinds", expanding=True)))
+    due = (
+        due.order_by(jobs.run_after, jobs.id)
         .limit(bindparam("limit", type_=Integer()))
         .with_for_update(skip_locked=True)
     )
-    return (
-        update(workflow_jobs)
-        .where(jobs.id.in_(due))
-        .values(
-            state=RUNNING,
-            locked_by=bindparam("worker_id", type_=jobs.locked_by.type),
-            lease_expires_at=bindparam("lease_expires_at", type_=jobs.lease_expires_at.type),
-            attempts=jobs.attempts + 1,
-            updated_at=now,
-        )
-        .returning(*workflow_jobs.columns)
-    )
+    return update(workflow_jobs).where(jobs.id.in_(due)).values(_leased(now)).returning(*workflow_jobs.columns)
+
+
+def _leased(now: Any) -> dict[str, Any]:
+    """The values that lease a step to the worker in the `worker_id` parameter: one more attempt, a fresh lease."""
+    jobs = workflow_jobs.c
+    return {
+        "state": RUNNING,
+        "locked_by": bindparam("worker_id", type_=jobs.locked_by.type),
+        "lease_expires_at": bindparam("lease_expires_at", type_=jobs.lease_expires_at.type),
+        "attempts": jobs.attempts + 1,
+        "updated_at": now,
+    }
 
 
 # The hot statements are built once: constructing a Core statement (and its cache key) per batch cost more than
 # executing it.
 _CLAIM: Final = _build_claim()
+_CLAIM_KINDS: Final = _build_claim("in")
+_CLAIM_OTHER_KINDS: Final = _build_claim("not in")
 
 
 def _held_by(job: Job) -> Any:
@@ -285,6 +313,48 @@ def complete_jobs(conn: Connection, results: Sequence[tuple[Job, Mapping[str, An
     Returns the ids that were accepted; a step whose lease was lost (expired and reclaimed, or cancelled) is left
     unchanged. A constant number of statements per batch, not per step: the runner records dozens of outcomes at once.
     """
+    accepted = _mark_completed(conn, results, now=now)
+    promote_ready_steps(conn, {job.run_key for job, _ in results if job.id in accepted}, now=now)
+    return accepted
+
+
+def complete_jobs_and_claim_next(
+    conn: Connection,
+    results: Sequence[tuple[Job, Mapping[str, Any]]],
+    worker_id: str,
+    lease: timedelta,
+    *,
+    now: datetime,
+    other_than: Collection[str] = (),
+) -> tuple[set[int], list[Job]]:
+    """Like `complete_jobs`, but lease each run's next step straight to `worker_id` instead of making it available.
+
+    The step inherits its predecessor's slot in the worker. That keeps a run moving the moment its previous step
+    is done: made available instead, it would queue behind every older due step (its `run_after` is now), so a
+    backlog of first steps would run to the end before any second step started. Next steps of the kinds in
+    `other_than` are only made available (the runner claims those under their target's budget). Returns the accepted
+    ids and the claimed next steps.
+    """
+    accepted = _mark_completed(conn, results, now=now)
+    run_keys = [job.run_key for job, _ in results if job.id in accepted]
+    if not run_keys:
+        return accepted, []
+    parameters: dict[str, Any] = {
+        "run_keys": run_keys,
+        "now": now,
+        "worker_id": worker_id,
+        "lease_expires_at": now + lease,
+    }
+    statement = _PROMOTE_AND_CLAIM
+    if other_than:
+        statement, parameters["kinds"] = _PROMOTE_AND_CLAIM_OTHER_KINDS, list(other_than)
+    claimed = sorted((Job.from_row(row) for row in conn.execute(statement, parameters)), key=lambda job: job.id)
+    if other_than:
+        promote_ready_steps(conn, run_keys, now=now)
+    return accepted, claimed
+
+
+def _mark_completed(conn: Connection, results: Sequence[tuple[Job, Mapping[str, Any]]], *, now: datetime) -> set[int]:
     if not results:
         return set()
     leases = [(job.id, job.locked_by, job.attempts) for job, _ in results]
@@ -292,7 +362,6 @@ def complete_jobs(conn: Connection, results: Sequence[tuple[Job, Mapping[str, An
     outputs = [{"job_id": job.id, "output": dict(output)} for job, output in results if job.id in accepted and output]
     if outputs:
         conn.execute(_SET_OUTPUT, outputs)
-    promote_ready_steps(conn, {job.run_key for job, _ in results if job.id in accepted}, now=now)
     return accepted
 
 
@@ -311,7 +380,7 @@ def promote_ready_steps(conn: Connection, run_keys: Collection[str], *, now: dat
     return conn.execute(_PROMOTE, {"run_keys": list(run_keys), "now": now}).rowcount
 
 
-def _build_complete() -> tuple[Update, Update, Update]:
+def _build_complete() -> tuple[Update, Update, Update, Update, Update]:
     jobs = workflow_jobs.c
     now = bindparam("now", type_=jobs.updated_at.type)
     # One compare-and-set for the whole batch: still running under the very lease (worker and attempt) that `claim`
@@ -347,15 +416,23 @@ def _build_complete() -> tuple[Update, Update, Update]:
         )
         .exists()
     )
-    promote = (
+    ready = (jobs.state == WAITING, jobs.run_key.in_(bindparam("run_keys", expanding=True)), ~unfinished_before)
+    # A promoted step is due now, but keeps its enqueue time when that is earlier: claims go oldest first, so a run
+    # already under way keeps its place instead of queueing behind every step enqueued since it started. That also
+    # holds when its worker dies: the stalled step is reclaimed ahead of the backlog, not after it.
+    due_now = case((jobs.run_after < now, jobs.run_after), else_=now)
+    promote = update(workflow_jobs).where(*ready).values(state=AVAILABLE, run_after=due_now, updated_at=now)
+    promote_and_claim = (
         update(workflow_jobs)
-        .where(jobs.state == WAITING, jobs.run_key.in_(bindparam("run_keys", expanding=True)), ~unfinished_before)
-        .values(state=AVAILABLE, run_after=now, updated_at=now)
+        .where(*ready)
+        .values({**_leased(now), "run_after": due_now})
+        .returning(*workflow_jobs.columns)
     )
-    return complete, set_output, promote
+    promote_and_claim_other_kinds = promote_and_claim.where(jobs.kind.not_in(bindparam("kinds", expanding=True)))
+    return complete, set_output, promote, promote_and_claim, promote_and_claim_other_kinds
 
 
-_COMPLETE, _SET_OUTPUT, _PROMOTE = _build_complete()
+_COMPLETE, _SET_OUTPUT, _PROMOTE, _PROMOTE_AND_CLAIM, _PROMOTE_AND_CLAIM_OTHER_KINDS = _build_complete()
 
 
 def compute_retry_delay(

@@ -17,13 +17,14 @@ from scheduling.errors import IntegrationRejected
 from scheduling.model import (
     CalendarEventDraft,
     CalendarInvite,
+    HostNotification,
     OutgoingEmail,
     PsaContact,
     PsaDraft,
     PsaRecordKind,
     PsaRef,
 )
-from scheduling.ports import BusySource, CalendarWriter, Mailer, PsaClient
+from scheduling.ports import BusySource, CalendarWriter, Mailer, Notifier, PsaClient
 from storage.database import Database
 from workflows.outbox import Job, list_runs
 from workflows.templates import DEFAULT_BODY, DEFAULT_SUBJECT, render_email
@@ -38,6 +39,7 @@ class TenantIntegrations:
     calendar: CalendarWriter | None = None
     busy: BusySource | None = None
     mailer: Mailer | None = None
+    notifier: Notifier | None = None
     from_address: str = ""
     from_name: str = "Slotwise"
 
@@ -127,7 +129,7 @@ Step = Callable[[StepContext], Awaitable[Mapping[str, Any]]]
 
 async def _opportunity(ctx: StepContext) -> Mapping[str, Any]:
     psa = ctx.psa()
-    contact = await psa.find_contact(ctx.booking["client"]["email"])
+    contact = await psa.find_or_create_contact(ctx.booking["client"]["name"], ctx.booking["client"]["email"])
     ref = await psa.create_record(
         PsaRecordKind.OPPORTUNITY,
         ctx.draft(
@@ -142,14 +144,14 @@ async def _opportunity(ctx: StepContext) -> Mapping[str, Any]:
 
 async def _ticket(ctx: StepContext) -> Mapping[str, Any]:
     psa = ctx.psa()
-    contact = await psa.find_contact(ctx.booking["client"]["email"])
+    contact = await psa.find_or_create_contact(ctx.booking["client"]["name"], ctx.booking["client"]["email"])
     ref = await psa.create_record(PsaRecordKind.TICKET, ctx.draft(contact, board=ctx.action.get("ticket_board", "")))
     return {"ticket_id": ref.record_id, "ticket_number": ref.number or ref.record_id}
 
 
 async def _activity(ctx: StepContext) -> Mapping[str, Any]:
     psa = ctx.psa()
-    contact = await psa.find_contact(ctx.booking["client"]["email"])
+    contact = await psa.find_or_create_contact(ctx.booking["client"]["name"], ctx.booking["client"]["email"])
     ref = await psa.create_record(PsaRecordKind.ACTIVITY, ctx.draft(contact))
     return {"activity_id": ref.record_id}
 
@@ -289,6 +291,46 @@ def email_variables(ctx: StepContext) -> dict[str, Any]:
     }
 
 
+_CHANGES = {"client_scheduled": "booked", "rescheduled": "rescheduled", "cancelled": "cancelled"}
+
+
+async def _notify_host(ctx: StepContext) -> Mapping[str, Any]:
+    """A card in each host's Teams chat. A host who never opened a chat with the bot cannot be reached, which is
+    recorded in the output rather than failed: there is nothing to retry until they install the app."""
+    notifier = ctx.integrations.notifier
+    if notifier is None:
+        raise IntegrationRejected(
+            "Teams notifications need the Slotwise bot: this deployment has no bot registration "
+            "(set SLOTWISE_BOT_APP_ID and SLOTWISE_BOT_APP_PASSWORD), so the host was not told"
+        )
+    trigger = ctx.job.run_key.split(":")[1] if ctx.job.run_key.count(":") >= 2 else ""
+    client = ctx.booking["client"]
+    notification = HostNotification(
+        change=_CHANGES.get(trigger, "booked"),
+        booking_id=str(ctx.booking["id"]),
+        type_name=str(ctx.booking.get("type_name", "")),
+        client_name=str(client.get("name", "")),
+        client_email=str(client.get("email", "")),
+        starts_at=ctx.starts_at,
+        ends_at=ctx.ends_at,
+        join_url=str(ctx.outputs.get("join_url", "")),
+        reason=str(ctx.booking.get("cancel_reason", "")),
+        answers=tuple((str(key), str(value)) for key, value in (client.get("answers") or {}).items()),
+    )
+    sent: dict[str, str] = {}
+    unreachable: list[str] = []
+    for host in ctx.booking.get("hosts", []):
+        user_id = str(host.get("user_id", ""))
+        if not user_id:
+            continue
+        activity_id = await notifier.notify_host(ctx.job.tenant_id, user_id, notification)
+        if activity_id is None:
+            unreachable.append(str(host.get("name", user_id)))
+        else:
+            sent[f"teams_activity:{user_id}"] = activity_id
+    return {**sent, "teams_not_installed": unreachable}
+
+
 async def _not_available(ctx: StepContext) -> Mapping[str, Any]:
     raise IntegrationRejected(f"'{ctx.job.kind}' is not available yet in this version of Slotwise")
 
@@ -306,7 +348,7 @@ STEPS: dict[str, Step] = {
     ActionKind.UPDATE_M365_EVENT.value: _update_m365_event,
     ActionKind.CANCEL_M365_EVENT.value: _cancel_m365_event,
     ActionKind.SEND_EMAIL.value: _email,
-    ActionKind.NOTIFY_HOST.value: _not_available,
+    ActionKind.NOTIFY_HOST.value: _notify_host,
     ActionKind.POST_WEBHOOK.value: _not_available,
 }
 

@@ -105,6 +105,8 @@ class Connected:
     """'connectwise', 'autotask' or 'halopsa'."""
     m365: bool = False
     email: bool = False
+    teams: bool = False
+    """The tenant is bound to a Microsoft 365 tenant, so hosts can get booking cards from the Teams bot."""
 
 
 def validate_workflow(actions: WorkflowSpec, connected: Connected) -> list[str]:
@@ -119,6 +121,8 @@ def validate_workflow(actions: WorkflowSpec, connected: Connected) -> list[str]:
                 problems.append(f"{where}: opportunities are not available in HaloPSA")
             if step.action in M365_ACTIONS and not connected.m365:
                 problems.append(f"{where}: '{step.action.value}' needs Microsoft 365 connected")
+            if step.action is ActionKind.NOTIFY_HOST and not connected.teams:
+                problems.append(f"{where}: 'notify_host' needs the Teams app: set tenant.microsoft_tenant_id")
             if step.action is ActionKind.SEND_EMAIL and not connected.email:
                 problems.append(f"{where}: 'send_email' needs an email connection (SMTP or Microsoft 365)")
     return problems
@@ -138,6 +142,11 @@ def classic_workflow(primary_calendar: str, connected: Connected) -> WorkflowSpe
         scheduled.append(ActionSpec(action=ActionKind.CREATE_M365_EVENT))
         rescheduled.append(ActionSpec(action=ActionKind.UPDATE_M365_EVENT))
         cancelled.append(ActionSpec(action=ActionKind.CANCEL_M365_EVENT))
+    if connected.teams:
+        # After the calendar step, so the card carries the meeting's join link; before the email, so a slow
+        # mail server does not delay telling the host.
+        for steps in (scheduled, rescheduled, cancelled):
+            steps.append(ActionSpec(action=ActionKind.NOTIFY_HOST))
     if connected.email:
         for steps in (scheduled, rescheduled, cancelled):
             steps.append(ActionSpec(action=ActionKind.SEND_EMAIL))

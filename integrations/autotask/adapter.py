@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+import weakref
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -22,6 +24,7 @@ from integrations.autotask.wire import (
     from_wire_service_call_busy,
     from_wire_ticket_ref,
     marker_filter,
+    to_wire_contact,
     to_wire_datetime,
     to_wire_opportunity,
     to_wire_service_call,
@@ -33,7 +36,7 @@ from integrations.autotask.wire import (
     to_wire_ticket_note,
     to_wire_todo,
 )
-from scheduling.errors import IntegrationRejected
+from scheduling.errors import IntegrationRejected, IntegrationUnavailable
 from scheduling.model import BusyInterval, PsaContact, PsaDraft, PsaRecordKind, PsaRef
 
 
@@ -65,6 +68,7 @@ class AutotaskPsa:
         self._client = AutotaskClient(config, session)
         self._clock = clock or (lambda: datetime.now(UTC))
         self._fields: dict[str, dict[str, Any]] = {}
+        self._contact_locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
 
     @property
     def client(self) -> AutotaskClient:
@@ -91,6 +95,30 @@ class AutotaskPsa:
             return None
         items.sort(key=lambda item: (not item.get("isActive", True), int(item["id"])))
         return from_wire_contact(items[0], email)
+
+    async def find_or_create_contact(self, name: str, email: str) -> PsaContact | None:
+        """A first-time client becomes a Contact of the fallback company (`POST Contacts`, apis.md §2.2).
+
+        Contacts carry no idempotency marker: the e-mail address is the key. So the look-up runs first, and again
+        when the create's answer is lost (timeout, dropped connection, bare 5xx): Autotask may have saved the
+        contact anyway, and a blind retry would add a second one."""
+        address = email.strip()
+        company_id = self._config.fallback_company_id
+        if not address:
+            return None
+        async with self._contact_lock(address):
+            found = await self.find_contact(address)
+            if found is not None or company_id is None:
+                return found
+            body = to_wire_contact(name, address, company_id)
+            try:
+                contact_id = await self._client.create("Contacts", body)
+            except IntegrationUnavailable:
+                found = await self.find_contact(address)
+                if found is None:
+                    raise
+                return found
+            return from_wire_contact({**body, "id": contact_id}, address)
 
     async def create_record(self, kind: PsaRecordKind, draft: PsaDraft) -> PsaRef:
         try:
@@ -157,6 +185,16 @@ class AutotaskPsa:
         busy_calls = {int(link["serviceCallID"]) for link in links if int(link["id"]) in assigned}
         intervals = [from_wire_service_call_busy(call) for call in calls if int(call["id"]) in busy_calls]
         return sorted(intervals, key=lambda interval: (interval.starts_at, interval.ends_at))
+
+    def _contact_lock(self, address: str) -> asyncio.Lock:
+        """One contact create per address at a time in this process (one adapter serves all of a tenant's steps):
+        two bookings by the same new client, run side by side, would otherwise both miss the look-up and both
+        create. Weak values, so a lock lives only while someone holds or waits for it."""
+        key = address.casefold()
+        lock = self._contact_locks.get(key)
+        if lock is None:
+            lock = self._contact_locks[key] = asyncio.Lock()
+        return lock
 
     async def _find_one(self, entity: str, filters: Sequence[Filter]) -> dict[str, Any] | None:
         items = await self._client.query(entity, filters)

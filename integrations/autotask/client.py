@@ -13,6 +13,7 @@ import aiohttp
 
 from integrations.autotask.config import AutotaskConfig
 from integrations.autotask.wire import Filter, to_wire_query
+from integrations.rate_windows import SlidingWindows
 from integrations.retry_after import parse_retry_after
 from scheduling.errors import IntegrationAuthError, IntegrationRejected, IntegrationUnavailable
 
@@ -35,6 +36,11 @@ def error_messages(text: str) -> list[str]:
     return []
 
 
+_HOURLY_BUDGETS: dict[tuple[str, int], SlidingWindows] = {}
+"""Requests in the rolling hour per Autotask database (zone lookup URL + API user), shared by every client object of
+this process: adapters are rebuilt when a connection changes, the quota is not."""
+
+
 class AutotaskClient:
     """One Autotask API user on an injected `aiohttp.ClientSession`.
 
@@ -50,6 +56,14 @@ class AutotaskClient:
         self._api_base: str | None = None
         self._zone_lock = asyncio.Lock()
         self._slots: dict[str, asyncio.Semaphore] = {}
+        self._budget = (
+            _HOURLY_BUDGETS.setdefault(
+                (f"{config.zone_lookup_url}|{config.username.lower()}", config.requests_per_hour),
+                SlidingWindows([(3600.0, config.requests_per_hour)]),
+            )
+            if config.requests_per_hour is not None
+            else None
+        )
 
     async def api_base(self, *, refresh: bool = False) -> str:
         """`https://webservicesN.autotask.net/ATServicesRest/V1.0/` for this user's database, discovered once."""
@@ -134,6 +148,11 @@ class AutotaskClient:
             url = path
         else:
             url = base + path
+        if self._budget is not None and (wait := self._budget.reserve("")) > 0:
+            # Going over the hourly quota gets the whole database's API access refused; wait our turn instead.
+            raise IntegrationUnavailable(
+                "Holding back: this Autotask database's hourly request quota is spent", retry_after_seconds=wait
+            )
         async with self._slot(entity):
             try:
                 async with self._session.request(

@@ -29,11 +29,18 @@ class AutotaskConfig(BaseModel):
     """Autotask allows 3 concurrent threads per object endpoint per tracking identifier (apis.md §2.4)."""
     inline_retry_after_seconds: float = Field(default=2.0, ge=0, le=10)
     """A 429 whose Retry-After is at most this long is waited out and retried once here; longer ones are raised."""
+    requests_per_hour: int | None = Field(default=10_000, ge=1, le=10_000)
+    """Our share of the database's 10,000 requests per rolling hour (apis.md §2.4); lower it when other
+    integrations use the same database. None leaves the quota to Autotask's own 429s."""
     page_size: int = Field(default=500, ge=1, le=500)
     """`MaxRecords` of each query page; Autotask returns at most 500 (apis.md §2.2)."""
 
     default_company_id: int = Field(default=0, ge=0)
     """Company for records without a client contact; id 0 is the Autotask owner company (your own MSP)."""
+    fallback_company_id: int | None = Field(default=None, ge=0)
+    """The catch-all company (e.g. "Prospects") under which a first-time client becomes a contact, so the booking's
+    ticket, opportunity and To-Do are linked to a contact. None = no contact is created, and such records go to
+    `default_company_id` without one."""
     resource_role_id: int = Field(ge=0)
     """Role of the host on service-call assignments (ServiceCallTicketResources.roleID); tenant-specific."""
     ticket_queue_id: int = Field(ge=0)

@@ -21,6 +21,14 @@ MAX_CONDITIONS_PER_GROUP = 500
 _MAX_TITLE = 255
 _MAX_DESCRIPTION = 8000
 
+CONTACT_NAME_LIMIT = 50
+"""Contacts `firstName`/`lastName` length [U: Autotask field metadata; apis.md does not give it]."""
+
+MISSING_LAST_NAME = "(not given)"
+"""Autotask requires a last name on a contact (companyID, firstName, lastName and isActive are the mandatory
+Contact fields in the ecitsolutions/Autotask module's New-AtwsContact); a one-word name gets this instead of a
+made-up one, so staff can see it was never given."""
+
 
 def to_wire_datetime(moment: datetime) -> str:
     """An aware datetime as the UTC ISO-8601 text Autotask expects; naive datetimes are a bug, so they raise."""
@@ -81,6 +89,21 @@ def _with_marker(text: str, idempotency_key: str) -> str:
 
 def _company_id(draft: PsaDraft, default_company_id: int) -> int:
     return int(draft.contact.company_id) if draft.contact else default_company_id
+
+
+def to_wire_contact(name: str, email: str, company_id: int) -> dict[str, Any]:
+    """Contacts body for a first-time client: active, under the tenant's fallback company, with the address in
+    `emailAddress`, the field the contact look-up queries first (apis.md §2.3)."""
+    words = name.split()
+    first = words[0] if words else email.partition("@")[0]
+    last = " ".join(words[1:]) or MISSING_LAST_NAME
+    return {
+        "companyID": company_id,
+        "firstName": first[:CONTACT_NAME_LIMIT],
+        "lastName": last[:CONTACT_NAME_LIMIT],
+        "emailAddress": email,
+        "isActive": 1,
+    }
 
 
 def to_wire_ticket(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import weakref
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
@@ -21,6 +23,7 @@ from integrations.connectwise.wire import (
     to_wire_activity,
     to_wire_company,
     to_wire_condition_time,
+    to_wire_contact,
     to_wire_id,
     to_wire_note,
     to_wire_opportunity,
@@ -30,7 +33,7 @@ from integrations.connectwise.wire import (
     to_wire_ticket,
     to_wire_time,
 )
-from scheduling.errors import IntegrationAuthError, IntegrationRejected
+from scheduling.errors import IntegrationAuthError, IntegrationRejected, IntegrationUnavailable
 from scheduling.model import BusyInterval, PsaContact, PsaDraft, PsaRecordKind, PsaRef
 
 _LOOKUP_PAGE = 25
@@ -59,6 +62,7 @@ class ConnectWisePsa:
         self._client = ConnectWiseClient(session, config, clock=clock)
         self._board_ids: dict[str, int] = {}
         self._status_ids: dict[tuple[int, str], int] = {}
+        self._contact_locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
 
     async def test_connection(self) -> None:
         """`GET /system/info`: one cheap authenticated call (the ConnectWiseManageAPI PowerShell module validates
@@ -90,6 +94,29 @@ class ConnectWisePsa:
             if any(isinstance(value, str) and value.strip().lower() == wanted for value in values):
                 return from_wire_contact(row, address)
         return None
+
+    async def find_or_create_contact(self, name: str, email: str) -> PsaContact | None:
+        """A first-time client becomes a contact of the fallback company (`POST /company/contacts`, apis.md §1.2).
+
+        Contacts carry no idempotency marker: the e-mail address is the key. So the look-up runs first, and again
+        when the create's answer is lost (timeout, dropped connection, 5xx): ConnectWise may have saved the contact
+        anyway, and a blind retry would add a second one."""
+        address = email.strip()
+        company = self._config.fallback_company_identifier
+        if not address:
+            return None
+        async with self._contact_lock(address):
+            found = await self.find_contact(address)
+            if found is not None or not company:
+                return found
+            try:
+                created = await self._client.post("company/contacts", to_wire_contact(name, address, company))
+            except IntegrationUnavailable:
+                found = await self.find_contact(address)
+                if found is None:
+                    raise
+                return found
+            return from_wire_contact(created, address)
 
     async def create_record(self, kind: PsaRecordKind, draft: PsaDraft) -> PsaRef:
         if kind is PsaRecordKind.NOTE:
@@ -143,6 +170,16 @@ class ConnectWisePsa:
         rows = await self._client.get_list("schedule/entries", {"conditions": conditions, "orderBy": "dateStart asc"})
         busy = [from_wire_busy(row) for row in rows if row.get("dateStart") and row.get("dateEnd")]
         return sorted(busy, key=lambda interval: (interval.starts_at, interval.ends_at))
+
+    def _contact_lock(self, address: str) -> asyncio.Lock:
+        """One contact create per address at a time in this process (one adapter serves all of a tenant's steps):
+        two bookings by the same new client, run side by side, would otherwise both miss the look-up and both
+        create. Weak values, so a lock lives only while someone holds or waits for it."""
+        key = address.casefold()
+        lock = self._contact_locks.get(key)
+        if lock is None:
+            lock = self._contact_locks[key] = asyncio.Lock()
+        return lock
 
     async def _find_marked(self, kind: PsaRecordKind, key: str) -> dict[str, Any] | None:
         path, field = _MARKED_FIELD[kind]

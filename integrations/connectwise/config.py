@@ -27,7 +27,9 @@ class ConnectWiseConfig(BaseModel):
     default_board: str = Field(default="Service Desk", min_length=1, max_length=100)
     """The service board for tickets whose draft names none."""
     fallback_company_identifier: str = Field(default="", max_length=100)
-    """Company for tickets booked without a PSA contact (often the partner's catch-all company); empty = refuse."""
+    """The partner's catch-all company. A first-time client becomes a contact of it, so the ticket, opportunity and
+    activity of the booking are linked to a contact. Empty = no contact is created, and a ticket or opportunity
+    for a client who is not yet a contact is refused."""
     timeout_seconds: float = Field(default=20.0, gt=0, le=120)
     max_concurrent_requests: int = Field(default=4, ge=1, le=50)
     """ConnectWise publishes no fixed quota (apis.md §1.5), so we stay polite and follow its 429 + Retry-After."""

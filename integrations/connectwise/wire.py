@@ -20,6 +20,15 @@ metadata says so; apis.md does not], so the title is shortened to make room for 
 ENTRY_NAME_LIMIT = 250
 """Schedule entry `name` [U: field metadata, not apis.md]."""
 
+CONTACT_NAME_LIMIT = 30
+"""Contact `firstName` and `lastName` hold 1-30 characters [U: the ConnectWiseManageAPI PowerShell module's
+New-CWMCompanyContact validates these lengths; apis.md does not give them]."""
+
+EMAIL_COMMUNICATION_TYPE = "Email"
+"""The stock contact communication type for e-mail, referenced by name (`{"name": "Email"}`, as the
+ConnectWiseManageAPI module's examples do) [U: a tenant may rename it]. Its category, `communicationType`, is the
+`"Email"` that the contact look-up filters on (apis.md §1.2)."""
+
 SERVICE_TICKET_TYPE = "S"
 ACTIVITY_TYPE = "C"
 """Schedule entry type identifiers: `S` service ticket, `C` activity/CRM (apis.md §1.2 [U]; `GET /schedule/types`)."""
@@ -110,6 +119,23 @@ def to_wire_company(contact: PsaContact | None, fallback_identifier: str) -> dic
     return None
 
 
+def to_wire_contact(name: str, email: str, company_identifier: str) -> dict[str, Any]:
+    """`POST /company/contacts` for a first-time client: the e-mail goes into `communicationItems[]`, where the
+    look-up by `childConditions` finds it again (apis.md §1.2); the company is the tenant's fallback company,
+    referenced by identifier (`{"identifier": "..."}`, apis.md §1.2). Only `firstName` is required of the names, so
+    a one-word name leaves `lastName` out, and a blank one falls back to the address's local part."""
+    words = name.split()
+    first = words[0] if words else email.partition("@")[0]
+    body: dict[str, Any] = {
+        "firstName": first[:CONTACT_NAME_LIMIT],
+        "company": {"identifier": company_identifier},
+        "communicationItems": [{"type": {"name": EMAIL_COMMUNICATION_TYPE}, "value": email, "defaultFlag": True}],
+    }
+    if len(words) > 1:
+        body["lastName"] = " ".join(words[1:])[:CONTACT_NAME_LIMIT]
+    return body
+
+
 def to_wire_ticket(
     draft: PsaDraft, *, board_id: int, company: dict[str, Any], status_id: int | None = None
 ) -> dict[str, Any]:
@@ -132,7 +158,10 @@ def to_wire_opportunity(draft: PsaDraft, *, stage_id: int | None = None) -> dict
     """`POST /sales/opportunities`: `name`, `primarySalesRep`, `company` and `contact` are required (apis.md §1.2)."""
     contact = draft.contact
     if contact is None or not contact.company_id:
-        raise IntegrationRejected("A ConnectWise opportunity needs a contact and its company")
+        raise IntegrationRejected(
+            "A ConnectWise opportunity needs a contact and its company: set fallback_company_identifier so that"
+            " first-time clients become contacts of that company"
+        )
     body: dict[str, Any] = {
         "name": with_marker(draft.title, draft.idempotency_key, SUMMARY_LIMIT),
         "primarySalesRep": {"identifier": draft.member},

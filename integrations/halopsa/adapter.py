@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import weakref
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
@@ -23,8 +25,9 @@ from integrations.halopsa.wire import (
     to_wire_status,
     to_wire_ticket,
     to_wire_time,
+    to_wire_user,
 )
-from scheduling.errors import IntegrationRejected
+from scheduling.errors import IntegrationRejected, IntegrationUnavailable
 from scheduling.model import BusyInterval, PsaContact, PsaDraft, PsaRecordKind, PsaRef
 
 _LOOKUP_PADDING = timedelta(days=1)
@@ -42,8 +45,11 @@ class HaloPsa:
         *,
         clock: Callable[[], datetime] | None = None,
     ) -> None:
+        self._config = config
         self._client = HaloPsaClient(session, config, clock=clock)
         self._statuses: dict[str, int] | None = None
+        self._fallback_site_id: int | None = None
+        self._contact_locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
 
     async def test_connection(self) -> None:
         """Fetch a token and read one client row: proves the URLs, the credentials and the linked agent's rights."""
@@ -57,6 +63,31 @@ class HaloPsa:
             if str(user.get("emailaddress", "")).strip().lower() == wanted:
                 return from_wire_contact(user)
         return None
+
+    async def find_or_create_contact(self, name: str, email: str) -> PsaContact | None:
+        """A first-time client becomes a user on the fallback client's site (`POST /api/Users`, an array).
+
+        Users carry no idempotency marker: the e-mail address is the key. So the look-up runs first, and again
+        when the create's answer is lost (timeout, dropped connection, 5xx): Halo may have saved the user anyway,
+        and a blind retry would add a second one."""
+        address = email.strip()
+        client_id = self._config.fallback_client_id
+        if not address:
+            return None
+        async with self._contact_lock(address):
+            found = await self.find_contact(address)
+            if found is not None or client_id is None:
+                return found
+            site_id = await self._site_of(client_id)
+            try:
+                [created] = await self._client.post_array("Users", [to_wire_user(name, address, site_id)])
+            except IntegrationUnavailable:
+                found = await self.find_contact(address)
+                if found is None:
+                    raise
+                return found
+            # The saved user names its client; should an answer leave it out, the site says which one it is.
+            return from_wire_contact({"client_id": client_id, **created})
 
     async def create_record(self, kind: PsaRecordKind, draft: PsaDraft) -> PsaRef:
         if kind is PsaRecordKind.OPPORTUNITY:
@@ -84,6 +115,34 @@ class HaloPsa:
         busy = [from_wire_busy(row) for row in appointments if row.get("start_date") and row.get("end_date")]
         overlapping = [interval for interval in busy if interval.starts_at < ends_at and interval.ends_at > starts_at]
         return sorted(overlapping, key=lambda interval: (interval.starts_at, interval.ends_at))
+
+    def _contact_lock(self, address: str) -> asyncio.Lock:
+        """One user create per address at a time in this process (one adapter serves all of a tenant's steps):
+        two bookings by the same new client, run side by side, would otherwise both miss the look-up and both
+        create. Weak values, so a lock lives only while someone holds or waits for it."""
+        key = address.casefold()
+        lock = self._contact_locks.get(key)
+        if lock is None:
+            lock = self._contact_locks[key] = asyncio.Lock()
+        return lock
+
+    async def _site_of(self, client_id: int) -> int:
+        """A Halo user belongs to a site, not directly to a client: the fallback client's first site (lowest id),
+        from `GET /api/Site` (list key `sites`, each with its `client_id`, as n8n's HaloPSA node reads them).
+        Whether Halo filters by the `client_id` parameter is [U], so the rows are checked here too. Cached."""
+        if self._fallback_site_id is None:
+            sites = await self._client.get_pages("Site", {"client_id": str(client_id)}, "sites")
+            own = sorted(
+                int(site["id"])
+                for site in sites
+                if isinstance(site.get("id"), int) and str(site.get("client_id", "")) == str(client_id)
+            )
+            if not own:
+                raise IntegrationRejected(
+                    f"HaloPSA client {client_id} (fallback_client_id) has no site for new users; check the client id"
+                )
+            self._fallback_site_id = own[0]
+        return self._fallback_site_id
 
     async def _create_ticket(self, draft: PsaDraft) -> PsaRef:
         found = await self._client.get_pages("Tickets", {"search": marker(draft.idempotency_key)}, "tickets")

@@ -22,6 +22,9 @@ class HaloPsaConfig(BaseModel):
     client_id: str = Field(min_length=1, max_length=200)
     client_secret: SecretStr
     scope: str = Field(default="all", min_length=1, max_length=200)
+    fallback_client_id: int | None = Field(default=None, ge=1)
+    """The catch-all client (e.g. "Prospects") on whose site a first-time client becomes a user, so the booking's
+    ticket and appointments are linked to a user. None = no user is created."""
     timeout_seconds: float = Field(default=20.0, gt=0, le=120)
     max_concurrent_requests: int = Field(default=4, ge=1, le=50)
     """Halo publishes no numeric limit (apis.md §3 [U]); we stay polite and follow its 429 + Retry-After."""

@@ -55,6 +55,13 @@ def _contact_fields(contact: PsaContact | None) -> dict[str, Any]:
     return {"client_id": to_wire_id(contact.company_id, "client"), "user_id": to_wire_id(contact.contact_id, "user")}
 
 
+def to_wire_user(name: str, email: str, site_id: int) -> dict[str, Any]:
+    """One element of the array POST /api/Users takes: a user needs a `name` and the `site_id` it belongs to, and
+    `emailaddress` is where the look-up finds it again (n8n's HaloPSA node, user create; apis.md §3). A blank name
+    falls back to the address's local part."""
+    return {"name": " ".join(name.split()) or email.partition("@")[0], "emailaddress": email, "site_id": site_id}
+
+
 def to_wire_ticket(draft: PsaDraft, *, tickettype_id: int | None, status_id: int | None) -> dict[str, Any]:
     """One element of the array POST /api/Tickets takes. The marker goes into `details`, where the ticket
     search looks (the list endpoint's `search` filters "Tickets like your search")."""

@@ -12,7 +12,13 @@ from pydantic import SecretStr
 from integrations.autotask.adapter import AutotaskPsa
 from integrations.autotask.config import AutotaskConfig
 from tests.contracts.pairs import PsaPair
-from tests.fakes.autotask import DEMO_QUEUE_ID, DEMO_RESOURCE_ID, DEMO_ROLE_ID, FakeAutotaskServer
+from tests.fakes.autotask import (
+    DEMO_FALLBACK_COMPANY_ID,
+    DEMO_QUEUE_ID,
+    DEMO_RESOURCE_ID,
+    DEMO_ROLE_ID,
+    FakeAutotaskServer,
+)
 
 
 def config_for(fake: FakeAutotaskServer, **changes: Any) -> AutotaskConfig:
@@ -35,7 +41,14 @@ async def open_pair(**fake_options: Any) -> AsyncIterator[PsaPair]:
     await fake.start()
     try:
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as session:
-            client = AutotaskPsa(config_for(fake), session)
-            yield PsaPair("autotask", client, fake, str(DEMO_RESOURCE_ID), supports_opportunities=True)
+            client = AutotaskPsa(config_for(fake, fallback_company_id=DEMO_FALLBACK_COMPANY_ID), session)
+            yield PsaPair(
+                "autotask",
+                client,
+                fake,
+                str(DEMO_RESOURCE_ID),
+                fallback_company_id=str(DEMO_FALLBACK_COMPANY_ID),
+                supports_opportunities=True,
+            )
     finally:
         await fake.close()

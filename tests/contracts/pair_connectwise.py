@@ -14,7 +14,12 @@ from pydantic import SecretStr
 from integrations.connectwise.adapter import ConnectWisePsa
 from integrations.connectwise.config import ConnectWiseConfig
 from tests.contracts.pairs import PsaPair
-from tests.fakes.connectwise import DEMO_MEMBER, FakeConnectWiseServer
+from tests.fakes.connectwise import (
+    DEMO_FALLBACK_COMPANY,
+    DEMO_FALLBACK_COMPANY_ID,
+    DEMO_MEMBER,
+    FakeConnectWiseServer,
+)
 
 
 def config_for(server: TestServer, fake: FakeConnectWiseServer, **changes: Any) -> ConnectWiseConfig:
@@ -51,5 +56,12 @@ async def open_fake_and_client(
 
 @asynccontextmanager
 async def open_pair() -> AsyncIterator[PsaPair]:
-    async with open_fake_and_client() as (client, fake, _config):
-        yield PsaPair(vendor="connectwise", client=client, fake=fake, member=DEMO_MEMBER, supports_opportunities=True)
+    async with open_fake_and_client(fallback_company_identifier=DEMO_FALLBACK_COMPANY) as (client, fake, _config):
+        yield PsaPair(
+            vendor="connectwise",
+            client=client,
+            fake=fake,
+            member=DEMO_MEMBER,
+            fallback_company_id=str(DEMO_FALLBACK_COMPANY_ID),
+            supports_opportunities=True,
+        )

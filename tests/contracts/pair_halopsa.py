@@ -14,7 +14,7 @@ from pydantic import SecretStr
 from integrations.halopsa.adapter import HaloPsa
 from integrations.halopsa.config import HaloPsaConfig
 from tests.contracts.pairs import PsaPair
-from tests.fakes.halopsa import DEMO_AGENT_ID, FakeHaloPsaServer
+from tests.fakes.halopsa import DEMO_AGENT_ID, DEMO_FALLBACK_CLIENT_ID, FakeHaloPsaServer
 
 
 def config_for(server: TestServer, fake: FakeHaloPsaServer, **changes: Any) -> HaloPsaConfig:
@@ -51,11 +51,12 @@ async def open_fake_and_client(
 
 @asynccontextmanager
 async def open_pair() -> AsyncIterator[PsaPair]:
-    async with open_fake_and_client() as (client, fake, _config):
+    async with open_fake_and_client(fallback_client_id=DEMO_FALLBACK_CLIENT_ID) as (client, fake, _config):
         yield PsaPair(
             vendor="halopsa",
             client=client,
             fake=fake,
             member=str(DEMO_AGENT_ID),
+            fallback_company_id=str(DEMO_FALLBACK_CLIENT_ID),
             supports_opportunities=False,
         )

@@ -18,6 +18,9 @@ from scheduling.ports import PsaClient
 class FakePsaControl(Protocol):
     """What the suite may do to a vendor fake (all of it through the fake's own state, not our code)."""
 
+    responses_lost: int
+    """How many committed creates had their answer dropped by lose_next_response (proof the fault fired)."""
+
     def records(self, kind: PsaRecordKind) -> list[dict[str, Any]]:
         """Every record of that kind the fake holds, as the vendor would return it."""
         ...
@@ -42,6 +45,14 @@ class FakePsaControl(Protocol):
         """Seed a schedule entry / service call / appointment for a member."""
         ...
 
+    def contacts_with_email(self, email: str) -> list[PsaContact]:
+        """Every contact (ConnectWise contact, Autotask Contact, Halo user) the fake holds with this address."""
+        ...
+
+    def contact_linked_to(self, kind: PsaRecordKind, record_id: str) -> str | None:
+        """The id of the contact a ticket, opportunity or activity is linked to at the fake, or None."""
+        ...
+
 
 @dataclass
 class PsaPair:
@@ -50,6 +61,8 @@ class PsaPair:
     fake: FakePsaControl
     member: str
     """A member/resource/agent identifier that exists at the fake."""
+    fallback_company_id: str
+    """The vendor id of the catch-all company (client) the pair's adapter is configured to put new contacts in."""
     supports_opportunities: bool = True
 
 

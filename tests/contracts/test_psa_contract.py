@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -46,6 +47,58 @@ async def test_a_contact_is_found_by_email(psa: PsaPair) -> None:
     found = await psa.client.find_contact("jane@acme.example")
     assert found == seeded
     assert await psa.client.find_contact("nobody@acme.example") is None
+
+
+async def test_a_booking_from_a_brand_new_client_creates_exactly_one_contact_and_links_the_record(
+    psa: PsaPair,
+) -> None:
+    email = "robin@newcomer.example"
+    assert await psa.client.find_contact(email) is None
+    # The vendor saves the contact but its answer never arrives: the adapter must find it rather than add another.
+    psa.fake.lose_next_response()
+    contact = await psa.client.find_or_create_contact("Robin Newcomer", email)
+    assert psa.fake.responses_lost == 1
+    assert contact is not None
+    assert contact.company_id == psa.fallback_company_id
+    assert contact.email.casefold() == email
+    assert await psa.client.find_or_create_contact("Robin Newcomer", email) == contact
+    assert await psa.client.find_contact(email) == contact
+
+    kinds = [PsaRecordKind.TICKET, PsaRecordKind.ACTIVITY]
+    if psa.supports_opportunities:
+        kinds.append(PsaRecordKind.OPPORTUNITY)
+    for kind in kinds:
+        ref = await psa.client.create_record(
+            kind,
+            PsaDraft(
+                idempotency_key=f"booking-10:{kind.value}",
+                title="Sales call with Robin Newcomer",
+                description="Booked through Slotwise",
+                contact=contact,
+                member=psa.member,
+                starts_at=STARTS,
+                ends_at=STARTS + timedelta(minutes=30),
+            ),
+        )
+        assert psa.fake.contact_linked_to(kind, ref.record_id) == contact.contact_id, kind
+    assert [found.contact_id for found in psa.fake.contacts_with_email(email)] == [contact.contact_id]
+
+
+async def test_side_by_side_bookings_from_one_new_client_share_one_contact(psa: PsaPair) -> None:
+    email = "sam@twice.example"
+    found = await asyncio.gather(*(psa.client.find_or_create_contact("Sam Twice", email) for _ in range(4)))
+    assert len({contact.contact_id for contact in found if contact is not None}) == 1
+    assert None not in found
+    assert len(psa.fake.contacts_with_email(email)) == 1
+
+
+async def test_a_client_who_is_already_a_contact_is_found_by_address_and_not_created_again(psa: PsaPair) -> None:
+    seeded = psa.fake.add_contact("Jane Doe", "jane@acme.example")
+    found = await psa.client.find_or_create_contact("Jane D.", "JANE@acme.example")
+    assert found is not None
+    assert found.contact_id == seeded.contact_id
+    assert found.company_id == seeded.company_id
+    assert len(psa.fake.contacts_with_email("jane@acme.example")) == 1
 
 
 async def test_a_ticket_is_created_once_even_when_asked_twice(psa: PsaPair) -> None:

@@ -16,6 +16,7 @@ import asyncio
 import itertools
 import json
 import math
+import re
 import uuid
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -34,6 +35,8 @@ DEMO_INTEGRATION_CODE = "DEMO-TRACKING-IDENTIFIER"
 DEMO_RESOURCE_ID = 29682885
 DEMO_ROLE_ID = 29683461
 DEMO_QUEUE_ID = 29683481
+DEMO_FALLBACK_COMPANY_ID = 500
+"""The MSP's catch-all "Prospects" company, seeded in every fake, for contacts of first-time clients."""
 API_PREFIX = "/ATServicesRest/V1.0/"
 ZONE_PATH = "/atservicesrest/v1.0/zoneInformation"
 NO_RECORD_MESSAGE = (
@@ -57,6 +60,7 @@ OPERATORS = {
 }
 GROUPS = {"and", "or"}
 MAX_PAGE = 500
+_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 MAX_CONDITIONS = 500
 
 
@@ -93,7 +97,9 @@ SPECS: dict[str, EntitySpec] = {
             "emailAddress3": "string",
             "isActive": "integer",
         },
-        creatable=False,
+        # Mandatory Contact fields per the ecitsolutions/Autotask module's New-AtwsContact (AccountID = companyID).
+        required=frozenset({"companyID", "firstName", "lastName", "isActive"}),
+        references={"companyID": "Companies"},
     ),
     "Resources": EntitySpec(
         {
@@ -327,11 +333,19 @@ class FakeAutotaskServer:
         self._request_times: deque[float] = deque()
         self._faults: list[tuple[int, int | None, str]] = []
         self._lose_next = False
+        self.responses_lost = 0
+        """How many committed creates had their answer dropped by lose_next_response."""
         self._pages: dict[str, tuple[str, list[dict[str, Any]], int, int]] = {}
         self._runner: web.AppRunner | None = None
         self.base_url = ""
         self.app = build_app(self)
         self.tables["Companies"][0] = {"id": 0, "companyName": "Acme IT (owner)", "companyType": 5, "isActive": True}
+        self.tables["Companies"][DEMO_FALLBACK_COMPANY_ID] = {
+            "id": DEMO_FALLBACK_COMPANY_ID,
+            "companyName": "Prospects (catch-all)",
+            "companyType": 2,
+            "isActive": True,
+        }
         self.tables["Resources"][DEMO_RESOURCE_ID] = {
             "id": DEMO_RESOURCE_ID,
             "firstName": "Tess",
@@ -414,6 +428,23 @@ class FakeAutotaskServer:
         }
         self.tables["Contacts"][contact["id"]] = contact
         return self._as_contact(contact)
+
+    def contacts_with_email(self, email: str) -> list[PsaContact]:
+        """Every contact holding this address in any of its three email fields (any case)."""
+        wanted = email.casefold()
+        return [
+            self._as_contact(contact)
+            for contact in sorted(self.tables["Contacts"].values(), key=lambda row: row["id"])
+            if any(
+                str(contact.get(name) or "").casefold() == wanted
+                for name in ("emailAddress", "emailAddress2", "emailAddress3")
+            )
+        ]
+
+    def contact_linked_to(self, kind: PsaRecordKind, record_id: str) -> str | None:
+        """The contactID of a ticket, opportunity or To-Do, or None."""
+        contact_id = self.tables[KIND_ENTITY[kind]][int(record_id)].get("contactID")
+        return None if contact_id is None else str(contact_id)
 
     def add_resource(self, first_name: str, last_name: str, email: str) -> int:
         resource_id = next(self._ids)
@@ -539,6 +570,13 @@ class FakeAutotaskServer:
                     and self.tables[table][record[name]]["companyID"] != record["companyID"]
                 ):
                     raise AutotaskError(f"The {name} must belong to the same company as the To-Do.")
+        if entity == "Contacts":
+            if record.get("isActive") not in (0, 1):
+                raise AutotaskError("Contacts isActive must be 0 or 1.")
+            for name in ("emailAddress", "emailAddress2", "emailAddress3"):
+                value = record.get(name)
+                if value not in (None, "") and not _EMAIL.match(str(value)):
+                    raise AutotaskError(f"The value '{value}' of {name} is not a valid email address.")
         contact_id = record.get("contactID")
         contact = self.tables["Contacts"].get(contact_id) if contact_id is not None else None
         if entity == "Tickets" and contact is not None and contact["companyID"] != record["companyID"]:
@@ -674,6 +712,7 @@ class FakeAutotaskServer:
         if self._lose_next:
             # Committed, but the caller never hears back: the connection drops before any byte of the answer.
             self._lose_next = False
+            self.responses_lost += 1
             if request.transport is not None:
                 request.transport.close()
         return web.json_response({"itemId": record["id"]})

@@ -39,6 +39,9 @@ DEMO_PRIVATE_KEY = "cwDemoPrivateKey01"
 DEMO_CLIENT_ID = "7a1f3c52-4b8e-4d2a-9c61-0e5b2f8d4a17"
 DEMO_CODEBASE = "v4_6_release"
 DEMO_MEMBER = "jdoe"
+DEMO_FALLBACK_COMPANY = "Catchall"
+"""Identifier of the partner's catch-all company, seeded in every fake (id DEMO_FALLBACK_COMPANY_ID)."""
+DEMO_FALLBACK_COMPANY_ID = 2
 
 DEFAULT_PAGE_SIZE = 25
 MAX_PAGE_SIZE = 1000
@@ -46,6 +49,7 @@ MAX_PAGE_SIZE = 1000
 server cuts or refuses; the Link header then tells the client that more pages exist]."""
 
 _WIRE_TIME = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?Z$")
+_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 
 
 def _utc_now() -> datetime:
@@ -433,6 +437,15 @@ _RESOURCE_FIELDS: dict[str, set[str]] = {
 """Fields each resource can be filtered and sorted on; a condition naming any other field is a 400."""
 _CHILD_COLLECTIONS: dict[str, set[str]] = {"contacts": {"communicationItems"}}
 
+_COMMUNICATION_TYPES: list[dict[str, Any]] = [
+    {"id": 1, "name": "Email", "communicationType": "Email"},
+    {"id": 2, "name": "Direct", "communicationType": "Phone"},
+    {"id": 3, "name": "Mobile", "communicationType": "Phone"},
+    {"id": 4, "name": "Fax", "communicationType": "Fax"},
+]
+"""A stock tenant's contact communication types (`/company/communicationTypes`): each type belongs to one of the
+categories Email, Phone or Fax, which items carry as `communicationType` [U: names as seen in stock tenants]."""
+
 _SCHEDULE_TYPES = [
     {"id": 1, "identifier": "S", "name": "Service"},
     {"id": 2, "identifier": "C", "name": "Activity"},
@@ -475,6 +488,8 @@ class FakeConnectWiseServer:
     max_in_flight: int = 0
     throttled: int = 0
     _faults: list[Fault] = field(default_factory=list)
+    responses_lost: int = 0
+    """How many committed creates had their answer dropped by lose_next_response."""
     _lose_next: bool = False
     _revoked: bool = False
     _next_id: int = 100
@@ -510,7 +525,12 @@ class FakeConnectWiseServer:
         if not self.stages:
             self.stages = {1: {"id": 1, "name": "Prospect"}, 2: {"id": 2, "name": "Qualified"}}
         if not self.companies:
-            self.companies[2] = {"id": 2, "identifier": "Catchall", "name": "Catchall", "deletedFlag": False}
+            self.companies[DEMO_FALLBACK_COMPANY_ID] = {
+                "id": DEMO_FALLBACK_COMPANY_ID,
+                "identifier": DEMO_FALLBACK_COMPANY,
+                "name": DEMO_FALLBACK_COMPANY,
+                "deletedFlag": False,
+            }
 
     # FakePsaControl
 
@@ -565,6 +585,30 @@ class FakeConnectWiseServer:
         }
         return PsaContact(contact_id=str(contact_id), company_id=str(company["id"]), name=name, email=email)
 
+    def contacts_with_email(self, email: str) -> list[PsaContact]:
+        """Every contact with a communication item holding this address (any case), as our client should see it."""
+        wanted = email.casefold()
+        return [
+            PsaContact(
+                contact_id=str(row["id"]),
+                company_id=str(row["company"]["id"]),
+                name=f"{row['firstName']} {row.get('lastName') or ''}".strip(),
+                email=email,
+            )
+            for row in sorted(self.contacts.values(), key=lambda row: row["id"])
+            if any(str(item.get("value", "")).casefold() == wanted for item in row.get("communicationItems") or [])
+        ]
+
+    def contact_linked_to(self, kind: PsaRecordKind, record_id: str) -> str | None:
+        """The contact id a ticket, opportunity or activity names, or None."""
+        table = {
+            PsaRecordKind.TICKET: self.tickets,
+            PsaRecordKind.OPPORTUNITY: self.opportunities,
+            PsaRecordKind.ACTIVITY: self.activities,
+        }[kind]
+        contact = table[int(record_id)].get("contact")
+        return str(contact["id"]) if isinstance(contact, dict) else None
+
     def add_busy(self, member: str, starts_at: Any, ends_at: Any) -> None:
         """Something a dispatcher booked in ConnectWise itself: an activity on the member's calendar."""
         member_row = self._member_by_identifier(member)
@@ -605,6 +649,7 @@ class FakeConnectWiseServer:
         router.add_get(f"{prefix}/system/members", self._list_members)
         router.add_get(f"{prefix}/company/companies", self._list_companies)
         router.add_get(f"{prefix}/company/contacts", self._list_contacts)
+        router.add_post(f"{prefix}/company/contacts", self._post_contact)
         router.add_get(f"{prefix}/service/boards", self._list_boards)
         router.add_get(f"{prefix}/service/boards/{{id}}/statuses", self._list_statuses)
         router.add_get(f"{prefix}/service/tickets", self._list_tickets)
@@ -811,6 +856,7 @@ class FakeConnectWiseServer:
         """lose_next_response: the record is committed, then the connection dies before the answer is written."""
         if self._lose_next:
             self._lose_next = False
+            self.responses_lost += 1
             if request.transport is not None:
                 request.transport.close()
 
@@ -939,6 +985,73 @@ class FakeConnectWiseServer:
 
     async def _list_contacts(self, request: web.Request) -> web.Response:
         return self._listed(request, list(self.contacts.values()), "contacts")
+
+    def _communication_items(self, body: dict[str, Any]) -> list[dict[str, Any]]:
+        """`communicationItems[]`: each needs a `type` reference (by id or name) and a `value`; an e-mail type's
+        value must be an address. Stored with the type's category as `communicationType`, as ConnectWise answers."""
+        items = body.get("communicationItems", [])
+        if not isinstance(items, list):
+            raise _invalid("contact", "communicationItems", "communicationItems must be an array.")
+        stored = []
+        for item in items:
+            if not isinstance(item, dict):
+                raise _invalid("contact", "communicationItems", "Each communication item must be an object.")
+            type_ref = self._reference(item, "type", "contact", required=True)
+            assert type_ref is not None
+            kind = next(
+                (
+                    row
+                    for row in _COMMUNICATION_TYPES
+                    if type_ref.get("id") == row["id"]
+                    or (isinstance(type_ref.get("name"), str) and type_ref["name"].lower() == row["name"].lower())
+                ),
+                None,
+            )
+            if kind is None:
+                raise _invalid("contact", "communicationItems", "Communication type not found.", "InvalidObject")
+            value = item.get("value")
+            if not isinstance(value, str) or not value.strip():
+                raise _invalid("contact", "communicationItems", "The value field is required.", "NullValue")
+            if kind["communicationType"] == "Email" and not _EMAIL.match(value):
+                raise _invalid("contact", "communicationItems", f"{value!r} is not a valid email address.")
+            flag = item.get("defaultFlag", False)
+            if not isinstance(flag, bool):
+                raise _invalid("contact", "communicationItems", "defaultFlag must be true or false.")
+            stored.append(
+                {
+                    "id": self._new_id(),
+                    "type": {"id": kind["id"], "name": kind["name"]},
+                    "value": value,
+                    "defaultFlag": flag,
+                    "communicationType": kind["communicationType"],
+                }
+            )
+        return stored
+
+    async def _post_contact(self, request: web.Request) -> web.Response:
+        """`POST /company/contacts`. `firstName` is required (1-30 characters, like `lastName`) [U: lengths from
+        the ConnectWiseManageAPI module]. The fake also insists on an existing `company`: our client always sends
+        one, and a contact without it could not carry the booking's opportunity. Duplicate addresses are accepted,
+        as ConnectWise does not refuse them either [U], so a client that creates twice is caught by counting."""
+        body = await self._json_object(request, "contact")
+        first = self._text(body, "firstName", "contact", required=True, limit=30)
+        last = self._text(body, "lastName", "contact", required=False, limit=30)
+        company = self._find_company(body, "contact", required=True)
+        items = self._communication_items(body)
+        assert company is not None
+        contact_id = self._new_id()
+        contact = {
+            "id": contact_id,
+            "firstName": first,
+            "lastName": last or "",
+            "company": self._company_ref(company),
+            "inactiveFlag": False,
+            "communicationItems": items,
+            "_info": self._info(),
+        }
+        self.contacts[contact_id] = contact
+        self._maybe_drop(request)
+        return web.json_response(contact, status=201)
 
     async def _list_boards(self, request: web.Request) -> web.Response:
         return self._listed(request, list(self.boards.values()), "boards")

@@ -31,7 +31,11 @@ DEMO_CLIENT_ID = "slotwise-demo"
 DEMO_CLIENT_SECRET = "halo-demo-secret"
 DEMO_TENANT = "slotwise"
 DEMO_AGENT_ID = 7
+DEMO_FALLBACK_CLIENT_ID = 12
+"""The MSP's catch-all "Prospects" client, seeded in every fake with one site (DEMO_FALLBACK_SITE_ID)."""
+DEMO_FALLBACK_SITE_ID = 34
 
+_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 _SCOPE = re.compile(r"^(all|(read|edit):[a-z_]+)( (all|(read|edit):[a-z_]+))*$")
 
 
@@ -106,6 +110,7 @@ class FakeHaloPsaServer:
     request_log: list[LoggedRequest] = field(default_factory=list)
     agents: dict[int, dict[str, Any]] = field(default_factory=dict)
     clients: dict[int, dict[str, Any]] = field(default_factory=dict)
+    sites: dict[int, dict[str, Any]] = field(default_factory=dict)
     users: dict[int, dict[str, Any]] = field(default_factory=dict)
     tickets: dict[int, dict[str, Any]] = field(default_factory=dict)
     appointments: dict[int, dict[str, Any]] = field(default_factory=dict)
@@ -120,6 +125,8 @@ class FakeHaloPsaServer:
     max_in_flight: int = 0
     throttled: int = 0
     _faults: list[Fault] = field(default_factory=list)
+    responses_lost: int = 0
+    """How many committed creates had their answer dropped by lose_next_response."""
     _lose_next: bool = False
     _revoked: bool = False
     _next_id: int = 1000
@@ -129,6 +136,18 @@ class FakeHaloPsaServer:
     def __post_init__(self) -> None:
         if not self.agents:
             self.agents[DEMO_AGENT_ID] = {"id": DEMO_AGENT_ID, "name": "Alex Agent", "email": "alex@msp.example"}
+        if not self.clients:
+            self.clients[DEMO_FALLBACK_CLIENT_ID] = {
+                "id": DEMO_FALLBACK_CLIENT_ID,
+                "name": "Prospects (catch-all)",
+                "site_id": DEMO_FALLBACK_SITE_ID,
+            }
+            self.sites[DEMO_FALLBACK_SITE_ID] = {
+                "id": DEMO_FALLBACK_SITE_ID,
+                "name": "Main",
+                "client_id": DEMO_FALLBACK_CLIENT_ID,
+                "clientsite_name": "Prospects (catch-all)/Main",
+            }
 
     # FakePsaControl
 
@@ -160,6 +179,12 @@ class FakeHaloPsaServer:
             client_id = self._new_id()
             client = {"id": client_id, "name": domain, "site_id": self._new_id()}
             self.clients[client_id] = client
+            self.sites[client["site_id"]] = {
+                "id": client["site_id"],
+                "name": "Main",
+                "client_id": client_id,
+                "clientsite_name": f"{domain}/Main",
+            }
         user_id = self._new_id()
         self.users[user_id] = {
             "id": user_id,
@@ -170,6 +195,21 @@ class FakeHaloPsaServer:
             "site_id": client["site_id"],
         }
         return PsaContact(contact_id=str(user_id), company_id=str(client["id"]), name=name, email=email)
+
+    def contacts_with_email(self, email: str) -> list[PsaContact]:
+        """Every user with this address (any case), as our client should see it."""
+        wanted = email.casefold()
+        return [
+            PsaContact(contact_id=str(user["id"]), company_id=str(user["client_id"]), name=user["name"], email=email)
+            for user in sorted(self.users.values(), key=lambda row: row["id"])
+            if str(user.get("emailaddress") or "").casefold() == wanted
+        ]
+
+    def contact_linked_to(self, kind: PsaRecordKind, record_id: str) -> str | None:
+        """The user_id of a ticket or appointment, or None (Halo has no opportunities)."""
+        table = self.tickets if kind is PsaRecordKind.TICKET else self.appointments
+        user_id = table[int(record_id)].get("user_id")
+        return None if user_id is None else str(user_id)
 
     def add_busy(self, member: str, starts_at: Any, ends_at: Any) -> None:
         appointment_id = self._new_id()
@@ -196,6 +236,8 @@ class FakeHaloPsaServer:
         app.router.add_get("/api/Actions", self._list_actions)
         app.router.add_post("/api/Actions", self._post_actions)
         app.router.add_get("/api/Users", self._list_users)
+        app.router.add_post("/api/Users", self._post_users)
+        app.router.add_get("/api/Site", self._list_sites)
         app.router.add_get("/api/Client", self._list_clients)
         app.router.add_get("/api/Agent", self._list_agents)
         app.router.add_get("/api/Status", self._list_statuses)
@@ -335,6 +377,7 @@ class FakeHaloPsaServer:
         """lose_next_response: the record is committed, then the connection dies before the answer is written."""
         if self._lose_next:
             self._lose_next = False
+            self.responses_lost += 1
             if request.transport is not None:
                 request.transport.close()
 
@@ -530,6 +573,51 @@ class FakeHaloPsaServer:
             and (client_id is None or str(user["client_id"]) == client_id)
         ]
         return self._paged(request, rows, "users")
+
+    async def _post_users(self, request: web.Request) -> web.Response:
+        """A new user needs a `name` and an existing `site_id` (n8n's HaloPSA node marks both required); it belongs
+        to that site's client. `emailaddress` is optional but must be an address when given. Halo does not refuse a
+        second user with the same address [U], so the fake accepts it and a client that creates twice is caught by
+        counting."""
+        items = await self._array_body(request)
+        saved: list[dict[str, Any]] = []
+        for item in items:
+            if "id" in item:
+                raise HaloBadRequest("Updating users is not supported by this fake")
+            if not isinstance(item.get("name"), str) or not item["name"].strip():
+                raise HaloBadRequest("name is required")
+            site_id = _int_field(item, "site_id", required=True)
+            site = self.sites.get(site_id) if site_id is not None else None
+            if site is None:
+                raise HaloBadRequest(f"Site {site_id} does not exist")
+            email = item.get("emailaddress")
+            if email is not None and (not isinstance(email, str) or (email and not _EMAIL.match(email))):
+                raise HaloBadRequest(f"emailaddress {email!r} is not a valid email address")
+            client = self.clients[site["client_id"]]
+            user_id = self._new_id()
+            user = {
+                **item,
+                "id": user_id,
+                "name": item["name"],
+                "emailaddress": email or "",
+                "site_id": site["id"],
+                "client_id": client["id"],
+                "client_name": client["name"],
+                "inactive": False,
+            }
+            self.users[user_id] = user
+            saved.append(dict(user))
+        await self._maybe_drop(request)
+        return self._created(saved)
+
+    async def _list_sites(self, request: web.Request) -> web.Response:
+        client_id = request.query.get("client_id")
+        rows = [
+            dict(site)
+            for site in sorted(self.sites.values(), key=lambda row: row["id"])
+            if client_id is None or str(site["client_id"]) == client_id
+        ]
+        return self._paged(request, rows, "sites")
 
     async def _list_clients(self, request: web.Request) -> web.Response:
         search = request.query.get("search", "")

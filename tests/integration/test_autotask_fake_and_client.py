@@ -17,7 +17,14 @@ from integrations.autotask.adapter import AutotaskPsa
 from scheduling.errors import IntegrationAuthError, IntegrationRejected, IntegrationUnavailable
 from scheduling.model import PsaDraft, PsaRecordKind
 from tests.contracts.pair_autotask import config_for
-from tests.fakes.autotask import API_PREFIX, DEMO_RESOURCE_ID, DEMO_ROLE_ID, FakeAutotaskServer, running_autotask_server
+from tests.fakes.autotask import (
+    API_PREFIX,
+    DEMO_FALLBACK_COMPANY_ID,
+    DEMO_RESOURCE_ID,
+    DEMO_ROLE_ID,
+    FakeAutotaskServer,
+    running_autotask_server,
+)
 
 STARTS = datetime(2026, 11, 24, 15, 0, tzinfo=UTC)
 MEMBER = str(DEMO_RESOURCE_ID)
@@ -341,6 +348,74 @@ async def test_the_fake_validates_create_bodies_like_autotask(
     assert fake.records(PsaRecordKind.OPPORTUNITY) == []
 
 
+async def test_a_first_time_client_becomes_an_active_contact_of_the_fallback_company(
+    fake: FakeAutotaskServer, session: aiohttp.ClientSession
+) -> None:
+    psa = AutotaskPsa(config_for(fake, fallback_company_id=DEMO_FALLBACK_COMPANY_ID), session)
+    contact = await psa.find_or_create_contact("Maria de la Cruz", "maria@newco.example")
+    single = await psa.find_or_create_contact("Cher", "cher@newco.example")
+    assert contact is not None
+    assert single is not None
+    posted = [entry.body for entry in fake.log if entry.method == "POST" and entry.path.endswith("/Contacts")]
+    assert posted == [
+        {
+            "companyID": DEMO_FALLBACK_COMPANY_ID,
+            "firstName": "Maria",
+            "lastName": "de la Cruz",
+            "emailAddress": "maria@newco.example",
+            "isActive": 1,
+        },
+        {
+            "companyID": DEMO_FALLBACK_COMPANY_ID,
+            "firstName": "Cher",
+            "lastName": "(not given)",
+            "emailAddress": "cher@newco.example",
+            "isActive": 1,
+        },
+    ]
+    assert (contact.company_id, contact.name) == (str(DEMO_FALLBACK_COMPANY_ID), "Maria de la Cruz")
+    assert fake.contacts_with_email("maria@newco.example") == [contact]
+
+
+async def test_without_a_fallback_company_no_contact_is_created(
+    fake: FakeAutotaskServer, session: aiohttp.ClientSession
+) -> None:
+    psa = AutotaskPsa(config_for(fake), session)
+    assert await psa.find_or_create_contact("Maria de la Cruz", "maria@newco.example") is None
+    assert [entry for entry in fake.log if entry.method == "POST" and entry.path.endswith("/Contacts")] == []
+    assert fake.tables["Contacts"] == {}
+
+
+async def test_the_fake_validates_contact_bodies_like_autotask(
+    fake: FakeAutotaskServer, session: aiohttp.ClientSession
+) -> None:
+    url = f"{fake.base_url}{API_PREFIX}Contacts"
+    good = {"companyID": DEMO_FALLBACK_COMPANY_ID, "firstName": "A", "lastName": "B", "isActive": 1}
+    refusals = {
+        "Missing required field(s) on Contacts: lastName": {**good, "lastName": None},
+        "Reference value on field companyID of type Companies does not exist: 777": {**good, "companyID": 777},
+        "not a valid email address": {**good, "emailAddress": "not-an-address"},
+        "isActive must be 0 or 1": {**good, "isActive": 5},
+    }
+    for message, body in refusals.items():
+        async with session.post(url, json=body, headers=auth_headers(fake)) as got:
+            assert got.status == 500
+            assert message in (await got.json())["errors"][0]
+    assert fake.tables["Contacts"] == {}
+    async with session.post(url, json={**good, "emailAddress": "a@b.example"}, headers=auth_headers(fake)) as got:
+        assert got.status == 200
+        assert fake.contacts_with_email("A@B.example")[0].contact_id == str((await got.json())["itemId"])
+
+
+async def test_an_unknown_fallback_company_is_rejected_with_autotasks_message(
+    fake: FakeAutotaskServer, session: aiohttp.ClientSession
+) -> None:
+    psa = AutotaskPsa(config_for(fake, fallback_company_id=777), session)
+    with pytest.raises(IntegrationRejected, match="companyID of type Companies does not exist: 777"):
+        await psa.find_or_create_contact("Maria de la Cruz", "maria@newco.example")
+    assert fake.tables["Contacts"] == {}
+
+
 async def test_secrets_never_reach_the_logs(
     fake: FakeAutotaskServer, session: aiohttp.ClientSession, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -412,6 +487,24 @@ async def test_a_short_retry_after_is_waited_out_once_and_a_long_one_is_handed_b
     with pytest.raises(IntegrationUnavailable) as raised:
         await psa.find_contact("jane@acme.example")
     assert raised.value.retry_after_seconds == 1
+
+
+async def test_our_client_keeps_its_own_hourly_budget_and_never_spends_autotasks_quota_for_it(
+    fake: FakeAutotaskServer, session: aiohttp.ClientSession
+) -> None:
+    psa = AutotaskPsa(config_for(fake, requests_per_hour=5), session)
+    for _ in range(5):
+        await psa.find_contact("jane@acme.example")
+    sent = len(fake.log)
+    with pytest.raises(IntegrationUnavailable) as raised:
+        await psa.find_contact("jane@acme.example")
+    assert raised.value.retry_after_seconds is not None
+    assert 3500 < raised.value.retry_after_seconds <= 3600
+    assert len(fake.log) == sent, "the request over budget never reached Autotask"
+    assert all(logged.status != 429 for logged in fake.log)
+    again = AutotaskPsa(config_for(fake, requests_per_hour=5), session)
+    with pytest.raises(IntegrationUnavailable):
+        await again.find_contact("jane@acme.example")  # a rebuilt adapter shares the same rolling hour
 
 
 async def test_the_hourly_quota_is_shared_rolls_over_and_is_retryable_with_retry_after(

@@ -22,7 +22,14 @@ from scheduling.errors import IntegrationAuthError, IntegrationRejected, Integra
 from scheduling.model import PsaDraft, PsaRecordKind, PsaRef
 from tests.conftest import FixedClock
 from tests.contracts.pair_connectwise import config_for, open_fake_and_client
-from tests.fakes.connectwise import DEMO_MEMBER, FakeConnectWiseServer, LoggedRequest, build_app
+from tests.fakes.connectwise import (
+    DEMO_FALLBACK_COMPANY,
+    DEMO_FALLBACK_COMPANY_ID,
+    DEMO_MEMBER,
+    FakeConnectWiseServer,
+    LoggedRequest,
+    build_app,
+)
 
 STARTS = datetime(2026, 11, 24, 15, 0, tzinfo=UTC)
 
@@ -244,6 +251,53 @@ async def test_a_quote_in_an_address_cannot_break_out_of_the_condition_string() 
         assert all(entry.status == 200 for entry in fake.request_log)
 
 
+# Contacts for first-time clients
+
+
+async def test_a_first_time_client_becomes_a_contact_of_the_fallback_company_with_an_email_item() -> None:
+    async with open_fake_and_client(fallback_company_identifier=DEMO_FALLBACK_COMPANY) as (client, fake, _config):
+        contact = await client.find_or_create_contact("Maria de la Cruz Fernández-Villaverde", "maria@newco.example")
+        single = await client.find_or_create_contact("Cher", "cher@newco.example")
+        assert contact is not None
+        assert single is not None
+        first, second = (json.loads(entry.body) for entry in calls(fake, "POST", "/company/contacts"))
+        assert first == {
+            "firstName": "Maria",
+            "lastName": "de la Cruz Fernández-Villaverd",  # 30 characters at most
+            "company": {"identifier": DEMO_FALLBACK_COMPANY},
+            "communicationItems": [{"type": {"name": "Email"}, "value": "maria@newco.example", "defaultFlag": True}],
+        }
+        assert "lastName" not in second
+        assert contact.company_id == str(DEMO_FALLBACK_COMPANY_ID)
+        # Stored with the Email category, which is what the look-up's childConditions ask for.
+        assert fake.contacts[int(contact.contact_id)]["communicationItems"][0]["communicationType"] == "Email"
+        assert await client.find_contact("MARIA@newco.example") == contact
+        opportunity = await client.create_record(
+            PsaRecordKind.OPPORTUNITY, draft(fake, "new-client:opp", contact=contact)
+        )
+        [stored] = fake.records(PsaRecordKind.OPPORTUNITY)
+        assert (stored["id"], stored["contact"]["id"], stored["company"]["id"]) == (
+            int(opportunity.record_id),
+            int(contact.contact_id),
+            DEMO_FALLBACK_COMPANY_ID,
+        )
+
+
+async def test_without_a_fallback_company_no_contact_is_made_and_the_opportunity_says_what_to_set() -> None:
+    async with open_fake_and_client() as (client, fake, _config):
+        assert await client.find_or_create_contact("Maria de la Cruz", "maria@newco.example") is None
+        assert calls(fake, "POST", "/company/contacts") == []
+        with pytest.raises(IntegrationRejected, match="set fallback_company_identifier"):
+            await client.create_record(PsaRecordKind.OPPORTUNITY, draft(fake, "no-contact", contact=None))
+
+
+async def test_an_unknown_fallback_company_is_rejected_with_connectwises_message() -> None:
+    async with open_fake_and_client(fallback_company_identifier="NoSuchCo") as (client, fake, _config):
+        with pytest.raises(IntegrationRejected, match="Company not found"):
+            await client.find_or_create_contact("Maria de la Cruz", "maria@newco.example")
+        assert fake.contacts == {}
+
+
 # Paging and limits
 
 
@@ -457,6 +511,35 @@ async def test_removing_an_entry_twice_is_fine_but_moving_a_missing_one_is_rejec
             await client.move_schedule_entry(entry, STARTS, STARTS + timedelta(hours=1))
         with pytest.raises(IntegrationRejected, match="numbers"):
             await client.remove_schedule_entry(PsaRef(PsaRecordKind.SCHEDULE_ENTRY, "abc"))
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"firstName": None}, "firstName"),
+        ({"firstName": "x" * 31}, "firstName"),
+        ({"company": None}, "company"),
+        ({"company": {"identifier": "NoSuchCo"}}, "company"),
+        ({"communicationItems": [{"type": {"name": "Pager"}, "value": "x@y.example"}]}, "communicationItems"),
+        ({"communicationItems": [{"type": {"name": "Email"}, "value": "not-an-address"}]}, "communicationItems"),
+        ({"communicationItems": [{"value": "x@y.example"}]}, "type"),
+    ],
+)
+async def test_the_fake_validates_contact_bodies_like_connectwise(change: dict[str, Any], field: str) -> None:
+    good = {
+        "firstName": "Ana",
+        "company": {"identifier": DEMO_FALLBACK_COMPANY},
+        "communicationItems": [{"type": {"id": 1}, "value": "ana@newco.example", "defaultFlag": True}],
+    }
+    async with raw_fake() as (session, base, fake):
+        body = {key: value for key, value in {**good, **change}.items() if value is not None}
+        async with session.post(f"{base}/company/contacts", json=body, headers=good_headers(fake)) as response:
+            assert response.status == 400
+            assert (await response.json())["errors"][0]["field"] == field
+        assert fake.contacts == {}
+        async with session.post(f"{base}/company/contacts", json=good, headers=good_headers(fake)) as response:
+            assert response.status == 201
+            assert (await response.json())["communicationItems"][0]["type"] == {"id": 1, "name": "Email"}
 
 
 async def test_the_demo_app_serves_with_the_printed_credentials() -> None:

@@ -2,6 +2,9 @@
 schedule entry and an email, while the network drops and throttles, and SIGKILL the worker twice right after the vendor committed a
 create and before our database recorded it. Every effect must exist exactly once, and none may be lost.
 
+Every booking comes from a first-time client (an address ConnectWise has never seen), so its ticket step also creates
+the client's contact under the fallback company: exactly one contact per address, linked from its ticket and opportunity.
+
 SLOTWISE_CRASH_BOOKINGS sets the size (1,000 by default, as the product promises).
 """
 
@@ -28,7 +31,7 @@ from storage.database import Database
 from storage.repositories import SqlBookingStore, SqlTenantCatalog
 from tests.conftest import FixedClock, make_settings
 from tests.fakes.chaos import ChaosProxy
-from tests.fakes.connectwise import DEMO_MEMBER, FakeConnectWiseServer
+from tests.fakes.connectwise import DEMO_FALLBACK_COMPANY_ID, DEMO_MEMBER, FakeConnectWiseServer
 from tests.fakes.smtp import FakeSmtpServer, running_smtp_server
 from workflows.dispatch import BookingFanOut
 from workflows.outbox import workflow_jobs
@@ -37,7 +40,7 @@ BOOKINGS = int(os.environ.get("SLOTWISE_CRASH_BOOKINGS", "1000"))
 ROOT = Path(__file__).resolve().parents[2]
 LEASE_SECONDS = 5
 STEPS = 4
-CLIENT_EMAIL = "buyer@crash-client.example"
+CLIENT_EMAIL = "buyer{index}@crash-client.example"
 
 TENANT = """
 tenant: {{slug: crash, name: Crash Test IT, time_zone: UTC, holidays: []}}
@@ -144,7 +147,7 @@ async def test_every_effect_happens_exactly_once_though_workers_are_killed_mid_s
     cw_server = TestServer(cw.build_app(), host="127.0.0.1", port=0)
     await cw_server.start_server()
     workers: list[subprocess.Popen[bytes]] = []
-    creates_per_booking = 3
+    creates_per_booking = 4  # contact, ticket, opportunity, schedule entry
     proxy = ChaosProxy(
         upstream=str(cw_server.make_url("")).rstrip("/"),
         kill_at_creates=frozenset({BOOKINGS * creates_per_booking // 3, 2 * BOOKINGS * creates_per_booking // 3}),
@@ -173,7 +176,6 @@ async def test_every_effect_happens_exactly_once_though_workers_are_killed_mid_s
         )
         settings = make_settings(tmp_path)
         await apply_tenant_file(database, settings, path, dry_run=False)
-        cw.add_contact("Casey Buyer", CLIENT_EMAIL)  # opportunities need a PSA contact and company
 
         # The bookings, each committing its three workflow steps in its own transaction.
         clock = FixedClock(datetime(2026, 11, 23, 12, 0, tzinfo=UTC))
@@ -185,7 +187,7 @@ async def test_every_effect_happens_exactly_once_though_workers_are_killed_mid_s
         assert target is not None
         first = datetime(2026, 11, 24, tzinfo=UTC)
         for index in range(BOOKINGS):
-            client = ClientDetails(f"Client {index}", CLIENT_EMAIL, "UTC", {})
+            client = ClientDetails(f"Client {index}", CLIENT_EMAIL.format(index=index), "UTC", {})
             await scheduler.book(target, first + timedelta(minutes=30 * index), client)
         assert (await job_states(database))["available"] == BOOKINGS
 
@@ -249,6 +251,21 @@ async def test_every_effect_happens_exactly_once_though_workers_are_killed_mid_s
         assert len(opportunity_markers) == BOOKINGS
         assert set(opportunity_markers.values()) == {1}
         assert len(cw.records(PsaRecordKind.SCHEDULE_ENTRY)) == BOOKINGS
+
+        # One contact per client address, on the fallback company; each ticket and each opportunity names its own.
+        emails = [CLIENT_EMAIL.format(index=index) for index in range(BOOKINGS)]
+        contacts = {email: cw.contacts_with_email(email) for email in emails}
+        assert all(len(found) == 1 for found in contacts.values()), [e for e, f in contacts.items() if len(f) != 1]
+        assert len(cw.contacts) == BOOKINGS
+        assert {found[0].company_id for found in contacts.values()} == {str(DEMO_FALLBACK_COMPANY_ID)}
+        email_of = {found[0].contact_id: email for email, found in contacts.items()}
+        booked_text = {str(opportunity["id"]): opportunity["notes"] for opportunity in cw.opportunities.values()}
+        # A ticket's description (which names the client's address) is stored as its initial note.
+        booked_text |= {str(note["ticketId"]): note["text"] for note in cw.notes.values() if note.get("initial")}
+        for kind in (PsaRecordKind.TICKET, PsaRecordKind.OPPORTUNITY):
+            linked = {str(record["id"]): cw.contact_linked_to(kind, str(record["id"])) for record in cw.records(kind)}
+            assert Counter(linked.values()) == Counter(dict.fromkeys(email_of, 1)), kind
+            assert all(f"<{email_of[str(contact)]}>" in booked_text[record] for record, contact in linked.items()), kind
         message_ids = Counter(str(mail.message["Message-ID"]) for mail in smtp.received)
         assert len(message_ids) == BOOKINGS
         assert set(message_ids.values()) == {1}

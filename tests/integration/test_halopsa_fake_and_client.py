@@ -16,7 +16,14 @@ from scheduling.errors import IntegrationAuthError, IntegrationRejected, Integra
 from scheduling.model import PsaDraft, PsaRecordKind
 from tests.conftest import FixedClock
 from tests.contracts.pair_halopsa import open_fake_and_client
-from tests.fakes.halopsa import DEMO_AGENT_ID, FakeHaloPsaServer, LoggedRequest, build_app
+from tests.fakes.halopsa import (
+    DEMO_AGENT_ID,
+    DEMO_FALLBACK_CLIENT_ID,
+    DEMO_FALLBACK_SITE_ID,
+    FakeHaloPsaServer,
+    LoggedRequest,
+    build_app,
+)
 
 STARTS = datetime(2026, 11, 24, 15, 0, tzinfo=UTC)
 MEMBER = str(DEMO_AGENT_ID)
@@ -149,6 +156,64 @@ async def test_every_create_is_posted_as_a_json_array() -> None:
             body = json.loads(call.body)
             assert isinstance(body, list)
             assert len(body) == 1
+
+
+async def test_a_first_time_client_becomes_a_user_on_the_fallback_clients_first_site() -> None:
+    fake = FakeHaloPsaServer()
+    # A second, later site of the same client, and a site of another client: the first own site is the one used.
+    fake.sites[99] = {"id": 99, "name": "Branch", "client_id": DEMO_FALLBACK_CLIENT_ID, "clientsite_name": "P/B"}
+    fake.sites[5] = {"id": 5, "name": "Main", "client_id": 4242, "clientsite_name": "Other/Main"}
+    async with open_fake_and_client(fake, fallback_client_id=DEMO_FALLBACK_CLIENT_ID) as (client, _fake, _config):
+        contact = await client.find_or_create_contact("  Maria  de la Cruz ", "maria@newco.example")
+        await client.find_or_create_contact("Lee", "lee@newco.example")
+        assert contact is not None
+        posts = [json.loads(call.body) for call in api_requests(fake) if call.method == "POST"]
+        assert posts == [
+            [{"name": "Maria de la Cruz", "emailaddress": "maria@newco.example", "site_id": DEMO_FALLBACK_SITE_ID}],
+            [{"name": "Lee", "emailaddress": "lee@newco.example", "site_id": DEMO_FALLBACK_SITE_ID}],
+        ]
+        site_lookups = [call for call in api_requests(fake) if call.path == "/api/Site"]
+        assert len(site_lookups) == 1
+        assert site_lookups[0].query["client_id"] == str(DEMO_FALLBACK_CLIENT_ID)
+        assert contact.company_id == str(DEMO_FALLBACK_CLIENT_ID)
+        ticket = await client.create_record(PsaRecordKind.TICKET, draft(fake, "new-user", contact=contact))
+        [stored] = fake.records(PsaRecordKind.TICKET)
+        assert (stored["id"], stored["user_id"], stored["client_id"]) == (
+            int(ticket.record_id),
+            int(contact.contact_id),
+            DEMO_FALLBACK_CLIENT_ID,
+        )
+
+
+async def test_without_a_fallback_client_no_user_is_created() -> None:
+    async with open_fake_and_client() as (client, fake, _config):
+        assert await client.find_or_create_contact("Maria de la Cruz", "maria@newco.example") is None
+        assert [call for call in api_requests(fake) if call.method == "POST"] == []
+        assert fake.users == {}
+
+
+async def test_a_fallback_client_without_a_site_is_rejected_and_says_so() -> None:
+    async with open_fake_and_client(fallback_client_id=4242) as (client, fake, _config):
+        with pytest.raises(IntegrationRejected, match=r"client 4242 .* has no site"):
+            await client.find_or_create_contact("Maria de la Cruz", "maria@newco.example")
+        assert fake.users == {}
+
+
+async def test_the_fake_validates_user_bodies_like_halo() -> None:
+    async with open_fake_and_client() as (client, fake, _config):
+        good = {"name": "Ana", "emailaddress": "ana@newco.example", "site_id": DEMO_FALLBACK_SITE_ID}
+        refusals = {
+            "name is required": {**good, "name": " "},
+            "site_id is required": {key: value for key, value in good.items() if key != "site_id"},
+            "Site 777 does not exist": {**good, "site_id": 777},
+            "not a valid email address": {**good, "emailaddress": "not-an-address"},
+        }
+        for message, body in refusals.items():
+            with pytest.raises(IntegrationRejected, match=message):
+                await client._client.post_array("Users", [body])
+        assert fake.users == {}
+        [saved] = await client._client.post_array("Users", [good])
+        assert (saved["client_id"], saved["site_id"]) == (DEMO_FALLBACK_CLIENT_ID, DEMO_FALLBACK_SITE_ID)
 
 
 async def test_opportunities_are_refused_without_a_single_call_to_halo() -> None:

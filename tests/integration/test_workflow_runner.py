@@ -28,7 +28,9 @@ from workflows.outbox import (
     JobSpec,
     cancel_run,
     claim,
+    claim_jobs,
     complete,
+    complete_jobs_and_claim_next,
     enqueue_jobs,
     fail,
     list_runs,
@@ -267,6 +269,65 @@ async def test_a_step_that_keeps_failing_is_dead_lettered_after_max_attempts(db:
     assert len(first.last_error) == 2000
     assert second.state == WAITING
     assert (runner.stats.retried, runner.stats.failed) == (2, 1)
+
+
+async def test_completing_a_step_can_lease_the_runs_next_step_to_the_same_worker(
+    db: Database, clock: FixedClock
+) -> None:
+    await enqueue(db, booking_run("b1", ["psa.create_ticket", "graph.create_event", "mail.send_confirmation"]), clock)
+    await enqueue(db, booking_run("b2", ["psa.create_ticket", "mail.send_confirmation"]), clock)
+    lease = timedelta(seconds=30)
+    first_b1, first_b2 = await claim(db, "w1", 10, lease, now=clock.now())
+    clock.moment += timedelta(seconds=1)
+
+    def complete_both(conn: Connection) -> tuple[set[int], list[Job]]:
+        return complete_jobs_and_claim_next(
+            conn,
+            [(first_b1, {"ticket_id": "T-1"}), (first_b2, {"ticket_id": "T-2"})],
+            "w1",
+            lease,
+            now=clock.now(),
+            other_than={"mail.send_confirmation"},
+        )
+
+    accepted, [event] = await db.run_write(complete_both)
+    assert accepted == {first_b1.id, first_b2.id}
+    assert (event.run_key, event.step, event.state, event.locked_by, event.attempts) == (
+        "confirm:b1",
+        1,
+        RUNNING,
+        "w1",
+        1,
+    )
+    assert event.lease_expires_at == clock.now() + lease
+    # It keeps its place in the queue (its enqueue time), should its lease ever have to be reclaimed.
+    assert event.run_after == first_b1.run_after < clock.now()
+    # The kind left out was only made available, for whoever claims it next; the step after the event still waits.
+    assert states(await list_runs(db, TENANT, "b2")) == [COMPLETED, AVAILABLE]
+    assert states(await list_runs(db, TENANT, "b1")) == [COMPLETED, RUNNING, WAITING]
+    # The lease is an ordinary one: another worker cannot take the step meanwhile, and it completes under it.
+    assert [job.run_key for job in await claim(db, "w2", 10, lease, now=clock.now())] == ["confirm:b2"]
+    assert await complete(db, event, {"event_id": "E-1"}, now=clock.now())
+    assert states(await list_runs(db, TENANT, "b1")) == [COMPLETED, COMPLETED, AVAILABLE]
+
+
+async def test_claims_can_be_limited_to_some_kinds_or_skip_some(db: Database, clock: FixedClock) -> None:
+    await enqueue(db, booking_run("b1", ["psa.create_ticket"]), clock)
+    await enqueue(db, booking_run("b2", ["graph.create_event"]), clock)
+    await enqueue(db, booking_run("b3", ["mail.send_confirmation"]), clock)
+    lease = timedelta(seconds=30)
+
+    def claim_some(conn: Connection) -> tuple[list[Job], list[Job], list[Job]]:
+        only = claim_jobs(conn, "w1", 10, lease, now=clock.now(), kinds={"graph.create_event"})
+        others = claim_jobs(conn, "w1", 1, lease, now=clock.now(), other_than={"psa.create_ticket"})
+        rest = claim_jobs(conn, "w1", 10, lease, now=clock.now(), kinds=())
+        return only, others, rest
+
+    only, others, rest = await db.run_write(claim_some)
+    assert [job.kind for job in only] == ["graph.create_event"]
+    assert [job.kind for job in others] == ["mail.send_confirmation"]
+    assert rest == []
+    assert states(await list_runs(db, TENANT, "b1")) == [AVAILABLE]
 
 
 async def test_a_stalled_lease_is_reclaimed_by_another_worker_and_the_late_completion_is_refused(

@@ -353,12 +353,17 @@ def test_a_workflow_is_validated_and_stored_normalised() -> None:
         "    mode: workflow\n    workflow:\n      triggers:\n        client_scheduled:\n"
         "          - {action: create_ticket, ticket_board: Sales}\n          - {action: send_email}\n"
     )
-    file = parse_tenant_text(MINIMAL + workflow)
+    connections = "integrations:\n  psa: {vendor: connectwise}\n  email: {vendor: smtp}\n"
+    file = parse_tenant_text(MINIMAL + workflow + connections)
     assert file.appointment_types[1].workflow == {
         "triggers": {
             "client_scheduled": [{"action": "create_ticket", "ticket_board": "Sales"}, {"action": "send_email"}]
         }
     }
+    # Actions for systems the file does not connect would fail on every booking: refused, naming the action.
+    messages = problems_of(MINIMAL + workflow)
+    assert any("'create_ticket' needs a connected PSA" in m for m in messages)
+    assert any("'send_email' needs an email connection" in m for m in messages)
     # YAML 1.1 reads an unquoted `on` key as the boolean True, which JSON could not keep.
     messages = problems_of(MINIMAL + "    workflow:\n      on: booked\n")
     assert any("appointment_types[1].workflow: key True at top level must be text" in m for m in messages)

@@ -102,3 +102,22 @@ def test_a_type_in_workflow_mode_runs_its_own_workflow_and_otherwise_classic() -
     spec, mode = workflow_for_type({"mode": "classic"}, "m365", Connected(m365=True))
     assert mode == "classic"
     assert kinds(spec, Trigger.CLIENT_SCHEDULED) == ["create_m365_event"]
+
+
+def test_classic_mode_tells_the_host_in_teams_after_the_calendar_step_and_before_the_email() -> None:
+    connected = Connected(psa="connectwise", m365=True, email=True, teams=True)
+    workflow = classic_workflow("m365", connected)
+    for trigger, calendar in (
+        (Trigger.CLIENT_SCHEDULED, ActionKind.CREATE_M365_EVENT),
+        (Trigger.RESCHEDULED, ActionKind.UPDATE_M365_EVENT),
+        (Trigger.CANCELLED, ActionKind.CANCEL_M365_EVENT),
+    ):
+        kinds = [step.action for step in workflow.actions_for(trigger)]
+        assert kinds == [calendar, ActionKind.NOTIFY_HOST, ActionKind.SEND_EMAIL]
+    without_teams = classic_workflow("m365", Connected(m365=True, email=True))
+    assert ActionKind.NOTIFY_HOST not in [step.action for step in without_teams.actions_for(Trigger.CLIENT_SCHEDULED)]
+    spec = WorkflowSpec.model_validate({"triggers": {"client_scheduled": [{"action": "notify_host"}]}})
+    assert validate_workflow(spec, Connected()) == [
+        "workflow.triggers.client_scheduled[0]: 'notify_host' needs the Teams app: set tenant.microsoft_tenant_id"
+    ]
+    assert validate_workflow(spec, Connected(teams=True)) == []

@@ -1,0 +1,72 @@
+"""The card a host gets, unasked, when a client books, reschedules or cancels."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from cards.elements import Element, adaptive_card, execute, fit_to_budget, heading, open_url, text_block
+from cards.text import escape_markdown, format_moment, format_when
+from cards.views import BookingChange, BookingEventView
+
+MAX_ANSWERS = 20
+ANSWER_LIMIT = 300
+
+_HEADINGS = {
+    BookingChange.BOOKED: ("New booking", "Good"),
+    BookingChange.RESCHEDULED: ("Rescheduled", "Warning"),
+    BookingChange.CANCELLED: ("Cancelled", "Attention"),
+}
+
+
+def render_booking_event(view: BookingEventView) -> dict[str, Any]:
+    """Headline "<change>: <type> with <client>", the old time or the reason, facts, and Join unless cancelled."""
+    label, colour = _HEADINGS[view.change]
+    client = escape_markdown(view.client_name, 120)
+    body: list[Element] = [
+        heading(f"{label}: {escape_markdown(view.type_name, 120)} with {client}", color=colour),
+    ]
+    if view.change is BookingChange.RESCHEDULED and view.previous_starts_at is not None:
+        body.append(_previous_time(view.previous_starts_at, view.time_zone))
+    when = format_when(view.starts_at, view.ends_at, view.time_zone)
+    facts = [
+        ("When", when),
+        ("Client", client),
+        ("Email", escape_markdown(view.client_email, 120)),
+    ]
+    if view.change is BookingChange.CANCELLED:
+        facts.append(("Reason", escape_markdown(view.reason, 500) if view.reason.strip() else "No reason given"))
+    actions: list[Element] = []
+    # A cancelled meeting has nothing to join; its Teams meeting is being removed by the workflow.
+    if view.join_url and view.change is not BookingChange.CANCELLED:
+        actions.append(open_url("Join", view.join_url))
+    actions.append(execute("My upcoming bookings", "refreshUpcoming", {}))
+
+    def build(answers: Sequence[Element], hidden: int) -> Element:
+        rows = [*({"title": title, "value": value} for title, value in facts), *answers]
+        lines = [*body, {"type": "FactSet", "facts": rows, "spacing": "Medium"}]
+        if hidden:
+            lines.append(text_block(f"and {hidden} more answers — see the booking in Slotwise", isSubtle=True))
+        return adaptive_card(lines, actions)
+
+    return fit_to_budget(build, _answer_fact, view.answers, MAX_ANSWERS)
+
+
+def _answer_fact(answer: tuple[str, str]) -> Element:
+    question, value = answer
+    return {"title": escape_markdown(question, 80), "value": escape_markdown(value, ANSWER_LIMIT) or "—"}
+
+
+def _previous_time(previous_starts_at: datetime, tz: ZoneInfo) -> Element:
+    """Was <old time>, struck through. TextRuns are never read as markdown, so this needs no escaping."""
+    previous = format_moment(previous_starts_at, tz)
+    return {
+        "type": "RichTextBlock",
+        "spacing": "Small",
+        "inlines": [
+            {"type": "TextRun", "text": "Was ", "isSubtle": True},
+            {"type": "TextRun", "text": previous, "isSubtle": True, "strikethrough": True},
+        ],
+    }

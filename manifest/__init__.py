@@ -1,0 +1,1 @@
+"""The Slotwise Teams app package: manifest template, icons and the build that fills them in per deployment."""
