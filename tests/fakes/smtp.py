@@ -46,6 +46,22 @@ class FakeSmtpServer:
         self.received.append(ReceivedMail(envelope.mail_from, list(envelope.rcpt_tos), parsed))
         return "250 2.0.0 Message accepted"
 
+    def mailbox(self, address: str) -> list[EmailMessage]:
+        """What lands in one recipient's mailbox: every accepted message addressed to it, except that a second copy
+        of a Message-ID already delivered is dropped, as Exchange's store and Gmail do with a re-sent message. The
+        raw accepted list stays in `received`, so tests see re-sends at the SMTP hop as well."""
+        seen: set[str] = set()
+        delivered: list[EmailMessage] = []
+        for mail in self.received:
+            if address.lower() not in (recipient.lower() for recipient in mail.envelope_to):
+                continue
+            message_id = str(mail.message["Message-ID"] or "")
+            if message_id and message_id in seen:
+                continue
+            seen.add(message_id)
+            delivered.append(mail.message)
+        return delivered
+
     def authenticate(self, server: Any, session: Any, envelope: Any, mechanism: str, data: Any) -> AuthResult:
         ok = (
             isinstance(data, LoginPassword)

@@ -2,6 +2,12 @@
 schedule entry and an email, while the network drops and throttles, and SIGKILL the worker twice right after the vendor committed a
 create and before our database recorded it. Every effect must exist exactly once, and none may be lost.
 
+Email is the one effect with no lookup: SMTP cannot be asked "did you already take this message?". So a third SIGKILL
+lands right after the SMTP server accepted a message and before the worker heard the 250. The step runs again and
+sends the same message again, byte for byte, under the same Message-ID; the recipient's mailbox (Exchange, Gmail)
+keeps one copy. The test holds exactly that: one message per booking in every client's mailbox, and every re-send at
+the SMTP hop an identical copy of a message that was in flight when a worker died.
+
 Every booking comes from a first-time client (an address ConnectWise has never seen), so its ticket step also creates
 the client's contact under the fallback company: exactly one contact per address, linked from its ticket and opportunity.
 
@@ -14,9 +20,11 @@ import asyncio
 import os
 import random
 import re
+import signal
 import subprocess
 import sys
 from collections import Counter
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -32,7 +40,7 @@ from storage.repositories import SqlBookingStore, SqlTenantCatalog
 from tests.conftest import FixedClock, make_settings
 from tests.fakes.chaos import ChaosProxy
 from tests.fakes.connectwise import DEMO_FALLBACK_COMPANY_ID, DEMO_MEMBER, FakeConnectWiseServer
-from tests.fakes.smtp import FakeSmtpServer, running_smtp_server
+from tests.fakes.smtp import FakeSmtpServer, ReceivedMail, running_smtp_server
 from workflows.dispatch import BookingFanOut
 from workflows.outbox import workflow_jobs
 
@@ -89,15 +97,45 @@ integrations:
 """
 
 
+@dataclass
 class FlakySmtp(FakeSmtpServer):
-    """One message in five is refused with a temporary 421, as a busy relay does."""
+    """One message in five is refused with a temporary 421, as a busy relay does. With `kill_at_message` set, the
+    victim is killed right after that message was accepted, before the 250 reply reaches it."""
 
-    rng: random.Random = random.Random(11)
+    rng: random.Random = field(default_factory=lambda: random.Random(11))
+    kill_at_message: int = 0
+    victim: Any = None
+    kills: list[int] = field(default_factory=list)
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         if self.rng.random() < 0.2:
             return "421 4.3.2 Try again later"
-        return await super().handle_DATA(server, session, envelope)
+        reply = await super().handle_DATA(server, session, envelope)
+        if len(self.received) == self.kill_at_message and self.victim is not None:
+            pid = self.victim()
+            if pid is not None:
+                os.kill(pid, signal.SIGKILL)
+                self.kills.append(len(self.received))
+        return reply
+
+
+def content_of(mail: ReceivedMail) -> tuple[object, ...]:
+    """What a reader sees: recipients, sender, subject, both bodies and the invitation's event (its DTSTAMP and the
+    Date header say when this copy was made, and MIME boundaries are random, so those are left out)."""
+    parts = [part.get_content() for part in mail.message.walk() if not part.is_multipart()]
+    invite = [
+        re.sub(r"(?m)^DTSTAMP:.*\r?\n", "", part.decode() if isinstance(part, bytes) else str(part))
+        for part in parts
+        if "BEGIN:VCALENDAR" in (part.decode() if isinstance(part, bytes) else str(part))
+    ]
+    texts = [part for part in parts if isinstance(part, str) and "BEGIN:VCALENDAR" not in part]
+    return (
+        tuple(mail.envelope_to),
+        str(mail.message["From"]),
+        str(mail.message["Subject"]),
+        tuple(texts),
+        tuple(invite),
+    )
 
 
 def start_worker(database: Database, tmp_path: Path, number: int) -> subprocess.Popen[bytes]:
@@ -157,6 +195,7 @@ async def test_every_effect_happens_exactly_once_though_workers_are_killed_mid_s
     await proxy_server.start_server()
     with running_smtp_server() as plain_smtp:
         smtp = FlakySmtp(username=plain_smtp.username, password=plain_smtp.password, port=plain_smtp.port)
+        smtp.kill_at_message, smtp.victim = BOOKINGS // 2, proxy.victim
         plain_smtp.handle_DATA = smtp.handle_DATA  # type: ignore[method-assign]
         smtp.received = plain_smtp.received
         monkeypatch.setenv("CRASH_CW_PRIVATE_KEY", cw.private_key)
@@ -229,6 +268,7 @@ async def test_every_effect_happens_exactly_once_though_workers_are_killed_mid_s
         assert states == Counter({"completed": STEPS * BOOKINGS}), states
         assert proxy.kills, "the worker was never killed; the test did not test what it claims"
         assert len(proxy.kills) == 2
+        assert smtp.kills == [BOOKINGS // 2], "the worker was not killed at the email's worst moment"
         assert proxy.transient > 0
         assert proxy.lost > 0
         assert all(seconds <= 15 for seconds in reclaim_seconds), reclaim_seconds
@@ -240,7 +280,7 @@ async def test_every_effect_happens_exactly_once_though_workers_are_killed_mid_s
             if match
         )
         assert len(markers) == BOOKINGS
-        assert set(markers.values()) == {1}
+        assert set(markers.values()) == {1}, ("tickets", {m: n for m, n in markers.items() if n != 1})
         assert len(cw.records(PsaRecordKind.TICKET)) == BOOKINGS
         opportunity_markers = Counter(
             match.group(0)
@@ -249,7 +289,10 @@ async def test_every_effect_happens_exactly_once_though_workers_are_killed_mid_s
             if match
         )
         assert len(opportunity_markers) == BOOKINGS
-        assert set(opportunity_markers.values()) == {1}
+        assert set(opportunity_markers.values()) == {1}, (
+            "opportunities",
+            {m: n for m, n in opportunity_markers.items() if n != 1},
+        )
         assert len(cw.records(PsaRecordKind.SCHEDULE_ENTRY)) == BOOKINGS
 
         # One contact per client address, on the fallback company; each ticket and each opportunity names its own.
@@ -266,6 +309,17 @@ async def test_every_effect_happens_exactly_once_though_workers_are_killed_mid_s
             linked = {str(record["id"]): cw.contact_linked_to(kind, str(record["id"])) for record in cw.records(kind)}
             assert Counter(linked.values()) == Counter(dict.fromkeys(email_of, 1)), kind
             assert all(f"<{email_of[str(contact)]}>" in booked_text[record] for record, contact in linked.items()), kind
+        # Email: exactly one message per booking in each client's mailbox, none lost.
+        for email in emails:
+            assert len(smtp.mailbox(email)) == 1, (email, [str(m["Message-ID"]) for m in smtp.mailbox(email)])
         message_ids = Counter(str(mail.message["Message-ID"]) for mail in smtp.received)
         assert len(message_ids) == BOOKINGS
-        assert set(message_ids.values()) == {1}
+        # At the SMTP hop, a message is sent again only when a worker died with it in flight, and then identically.
+        resent = {message_id: count for message_id, count in message_ids.items() if count > 1}
+        killed_mid_send = str(smtp.received[BOOKINGS // 2 - 1].message["Message-ID"])
+        assert killed_mid_send in resent, "the message in flight at the kill was not sent again: it would be lost"
+        in_flight_limit = 20  # the worker's concurrency: no more steps than this can be in flight when it dies
+        assert sum(count - 1 for count in resent.values()) <= in_flight_limit * (len(proxy.kills) + len(smtp.kills))
+        for message_id in resent:
+            copies = {content_of(mail) for mail in smtp.received if str(mail.message["Message-ID"]) == message_id}
+            assert len(copies) == 1, f"{message_id} was re-sent with different content"
