@@ -347,7 +347,11 @@ async def run_worker(settings: Settings, lease_seconds: float, concurrency: int,
             lease=timedelta(seconds=lease_seconds),
         )
         log.info("worker %s started", runner.worker_id)
-        await runner.run_forever(stop)
+        try:
+            await runner.run_forever(stop)
+        finally:
+            if notifier is not None:
+                await notifier.close()
     await database.dispose()
     return 0
 

@@ -40,6 +40,7 @@ from microsoft_agents.hosting.msteams import TeamsAgentExtension
 from microsoft_teams.api.models.messaging_extension import MessagingExtensionQuery, MessagingExtensionResponse
 
 from bot.auth import BotAuthError, BotAuthSettings, InboundAuthenticator, MsalConnections
+from bot.connector_pool import PooledClientFactory
 from bot.handlers import ChatService, not_set_up_card, notice_card
 from bot.identity import caller_from_activity, zone_for
 from bot.proactive import ADAPTIVE_CARD, TeamsNotifier, retry_after_of, teams_thread_limiter
@@ -67,7 +68,8 @@ class SlotwiseBot:
         # we use no user sign-in, so that line is noise in every log.
         logging.getLogger("microsoft_agents.hosting.core.connector.client.user_token_client").setLevel(logging.ERROR)
         self.connections = MsalConnections(auth)
-        self.adapter = CloudAdapter(connection_manager=self.connections)
+        self.clients = PooledClientFactory(self.connections)
+        self.adapter = CloudAdapter(connection_manager=self.connections, channel_service_client_factory=self.clients)
         self.agent = AgentApplication[TurnState](
             ApplicationOptions(storage=MemoryStorage(), start_typing_timer=False, bot_app_id=auth.app_id or ""),
             connection_manager=self.connections,
@@ -78,7 +80,7 @@ class SlotwiseBot:
         # Teams turn, ~2 ms of event-loop time; no handler here calls the Teams API, so the hook is left out.
         self.agent._internal_before_turn[:] = hooks_before
         self.limiter = teams_thread_limiter()
-        self.notifier = TeamsNotifier(self.adapter, auth, directory, self.limiter)
+        self.notifier = TeamsNotifier(self.adapter, auth, directory, self.limiter, clients=self.clients)
         self._authenticator: InboundAuthenticator | None = None
         self._saved_references: dict[tuple[str, str], tuple[str, str, str | None]] = {}
         self._register_routes()
@@ -387,7 +389,10 @@ BOT = web.AppKey("slotwise_bot", SlotwiseBot)
 
 def create_notifier(auth: BotAuthSettings, directory: TeamsDirectory) -> TeamsNotifier:
     """The proactive sender alone, for worker processes that run workflow steps but serve no /api/messages."""
-    return TeamsNotifier(CloudAdapter(connection_manager=MsalConnections(auth)), auth, directory)
+    connections = MsalConnections(auth)
+    clients = PooledClientFactory(connections)
+    adapter = CloudAdapter(connection_manager=connections, channel_service_client_factory=clients)
+    return TeamsNotifier(adapter, auth, directory, clients=clients)
 
 
 def setup_bot(app: web.Application, bot: SlotwiseBot, session_factory: Callable[[], aiohttp.ClientSession]) -> None:
@@ -400,5 +405,6 @@ def setup_bot(app: web.Application, bot: SlotwiseBot, session_factory: Callable[
         bot.start(session)
         yield
         await session.close()
+        await bot.clients.close()
 
     app.cleanup_ctx.append(bot_ctx)

@@ -55,11 +55,19 @@ class TeamsNotifier:
         settings: BotAuthSettings,
         directory: TeamsDirectory,
         limiter: SlidingWindows | None = None,
+        *,
+        clients: Any = None,
     ) -> None:
         self._adapter = adapter
+        self._clients = clients
         self._settings = settings
         self._directory = directory
         self._limiter = limiter or teams_thread_limiter()
+
+    async def close(self) -> None:
+        """Close the connections kept open to Teams (PooledClientFactory), if this notifier owns any."""
+        if self._clients is not None:
+            await self._clients.close()
 
     async def notify_host(self, tenant_id: str, user_id: str, notification: HostNotification) -> str | None:
         found = await self._directory.find_conversation(tenant_id, user_id)

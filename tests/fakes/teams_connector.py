@@ -216,6 +216,8 @@ class LoggedRequest:
     headers: CIMultiDict[str]
     body: str
     status: int = 0
+    peer: str = ""
+    """The caller's address and port: one value per TCP connection."""
 
 
 @dataclass
@@ -449,6 +451,7 @@ class FakeTeamsConnector:
             raw_path=request.raw_path,
             headers=CIMultiDict(request.headers),
             body=await request.text() if request.can_read_body else "",
+            peer=str(request.transport.get_extra_info("peername") if request.transport else ""),
         )
         self.request_log.append(entry)
         try:

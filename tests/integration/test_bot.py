@@ -160,6 +160,15 @@ async def test_links_lists_the_reps_types_with_their_urls(
     assert "Fabrikam" not in text
 
 
+async def test_replies_reuse_one_connection_to_teams(bot: TestClient, connector: FakeTeamsConnector) -> None:
+    """The SDK's stock factory opens a new connection (and, against Teams, a new TLS handshake) for every reply."""
+    for number in range(5):
+        assert "Discovery call" in card_text(await say(bot, connector, "links", conversation=f"a:1reuse{number}"))
+    replies = [entry for entry in connector.request_log if entry.method == "POST"]
+    assert len(replies) == 5
+    assert len({entry.peer for entry in replies}) == 1, [entry.peer for entry in replies]
+
+
 async def test_page_and_help_and_unknown(bot: TestClient, connector: FakeTeamsConnector) -> None:
     assert "http://testserver/u/contoso/dana" in card_text(await say(bot, connector, "my personal page"))
     assert "upcoming" in card_text(await say(bot, connector, "help")).lower()
