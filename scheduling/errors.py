@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
+from typing import Any
 
 
 class SlotwiseError(Exception):
@@ -43,15 +44,26 @@ class IntegrationAuthError(SlotwiseError):
 
 
 class IntegrationUnavailable(SlotwiseError):
-    """A vendor call failed in a way worth retrying (429, 5xx, timeout)."""
+    """A vendor call failed in a way worth retrying (429, 5xx, timeout).
 
-    def __init__(self, message: str, *, retry_after_seconds: float | None = None) -> None:
+    `progress` is what the step got done before it failed (for example the hosts already notified); the runner keeps
+    it with the step and hands it back to the next attempt, so that attempt does not do it again."""
+
+    def __init__(
+        self, message: str, *, retry_after_seconds: float | None = None, progress: Mapping[str, Any] | None = None
+    ) -> None:
         super().__init__(message)
         self.retry_after_seconds = retry_after_seconds
+        self.progress = progress
 
 
 class IntegrationRejected(SlotwiseError):
-    """A vendor refused the request for good; retrying will not help."""
+    """A vendor refused the request for good; retrying will not help (an operator may still retry the step, and
+    then `progress`, as for IntegrationUnavailable, keeps what was already done)."""
+
+    def __init__(self, message: str, *, progress: Mapping[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.progress = progress
 
 
 class DuplicateRequest(SlotwiseError):

@@ -461,11 +461,13 @@ def fail_job(
     retryable: bool = True,
     retry_after_seconds: float | None = None,
     rng: random.Random | None = None,
+    progress: Mapping[str, Any] | None = None,
 ) -> bool:
     """Record a failed attempt in the caller's transaction: retryable with backoff, or failed (the dead letter).
 
     A step fails for good when `retryable` is False (the vendor rejected it) or its `max_attempts` are used up.
     Later steps of the run stay waiting until an operator retries it. Returns False when the lease was lost.
+    `progress` (what the attempt got done) is merged into the step's output, which the next attempt reads.
     """
     dead = not retryable or job.attempts >= job.max_attempts
     values: dict[str, Any] = {
@@ -475,6 +477,8 @@ def fail_job(
         "lease_expires_at": None,
         "updated_at": now,
     }
+    if progress:
+        values["output"] = {**(job.output or {}), **progress}
     if not dead:
         values["run_after"] = now + compute_retry_delay(job.attempts, retry_after_seconds, rng=rng)
     result = conn.execute(update(workflow_jobs).where(_held_by(job)).values(**values))

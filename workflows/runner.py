@@ -82,6 +82,8 @@ class _Outcome:
     error: str = ""
     retryable: bool = True
     retry_after_seconds: float | None = None
+    progress: Mapping[str, Any] | None = None
+    """What a failed attempt got done; kept with the step for the next attempt."""
 
     @property
     def succeeded(self) -> bool:
@@ -182,8 +184,12 @@ class Runner:
                 async with asyncio.timeout(handler.timeout.total_seconds()):
                     output = await handler.handle(job)
             except IntegrationUnavailable as error:
-                return _Outcome(error=_describe(error), retry_after_seconds=error.retry_after_seconds)
-            except (IntegrationRejected, IntegrationAuthError) as error:
+                return _Outcome(
+                    error=_describe(error), retry_after_seconds=error.retry_after_seconds, progress=error.progress
+                )
+            except IntegrationRejected as error:
+                return _Outcome(error=_describe(error), retryable=False, progress=error.progress)
+            except IntegrationAuthError as error:
                 return _Outcome(error=_describe(error), retryable=False)
             except TimeoutError:
                 return _Outcome(error=f"attempt timed out after {handler.timeout.total_seconds():g} s")
@@ -245,6 +251,7 @@ class Runner:
                     now=now,
                     retryable=outcome.retryable,
                     retry_after_seconds=outcome.retry_after_seconds,
+                    progress=outcome.progress,
                 )
                 for job, outcome in outcomes
             ]

@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from scheduling.errors import IntegrationRejected
+from scheduling.errors import IntegrationRejected, IntegrationUnavailable
 from scheduling.model import (
     CalendarEventDraft,
     CalendarInvite,
@@ -57,6 +57,8 @@ class StepContext:
         self.booking: Mapping[str, Any] = job.payload.get("booking", {})
         self.outputs = outputs
         self.integrations = integrations
+        self.progress: Mapping[str, Any] = job.output or {}
+        """What an earlier, failed attempt of this very step got done (see IntegrationUnavailable.progress)."""
 
     @property
     def starts_at(self) -> datetime:
@@ -317,13 +319,21 @@ async def _notify_host(ctx: StepContext) -> Mapping[str, Any]:
         reason=str(ctx.booking.get("cancel_reason", "")),
         answers=tuple((str(key), str(value)) for key, value in (client.get("answers") or {}).items()),
     )
-    sent: dict[str, str] = {}
+    # A panel has several hosts: one whose card went out on an earlier attempt is not sent a second one.
+    sent: dict[str, Any] = {key: value for key, value in ctx.progress.items() if key.startswith("teams_activity:")}
     unreachable: list[str] = []
     for host in ctx.booking.get("hosts", []):
         user_id = str(host.get("user_id", ""))
-        if not user_id:
+        if not user_id or f"teams_activity:{user_id}" in sent:
             continue
-        activity_id = await notifier.notify_host(ctx.job.tenant_id, user_id, notification)
+        try:
+            activity_id = await notifier.notify_host(ctx.job.tenant_id, user_id, notification)
+        except IntegrationUnavailable as error:
+            raise IntegrationUnavailable(
+                str(error), retry_after_seconds=error.retry_after_seconds, progress=sent
+            ) from error
+        except IntegrationRejected as error:
+            raise IntegrationRejected(str(error), progress=sent) from error
         if activity_id is None:
             unreachable.append(str(host.get("name", user_id)))
         else:

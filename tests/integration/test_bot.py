@@ -24,7 +24,7 @@ from tests.fakes.bot_identity import BOT_APP_ID, CHANNEL_METADATA_PATH, FakeBotI
 from tests.fakes.bot_identity import TENANT_ID as BOT_TENANT
 from tests.fakes.graph import FakeGraphServer, serve_fake_graph
 from tests.fakes.teams_connector import FakeTeamsConnector
-from workflows.outbox import FAILED, workflow_jobs
+from workflows.outbox import FAILED, retry_job, workflow_jobs
 
 MS_TENANT = "72f988bf-86f1-41af-91ab-2d7cd011db47"
 OTHER_MS_TENANT = "0b0b0b0b-1111-4222-8333-444444444444"
@@ -424,6 +424,70 @@ async def test_hosts_get_a_proactive_card_when_a_client_books_and_cancels(
         card = card_text(found[-1].cards[0])
         assert "Cancelled" in card
         assert "Found another provider" in card
+    finally:
+        await client.close()
+
+
+async def test_a_retried_panel_notification_does_not_tell_a_host_twice(
+    bot_db: Database, tmp_path: Path, clock: FixedClock, connector: FakeTeamsConnector
+) -> None:
+    """A panel booking tells every host. When one host's chat is gone, the step fails and says so; retried once
+    that host is back, it sends to them and not a second card to the host who already got one."""
+    eli = "11111111-aaaa-4aaa-8aaa-000000000002"
+    tenant = (FIXTURES / "teams_tenant.yaml").read_text()
+    tenant = tenant.replace(
+        "    email: eli@contoso-it.example\n", f"    email: eli@contoso-it.example\n    aad_object_id: {eli}\n"
+    )
+    tenant += """  - slug: panel-review
+    name: Panel review
+    duration: 30
+    increment: 30
+    minimum_notice: 0 minutes
+    maximum_window: 60 days
+    location: {kind: teams}
+    host: {panel: [dana, eli]}
+"""
+    path = tmp_path / "panel.yaml"
+    path.write_text(tenant)
+    await apply_file(bot_db, path)
+    client = await start_client(bot_db, tmp_path, clock, run_workflows=True, **BOT_SETTINGS)
+    try:
+        await say(client, connector, "hi")
+        await say(client, connector, "hi", aad=eli, conversation="a:1eli-personal")
+        # Eli's chat disappears (he removed the app), so Teams answers 404 for it.
+        connector.known_conversations_only = True
+        del connector.conversations["a:1eli-personal"]
+        response = await client.post(
+            "/book/contoso/panel-review/bookings",
+            json={"start": "2026-11-25T15:00:00+00:00", "name": "Pat Panel", "email": "pat@client.example"},
+        )
+        assert response.status == 201, await response.text()
+        booking_id = str((await response.json())["id"])
+        for _ in range(100):
+            async with bot_db.read() as conn:
+                job = (
+                    await conn.execute(
+                        select(workflow_jobs).where(
+                            workflow_jobs.c.booking_id == booking_id, workflow_jobs.c.kind == "notify_host"
+                        )
+                    )
+                ).one()
+            if job.state == FAILED:
+                break
+            await asyncio.sleep(0.1)
+        assert job.state == FAILED, job.state
+        assert "404" in job.last_error
+        assert list(job.output) == [next(key for key in job.output if key.startswith("teams_activity:"))]
+        assert len(connector.cards(conversation_id="a:1dana-personal")) == 2  # her reply to "hi", then the card
+
+        # Eli installs the app again; an operator retries the step.
+        connector.register_conversation("a:1eli-personal")
+        assert await retry_job(bot_db, job.tenant_id, job.id)
+        output = await _finished_notify_step(bot_db, booking_id)
+        assert len([key for key in output if key.startswith("teams_activity:")]) == 2
+        assert len(connector.cards(conversation_id="a:1dana-personal")) == 2, "Dana was sent a second card"
+        eli_cards = connector.cards(conversation_id="a:1eli-personal")
+        assert "Pat Panel" in card_text(eli_cards[-1])
     finally:
         await client.close()
 
