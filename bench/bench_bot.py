@@ -96,7 +96,13 @@ async def serve(app: web.Application) -> tuple[web.AppRunner, str]:
     return runner, f"http://127.0.0.1:{port}/api/messages"
 
 
-async def drive(endpoint: str, connector: FakeTeamsConnector, label: str) -> list[float]:
+async def drive(
+    endpoint: str,
+    connector: FakeTeamsConnector,
+    label: str,
+    conversations: int = CONVERSATIONS,
+    messages: int = MESSAGES,
+) -> list[float]:
     """Each conversation sends its messages one after another; latency = POST sent → reply recorded."""
     connector.clear()
     arrived: dict[str, float] = {}
@@ -115,7 +121,7 @@ async def drive(endpoint: str, connector: FakeTeamsConnector, label: str) -> lis
     latencies: list[float] = []
 
     async def conversation(session: aiohttp.ClientSession, index: int) -> None:
-        for number in range(MESSAGES):
+        for number in range(messages):
             # 50 chats in flight at once; each message in a fresh chat, because a person does not type 7 messages
             # a second and Teams' per-chat limits (which the bot honours and the echo does not) are not measured here.
             body = activity(connector.service_url, f"19:{label}-{index}-{number}@thread.v2", number)
@@ -128,7 +134,7 @@ async def drive(endpoint: str, connector: FakeTeamsConnector, label: str) -> lis
             latencies.append(arrived[body["id"]] - started)
 
     async with aiohttp.ClientSession() as session:
-        await asyncio.gather(*(conversation(session, index) for index in range(CONVERSATIONS)))
+        await asyncio.gather(*(conversation(session, index) for index in range(conversations)))
     connector.activities = original
     return latencies
 
@@ -162,6 +168,9 @@ async def main() -> None:
         echo_runner, echo_endpoint = await serve(echo_app(connector.url))
         await drive(bot_endpoint, connector, "warm-bot")
         await drive(echo_endpoint, connector, "warm-echo")
+        # One conversation at a time: no queue, so this is each side's own time per message.
+        echo_alone = await drive(echo_endpoint, connector, "echo-alone", conversations=1, messages=200)
+        bot_alone = await drive(bot_endpoint, connector, "bot-alone", conversations=1, messages=200)
         echo = await drive(echo_endpoint, connector, "echo")
         bot = await drive(bot_endpoint, connector, "bot")
         echo_again = await drive(echo_endpoint, connector, "echo2")
@@ -177,6 +186,8 @@ async def main() -> None:
     print(f"  bare aiohttp echo: p50 {e50:.1f} ms  p95 {e95:.1f} ms  p99 {e99:.1f} ms  ({len(echo)} messages)")
     print(f"  Slotwise bot:      p50 {b50:.1f} ms  p95 {b95:.1f} ms  p99 {b99:.1f} ms  ({len(bot)} messages)")
     print(f"  ratio p50 {b50 / e50:.2f}x  p95 {b95 / e95:.2f}x  p99 {b99 / e99:.2f}x   target <= 4x")
+    e1, b1 = statistics.median(echo_alone) * 1000, statistics.median(bot_alone) * 1000
+    print(f"  one conversation at a time: echo p50 {e1:.2f} ms, bot p50 {b1:.2f} ms ({b1 / e1:.1f}x)")
     print(f"  connector refusals (rate limits): {refused}")
 
 
