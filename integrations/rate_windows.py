@@ -7,6 +7,10 @@ from collections import deque
 from collections.abc import Callable, Sequence
 
 
+SWEEP_EVERY = 1024
+"""Every this many reservations, keys idle for longer than the longest window are forgotten."""
+
+
 class SlidingWindows:
     """Several (window seconds, count) limits at once; `reserve` books a request now or says how long to wait.
 
@@ -24,10 +28,18 @@ class SlidingWindows:
         self._longest = max(window for window, _count in self._limits)
         self._clock = clock
         self._sent: dict[str, deque[float]] = {}
+        self._calls = 0
+
+    def __len__(self) -> int:
+        """Keys currently tracked."""
+        return len(self._sent)
 
     def reserve(self, key: str) -> float:
         """0.0 if a request was booked now, else the seconds until one would be allowed (nothing is booked)."""
         now = self._clock()
+        self._calls += 1
+        if self._calls % SWEEP_EVERY == 0:
+            self._forget_idle(now)
         sent = self._sent.setdefault(key, deque())
         while sent and sent[0] <= now - self._longest:
             sent.popleft()
@@ -40,3 +52,9 @@ class SlidingWindows:
             return wait
         sent.append(now)
         return 0.0
+
+    def _forget_idle(self, now: float) -> None:
+        """Drop keys with nothing inside the longest window: a bot talks to thousands of chats a day, most once."""
+        idle = [key for key, sent in self._sent.items() if not sent or sent[-1] <= now - self._longest]
+        for key in idle:
+            del self._sent[key]
