@@ -6,7 +6,6 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 
-
 SWEEP_EVERY = 1024
 """Every this many reservations, keys idle for longer than the longest window are forgotten."""
 
