@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
-import weakref
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -36,6 +34,7 @@ from integrations.autotask.wire import (
     to_wire_ticket_note,
     to_wire_todo,
 )
+from integrations.keyed_locks import KeyedLocks
 from scheduling.errors import IntegrationRejected, IntegrationUnavailable
 from scheduling.model import BusyInterval, PsaContact, PsaDraft, PsaRecordKind, PsaRef
 
@@ -68,7 +67,7 @@ class AutotaskPsa:
         self._client = AutotaskClient(config, session)
         self._clock = clock or (lambda: datetime.now(UTC))
         self._fields: dict[str, dict[str, Any]] = {}
-        self._contact_locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
+        self._contact_locks = KeyedLocks()
 
     @property
     def client(self) -> AutotaskClient:
@@ -106,7 +105,7 @@ class AutotaskPsa:
         company_id = self._config.fallback_company_id
         if not address:
             return None
-        async with self._contact_lock(address):
+        async with self._contact_locks.for_key(address):
             found = await self.find_contact(address)
             if found is not None or company_id is None:
                 return found
@@ -185,16 +184,6 @@ class AutotaskPsa:
         busy_calls = {int(link["serviceCallID"]) for link in links if int(link["id"]) in assigned}
         intervals = [from_wire_service_call_busy(call) for call in calls if int(call["id"]) in busy_calls]
         return sorted(intervals, key=lambda interval: (interval.starts_at, interval.ends_at))
-
-    def _contact_lock(self, address: str) -> asyncio.Lock:
-        """One contact create per address at a time in this process (one adapter serves all of a tenant's steps):
-        two bookings by the same new client, run side by side, would otherwise both miss the look-up and both
-        create. Weak values, so a lock lives only while someone holds or waits for it."""
-        key = address.casefold()
-        lock = self._contact_locks.get(key)
-        if lock is None:
-            lock = self._contact_locks[key] = asyncio.Lock()
-        return lock
 
     async def _find_one(self, entity: str, filters: Sequence[Filter]) -> dict[str, Any] | None:
         items = await self._client.query(entity, filters)

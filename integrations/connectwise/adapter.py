@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import weakref
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
@@ -33,6 +31,7 @@ from integrations.connectwise.wire import (
     to_wire_ticket,
     to_wire_time,
 )
+from integrations.keyed_locks import KeyedLocks
 from scheduling.errors import IntegrationAuthError, IntegrationRejected, IntegrationUnavailable
 from scheduling.model import BusyInterval, PsaContact, PsaDraft, PsaRecordKind, PsaRef
 
@@ -62,7 +61,7 @@ class ConnectWisePsa:
         self._client = ConnectWiseClient(session, config, clock=clock)
         self._board_ids: dict[str, int] = {}
         self._status_ids: dict[tuple[int, str], int] = {}
-        self._contact_locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
+        self._contact_locks = KeyedLocks()
 
     async def test_connection(self) -> None:
         """`GET /system/info`: one cheap authenticated call (the ConnectWiseManageAPI PowerShell module validates
@@ -105,7 +104,7 @@ class ConnectWisePsa:
         company = self._config.fallback_company_identifier
         if not address:
             return None
-        async with self._contact_lock(address):
+        async with self._contact_locks.for_key(address):
             found = await self.find_contact(address)
             if found is not None or not company:
                 return found
@@ -170,16 +169,6 @@ class ConnectWisePsa:
         rows = await self._client.get_list("schedule/entries", {"conditions": conditions, "orderBy": "dateStart asc"})
         busy = [from_wire_busy(row) for row in rows if row.get("dateStart") and row.get("dateEnd")]
         return sorted(busy, key=lambda interval: (interval.starts_at, interval.ends_at))
-
-    def _contact_lock(self, address: str) -> asyncio.Lock:
-        """One contact create per address at a time in this process (one adapter serves all of a tenant's steps):
-        two bookings by the same new client, run side by side, would otherwise both miss the look-up and both
-        create. Weak values, so a lock lives only while someone holds or waits for it."""
-        key = address.casefold()
-        lock = self._contact_locks.get(key)
-        if lock is None:
-            lock = self._contact_locks[key] = asyncio.Lock()
-        return lock
 
     async def _find_marked(self, kind: PsaRecordKind, key: str) -> dict[str, Any] | None:
         path, field = _MARKED_FIELD[kind]

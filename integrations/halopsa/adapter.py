@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import weakref
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
@@ -27,6 +25,7 @@ from integrations.halopsa.wire import (
     to_wire_time,
     to_wire_user,
 )
+from integrations.keyed_locks import KeyedLocks
 from scheduling.errors import IntegrationRejected, IntegrationUnavailable
 from scheduling.model import BusyInterval, PsaContact, PsaDraft, PsaRecordKind, PsaRef
 
@@ -49,7 +48,7 @@ class HaloPsa:
         self._client = HaloPsaClient(session, config, clock=clock)
         self._statuses: dict[str, int] | None = None
         self._fallback_site_id: int | None = None
-        self._contact_locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
+        self._contact_locks = KeyedLocks()
 
     async def test_connection(self) -> None:
         """Fetch a token and read one client row: proves the URLs, the credentials and the linked agent's rights."""
@@ -74,7 +73,7 @@ class HaloPsa:
         client_id = self._config.fallback_client_id
         if not address:
             return None
-        async with self._contact_lock(address):
+        async with self._contact_locks.for_key(address):
             found = await self.find_contact(address)
             if found is not None or client_id is None:
                 return found
@@ -115,16 +114,6 @@ class HaloPsa:
         busy = [from_wire_busy(row) for row in appointments if row.get("start_date") and row.get("end_date")]
         overlapping = [interval for interval in busy if interval.starts_at < ends_at and interval.ends_at > starts_at]
         return sorted(overlapping, key=lambda interval: (interval.starts_at, interval.ends_at))
-
-    def _contact_lock(self, address: str) -> asyncio.Lock:
-        """One user create per address at a time in this process (one adapter serves all of a tenant's steps):
-        two bookings by the same new client, run side by side, would otherwise both miss the look-up and both
-        create. Weak values, so a lock lives only while someone holds or waits for it."""
-        key = address.casefold()
-        lock = self._contact_locks.get(key)
-        if lock is None:
-            lock = self._contact_locks[key] = asyncio.Lock()
-        return lock
 
     async def _site_of(self, client_id: int) -> int:
         """A Halo user belongs to a site, not directly to a client: the fallback client's first site (lowest id),
