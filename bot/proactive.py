@@ -166,4 +166,5 @@ def _view(notification: HostNotification, zone: ZoneInfo) -> BookingEventView:
         join_url=notification.join_url or None,
         reason=notification.reason,
         answers=notification.answers,
+        previous_starts_at=notification.previous_starts_at,
     )

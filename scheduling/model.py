@@ -470,3 +470,5 @@ class HostNotification:
     join_url: str = ""
     reason: str = ""
     answers: tuple[tuple[str, str], ...] = ()
+    previous_starts_at: datetime | None = None
+    """For a reschedule: when it was before."""

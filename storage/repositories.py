@@ -5,9 +5,9 @@ from __future__ import annotations
 import hashlib
 import secrets
 import uuid
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, date, datetime, time, timedelta
-from typing import Any
+from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import and_, func, select, update
@@ -381,9 +381,12 @@ def _parse_last_booked(rows: Iterable[Any]) -> dict[str, datetime]:
     return last_booked
 
 
-BookingChangeHook = Callable[[Connection, str, Booking], None]
-"""Called inside the write transaction of every booking change with the trigger name ('client_scheduled',
-'rescheduled', 'cancelled'); the workflow outbox uses it so jobs commit, or roll back, with the booking."""
+class BookingChangeHook(Protocol):
+    """Called inside the write transaction of every booking change with the trigger name ('client_scheduled',
+    'rescheduled', 'cancelled'), and for a reschedule the booking as it was; the workflow outbox uses it so jobs
+    commit, or roll back, with the booking."""
+
+    def __call__(self, conn: Connection, trigger: str, booking: Booking, previous: Booking | None = None) -> None: ...
 
 
 class SqlBookingStore:
@@ -653,7 +656,7 @@ class SqlBookingStore:
             )
             moved = _first_booking(conn.execute(_booking_query(tenant_id, booking_id)))
             if moved is not None and self._on_change is not None:
-                self._on_change(conn, "rescheduled", moved)
+                self._on_change(conn, "rescheduled", moved, current)
             return moved
 
         try:

@@ -26,7 +26,7 @@ class BookingFanOut:
     def __init__(self, manage_url_for: ManageUrlFor) -> None:
         self._manage_url_for = manage_url_for
 
-    def __call__(self, conn: Connection, trigger: str, booking: Booking) -> None:
+    def __call__(self, conn: Connection, trigger: str, booking: Booking, previous: Booking | None = None) -> None:
         event = Trigger(trigger)
         type_row = conn.execute(
             select(appointment_types.c.settings).where(
@@ -47,6 +47,9 @@ class BookingFanOut:
             return
         occurrence = _next_occurrence(conn, booking, event.value)
         snapshot = self._snapshot(conn, booking, settings, hosts, event, occurrence)
+        if previous is not None:
+            snapshot["previous_starts_at"] = previous.starts_at.isoformat()
+            snapshot["previous_ends_at"] = previous.ends_at.isoformat()
         jobs = plan_jobs(
             tenant_id=booking.tenant_id,
             booking_id=booking.booking_id,

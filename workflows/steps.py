@@ -9,9 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from scheduling.errors import IntegrationRejected, IntegrationUnavailable
 from scheduling.model import (
@@ -27,7 +26,7 @@ from scheduling.model import (
 from scheduling.ports import BusySource, CalendarWriter, Mailer, Notifier, PsaClient
 from storage.database import Database
 from workflows.outbox import Job, list_runs
-from workflows.templates import DEFAULT_BODY, DEFAULT_SUBJECT, render_email
+from workflows.templates import DEFAULT_TEMPLATES, render_email, snapshot_variables
 from workflows.triggers import ActionKind
 
 
@@ -231,7 +230,8 @@ async def _email(ctx: StepContext) -> Mapping[str, Any]:
     if ctx.action.get("template") == "custom":
         rendered = render_email(ctx.action["subject"], ctx.action["body"], variables)
     else:
-        rendered = render_email(DEFAULT_SUBJECT, DEFAULT_BODY, variables)
+        subject, body = DEFAULT_TEMPLATES.get(_trigger_of(ctx), DEFAULT_TEMPLATES["client_scheduled"])
+        rendered = render_email(subject, body, variables)
     client = ctx.booking["client"]
     recipients = {
         "client": (client["email"],),
@@ -266,31 +266,12 @@ async def _email(ctx: StepContext) -> Mapping[str, Any]:
 
 
 def email_variables(ctx: StepContext) -> dict[str, Any]:
-    booking = ctx.booking
-    client = booking["client"]
-    starts = ctx.starts_at
-    zone = ZoneInfo(client["time_zone"])
-    return {
-        "tenant": {"name": booking.get("tenant_name", "")},
-        "appointment": {
-            "id": booking["id"],
-            "name": booking["type_name"],
-            "starts_at": booking["starts_at"],
-            "ends_at": booking["ends_at"],
-            "starts_local": starts.astimezone(zone).strftime("%A %-d %B %Y, %H:%M"),
-            "time_zone": client["time_zone"],
-            "duration_minutes": int((ctx.ends_at - starts) / timedelta(minutes=1)),
-            "location": booking.get("location", ""),
-            "status": booking.get("status", ""),
-            "join_url": str(ctx.outputs.get("join_url", "")),
-        },
-        "client": dict(client),
-        "host": {"names": ", ".join(host.get("name", "") for host in booking.get("hosts", []))},
-        "ticket": {"number": str(ctx.outputs.get("ticket_number", ""))},
-        "opportunity": {"id": str(ctx.outputs.get("opportunity_id", ""))},
-        "links": {"manage": booking.get("manage_url", "")},
-        "outputs": dict(ctx.outputs),
-    }
+    return snapshot_variables(ctx.booking, ctx.outputs)
+
+
+def _trigger_of(ctx: StepContext) -> str:
+    """The trigger this step runs for, from its run key (`booking:trigger:occurrence`)."""
+    return ctx.job.run_key.split(":")[1] if ctx.job.run_key.count(":") >= 2 else ""
 
 
 _CHANGES = {"client_scheduled": "booked", "rescheduled": "rescheduled", "cancelled": "cancelled"}
@@ -305,7 +286,7 @@ async def _notify_host(ctx: StepContext) -> Mapping[str, Any]:
             "Teams notifications need the Slotwise bot: this deployment has no bot registration "
             "(set SLOTWISE_BOT_APP_ID and SLOTWISE_BOT_APP_PASSWORD), so the host was not told"
         )
-    trigger = ctx.job.run_key.split(":")[1] if ctx.job.run_key.count(":") >= 2 else ""
+    trigger = _trigger_of(ctx)
     client = ctx.booking["client"]
     notification = HostNotification(
         change=_CHANGES.get(trigger, "booked"),
@@ -318,6 +299,9 @@ async def _notify_host(ctx: StepContext) -> Mapping[str, Any]:
         join_url=str(ctx.outputs.get("join_url", "")),
         reason=str(ctx.booking.get("cancel_reason", "")),
         answers=tuple((str(key), str(value)) for key, value in (client.get("answers") or {}).items()),
+        previous_starts_at=(
+            datetime.fromisoformat(ctx.booking["previous_starts_at"]) if ctx.booking.get("previous_starts_at") else None
+        ),
     )
     # A panel has several hosts: one whose card went out on an earlier attempt is not sent a second one.
     sent: dict[str, Any] = {key: value for key, value in ctx.progress.items() if key.startswith("teams_activity:")}

@@ -15,6 +15,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from workflows.outbox import JobSpec
+from workflows.templates import template_problem
 
 
 class Trigger(StrEnum):
@@ -125,6 +126,10 @@ def validate_workflow(actions: WorkflowSpec, connected: Connected) -> list[str]:
                 problems.append(f"{where}: 'notify_host' needs the Teams app: set tenant.microsoft_tenant_id")
             if step.action is ActionKind.SEND_EMAIL and not connected.email:
                 problems.append(f"{where}: 'send_email' needs an email connection (SMTP or Microsoft 365)")
+            if step.action is ActionKind.SEND_EMAIL and step.template == "custom" and step.subject and step.body:
+                problem = template_problem(step.subject, step.body)
+                if problem:
+                    problems.append(f"{where}: the email template does not render: {problem}")
     return problems
 
 

@@ -416,11 +416,27 @@ async def test_hosts_get_a_proactive_card_when_a_client_books_and_cancels(
         assert found[-1].operation == "send", "a proactive card starts a new message, it is not a reply"
         output = await _finished_notify_step(bot_db, booking_id)
         assert any(key.startswith("teams_activity:") for key in output)
-        # The client cancels through their manage link: Dana is told, with the reason.
+        # The client moves it by an hour through their manage link: Dana sees the new time and the old one.
         manage = MANAGE[booking_id]
-        response = await client.post(f"{manage}/cancel", json={"reason": "Found another provider"})
+        response = await client.post(f"{manage}/reschedule", json={"start": "2026-11-24T21:00:00+00:00"})
         assert response.status == 200, await response.text()
         found = await connector.wait_for(before + 2, timeout=15, conversation_id="a:1dana-personal")
+        moved = found[-1].cards[0]
+        assert "Rescheduled" in card_text(moved)
+        struck = [
+            run["text"]
+            for block in moved["body"]
+            if block.get("type") == "RichTextBlock"
+            for run in block.get("inlines", [])
+            if run.get("strikethrough")
+        ]
+        # 20:00 UTC is 14:00 in Chicago, Dana's profile zone (a proactive card has no Teams client to ask).
+        assert struck, "the card does not show the time it was moved from"
+        assert "2:00" in struck[0] or "14:00" in struck[0], struck
+        # The client cancels through their manage link: Dana is told, with the reason.
+        response = await client.post(f"{manage}/cancel", json={"reason": "Found another provider"})
+        assert response.status == 200, await response.text()
+        found = await connector.wait_for(before + 3, timeout=15, conversation_id="a:1dana-personal")
         card = card_text(found[-1].cards[0])
         assert "Cancelled" in card
         assert "Found another provider" in card

@@ -82,8 +82,19 @@ async def test_a_booking_sends_a_confirmation_and_moves_and_cancellations_follow
         manage = body["manage_url"].removeprefix("http://testserver")
         assert (await client.post(f"{manage}/reschedule", json={"start": "2026-11-25T16:00:00+00:00"})).status == 200
         await wait_for(lambda: len(smtp.received) == 2)
+        moved = smtp.received[1].message
+        assert moved["Subject"] == "Rescheduled: Intro call on Wednesday 25 November 2026, 16:00"
+        moved_text = moved.get_body(preferencelist=("plain",))
+        assert moved_text is not None
+        assert "It was Tuesday 24 November 2026, 15:00." in " ".join(moved_text.get_content().split())
         assert (await client.post(f"{manage}/cancel", json={"reason": "No longer needed"})).status == 200
         await wait_for(lambda: len(smtp.received) == 3)
+        cancelled = smtp.received[2].message
+        assert cancelled["Subject"] == "Cancelled: Intro call on Wednesday 25 November 2026, 16:00"
+        cancelled_text = cancelled.get_body(preferencelist=("plain",))
+        assert cancelled_text is not None
+        assert "Reason: No longer needed" in cancelled_text.get_content()
+        assert "Reschedule or cancel" not in cancelled_text.get_content()
         methods = [
             part.get_params()
             for mail in smtp.received

@@ -121,3 +121,27 @@ def test_classic_mode_tells_the_host_in_teams_after_the_calendar_step_and_before
         "workflow.triggers.client_scheduled[0]: 'notify_host' needs the Teams app: set tenant.microsoft_tenant_id"
     ]
     assert validate_workflow(spec, Connected(teams=True)) == []
+
+
+def test_a_custom_email_template_that_would_not_render_is_refused_at_apply() -> None:
+    def email(subject: str, body: str, trigger: str = "client_scheduled") -> WorkflowSpec:
+        action = {"action": "send_email", "template": "custom", "subject": subject, "body": body}
+        return WorkflowSpec.model_validate({"triggers": {trigger: [action]}})
+
+    connected = Connected(email=True)
+    assert validate_workflow(email("Hi {{ apointment.name }}", "<p>x</p>"), connected) == [
+        "workflow.triggers.client_scheduled[0]: the email template does not render: 'apointment' is undefined"
+    ]
+    [problem] = validate_workflow(email("Hi", "{% if client.name %}unclosed"), connected)
+    assert "endif" in problem
+    [problem] = validate_workflow(email("Hi", "{{ client.name | shout }}", "cancelled"), connected)
+    assert problem.startswith("workflow.triggers.cancelled[0]: the email template does not render: ")
+    assert "shout" in problem
+    # Every documented variable renders, and earlier steps' outputs may be named whatever the workflow produces.
+    good = (
+        "{{ appointment.name }} {{ appointment.starts_local }}-{{ appointment.ends_local }} "
+        "{{ appointment.previous_starts_local }} {{ appointment.cancel_reason }} {{ host.names }} "
+        "{{ ticket.number }} {{ opportunity.id }} {{ links.manage }} {{ outputs.schedule_entry_id }} "
+        "{{ client.name }} {{ client.email }} {{ tenant.name }} {{ appointment.join_url }}"
+    )
+    assert validate_workflow(email("Booked: {{ appointment.name }}", f"<p>{good}</p>"), connected) == []
