@@ -14,7 +14,6 @@ from liquid import Environment, StrictUndefined
 from liquid.exceptions import LiquidError
 
 from scheduling.errors import IntegrationRejected
-from scheduling.model import Booking, BookingTarget
 
 # Liquid is the syntax MSP admins already write, and it is safe for untrusted authors: no attribute access to
 # Python objects, no imports, no file system (this environment has no loader, so {% include %} fails).
@@ -63,45 +62,6 @@ class RenderedEmail:
     subject: str
     html: str
     text: str
-
-
-def booking_variables(
-    target: BookingTarget, booking: Booking, *, manage_url: str, outputs: Mapping[str, Any] | None = None
-) -> dict[str, Any]:
-    """Every booking field a template may use, as plain mappings and strings (nothing callable)."""
-    zone = ZoneInfo(booking.client.time_zone)
-    kind = target.appointment_type
-    names = {host.user_id: host.name for host in target.hosts}
-    hosts = [names.get(host_id, "") for host_id in booking.host_ids]
-    produced = dict(outputs or {})
-    return {
-        "tenant": {"name": target.tenant_name, "slug": target.tenant_slug},
-        "appointment": {
-            "id": booking.booking_id,
-            "name": kind.name,
-            "internal_name": kind.internal_name,
-            "starts_at": booking.starts_at.isoformat(),
-            "ends_at": booking.ends_at.isoformat(),
-            "starts_local": booking.starts_at.astimezone(zone).strftime("%A %-d %B %Y, %H:%M"),
-            "ends_local": booking.ends_at.astimezone(zone).strftime("%H:%M"),
-            "time_zone": str(zone),
-            "duration_minutes": int((booking.ends_at - booking.starts_at).total_seconds() // 60),
-            "location": kind.location.describe(),
-            "status": booking.status.value,
-        },
-        "client": {
-            "name": booking.client.name,
-            "email": booking.client.email,
-            "notes": booking.client.notes,
-            "answers": dict(booking.client.answers),
-            "guests": list(booking.client.guests),
-        },
-        "host": {"names": ", ".join(hosts), "list": hosts},
-        "ticket": {"number": str(produced.get("ticket_number", ""))},
-        "opportunity": {"id": str(produced.get("opportunity_id", ""))},
-        "links": {"manage": manage_url},
-        "outputs": produced,
-    }
 
 
 _LOCAL = "%A %-d %B %Y, %H:%M"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -29,7 +30,7 @@ from scheduling.model import (
     WorkingSchedule,
 )
 from tests.fakes.smtp import FakeSmtpServer, running_smtp_server
-from workflows.templates import DEFAULT_BODY, DEFAULT_SUBJECT, booking_variables, render_email
+from workflows.templates import DEFAULT_BODY, DEFAULT_SUBJECT, render_email, snapshot_variables
 
 EVIL = 'Eve\r\nBcc: victim@example.com\r\n<script>alert("x")</script>'
 STARTS = datetime(2026, 11, 24, 15, 0, tzinfo=UTC)
@@ -92,10 +93,33 @@ def sample_booking(name: str = "Dana Client") -> tuple[BookingTarget, Booking]:
     return target, booking
 
 
+def variables_for(target: BookingTarget, booking: Booking, manage_url: str, **outputs: str) -> dict[str, Any]:
+    """What a send_email step sees: the booking snapshot its job carries (as workflows/dispatch.py freezes it)."""
+    names = {host.user_id: host.name for host in target.hosts}
+    snapshot = {
+        "id": booking.booking_id,
+        "tenant_name": target.tenant_name,
+        "type_name": target.appointment_type.name,
+        "starts_at": booking.starts_at.isoformat(),
+        "ends_at": booking.ends_at.isoformat(),
+        "status": booking.status.value,
+        "location": target.appointment_type.location.describe(),
+        "hosts": [{"name": names.get(host_id, "")} for host_id in booking.host_ids],
+        "client": {
+            "name": booking.client.name,
+            "email": booking.client.email,
+            "time_zone": booking.client.time_zone,
+            "answers": dict(booking.client.answers),
+            "guests": list(booking.client.guests),
+            "notes": booking.client.notes,
+        },
+        "manage_url": manage_url,
+    }
+    return snapshot_variables(snapshot, outputs)
+
+
 def confirmation(target: BookingTarget, booking: Booking, *, ticket: str = "") -> OutgoingEmail:
-    variables = booking_variables(
-        target, booking, manage_url="https://book.example.com/m/abc", outputs={"ticket_number": ticket}
-    )
+    variables = variables_for(target, booking, "https://book.example.com/m/abc", ticket_number=ticket)
     rendered = render_email(DEFAULT_SUBJECT, DEFAULT_BODY, variables)
     return OutgoingEmail(
         message_id="<b1.confirmation@slotwise.acme-it.example>",
@@ -191,7 +215,7 @@ async def test_an_unreachable_server_is_retryable() -> None:
 
 def test_templates_are_sandboxed_and_broken_ones_fail_without_retry() -> None:
     target, booking = sample_booking()
-    variables = booking_variables(target, booking, manage_url="https://x")
+    variables = variables_for(target, booking, "https://x")
     for template in ("{{ client.__class__ }}", "{% include 'secrets.txt' %}", "{{ nope.nothing }}", "{% if %}"):
         with pytest.raises(IntegrationRejected):
             render_email("Subject", template, variables)
