@@ -40,7 +40,12 @@ class LinkInvalid(SlotwiseError):
 
 
 class IntegrationAuthError(SlotwiseError):
-    """A vendor rejected our credentials."""
+    """A vendor rejected our credentials (`progress` as for IntegrationUnavailable: kept for the retry an admin
+    starts once the credentials are fixed)."""
+
+    def __init__(self, message: str, *, progress: Mapping[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.progress = progress
 
 
 class IntegrationUnavailable(SlotwiseError):

@@ -187,10 +187,8 @@ class Runner:
                 return _Outcome(
                     error=_describe(error), retry_after_seconds=error.retry_after_seconds, progress=error.progress
                 )
-            except IntegrationRejected as error:
+            except (IntegrationRejected, IntegrationAuthError) as error:
                 return _Outcome(error=_describe(error), retryable=False, progress=error.progress)
-            except IntegrationAuthError as error:
-                return _Outcome(error=_describe(error), retryable=False)
             except TimeoutError:
                 return _Outcome(error=f"attempt timed out after {handler.timeout.total_seconds():g} s")
             except Exception as error:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from scheduling.errors import IntegrationRejected, IntegrationUnavailable
+from scheduling.errors import IntegrationAuthError, IntegrationRejected, IntegrationUnavailable
 from scheduling.model import (
     CalendarEventDraft,
     CalendarInvite,
@@ -318,6 +318,8 @@ async def _notify_host(ctx: StepContext) -> Mapping[str, Any]:
             ) from error
         except IntegrationRejected as error:
             raise IntegrationRejected(str(error), progress=sent) from error
+        except IntegrationAuthError as error:
+            raise IntegrationAuthError(str(error), progress=sent) from error
         if activity_id is None:
             unreachable.append(str(host.get("name", user_id)))
         else:

@@ -248,6 +248,52 @@ async def test_an_auth_error_and_an_unknown_kind_fail_without_retrying(db: Datab
     assert (unknown.state, unknown.last_error) == (FAILED, "no handler registered for step kind 'teleport.booking'")
 
 
+@pytest.mark.parametrize(
+    "error",
+    [
+        IntegrationUnavailable("Teams answered 503", retry_after_seconds=0),
+        IntegrationRejected("Teams answered 404"),
+        IntegrationAuthError("Teams answered 401"),
+    ],
+    ids=["transient", "rejected", "credentials"],
+)
+async def test_what_a_failed_attempt_got_done_is_kept_for_the_next_attempt(
+    db: Database, clock: FixedClock, error: Exception
+) -> None:
+    """A step that does several things (tell each host of a panel) reports what it finished before failing; the
+    next attempt, automatic or started by an operator, sees it and does only the rest."""
+    await enqueue(db, booking_run("b1", ["teams.notify_host"]), clock)
+    told: list[str] = []
+    seen: list[dict[str, Any]] = []
+
+    async def notify_hosts(job: Job) -> dict[str, Any]:
+        seen.append(dict(job.output or {}))
+        done = dict(job.output or {})
+        for host in ("dana", "eli"):
+            if host in done:
+                continue
+            if host == "eli" and len(seen) == 1:
+                error.progress = done  # type: ignore[attr-defined]
+                raise error
+            told.append(host)
+            done[host] = f"activity-{host}"
+        return done
+
+    runner = Runner(db, {"teams.notify_host": notify_hosts}, worker_id="w1", clock=clock.now)
+    await runner.run_until_idle()
+    [step] = await list_runs(db, TENANT, "b1")
+    if step.state == FAILED:
+        assert step.output == {"dana": "activity-dana"}, "the failed step shows what it got done"
+        assert await retry_job(db, TENANT, step.id, now=clock.now())
+    clock.moment += timedelta(minutes=10)
+    await runner.run_until_idle()
+    [step] = await list_runs(db, TENANT, "b1")
+    assert step.state == COMPLETED
+    assert step.output == {"dana": "activity-dana", "eli": "activity-eli"}
+    assert told == ["dana", "eli"], "Dana was told twice"
+    assert seen[1] == {"dana": "activity-dana"}
+
+
 async def test_a_step_that_keeps_failing_is_dead_lettered_after_max_attempts(db: Database, clock: FixedClock) -> None:
     await enqueue(db, booking_run("b1", ["psa.create_ticket", "graph.create_event"], max_attempts=3), clock)
     calls = 0
