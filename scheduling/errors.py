@@ -39,36 +39,34 @@ class LinkInvalid(SlotwiseError):
     """A signed link was tampered with or signed for something else."""
 
 
-class IntegrationAuthError(SlotwiseError):
-    """A vendor rejected our credentials (`progress` as for IntegrationUnavailable: kept for the retry an admin
-    starts once the credentials are fixed)."""
+class IntegrationError(SlotwiseError):
+    """A vendor call failed; the subclasses say whether retrying can help.
+
+    `progress` is what the step got done before it failed (for example the hosts already notified); the runner keeps
+    it with the step and hands it back to the next attempt, automatic or started by an operator, so that attempt does
+    not do it again."""
 
     def __init__(self, message: str, *, progress: Mapping[str, Any] | None = None) -> None:
         super().__init__(message)
         self.progress = progress
 
 
-class IntegrationUnavailable(SlotwiseError):
-    """A vendor call failed in a way worth retrying (429, 5xx, timeout).
+class IntegrationAuthError(IntegrationError):
+    """A vendor rejected our credentials."""
 
-    `progress` is what the step got done before it failed (for example the hosts already notified); the runner keeps
-    it with the step and hands it back to the next attempt, so that attempt does not do it again."""
+
+class IntegrationUnavailable(IntegrationError):
+    """A vendor call failed in a way worth retrying (429, 5xx, timeout)."""
 
     def __init__(
         self, message: str, *, retry_after_seconds: float | None = None, progress: Mapping[str, Any] | None = None
     ) -> None:
-        super().__init__(message)
+        super().__init__(message, progress=progress)
         self.retry_after_seconds = retry_after_seconds
-        self.progress = progress
 
 
-class IntegrationRejected(SlotwiseError):
-    """A vendor refused the request for good; retrying will not help (an operator may still retry the step, and
-    then `progress`, as for IntegrationUnavailable, keeps what was already done)."""
-
-    def __init__(self, message: str, *, progress: Mapping[str, Any] | None = None) -> None:
-        super().__init__(message)
-        self.progress = progress
+class IntegrationRejected(IntegrationError):
+    """A vendor refused the request for good; retrying will not help."""
 
 
 class DuplicateRequest(SlotwiseError):

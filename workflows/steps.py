@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from scheduling.errors import IntegrationAuthError, IntegrationRejected, IntegrationUnavailable
+from scheduling.errors import IntegrationError, IntegrationRejected
 from scheduling.model import (
     CalendarEventDraft,
     CalendarInvite,
@@ -57,7 +57,7 @@ class StepContext:
         self.outputs = outputs
         self.integrations = integrations
         self.progress: Mapping[str, Any] = job.output or {}
-        """What an earlier, failed attempt of this very step got done (see IntegrationUnavailable.progress)."""
+        """What an earlier, failed attempt of this very step got done (see IntegrationError.progress)."""
 
     @property
     def starts_at(self) -> datetime:
@@ -226,7 +226,7 @@ async def _cancel_m365_event(ctx: StepContext) -> Mapping[str, Any]:
 
 async def _email(ctx: StepContext) -> Mapping[str, Any]:
     mailer = ctx.mailer()
-    variables = email_variables(ctx)
+    variables = snapshot_variables(ctx.booking, ctx.outputs)
     if ctx.action.get("template") == "custom":
         rendered = render_email(ctx.action["subject"], ctx.action["body"], variables)
     else:
@@ -263,10 +263,6 @@ async def _email(ctx: StepContext) -> Mapping[str, Any]:
     )
     message_id = await mailer.send(email)
     return {"message_id": message_id, "recipients": list(email.to)}
-
-
-def email_variables(ctx: StepContext) -> dict[str, Any]:
-    return snapshot_variables(ctx.booking, ctx.outputs)
 
 
 def _trigger_of(ctx: StepContext) -> str:
@@ -312,14 +308,9 @@ async def _notify_host(ctx: StepContext) -> Mapping[str, Any]:
             continue
         try:
             activity_id = await notifier.notify_host(ctx.job.tenant_id, user_id, notification)
-        except IntegrationUnavailable as error:
-            raise IntegrationUnavailable(
-                str(error), retry_after_seconds=error.retry_after_seconds, progress=sent
-            ) from error
-        except IntegrationRejected as error:
-            raise IntegrationRejected(str(error), progress=sent) from error
-        except IntegrationAuthError as error:
-            raise IntegrationAuthError(str(error), progress=sent) from error
+        except IntegrationError as error:
+            error.progress = sent
+            raise
         if activity_id is None:
             unreachable.append(str(host.get("name", user_id)))
         else:
