@@ -28,14 +28,9 @@ class BookingFanOut:
 
     def __call__(self, conn: Connection, trigger: str, booking: Booking, previous: Booking | None = None) -> None:
         event = Trigger(trigger)
-        type_row = conn.execute(
-            select(appointment_types.c.settings).where(
-                appointment_types.c.tenant_id == booking.tenant_id, appointment_types.c.id == booking.type_id
-            )
-        ).first()
-        if type_row is None:
+        settings = _type_settings(conn, booking)
+        if settings is None:
             return
-        settings: dict[str, Any] = type_row[0]
         connected = connected_systems(conn, booking.tenant_id)
         if settings.get("mode") != "workflow" and connected == Connected():
             # Classic mode with nothing connected plans no steps: skip the rest (this runs in every booking).
@@ -103,12 +98,7 @@ class BookingFanOut:
         cannot email clients."""
         if not connected_systems(conn, booking.tenant_id).email:
             raise NoEmailConnection("This tenant has no email connection, so Slotwise cannot email the client")
-        type_row = conn.execute(
-            select(appointment_types.c.settings).where(
-                appointment_types.c.tenant_id == booking.tenant_id, appointment_types.c.id == booking.type_id
-            )
-        ).first()
-        settings: dict[str, Any] = type_row[0] if type_row is not None else {}
+        settings = _type_settings(conn, booking) or {}
         hosts = _hosts_of(conn, booking)
         occurrence = _next_occurrence(conn, booking, RESCHEDULE_REQUESTED)
         snapshot = self._snapshot(conn, booking, settings, hosts, None, occurrence)
@@ -148,6 +138,16 @@ Your current time stays booked until you choose a new one.
 
 class NoEmailConnection(Exception):
     """The tenant has no way to email clients."""
+
+
+def _type_settings(conn: Connection, booking: Booking) -> dict[str, Any] | None:
+    """The booking's appointment type as the tenant file set it (None if the type is gone)."""
+    row = conn.execute(
+        select(appointment_types.c.settings).where(
+            appointment_types.c.tenant_id == booking.tenant_id, appointment_types.c.id == booking.type_id
+        )
+    ).first()
+    return dict(row[0]) if row is not None else None
 
 
 def _hosts_of(conn: Connection, booking: Booking) -> list[dict[str, Any]]:
