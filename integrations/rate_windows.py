@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import bisect
 import time
-from collections import deque
 from collections.abc import Callable, Sequence
 
 SWEEP_EVERY = 1024
@@ -26,7 +26,7 @@ class SlidingWindows:
         self._limits = tuple((window + margin, count) for window, count in limits)
         self._longest = max(window for window, _count in self._limits)
         self._clock = clock
-        self._sent: dict[str, deque[float]] = {}
+        self._sent: dict[str, list[float]] = {}
         self._calls = 0
 
     def __len__(self) -> int:
@@ -39,14 +39,17 @@ class SlidingWindows:
         self._calls += 1
         if self._calls % SWEEP_EVERY == 0:
             self._forget_idle(now)
-        sent = self._sent.setdefault(key, deque())
-        while sent and sent[0] <= now - self._longest:
-            sent.popleft()
+        sent = self._sent.setdefault(key, [])
+        # Moments are appended in order, so each window's count is a binary search, not a scan: the Autotask
+        # budget keeps up to 10,000 moments per database.
+        expired = bisect.bisect_right(sent, now - self._longest)
+        if expired:
+            del sent[:expired]
         wait = 0.0
         for window, count in self._limits:
-            inside = [moment for moment in sent if moment > now - window]
-            if len(inside) >= count:
-                wait = max(wait, inside[-count] + window - now)
+            inside = len(sent) - bisect.bisect_right(sent, now - window)
+            if inside >= count:
+                wait = max(wait, sent[len(sent) - count] + window - now)
         if wait > 0:
             return wait
         sent.append(now)
