@@ -170,7 +170,9 @@ def create_app(settings: Settings, *, overrides: Overrides | None = None) -> web
         session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30))
         adapters = TenantAdapters(database, SecretBox(secret), session, bot.notifier if bot else None)
         runner = Runner(database, build_handlers(database, adapters), worker_id=f"{socket.gethostname()}:{os.getpid()}")
-        refresher = BusyRefresher(database, adapters, interval=timedelta(minutes=settings.busy_refresh_minutes))
+        refresher = BusyRefresher(
+            database, adapters, interval=timedelta(minutes=settings.busy_refresh_minutes), clock=clock.now
+        )
         stop = asyncio.Event()
         tasks = [asyncio.create_task(runner.run_forever(stop)), asyncio.create_task(refresher.run_forever(stop))]
         yield

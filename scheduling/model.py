@@ -380,6 +380,8 @@ class PsaDraft:
     stage: str = ""
     ticket_id: str = ""
     opportunity_id: str = ""
+    activity_id: str = ""
+    """The non-ticket item (ConnectWise activity, Autotask To-Do, Halo appointment) an earlier step made, if any."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -105,6 +105,7 @@ class StepContext:
             "ends_at": self.ends_at,
             "ticket_id": str(self.outputs.get("ticket_id", "")),
             "opportunity_id": str(self.outputs.get("opportunity_id", "")),
+            "activity_id": str(self.outputs.get("activity_id", "")),
         }
         values.update(changes)
         return PsaDraft(**values)
