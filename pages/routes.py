@@ -17,6 +17,7 @@ from aiohttp import web
 
 from pages.links import LinkSigner, ManageLinks, csrf_matches, new_csrf_token
 from scheduling.errors import (
+    BookingChanged,
     InvalidRequest,
     LinkExpired,
     LinkInvalid,
@@ -82,6 +83,7 @@ def _query_string(params: Mapping[str, str], action: str = "") -> str:
 
 _STATUS: list[tuple[type[SlotwiseError], int, str]] = [
     (SlotUnavailable, 409, "slot_unavailable"),
+    (BookingChanged, 409, "booking_changed"),
     (LinkExpired, 410, "link_expired"),
     (LinkInvalid, 404, "link_invalid"),
     (NotFound, 404, "not_found"),
@@ -240,6 +242,7 @@ def booking_json(ctx: PagesContext, target: BookingTarget, booking: Booking, zon
         "client": {"name": booking.client.name, "email": booking.client.email},
         "guests": list(booking.client.guests),
         "manage_url": manage_url(ctx, booking),
+        "version": booking.version,
     }
 
 
@@ -644,7 +647,6 @@ async def team_page(request: web.Request) -> web.Response:
 
 
 async def manage_page(request: web.Request) -> web.Response:
-    ctx = request.app[PAGES]
     target, booking = await _manage_target(request)
     _zone_name, zone = _zone_from(request, booking.client.time_zone)
     if request.query.get("action") == "reschedule" and booking.status is BookingStatus.CONFIRMED:
@@ -663,10 +665,33 @@ async def manage_page(request: web.Request) -> web.Response:
             mode="reschedule",
             booking=booking,
         )
+    return _manage_html(
+        request,
+        target,
+        booking,
+        zone,
+        just_booked=request.query.get("booked") == "1",
+        just_moved=request.query.get("moved") == "1",
+    )
+
+
+def _manage_html(
+    request: web.Request,
+    target: BookingTarget,
+    booking: Booking,
+    zone: ZoneInfo,
+    *,
+    status: int = 200,
+    error: str | None = None,
+    just_booked: bool = False,
+    just_moved: bool = False,
+) -> web.Response:
+    ctx = request.app[PAGES]
     names = {host.user_id: host.name for host in target.hosts}
     return _html(
         request,
         "manage.html",
+        status=status,
         target=target,
         kind=target.appointment_type,
         booking=booking,
@@ -674,11 +699,12 @@ async def manage_page(request: web.Request) -> web.Response:
         starts=booking.starts_at.astimezone(zone),
         ends=booking.ends_at.astimezone(zone),
         zone=str(zone),
-        just_booked=request.query.get("booked") == "1",
-        just_moved=request.query.get("moved") == "1",
+        error=error,
+        just_booked=just_booked,
+        just_moved=just_moved,
         cancelled=booking.status is BookingStatus.CANCELLED,
         can_change=booking.status is BookingStatus.CONFIRMED and booking.starts_at > ctx.clock.now(),
-        page_path=request.path,
+        page_path=request.path.removesuffix("/cancel").removesuffix("/reschedule"),
     )
 
 
@@ -703,22 +729,57 @@ async def manage_slots(request: web.Request) -> web.Response:
     return await _slots_handler(load)(request)
 
 
+def _version_from(request: web.Request, given: object) -> int | None:
+    """The booking version the client last saw: `version` in the body or form, else an If-Match header ("3" or
+    W/"3"). None when the client sent neither; the version the booking was loaded at then applies."""
+    raw = request.headers.get("If-Match") if given is None or given == "" else given
+    if raw is None or raw == "":
+        return None
+    if isinstance(raw, int) and not isinstance(raw, bool):
+        return raw
+    text = str(raw).strip().removeprefix("W/").strip('"')
+    if not (isinstance(raw, str) and text.isdigit() and len(text) <= 9):
+        raise InvalidRequest("'version' must be the booking's version number as you last saw it", field="version")
+    return int(text)
+
+
+def _changed_response(
+    request: web.Request, target: BookingTarget, changed: BookingChanged, zone: ZoneInfo
+) -> web.Response:
+    """409 with the booking as it is now: JSON for the API, the manage page (with the message) for people."""
+    ctx = request.app[PAGES]
+    current: Booking = changed.current
+    if request.content_type == "application/json":
+        body = error_body("booking_changed", str(changed), booking=booking_json(ctx, target, current, zone))
+        return web.json_response(body, status=409)
+    return _manage_html(request, target, current, zone, status=409, error=str(changed))
+
+
 async def manage_reschedule(request: web.Request) -> web.StreamResponse:
     ctx = request.app[PAGES]
     target, booking = await _manage_target(request)
     await _admit(request, f"{target.tenant_id}:manage")
     if request.content_type == "application/json":
         body = await read_json(request)
-        moved = await ctx.scheduler.reschedule(target, booking, parse_instant(body.get("start")))
+        # Everything is parsed and checked before anything is written.
+        start = parse_instant(body.get("start"))
         zone = parse_time_zone(str(body.get("time_zone") or booking.client.time_zone))
+        version = _version_from(request, body.get("version"))
+        try:
+            moved = await ctx.scheduler.reschedule(target, booking, start, version=version)
+        except BookingChanged as changed:
+            return _changed_response(request, target, changed, zone)
         return web.json_response(booking_json(ctx, target, moved, zone))
     form = await request.post()
     if not csrf_matches(request.cookies.get(CSRF_COOKIE), str(form.get("csrf_token", ""))):
         raise web.HTTPForbidden(text="Your session expired. Reload the page and try again.")
     zone = parse_time_zone(str(form.get("time_zone") or booking.client.time_zone))
     start = parse_instant(str(form.get("start", "")))
+    version = _version_from(request, form.get("version"))
     try:
-        moved = await ctx.scheduler.reschedule(target, booking, start)
+        moved = await ctx.scheduler.reschedule(target, booking, start, version=version)
+    except BookingChanged as changed:
+        return _changed_response(request, target, changed, zone)
     except (InvalidRequest, SlotUnavailable) as exc:
         status = 409 if isinstance(exc, SlotUnavailable) else 400
         return await _render_booking_page(
@@ -745,15 +806,25 @@ async def manage_cancel(request: web.Request) -> web.StreamResponse:
         reason = body.get("reason") or ""
         if not isinstance(reason, str):
             raise InvalidRequest("'reason' must be text", field="reason")
-        cancelled = await ctx.scheduler.cancel(booking, reason)
-        return web.json_response(booking_json(ctx, target, cancelled, parse_time_zone(booking.client.time_zone)))
+        zone = parse_time_zone(booking.client.time_zone)
+        version = _version_from(request, body.get("version"))
+        try:
+            cancelled = await ctx.scheduler.cancel(booking, reason, version=version)
+        except BookingChanged as changed:
+            return _changed_response(request, target, changed, zone)
+        return web.json_response(booking_json(ctx, target, cancelled, zone))
     form = await request.post()
     if not csrf_matches(request.cookies.get(CSRF_COOKIE), str(form.get("csrf_token", ""))):
         raise web.HTTPForbidden(text="Your session expired. Reload the page and try again.")
-    await ctx.scheduler.cancel(booking, str(form.get("reason", "")))
-    zone = str(form.get("time_zone") or booking.client.time_zone)
+    zone_name = str(form.get("time_zone") or booking.client.time_zone)
+    zone = parse_time_zone(zone_name)
+    version = _version_from(request, form.get("version"))
+    try:
+        await ctx.scheduler.cancel(booking, str(form.get("reason", "")), version=version)
+    except BookingChanged as changed:
+        return _changed_response(request, target, changed, zone)
     page = request.path.removesuffix("/cancel")
-    raise web.HTTPSeeOther(f"{page}?" + urlencode({"tz": zone}))
+    raise web.HTTPSeeOther(f"{page}?" + urlencode({"tz": zone_name}))
 
 
 def setup_pages(app: web.Application, ctx: PagesContext) -> None:

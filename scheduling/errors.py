@@ -31,6 +31,16 @@ class SlotUnavailable(SlotwiseError):
         self.next_free = tuple(next_free)
 
 
+class BookingChanged(SlotwiseError):
+    """A reschedule or cancel lost a race, or named a version of the booking that is no longer current.
+
+    Carries the booking as it is now, so the client can be shown its current state instead of a guess."""
+
+    def __init__(self, message: str, *, current: Any) -> None:
+        super().__init__(message)
+        self.current = current
+
+
 class LinkExpired(SlotwiseError):
     """A signed link is past its expiry or was already used."""
 

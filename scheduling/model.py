@@ -284,6 +284,8 @@ class Booking:
     created_at: datetime
     request_id: str | None = None
     cancel_reason: str = ""
+    version: int = 1
+    """Bumped by every change (reschedule, cancel); clients send the version they saw with their change."""
 
 
 @dataclass(frozen=True, slots=True)

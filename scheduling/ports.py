@@ -82,10 +82,24 @@ class BookingStore(Protocol):
     async def get_booking(self, tenant_id: str, booking_id: str) -> Booking | None: ...
 
     async def reschedule_booking(
-        self, tenant_id: str, booking_id: str, starts_at: datetime, ends_at: datetime, *, decide: HostDecider
-    ) -> Booking: ...
+        self,
+        tenant_id: str,
+        booking_id: str,
+        starts_at: datetime,
+        ends_at: datetime,
+        *,
+        decide: HostDecider,
+        expected_version: int | None = None,
+    ) -> Booking:
+        """Move a confirmed booking; raises BookingChanged if it was cancelled or is no longer at
+        `expected_version`, checked in the same transaction as the move."""
+        ...
 
-    async def cancel_booking(self, tenant_id: str, booking_id: str, reason: str) -> Booking: ...
+    async def cancel_booking(
+        self, tenant_id: str, booking_id: str, reason: str, *, expected_version: int | None = None
+    ) -> Booking:
+        """Cancel a confirmed booking and free its time at once; BookingChanged as for reschedule_booking."""
+        ...
 
 
 class RateLimiter(Protocol):

@@ -7,7 +7,14 @@ from collections.abc import Hashable, Mapping
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from scheduling.errors import DuplicateRequest, InvalidRequest, LinkExpired, NotFound, SlotUnavailable
+from scheduling.errors import (
+    BookingChanged,
+    DuplicateRequest,
+    InvalidRequest,
+    LinkExpired,
+    NotFound,
+    SlotUnavailable,
+)
 from scheduling.model import (
     Booking,
     BookingStatus,
@@ -287,8 +294,14 @@ class Scheduler:
         slots = await self.list_slots(target, start, start + timedelta(days=14))
         return SlotUnavailable(str(conflict), next_free=next_free_starts(slots, start))
 
-    async def reschedule(self, target: BookingTarget, booking: Booking, starts_at: datetime) -> Booking:
+    async def reschedule(
+        self, target: BookingTarget, booking: Booking, starts_at: datetime, *, version: int | None = None
+    ) -> Booking:
+        """Move `booking` to `starts_at`. `version` is the version the client saw (a hidden field or If-Match); by
+        default the version `booking` was loaded at. Either way, of concurrent changes exactly one wins and the
+        others raise BookingChanged with the booking's current state."""
         self._check_active(booking)
+        expected = self._expected_version(booking, version)
         start = utc(starts_at)
         now = self._clock.now()
         duration = booking.ends_at - booking.starts_at
@@ -310,16 +323,28 @@ class Scheduler:
 
         try:
             return await self._store.reschedule_booking(
-                booking.tenant_id, booking.booking_id, start, start + duration, decide=decide
+                booking.tenant_id, booking.booking_id, start, start + duration, decide=decide, expected_version=expected
             )
         except SlotUnavailable as conflict:
             raise await self._with_alternatives(moved, start, conflict) from conflict
 
-    async def cancel(self, booking: Booking, reason: str) -> Booking:
+    async def cancel(self, booking: Booking, reason: str, *, version: int | None = None) -> Booking:
+        """Cancel `booking`; `version` as for reschedule."""
         self._check_active(booking)
         if len(reason) > MAX_NOTES:
             raise InvalidRequest(f"The reason is too long (at most {MAX_NOTES} characters)", field="reason")
-        return await self._store.cancel_booking(booking.tenant_id, booking.booking_id, reason.strip())
+        expected = self._expected_version(booking, version)
+        return await self._store.cancel_booking(
+            booking.tenant_id, booking.booking_id, reason.strip(), expected_version=expected
+        )
+
+    @staticmethod
+    def _expected_version(booking: Booking, version: int | None) -> int:
+        if version is not None and version != booking.version:
+            raise BookingChanged(
+                "This booking was just changed by someone else; here is its current state", current=booking
+            )
+        return booking.version if version is None else version
 
     async def get_booking(self, tenant_id: str, booking_id: str) -> Booking:
         booking = await self._store.get_booking(tenant_id, booking_id)
@@ -333,7 +358,7 @@ class Scheduler:
 
     def _check_active(self, booking: Booking) -> None:
         if booking.status is BookingStatus.CANCELLED:
-            raise InvalidRequest("This booking was already cancelled", field="booking")
+            raise BookingChanged("This booking was already cancelled", current=booking)
         if booking.starts_at <= self._clock.now():
             raise InvalidRequest("This appointment has already started and can no longer be changed", field="booking")
 

@@ -16,7 +16,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql import Select
 
-from scheduling.errors import DuplicateRequest, LinkExpired, NotFound, SlotUnavailable
+from scheduling.errors import BookingChanged, DuplicateRequest, LinkExpired, NotFound, SlotUnavailable
 from scheduling.model import (
     AppointmentType,
     Booking,
@@ -140,6 +140,7 @@ def _to_booking(row: BookingRow) -> Booking:
         created_at=row.created_at,
         request_id=row.request_id,
         cancel_reason=row.cancel_reason,
+        version=row.version,
     )
 
 
@@ -523,6 +524,7 @@ class SqlBookingStore:
                 ).scalar_one_or_none()
                 if found is not None:
                     raise DuplicateRequest(found)
+            _lock_hosts(conn, target.tenant_id, host_ids)
             chosen, reason = decide(self._loads_in(conn, target.tenant_id, host_ids, starts_at, ends_at))
             row = BookingRow(
                 id=booking_id,
@@ -604,14 +606,19 @@ class SqlBookingStore:
             return _first_booking(await conn.execute(_booking_query(tenant_id, booking_id)))
 
     async def reschedule_booking(
-        self, tenant_id: str, booking_id: str, starts_at: datetime, ends_at: datetime, *, decide: HostDecider
+        self,
+        tenant_id: str,
+        booking_id: str,
+        starts_at: datetime,
+        ends_at: datetime,
+        *,
+        decide: HostDecider,
+        expected_version: int | None = None,
     ) -> Booking:
         now = datetime.now(UTC)
 
         def transaction(conn: Connection) -> Booking | None:
-            current = _first_booking(conn.execute(_booking_query(tenant_id, booking_id)))
-            if current is None:
-                raise NotFound("No such booking")
+            current = _lock_changeable(conn, tenant_id, booking_id, expected_version)
             before, after = conn.execute(
                 select(host_slots.c.buffer_before_seconds, host_slots.c.buffer_after_seconds).where(
                     host_slots.c.tenant_id == tenant_id, host_slots.c.booking_id == booking_id
@@ -635,6 +642,7 @@ class SqlBookingStore:
                     select(teams.c.member_ids).where(teams.c.tenant_id == tenant_id, teams.c.id == team_id)
                 ).scalar_one_or_none()
                 candidates = list(dict.fromkeys([*current.host_ids, *(members or [])]))
+            _lock_hosts(conn, tenant_id, candidates)
             chosen, reason = decide(self._loads_in(conn, tenant_id, candidates, starts_at, ends_at))
             rules = SlotRules(
                 duration=ends_at - starts_at,
@@ -652,6 +660,7 @@ class SqlBookingStore:
                     host_ids=list(chosen),
                     assignment_reason=reason,
                     updated_at=now,
+                    version=current.version + 1,
                 )
             )
             moved = _first_booking(conn.execute(_booking_query(tenant_id, booking_id)))
@@ -667,21 +676,23 @@ class SqlBookingStore:
             raise NotFound("No such booking")
         return updated
 
-    async def cancel_booking(self, tenant_id: str, booking_id: str, reason: str) -> Booking:
+    async def cancel_booking(
+        self, tenant_id: str, booking_id: str, reason: str, *, expected_version: int | None = None
+    ) -> Booking:
         now = datetime.now(UTC)
 
         def transaction(conn: Connection) -> Booking | None:
-            changed = conn.execute(
+            current = _lock_changeable(conn, tenant_id, booking_id, expected_version)
+            conn.execute(
                 update(bookings)
-                .where(
-                    bookings.c.tenant_id == tenant_id,
-                    bookings.c.id == booking_id,
-                    bookings.c.status == BookingStatus.CONFIRMED.value,
+                .where(bookings.c.tenant_id == tenant_id, bookings.c.id == booking_id)
+                .values(
+                    status=BookingStatus.CANCELLED.value,
+                    cancel_reason=reason,
+                    updated_at=now,
+                    version=current.version + 1,
                 )
-                .values(status=BookingStatus.CANCELLED.value, cancel_reason=reason, updated_at=now)
             )
-            if changed.rowcount != 1:
-                raise NotFound("No active booking to cancel")
             conn.execute(
                 update(host_slots)
                 .where(host_slots.c.tenant_id == tenant_id, host_slots.c.booking_id == booking_id)
@@ -696,6 +707,38 @@ class SqlBookingStore:
         if cancelled is None:
             raise NotFound("No such booking")
         return cancelled
+
+
+def _lock_changeable(conn: Connection, tenant_id: str, booking_id: str, expected_version: int | None) -> Booking:
+    """The booking, locked for this transaction, if it may still change: confirmed, and at the version the caller
+    saw. The state and the version are checked in the same transaction as the hold change, so of two concurrent
+    changes (a cancel and a reschedule, or twelve reschedules) exactly one wins and the others get BookingChanged.
+    SQLite serialises write transactions (BEGIN IMMEDIATE), so FOR UPDATE matters only on PostgreSQL."""
+    current = _first_booking(conn.execute(_booking_query(tenant_id, booking_id).with_for_update()))
+    if current is None:
+        raise NotFound("No such booking")
+    if current.status is not BookingStatus.CONFIRMED:
+        raise BookingChanged("This booking has been cancelled, so it can no longer be changed", current=current)
+    if expected_version is not None and current.version != expected_version:
+        raise BookingChanged(
+            "This booking was just changed by someone else; here is its current state", current=current
+        )
+    return current
+
+
+def _lock_hosts(conn: Connection, tenant_id: str, host_ids: Sequence[str]) -> None:
+    """Serialise bookings per host: the check that follows sees every booking committed before it.
+
+    PostgreSQL's exclusion constraint stops two meetings overlapping but cannot express the engine's buffer rule (a
+    meeting may not sit inside another booking's buffer, while two buffers may overlap), so without this two bookings
+    fired together could each pass the buffer check. Rows are locked in id order, so two transactions never wait
+    on each other in a cycle. On SQLite BEGIN IMMEDIATE already serialises every write."""
+    conn.execute(
+        select(users.c.id)
+        .where(users.c.tenant_id == tenant_id, users.c.id.in_(sorted(set(host_ids))))
+        .order_by(users.c.id)
+        .with_for_update()
+    )
 
 
 def _booking_query(tenant_id: str, booking_id: str) -> Select[Any]:

@@ -121,6 +121,8 @@ class BookingRow(SQLModel, table=True):
     idempotency_key: str | None = Field(default=None, max_length=200)
     created_at: datetime = _utc_column()
     updated_at: datetime = _utc_column()
+    version: int = Field(default=1, sa_column_kwargs={"server_default": "1"})
+    """Bumped by every change; a reschedule or cancel that names an older version is refused (409)."""
 
 
 class HostSlotRow(SQLModel, table=True):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -166,8 +167,11 @@ async def test_the_client_reschedules_and_cancels_through_the_manage_link(client
     assert cancelled.status == 200
     assert (await cancelled.json())["status"] == "cancelled"
     again = await client.post(f"{manage}/cancel", json={})
-    assert again.status == 400
-    assert "already cancelled" in (await again.json())["error"]["message"]
+    assert again.status == 409
+    refused = (await again.json())["error"]
+    assert refused["code"] == "booking_changed"
+    assert "already cancelled" in refused["message"]
+    assert refused["booking"]["status"] == "cancelled"
     slots = await (
         await client.get(f"{PAGE}/slots", params={"start": "2026-11-25", "end": "2026-11-25", "tz": "UTC"})
     ).json()
@@ -262,3 +266,40 @@ async def test_unknown_routes_answer_404_as_json_for_api_clients(client: TestCli
     del tmp_path
     response = await client.get("/api/v1/nothing-here")
     assert response.status == 404
+
+
+async def test_a_stale_manage_page_cannot_undo_a_newer_change_and_shows_the_current_state(client: TestClient) -> None:
+    booked = await (await client.post(f"{PAGE}/bookings", json=booking_body("2026-11-24T15:00:00+00:00"))).json()
+    assert booked["version"] == 1
+    manage = booked["manage_url"].removeprefix("http://testserver")
+    reschedule_page = await client.get(
+        manage, params={"action": "reschedule", "tz": "UTC", "start": "2026-11-25T16:00:00+00:00"}
+    )
+    html = await reschedule_page.text()
+    token = re.search(r'name="csrf_token" value="([^"]+)"', html)
+    assert token
+    assert 'name="version" value="1"' in html
+    # Meanwhile the client moves it from another device (the API names the version through If-Match).
+    moved = await client.post(
+        f"{manage}/reschedule", json={"start": "2026-11-24T17:00:00+00:00"}, headers={"If-Match": '"1"'}
+    )
+    assert moved.status == 200, await moved.text()
+    assert (await moved.json())["version"] == 2
+    stale = await client.post(
+        f"{manage}/reschedule",
+        data={"csrf_token": token.group(1), "start": "2026-11-25T16:00:00+00:00", "time_zone": "UTC", "version": "1"},
+        allow_redirects=False,
+    )
+    assert stale.status == 409
+    page = await stale.text()
+    assert "just changed" in page
+    assert "17:00" in page
+    stale_json = await client.post(f"{manage}/cancel", json={"version": 1})
+    assert stale_json.status == 409
+    body = (await stale_json.json())["error"]
+    assert body["code"] == "booking_changed"
+    assert body["booking"]["start"].startswith("2026-11-24T17:00:00")
+    bad = await client.post(f"{manage}/cancel", json={"version": "latest"})
+    assert bad.status == 400
+    assert (await bad.json())["error"]["field"] == "version"
+    assert (await client.post(f"{manage}/cancel", json={"version": 2})).status == 200
