@@ -407,8 +407,13 @@ def start_stand_ins() -> list[subprocess.Popen[bytes]]:
 async def apply_tenant_file(database: Database, settings: Settings, path: Path, *, dry_run: bool) -> str:
     """Plan a tenant file (and its connections), and unless `dry_run`, test the connections and apply it all in
     one transaction. Returns the diff; raises RolloutError with every problem, having changed nothing."""
-    from admin.connections import connection_writer, plan_connections, test_connections
-    from admin.rollout import apply_plan, load_tenant_file, plan_changes
+    from admin.connections import (
+        connection_writer,
+        plan_connections,
+        resolve_psa_defaults,
+        test_connections,
+    )
+    from admin.rollout import RolloutError, apply_plan, load_tenant_file, plan_changes
 
     file = load_tenant_file(path)
     plan = await plan_changes(database, file)
@@ -416,9 +421,16 @@ async def apply_tenant_file(database: Database, settings: Settings, path: Path, 
     connection_lines = [change.render() for change in connections if change.action != "keep"]
     lines = [plan.render()] if plan.changes or plan.blockers or not connection_lines else []
     lines += connection_lines
-    if not dry_run:
-        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
+        if not dry_run:
             await test_connections(connections, session)
+        defaults, problems = await resolve_psa_defaults(file, connections, session)
+    if problems:
+        if not dry_run:
+            raise RolloutError(problems)
+        lines += [f"  ! {problem}" for problem in problems]
+    lines += defaults
+    if not dry_run:
         await apply_plan(
             database, plan, extra_writes=connection_writer(connections, SecretBox(settings.resolved_secret()))
         )

@@ -20,11 +20,12 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from admin.rollout import ConnectionSpec, RolloutError, TenantFile, render_loc
 from integrations.registry import REGISTRY, vendors_for
-from scheduling.errors import SlotwiseError
+from scheduling.errors import IntegrationRejected, SlotwiseError
 from storage.database import Database
 from storage.repositories import new_id
 from storage.secrets import SecretBox
 from storage.tables import integration_connections, tenants
+from workflows.triggers import ActionKind, WorkflowSpec
 
 KINDS = ("psa", "m365", "email")
 
@@ -123,6 +124,44 @@ async def test_connections(changes: list[ConnectionChange], session: aiohttp.Cli
             problems.append(f"integrations.{change.kind}: the {change.vendor} connection test failed: {exc}")
     if problems:
         raise RolloutError(problems)
+
+
+async def resolve_psa_defaults(
+    file: TenantFile, changes: list[ConnectionChange], session: aiohttp.ClientSession
+) -> tuple[list[str], list[str]]:
+    """What the PSA itself will fill in where the tenant file leaves the choice to it, read from the PSA so that
+    `apply --dry-run` shows what an apply will do. Today: Autotask's opportunity stage, which Autotask requires and
+    which defaults to the stage picklist's default value when `pipeline_stage` is not set.
+
+    Returns (lines to show, problems that must stop the apply). A PSA that cannot be reached gives a line, not a
+    problem: the connection test reports that on its own."""
+    psa = next((change for change in changes if change.kind == "psa"), None)
+    if psa is None:
+        return [], []
+    resolve = getattr(REGISTRY[("psa", psa.vendor)].build(psa.config, session), "resolved_opportunity_stage", None)
+    if resolve is None:
+        return [], []
+    lines: list[str] = []
+    problems: list[str] = []
+    for index, spec in enumerate(file.appointment_types):
+        workflow = WorkflowSpec.model_validate(spec.workflow or {})
+        for trigger, actions in workflow.triggers.items():
+            for position, action in enumerate(actions):
+                if action.action is not ActionKind.FIND_OR_CREATE_OPPORTUNITY:
+                    continue
+                where = f"appointment_types[{index}] ({spec.slug}) workflow.triggers.{trigger.value}[{position}]"
+                label = action.pipeline_stage or ""
+                try:
+                    _stage_id, name = await resolve(label)
+                except IntegrationRejected as exc:
+                    problems.append(f"{where}: {exc}")
+                    continue
+                except SlotwiseError as exc:
+                    lines.append(f"  ? {where}: could not read the opportunity stages from {psa.vendor}: {exc}")
+                    continue
+                source = "as set in pipeline_stage" if label else "the stage picklist's default"
+                lines.append(f"  = {where}: {psa.vendor} opportunities get the stage {name!r} ({source})")
+    return lines, problems
 
 
 def connection_writer(changes: list[ConnectionChange], box: SecretBox) -> Any:

@@ -163,8 +163,9 @@ class BenchAutotask(FakeAutotaskServer):
                 continue
             field = str(item.get("field", "")).lower()
             value = str(item.get("value"))
-            if item.get("op") == "contains" and field == "description" and _MARKER.fullmatch(value):
-                return self._index[(entity, "description", value)]
+            # The adapter probes with the marker minus its opening bracket (a LIKE character class otherwise).
+            if item.get("op") == "contains" and field == "description" and _MARKER.fullmatch("[" + value):
+                return self._index[(entity, "description", "[" + value)]
             name = _LINK_FIELDS_BY_LOWER.get(field)
             if item.get("op") == "eq" and name is not None:
                 return self._index[(entity, name, value)]

@@ -339,7 +339,8 @@ class PsaRecordKind(StrEnum):
     ACTIVITY = "activity"
     """The non-ticket item: ConnectWise Activity, Autotask To-Do, HaloPSA Appointment."""
     SCHEDULE_ENTRY = "schedule_entry"
-    """ConnectWise schedule entry, Autotask service call, HaloPSA appointment."""
+    """ConnectWise schedule entry, Autotask service call on a ticket (an Autotask appointment without one), HaloPSA
+    appointment."""
     NOTE = "note"
 
 

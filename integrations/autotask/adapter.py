@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import dataclasses
+import asyncio
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -14,29 +14,39 @@ from integrations.autotask.config import AutotaskConfig
 from integrations.autotask.wire import (
     Filter,
     any_of,
+    carries_marker,
     chunked_ids,
     condition,
+    from_schedule_entry_id,
+    from_wire_busy,
     from_wire_contact,
     from_wire_picklist,
+    from_wire_picklist_default,
+    from_wire_picklist_labels,
     from_wire_ref,
-    from_wire_service_call_busy,
     from_wire_ticket_ref,
     marker_filter,
+    to_schedule_entry_id,
+    to_wire_appointment,
     to_wire_contact,
     to_wire_datetime,
+    to_wire_move,
     to_wire_opportunity,
     to_wire_service_call,
-    to_wire_service_call_move,
     to_wire_service_call_resource,
     to_wire_service_call_ticket,
     to_wire_status_change,
     to_wire_ticket,
     to_wire_ticket_note,
+    to_wire_ticket_secondary_resource,
     to_wire_todo,
 )
 from integrations.keyed_locks import KeyedLocks
 from scheduling.errors import IntegrationRejected, IntegrationUnavailable
 from scheduling.model import BusyInterval, PsaContact, PsaDraft, PsaRecordKind, PsaRef
+
+PIPELINE_STAGE_SETTING = "pipeline_stage"
+"""The workflow action setting that names an opportunity's stage (workflows/steps.py)."""
 
 
 def _number(value: str, what: str) -> int:
@@ -48,12 +58,13 @@ def _number(value: str, what: str) -> int:
 
 
 class AutotaskPsa:
-    """Tickets, opportunities, To-Dos, service calls and ticket notes in one tenant's Autotask database.
+    """Tickets, opportunities, To-Dos, appointments, service calls and ticket notes in one tenant's Autotask database.
 
-    Idempotency: every create writes `[slotwise:KEY]` into the record's description and first queries for it
-    with a `contains` filter, so a re-run after a lost response returns the record instead of creating another.
-    A schedule entry is several records (service call, its ticket link, the resource assignment); each step looks
-    for its own record first, so a re-run also finishes a half-done entry.
+    Idempotency: every create writes `[slotwise:KEY]` into the record's text and first looks for it, so a re-run
+    after a lost response returns the record instead of creating another. The look-up sends a `contains` probe
+    without the `[` (to_wire_marker_probe), reads every page of hits, and adopts only a record whose text holds the
+    exact marker. Link records (ticket secondary resource, service-call ticket, service-call resource) are found by
+    their ids instead. A schedule entry of several records looks for each one first, so a re-run finishes it.
     """
 
     def __init__(
@@ -96,11 +107,13 @@ class AutotaskPsa:
         return from_wire_contact(items[0], email)
 
     async def find_or_create_contact(self, name: str, email: str) -> PsaContact | None:
-        """A first-time client becomes a Contact of the fallback company (`POST Contacts`, apis.md §2.2).
+        """A first-time client becomes a Contact of the fallback company.
 
-        Contacts carry no idempotency marker: the e-mail address is the key. So the look-up runs first, and again
-        when the create's answer is lost (timeout, dropped connection, bare 5xx): Autotask may have saved the
-        contact anyway, and a blind retry would add a second one."""
+        Contacts is a child of Companies: it is created only through `POST Companies/{id}/Contacts`; the root
+        `Contacts` offers query and get by id alone (REST swagger: CompanyContactsChild_CreateEntity; Contacts has no
+        create operation). Contacts carry no idempotency marker: the e-mail address is the key. So the look-up runs
+        first, and again when the create's answer is lost (timeout, dropped connection, bare 5xx): Autotask may have
+        saved the contact anyway, and a blind retry would add a second one."""
         address = email.strip()
         company_id = self._config.fallback_company_id
         if not address:
@@ -111,7 +124,7 @@ class AutotaskPsa:
                 return found
             body = to_wire_contact(name, address, company_id)
             try:
-                contact_id = await self._client.create("Contacts", body)
+                contact_id = await self._client.create("Contacts", body, path=f"Companies/{company_id}/Contacts")
             except IntegrationUnavailable:
                 found = await self.find_contact(address)
                 if found is None:
@@ -129,7 +142,9 @@ class AutotaskPsa:
                 case PsaRecordKind.ACTIVITY:
                     return await self._create_todo(draft)
                 case PsaRecordKind.SCHEDULE_ENTRY:
-                    return await self._create_service_call(draft)
+                    if draft.ticket_id:
+                        return await self._create_service_call(draft)
+                    return await self._create_appointment(draft)
                 case PsaRecordKind.NOTE:
                     return await self._create_note(draft)
         except ValueError as exc:
@@ -142,13 +157,13 @@ class AutotaskPsa:
         await self._client.update("Tickets", to_wire_status_change(_number(ticket_id, "ticket ids"), status_id))
 
     async def move_schedule_entry(self, ref: PsaRef, starts_at: datetime, ends_at: datetime) -> None:
-        call_id = self._service_call_id(ref)
-        await self._client.update("ServiceCalls", to_wire_service_call_move(call_id, starts_at, ends_at))
+        entity, record_id = self._schedule_entry(ref)
+        await self._client.update(entity, to_wire_move(record_id, starts_at, ends_at))
 
     async def remove_schedule_entry(self, ref: PsaRef) -> None:
-        call_id = self._service_call_id(ref)
+        entity, record_id = self._schedule_entry(ref)
         try:
-            await self._client.delete("ServiceCalls", call_id)
+            await self._client.delete(entity, record_id)
         except IntegrationRejected as exc:
             # Autotask answers a delete of a missing record with 500 "No matching records found" rather than 404;
             # the entry is gone either way, so a repeated remove succeeds (django-autotask api.py request()).
@@ -156,19 +171,34 @@ class AutotaskPsa:
                 raise
 
     async def busy_times(self, member: str, starts_at: datetime, ends_at: datetime) -> list[BusyInterval]:
-        """The member's service calls overlapping [starts_at, ends_at), sorted by start.
+        """The member's service calls, appointments and To-Dos overlapping [starts_at, ends_at), sorted by start.
 
-        Autotask keeps the technician on ServiceCallTicketResources, two links away from the call's times, so this
-        reads the calls in the window first (bounded by time), then their ticket links, then the assignments.
+        The three reads go to three endpoints at once (each within its own 3-thread limit) and each is bounded by
+        the window, so a busy calendar costs pages of that window only.
         """
         resource_id = _number(member, "resource ids")
-        calls = await self._client.query(
-            "ServiceCalls",
-            [
-                condition("lt", "startDateTime", to_wire_datetime(ends_at)),
-                condition("gt", "endDateTime", to_wire_datetime(starts_at)),
-            ],
+        window = [
+            condition("lt", "startDateTime", to_wire_datetime(ends_at)),
+            condition("gt", "endDateTime", to_wire_datetime(starts_at)),
+        ]
+        calls, appointments, todos = await asyncio.gather(
+            self._busy_service_calls(resource_id, window),
+            # AppointmentsEntity.htm: an appointment is "scheduled time that is not a service call", on resourceID.
+            self._client.query("Appointments", [condition("eq", "resourceID", resource_id), *window]),
+            # CompanyToDosEntity.htm: a To-Do is assigned to assignedToResourceID and has start and end times.
+            self._client.query("CompanyToDos", [condition("eq", "assignedToResourceID", resource_id), *window]),
         )
+        intervals = [
+            *(from_wire_busy(item, "Autotask service call") for item in calls),
+            *(from_wire_busy(item, "Autotask appointment") for item in appointments),
+            *(from_wire_busy(item, "Autotask To-Do") for item in todos),
+        ]
+        return sorted(intervals, key=lambda interval: (interval.starts_at, interval.ends_at))
+
+    async def _busy_service_calls(self, resource_id: int, window: list[Filter]) -> list[dict[str, Any]]:
+        """Autotask keeps the technician on ServiceCallTicketResources, two links away from the call's times, so this
+        reads the calls in the window first (bounded by time), then their ticket links, then the assignments."""
+        calls = await self._client.query("ServiceCalls", window)
         if not calls:
             return []
         links: list[dict[str, Any]] = []
@@ -182,28 +212,65 @@ class AutotaskPsa:
             )
             assigned |= {int(resource["serviceCallTicketID"]) for resource in resources}
         busy_calls = {int(link["serviceCallID"]) for link in links if int(link["id"]) in assigned}
-        intervals = [from_wire_service_call_busy(call) for call in calls if int(call["id"]) in busy_calls]
-        return sorted(intervals, key=lambda interval: (interval.starts_at, interval.ends_at))
+        return [call for call in calls if int(call["id"]) in busy_calls]
+
+    async def resolved_opportunity_stage(self, label: str) -> tuple[int, str]:
+        """(id, label) of the opportunity stage a create would use: the named one, else the tenant's default.
+
+        Autotask requires a stage on every opportunity (its field metadata marks `stage` required). Without a
+        configured `pipeline_stage`, the picklist value marked `isDefaultValue` in `Opportunities/entityInformation/
+        fields` is used; a tenant without one gets a rejection that names the setting to fill in.
+        Raises IntegrationRejected for an unknown label or a missing default.
+        """
+        info = await self._field_info("Opportunities")
+        labels = from_wire_picklist_labels(info, "stage")
+        if label:
+            stage_id = from_wire_picklist(info, "stage").get(label.casefold())
+            if stage_id is None:
+                raise IntegrationRejected(
+                    f"Autotask has no active Opportunities stage named {label!r} (set {PIPELINE_STAGE_SETTING} to one "
+                    f"of: {', '.join(sorted(labels.values())) or 'none'})"
+                )
+            return stage_id, labels[stage_id]
+        default = from_wire_picklist_default(info, "stage")
+        if default is None:
+            raise IntegrationRejected(
+                "Autotask requires a stage on every opportunity and this database's stage picklist has no default: "
+                f"set {PIPELINE_STAGE_SETTING} on the opportunity step to one of: "
+                f"{', '.join(sorted(labels.values())) or 'none'}"
+            )
+        return default
+
+    async def _field_info(self, entity: str) -> dict[str, Any]:
+        if entity not in self._fields:
+            self._fields[entity] = await self._client.field_info(entity)
+        return self._fields[entity]
 
     async def _find_one(self, entity: str, filters: Sequence[Filter]) -> dict[str, Any] | None:
         items = await self._client.query(entity, filters)
         return min(items, key=lambda item: int(item["id"])) if items else None
+
+    async def _find_marked(
+        self, entity: str, field: str, idempotency_key: str, filters: Sequence[Filter] = ()
+    ) -> dict[str, Any] | None:
+        """The oldest record whose `field` holds this exact marker; the query's extra hits are other bookings'."""
+        items = await self._client.query(entity, [*filters, marker_filter(field, idempotency_key)])
+        marked = [item for item in items if carries_marker(item, field, idempotency_key)]
+        return min(marked, key=lambda item: int(item["id"])) if marked else None
 
     async def _picklist_id(self, entity: str, field: str, label: str, *, default: int | None) -> int:
         if not label:
             if default is None:
                 raise IntegrationRejected(f"An Autotask {entity} {field} is needed")
             return default
-        if entity not in self._fields:
-            self._fields[entity] = await self._client.field_info(entity)
-        choices = from_wire_picklist(self._fields[entity], field)
+        choices = from_wire_picklist(await self._field_info(entity), field)
         found = choices.get(label.casefold())
         if found is None:
             raise IntegrationRejected(f"Autotask has no active {entity} {field} named {label!r}")
         return found
 
     async def _create_ticket(self, draft: PsaDraft) -> PsaRef:
-        existing = await self._find_one("Tickets", [marker_filter("description", draft.idempotency_key)])
+        existing = await self._find_marked("Tickets", "description", draft.idempotency_key)
         if existing is None:
             config = self._config
             body = to_wire_ticket(
@@ -212,6 +279,9 @@ class AutotaskPsa:
                 queue_id=await self._picklist_id("Tickets", "queueID", draft.board, default=config.ticket_queue_id),
                 status_id=await self._picklist_id("Tickets", "status", draft.status, default=config.ticket_status_id),
                 priority_id=config.ticket_priority_id,
+                # A ticket we create is the host's: they are its primary resource, in the configured role.
+                resource_id=_number(draft.member, "resource ids") if draft.member else None,
+                role_id=config.resource_role_id,
             )
             ticket_id = await self._client.create("Tickets", body)
             # The create answers only {"itemId": n}; the number people see comes with the record.
@@ -219,9 +289,10 @@ class AutotaskPsa:
         return from_wire_ticket_ref(existing)
 
     async def _create_opportunity(self, draft: PsaDraft) -> PsaRef:
-        existing = await self._find_one("Opportunities", [marker_filter("description", draft.idempotency_key)])
+        existing = await self._find_marked("Opportunities", "description", draft.idempotency_key)
         if existing is None:
             config = self._config
+            stage_id, _ = await self.resolved_opportunity_stage(draft.stage)
             body = to_wire_opportunity(
                 draft,
                 default_company_id=config.default_company_id,
@@ -230,15 +301,13 @@ class AutotaskPsa:
                 ),
                 probability=config.opportunity_probability,
                 closes_at=draft.starts_at or self._clock(),
-                stage_id=await self._picklist_id("Opportunities", "stage", draft.stage, default=None)
-                if draft.stage
-                else None,
+                stage_id=stage_id,
             )
             existing = {"id": await self._client.create("Opportunities", body)}
         return from_wire_ref(PsaRecordKind.OPPORTUNITY, existing)
 
     async def _create_todo(self, draft: PsaDraft) -> PsaRef:
-        existing = await self._find_one("CompanyToDos", [marker_filter("activityDescription", draft.idempotency_key)])
+        existing = await self._find_marked("CompanyToDos", "activityDescription", draft.idempotency_key)
         if existing is None:
             body = to_wire_todo(
                 draft,
@@ -254,32 +323,43 @@ class AutotaskPsa:
         if not draft.ticket_id:
             raise IntegrationRejected("An Autotask ticket note needs the ticket it belongs to")
         ticket_id = _number(draft.ticket_id, "ticket ids")
-        existing = await self._find_one(
-            "TicketNotes",
-            [condition("eq", "ticketID", ticket_id), marker_filter("description", draft.idempotency_key)],
+        existing = await self._find_marked(
+            "TicketNotes", "description", draft.idempotency_key, [condition("eq", "ticketID", ticket_id)]
         )
         if existing is None:
             body = to_wire_ticket_note(draft, note_type_id=self._config.note_type_id, publish=self._config.note_publish)
             existing = {"id": await self._client.create("TicketNotes", body, path=f"Tickets/{ticket_id}/Notes")}
         return from_wire_ref(PsaRecordKind.NOTE, existing)
 
-    async def _create_service_call(self, draft: PsaDraft) -> PsaRef:
+    async def _create_appointment(self, draft: PsaDraft) -> PsaRef:
+        """A schedule entry without a ticket: an Appointment on the host's calendar, the calendar item Autotask keeps
+        for "scheduled time that is not a service call" (AppointmentsEntity.htm; root `POST Appointments`)."""
         resource_id = _number(draft.member, "resource ids")
-        call = await self._find_one("ServiceCalls", [marker_filter("description", draft.idempotency_key)])
+        existing = await self._find_marked(
+            "Appointments", "description", draft.idempotency_key, [condition("eq", "resourceID", resource_id)]
+        )
+        if existing is None:
+            existing = {"id": await self._client.create("Appointments", to_wire_appointment(draft))}
+        return PsaRef(PsaRecordKind.SCHEDULE_ENTRY, to_schedule_entry_id("Appointments", int(existing["id"])))
+
+    async def _create_service_call(self, draft: PsaDraft) -> PsaRef:
+        """A schedule entry on a ticket: ServiceCalls + ServiceCallTickets + ServiceCallTicketResources.
+
+        ServiceCallTicketResources holds no role (swagger: id, resourceID, serviceCallTicketID); the host's role is
+        their assignment on the ticket. So the host is made sure of on the ticket first: the primary resource as it
+        is (never replaced), else a secondary resource in the configured role (TicketSecondaryResources, child of
+        Tickets). Every record is looked up before it is created, so a re-run after a lost answer finishes the entry.
+        """
+        resource_id = _number(draft.member, "resource ids")
+        ticket_id = _number(draft.ticket_id, "ticket ids")
+        await self._ensure_on_ticket(ticket_id, resource_id)
+        call = await self._find_marked("ServiceCalls", "description", draft.idempotency_key)
         if call is None:
             body = to_wire_service_call(
                 draft, default_company_id=self._config.default_company_id, status_id=self._config.service_call_status_id
             )
             call = {"id": await self._client.create("ServiceCalls", body)}
         call_id = int(call["id"])
-        if draft.ticket_id:
-            ticket_id = _number(draft.ticket_id, "ticket ids")
-        else:
-            # Autotask assigns a technician to a service call only through a ticket (or a project task):
-            # ServiceCallTicketResources hang off ServiceCallTickets (ServiceCallsEntity.htm, apis.md §2.3).
-            # Without a ticket from the booking, the call gets its own ticket, idempotent under a derived key.
-            own_ticket = dataclasses.replace(draft, idempotency_key=f"{draft.idempotency_key}:service-call-ticket")
-            ticket_id = int((await self._create_ticket(own_ticket)).record_id)
         link = await self._find_one(
             "ServiceCallTickets",
             [condition("eq", "serviceCallID", call_id), condition("eq", "ticketID", ticket_id)],
@@ -300,13 +380,39 @@ class AutotaskPsa:
         if assignment is None:
             await self._client.create(
                 "ServiceCallTicketResources",
-                to_wire_service_call_resource(link_id, resource_id, self._config.resource_role_id),
+                to_wire_service_call_resource(link_id, resource_id),
                 path=f"ServiceCallTickets/{link_id}/Resources",
             )
-        return PsaRef(PsaRecordKind.SCHEDULE_ENTRY, str(call_id))
+        return PsaRef(PsaRecordKind.SCHEDULE_ENTRY, to_schedule_entry_id("ServiceCalls", call_id))
+
+    async def _ensure_on_ticket(self, ticket_id: int, resource_id: int) -> None:
+        """The host is the ticket's primary resource or one of its secondary resources, adding them as a secondary.
+
+        TicketsEntity.htm: the API refuses a secondary resource that already is one, and (as for task secondary
+        resources, TaskSecondaryResourcesEntity.htm) a secondary resource may not be the primary one; so both are
+        checked first, which also makes a re-run after a lost answer add nothing.
+        """
+        ticket = await self._client.get("Tickets", ticket_id)
+        if ticket is None:
+            raise IntegrationRejected(f"Autotask has no ticket {ticket_id} to schedule on")
+        if ticket.get("assignedResourceID") == resource_id:
+            return
+        secondary = await self._find_one(
+            "TicketSecondaryResources",
+            [condition("eq", "ticketID", ticket_id), condition("eq", "resourceID", resource_id)],
+        )
+        if secondary is None:
+            await self._client.create(
+                "TicketSecondaryResources",
+                to_wire_ticket_secondary_resource(ticket_id, resource_id, self._config.resource_role_id),
+                path=f"Tickets/{ticket_id}/SecondaryResources",
+            )
 
     @staticmethod
-    def _service_call_id(ref: PsaRef) -> int:
+    def _schedule_entry(ref: PsaRef) -> tuple[str, int]:
         if ref.kind is not PsaRecordKind.SCHEDULE_ENTRY:
-            raise IntegrationRejected(f"Only schedule entries (Autotask service calls) move or go, not {ref.kind}")
-        return _number(ref.record_id, "service call ids")
+            raise IntegrationRejected(
+                f"Only schedule entries (Autotask appointments and service calls) move or go, not {ref.kind}"
+            )
+        entity, record_id = from_schedule_entry_id(ref.record_id)
+        return entity, _number(record_id, "schedule entry ids")

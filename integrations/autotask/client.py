@@ -27,13 +27,24 @@ NO_RECORD_TEXT = "No matching records found"
 
 def error_messages(text: str) -> list[str]:
     """The `errors` list of an Autotask error body ({"errors": ["..."]}, apis.md §2.2); [] for any other body."""
-    try:
-        parsed = json.loads(text)
-    except ValueError:
-        return []
+    parsed = _json_or_none(text)
     if isinstance(parsed, dict) and isinstance(parsed.get("errors"), list):
         return [str(message) for message in parsed["errors"]]
     return []
+
+
+def framework_message(text: str) -> str:
+    """The `Message` of the web framework's own refusals, e.g. 405 {"Message": "The requested resource does not
+    support http method 'GET'."} on a root URL without that method (Anteris-Dev/autotask-client#12); else ""."""
+    parsed = _json_or_none(text)
+    return str(parsed["Message"]) if isinstance(parsed, dict) and isinstance(parsed.get("Message"), str) else ""
+
+
+def _json_or_none(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError:
+        return None
 
 
 _HOURLY_BUDGETS: dict[tuple[str, int], SlidingWindows] = {}
@@ -172,7 +183,7 @@ class AutotaskClient:
     @staticmethod
     def _translate(status: int, text: str, retry_after: float | None) -> Exception:
         messages = error_messages(text)
-        message = "; ".join(messages) or f"HTTP {status}"
+        message = "; ".join(messages) or framework_message(text) or f"HTTP {status}"
         if status in (401, 403) or _FORBIDDEN_TEXT in message:
             return IntegrationAuthError(f"Autotask refused our credentials: {message}")
         if status == 429:

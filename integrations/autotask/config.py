@@ -42,7 +42,9 @@ class AutotaskConfig(BaseModel):
     ticket, opportunity and To-Do are linked to a contact. None = no contact is created, and such records go to
     `default_company_id` without one."""
     resource_role_id: int = Field(ge=0)
-    """Role of the host on service-call assignments (ServiceCallTicketResources.roleID); tenant-specific."""
+    """Role of the host on tickets: `assignedResourceRoleID` on a ticket we create, `roleID` of the host as a
+    TicketSecondaryResources row on an existing ticket (the Resource+Role pair must belong to a queue).
+    Tenant-specific."""
     ticket_queue_id: int = Field(ge=0)
     """Queue for new tickets when the draft names none (a ticket needs a queue or a resource+role, apis.md §2.3)."""
     ticket_status_id: int = Field(default=1, ge=0)

@@ -19,6 +19,8 @@ MAX_CONDITIONS_PER_GROUP = 500
 """At most 500 OR conditions per query (apis.md §2.4, SOAP doc; assumed for REST)."""
 
 _MAX_TITLE = 255
+_MAX_APPOINTMENT_TITLE = 256
+"""Appointments.title is string (256) (AppointmentsEntity.htm)."""
 _MAX_DESCRIPTION = 8000
 
 CONTACT_NAME_LIMIT = 50
@@ -46,12 +48,30 @@ def from_wire_datetime(text: str) -> datetime:
 
 
 def to_wire_marker(idempotency_key: str) -> str:
-    """The text we write into a record so a `contains` query finds it again after a lost response.
+    """The text we write into a record so a look-up finds it again after a lost response.
 
     The closing bracket makes `[slotwise:a]` never match inside `[slotwise:ab]`, so brackets in keys are replaced.
+    Records written before the look-up changed carry the same marker, so they are still recognised.
     """
     safe = idempotency_key.replace("[", "(").replace("]", ")")
     return f"[slotwise:{safe}]"
+
+
+def to_wire_marker_probe(idempotency_key: str) -> str:
+    """What a `contains` look-up sends: the marker without its opening bracket.
+
+    Autotask documents `contains` but neither how it is matched nor how to escape (REST_Basic_Query_Calls.htm); it is
+    plausibly SQL Server LIKE, where `[...]` is a character class, `_` any one character and `%` any run. Without the
+    `[` the probe holds no class (`]` alone is a literal in LIKE), and `_`/`%` from a key can only widen the match,
+    never narrow it; so the probe finds the record under either reading, and carries_marker() then drops the extra
+    hits. The marker's own `]` still ends the key, so `slotwise:a]` does not hit `[slotwise:ab]`.
+    """
+    return to_wire_marker(idempotency_key)[1:]
+
+
+def carries_marker(item: Mapping[str, Any], field: str, idempotency_key: str) -> bool:
+    """Whether a record's text holds exactly this booking step's marker (case and brackets included)."""
+    return to_wire_marker(idempotency_key) in str(item.get(field) or "")
 
 
 def condition(op: str, field: str, value: object = None) -> Filter:
@@ -67,7 +87,8 @@ def any_of(*conditions: Filter) -> Filter:
 
 
 def marker_filter(field: str, idempotency_key: str) -> Filter:
-    return condition("contains", field, to_wire_marker(idempotency_key))
+    """A `contains` condition with the bracket-free probe; its hits are a superset to check with carries_marker()."""
+    return condition("contains", field, to_wire_marker_probe(idempotency_key))
 
 
 def to_wire_query(filters: Sequence[Filter], *, max_records: int) -> dict[str, Any]:
@@ -107,9 +128,21 @@ def to_wire_contact(name: str, email: str, company_id: int) -> dict[str, Any]:
 
 
 def to_wire_ticket(
-    draft: PsaDraft, *, default_company_id: int, queue_id: int, status_id: int, priority_id: int
+    draft: PsaDraft,
+    *,
+    default_company_id: int,
+    queue_id: int,
+    status_id: int,
+    priority_id: int,
+    resource_id: int | None,
+    role_id: int,
 ) -> dict[str, Any]:
-    """Tickets body: companyID, title, status, priority and a queue (apis.md §2.3, TicketsEntity.htm)."""
+    """Tickets body: companyID, title, status, priority, a queue, and the host as primary resource.
+
+    The role of the host lives on the ticket (`assignedResourceRoleID`), not on the service call's resource row,
+    and Autotask wants the resource and the role together (TicketsEntity.htm: a Resource + Role pair assigned to a
+    ticket must belong to at least one queue).
+    """
     body: dict[str, Any] = {
         "companyID": _company_id(draft, default_company_id),
         "title": draft.title[:_MAX_TITLE],
@@ -118,6 +151,9 @@ def to_wire_ticket(
         "priority": priority_id,
         "queueID": queue_id,
     }
+    if resource_id is not None:
+        body["assignedResourceID"] = resource_id
+        body["assignedResourceRoleID"] = role_id
     if draft.contact:
         body["contactID"] = int(draft.contact.contact_id)
     return body
@@ -130,9 +166,10 @@ def to_wire_opportunity(
     status_id: int,
     probability: int,
     closes_at: datetime,
-    stage_id: int | None,
+    stage_id: int,
 ) -> dict[str, Any]:
-    """Opportunities body with the fields apis.md §2.3 lists as required (OpportunitiesEntity.htm)."""
+    """Opportunities body with every field the entity's field metadata marks required, stage included
+    (OpportunitiesEntity.htm; each tenant's list comes from `Opportunities/entityInformation/fields`)."""
     body: dict[str, Any] = {
         "companyID": _company_id(draft, default_company_id),
         "title": draft.title[:_MAX_TITLE],
@@ -144,11 +181,10 @@ def to_wire_opportunity(
         "probability": probability,
         "projectedCloseDate": to_wire_datetime(closes_at),
         "useQuoteTotals": False,
+        "stage": stage_id,
     }
     if draft.contact:
         body["contactID"] = int(draft.contact.contact_id)
-    if stage_id is not None:
-        body["stage"] = stage_id
     return body
 
 
@@ -186,10 +222,24 @@ def to_wire_service_call(draft: PsaDraft, *, default_company_id: int, status_id:
     }
 
 
-def to_wire_service_call_move(service_call_id: int, starts_at: datetime, ends_at: datetime) -> dict[str, Any]:
-    """A PATCH body: Autotask updates carry the id in the body, not the URL (apis.md §2.2)."""
+def to_wire_appointment(draft: PsaDraft) -> dict[str, Any]:
+    """Appointments body: time on the host's calendar that is not a service call (AppointmentsEntity.htm: resourceID,
+    startDateTime, endDateTime, title, description; created at the root `POST Appointments`)."""
+    if draft.starts_at is None or draft.ends_at is None:
+        raise ValueError("An Autotask appointment needs a start and an end")
     return {
-        "id": service_call_id,
+        "resourceID": int(draft.member),
+        "startDateTime": to_wire_datetime(draft.starts_at),
+        "endDateTime": to_wire_datetime(draft.ends_at),
+        "title": (draft.title or "Slotwise booking")[:_MAX_APPOINTMENT_TITLE],
+        "description": _with_marker(draft.description, draft.idempotency_key),
+    }
+
+
+def to_wire_move(record_id: int, starts_at: datetime, ends_at: datetime) -> dict[str, Any]:
+    """A PATCH body for a service call or an appointment: Autotask updates carry the id in the body (apis.md §2.2)."""
+    return {
+        "id": record_id,
         "startDateTime": to_wire_datetime(starts_at),
         "endDateTime": to_wire_datetime(ends_at),
     }
@@ -199,8 +249,31 @@ def to_wire_service_call_ticket(service_call_id: int, ticket_id: int) -> dict[st
     return {"serviceCallID": service_call_id, "ticketID": ticket_id}
 
 
-def to_wire_service_call_resource(service_call_ticket_id: int, resource_id: int, role_id: int) -> dict[str, Any]:
-    return {"serviceCallTicketID": service_call_ticket_id, "resourceID": resource_id, "roleID": role_id}
+def to_wire_service_call_resource(service_call_ticket_id: int, resource_id: int) -> dict[str, Any]:
+    """ServiceCallTicketResources has only id, resourceID and serviceCallTicketID (ServiceCallTicketResourceModel in
+    the REST swagger); the resource's role comes from its assignment on the ticket."""
+    return {"serviceCallTicketID": service_call_ticket_id, "resourceID": resource_id}
+
+
+def to_wire_ticket_secondary_resource(ticket_id: int, resource_id: int, role_id: int) -> dict[str, Any]:
+    """TicketSecondaryResources body: resourceID, roleID, ticketID; created via `Tickets/{id}/SecondaryResources`."""
+    return {"ticketID": ticket_id, "resourceID": resource_id, "roleID": role_id}
+
+
+APPOINTMENT_PREFIX = "appointment:"
+"""A schedule entry's record id is `appointment:{id}` for an Appointment; a bare number is a service call, which
+is what every schedule entry was before appointments, so refs stored by earlier jobs keep their meaning."""
+
+
+def to_schedule_entry_id(kind: str, record_id: int) -> str:
+    return f"{APPOINTMENT_PREFIX}{record_id}" if kind == "Appointments" else str(record_id)
+
+
+def from_schedule_entry_id(record_id: str) -> tuple[str, str]:
+    """("Appointments" | "ServiceCalls", the numeric id as text) of a schedule entry's record id."""
+    if record_id.startswith(APPOINTMENT_PREFIX):
+        return "Appointments", record_id.removeprefix(APPOINTMENT_PREFIX)
+    return "ServiceCalls", record_id
 
 
 def to_wire_ticket_note(draft: PsaDraft, *, note_type_id: int, publish: int) -> dict[str, Any]:
@@ -235,22 +308,36 @@ def from_wire_ref(kind: PsaRecordKind, item: Mapping[str, Any]) -> PsaRef:
     return PsaRef(kind, str(item["id"]))
 
 
-def from_wire_service_call_busy(item: Mapping[str, Any]) -> BusyInterval:
+def from_wire_busy(item: Mapping[str, Any], label: str) -> BusyInterval:
+    """A service call, appointment or To-Do as busy time; all three carry startDateTime and endDateTime."""
     return BusyInterval(
         from_wire_datetime(str(item["startDateTime"])),
         from_wire_datetime(str(item["endDateTime"])),
         BusyKind.EVENT,
-        "Autotask service call",
+        label,
     )
+
+
+def _picklist_values(fields_info: Mapping[str, Any], field: str) -> list[Mapping[str, Any]]:
+    for info in fields_info.get("fields", []):
+        if str(info.get("name", "")).casefold() == field.casefold():
+            return [value for value in info.get("picklistValues") or [] if value.get("isActive", True)]
+    return []
 
 
 def from_wire_picklist(fields_info: Mapping[str, Any], field: str) -> dict[str, int]:
     """Active picklist labels (case-folded) to ids, from `GET {Entity}/entityInformation/fields` (apis.md §2.2)."""
-    for info in fields_info.get("fields", []):
-        if str(info.get("name", "")).casefold() == field.casefold():
-            return {
-                str(value["label"]).casefold(): int(value["value"])
-                for value in info.get("picklistValues") or []
-                if value.get("isActive", True)
-            }
-    return {}
+    return {str(value["label"]).casefold(): int(value["value"]) for value in _picklist_values(fields_info, field)}
+
+
+def from_wire_picklist_labels(fields_info: Mapping[str, Any], field: str) -> dict[int, str]:
+    """Active picklist ids to their labels as Autotask spells them."""
+    return {int(value["value"]): str(value["label"]) for value in _picklist_values(fields_info, field)}
+
+
+def from_wire_picklist_default(fields_info: Mapping[str, Any], field: str) -> tuple[int, str] | None:
+    """(id, label) of the active value the tenant marked `isDefaultValue`, or None (entityInformation/fields)."""
+    for value in _picklist_values(fields_info, field):
+        if value.get("isDefaultValue") is True:
+            return int(value["value"]), str(value["label"])
+    return None

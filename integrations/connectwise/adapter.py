@@ -8,7 +8,7 @@ from typing import Any
 
 import aiohttp
 
-from integrations.connectwise.client import NOT_FOUND, ConnectWiseClient
+from integrations.connectwise.client import MAX_PAGE_SIZE, NOT_FOUND, ConnectWiseClient
 from integrations.connectwise.config import ConnectWiseConfig
 from integrations.connectwise.wire import (
     ACTIVITY_TYPE,
@@ -18,6 +18,7 @@ from integrations.connectwise.wire import (
     from_wire_ref,
     has_marker,
     marker_probe,
+    pick_email_type_id,
     to_wire_activity,
     to_wire_company,
     to_wire_condition_time,
@@ -35,8 +36,10 @@ from integrations.keyed_locks import KeyedLocks
 from scheduling.errors import IntegrationAuthError, IntegrationRejected, IntegrationUnavailable
 from scheduling.model import BusyInterval, PsaContact, PsaDraft, PsaRecordKind, PsaRef
 
-_LOOKUP_PAGE = 25
-"""Candidates fetched per idempotency look-up; the marker is then checked exactly on each."""
+_LOOKUP_PAGE_SIZE = MAX_PAGE_SIZE
+"""Idempotency look-ups read every candidate the `contains` probe returns, in pages of the largest size ConnectWise
+allows (apis.md §1.4), and check the exact marker on each: a server that runs `contains` as a LIKE, or text that
+merely quotes a marker, may return many more hits than the one record we made."""
 
 _MARKED_FIELD: dict[PsaRecordKind, tuple[str, str]] = {
     PsaRecordKind.TICKET: ("service/tickets", "summary"),
@@ -61,6 +64,7 @@ class ConnectWisePsa:
         self._client = ConnectWiseClient(session, config, clock=clock)
         self._board_ids: dict[str, int] = {}
         self._status_ids: dict[tuple[int, str], int] = {}
+        self._email_type_id: int | None = None
         self._contact_locks = KeyedLocks()
 
     async def test_connection(self) -> None:
@@ -108,8 +112,9 @@ class ConnectWisePsa:
             found = await self.find_contact(address)
             if found is not None or not company:
                 return found
+            body = to_wire_contact(name, address, company, email_type_id=await self._email_communication_type())
             try:
-                created = await self._client.post("company/contacts", to_wire_contact(name, address, company))
+                created = await self._client.post("company/contacts", body)
             except IntegrationUnavailable:
                 found = await self.find_contact(address)
                 if found is None:
@@ -135,6 +140,8 @@ class ConnectWisePsa:
                 draft, type_identifier=SERVICE_TICKET_TYPE, object_id=to_wire_id(draft.ticket_id, "ticket")
             )
             created = await self._client.post("schedule/entries", body)
+        elif draft.activity_id:
+            created = await self._schedule_on_activity(draft, to_wire_id(draft.activity_id, "activity"))
         else:
             created = await self._schedule_through_activity(draft)
         return from_wire_ref(kind, created)
@@ -171,13 +178,34 @@ class ConnectWisePsa:
         return sorted(busy, key=lambda interval: (interval.starts_at, interval.ends_at))
 
     async def _find_marked(self, kind: PsaRecordKind, key: str) -> dict[str, Any] | None:
+        """Every record whose marked field `contains` the probe, all pages of them, oldest first; the first that
+        holds the exact marker is ours. `fields` keeps the pages small (apis.md §1.2 list parameters)."""
         path, field = _MARKED_FIELD[kind]
         rows = await self._client.get_list(
             path,
-            {"conditions": f"{field} contains {to_wire_string(marker_probe(key))}", "orderBy": "id asc"},
-            limit=_LOOKUP_PAGE,
+            {
+                "conditions": f"{field} contains {to_wire_string(marker_probe(key))}",
+                "orderBy": "id asc",
+                "fields": f"id,{field}",
+            },
+            page_size=_LOOKUP_PAGE_SIZE,
         )
         return next((row for row in rows if has_marker(row, field, key)), None)
+
+    async def _email_communication_type(self) -> int:
+        """The id of the tenant's e-mail communication type, read once per connection (see wire.EMAIL_COMMUNICATION_
+        TYPE for why an id rather than the name)."""
+        if self._email_type_id is None:
+            rows = await self._client.get_list(
+                "company/communicationTypes", {"conditions": "emailFlag=true", "orderBy": "id asc"}
+            )
+            type_id = pick_email_type_id(rows)
+            if type_id is None:
+                raise IntegrationRejected(
+                    "ConnectWise has no communication type for e-mail (emailFlag) to give a contact"
+                )
+            self._email_type_id = type_id
+        return self._email_type_id
 
     async def _create_note(self, draft: PsaDraft) -> PsaRef:
         """Notes of one ticket are few, so the look-up reads them all and matches the marker here, instead of relying
@@ -204,9 +232,8 @@ class ConnectWisePsa:
 
     async def _schedule_through_activity(self, draft: PsaDraft) -> dict[str, Any]:
         """A schedule entry needs an object to schedule: the ticket (type `S`) or an activity (type `C`, apis.md
-        §1.2). Without a ticket, the booking becomes a dated activity for the member, found or created by its own
-        key. Whether ConnectWise then puts that activity on the member's schedule by itself is not documented [U],
-        so an existing type-`C` entry on the activity is reused, and one is created only when there is none."""
+        §1.2). With neither a ticket nor an activity from an earlier step, the booking becomes a dated activity for
+        the member, found or created by its own key (`KEY:activity`), and the entry goes on it."""
         activity = await self.create_record(
             PsaRecordKind.ACTIVITY,
             PsaDraft(
@@ -220,8 +247,16 @@ class ConnectWisePsa:
                 opportunity_id=draft.opportunity_id,
             ),
         )
-        activity_id = to_wire_id(activity.record_id, "activity")
-        conditions = f"objectId={activity_id} AND type/identifier={to_wire_string(ACTIVITY_TYPE)}"
+        return await self._schedule_on_activity(draft, to_wire_id(activity.record_id, "activity"))
+
+    async def _schedule_on_activity(self, draft: PsaDraft, activity_id: int) -> dict[str, Any]:
+        """A type-`C` entry whose `objectId` is the activity (see SOURCES.md, decision 8). Whether ConnectWise puts
+        a dated activity on its assignee's schedule by itself is not documented [U], so an existing type-`C` entry of
+        this member on the activity is reused, and one is created only when there is none."""
+        conditions = (
+            f"objectId={activity_id} AND type/identifier={to_wire_string(ACTIVITY_TYPE)}"
+            f" AND member/identifier={to_wire_string(draft.member)}"
+        )
         existing = await self._client.get_list(
             "schedule/entries", {"conditions": conditions, "orderBy": "id asc"}, limit=1
         )

@@ -23,6 +23,8 @@ NOT_FOUND: Final = object()
 """Returned instead of raising when the caller said a 404 is an acceptable answer."""
 
 _MAX_PAGES = 100
+MAX_PAGE_SIZE = 1000
+"""ConnectWise's hard maximum for `pageSize` (apis.md §1.4, "PSA Pagination")."""
 _MAX_MESSAGE = 500
 _RETRIES_AFTER_SHORT_429 = 2
 _NEXT_LINK = re.compile(r'<[^>]*>\s*;\s*rel="?next"?', re.IGNORECASE)
@@ -96,14 +98,23 @@ class ConnectWiseClient:
         await self._call("DELETE", path, allow_not_found=allow_not_found)
 
     async def get_list(
-        self, path: str, params: Mapping[str, str] | None = None, *, limit: int | None = None
+        self,
+        path: str,
+        params: Mapping[str, str] | None = None,
+        *,
+        limit: int | None = None,
+        page_size: int | None = None,
     ) -> list[dict[str, Any]]:
         """Rows of a list endpoint, page by page (`page` is 1-based, `pageSize` at most 1000, apis.md §1.4).
 
         We keep asking while the answer's `Link` header has `rel="next"`, but build the next URL ourselves from the
-        page number: the link names a host, and our credentials only ever go to the configured one."""
+        page number: the link names a host, and our credentials only ever go to the configured one. Without a
+        `limit`, every row is read or the call fails: a silently shortened list could hide the record an
+        idempotency look-up is searching for."""
         rows: list[dict[str, Any]] = []
-        size = self._config.page_size if limit is None else min(limit, self._config.page_size)
+        size = min(page_size or self._config.page_size, MAX_PAGE_SIZE)
+        if limit is not None:
+            size = min(limit, size)
         for page in range(1, _MAX_PAGES + 1):
             page_params = {**(params or {}), "page": str(page), "pageSize": str(size)}
             answer, headers = await self._call_with_headers("GET", path, params=page_params)
@@ -115,7 +126,9 @@ class ConnectWiseClient:
             has_next = bool(_NEXT_LINK.search(headers.get("Link", "")))
             if not has_next or len(answer) < size:
                 return rows
-        return rows
+        raise IntegrationRejected(
+            f"ConnectWise answered GET {path} with more than {_MAX_PAGES} pages of {size}; the query must be narrower"
+        )
 
     async def _call(
         self,

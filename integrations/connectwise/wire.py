@@ -14,20 +14,25 @@ from scheduling.model import BusyInterval, BusyKind, PsaContact, PsaDraft, PsaRe
 BUSY_LABEL = "PSA schedule entry"
 
 SUMMARY_LIMIT = 100
-"""Ticket `summary`, opportunity and activity `name` hold at most 100 characters [U: ConnectWise's field
-metadata says so; apis.md does not], so the title is shortened to make room for the marker, never the marker."""
+"""Ticket `summary` and activity `name` hold at most 100 characters ("Max length: 100", ai-connor/connectwise:
+model_ticket.go, model_activity.go); opportunity `name` likewise [U: not checked in model_opportunity.go]. The title
+is shortened to make room for the marker, never the marker."""
 
 ENTRY_NAME_LIMIT = 250
-"""Schedule entry `name` [U: field metadata, not apis.md]."""
+"""Schedule entry `name`: "Max length: 250" (ai-connor/connectwise:model_schedule_entry.go)."""
 
 CONTACT_NAME_LIMIT = 30
 """Contact `firstName` and `lastName` hold 1-30 characters [U: the ConnectWiseManageAPI PowerShell module's
 New-CWMCompanyContact validates these lengths; apis.md does not give them]."""
 
 EMAIL_COMMUNICATION_TYPE = "Email"
-"""The stock contact communication type for e-mail, referenced by name (`{"name": "Email"}`, as the
-ConnectWiseManageAPI module's examples do) [U: a tenant may rename it]. Its category, `communicationType`, is the
-`"Email"` that the contact look-up filters on (apis.md §1.2)."""
+"""The stock contact communication type for e-mail. A communication item references its type by
+`CommunicationTypeReference` = `{id?, name?, _info?}`, all optional (ai-connor/connectwise:
+model_communication_type_reference.go); the type itself (`GET /company/communicationTypes`) is named by its required
+`description` and flagged `emailFlag` / `phoneFlag` / `faxFlag` (Jetbuilt/connect_wise:docs/CommunicationType.md).
+A tenant may rename or add e-mail types, so the id is resolved once per connection (see `pick_email_type_id`) and
+sent as `{"id": n}`; the category an item then carries, `communicationType`, is the `"Email"` the contact look-up
+filters on (apis.md §1.2)."""
 
 SERVICE_TICKET_TYPE = "S"
 ACTIVITY_TYPE = "C"
@@ -50,13 +55,31 @@ def marker(idempotency_key: str) -> str:
 
 
 def marker_probe(idempotency_key: str) -> str:
-    """What we search for: the marker without its opening bracket.
+    """What we search for with `contains`: the marker without its opening bracket.
 
-    ConnectWise turns `contains` into a SQL Server LIKE [U], where `[...]` is a character class; a lone `]` is an
-    ordinary character there. The closing bracket stays so `booking-1` cannot match `booking-10`. Whatever the
-    server matches, the caller still checks the full marker with `has_marker` before trusting a hit.
+    ConnectWise may run `contains` as a SQL Server LIKE [U: undocumented; apis.md §1.3 documents `like` with `%`],
+    where `%`, `_` and `[...]` are wildcards. The probe holds none of them whatever the key (`marker` keeps only
+    letters, digits, `:`, `.` and `-`, or a hex digest; a lone `]` is an ordinary character in LIKE), so it means the
+    same under a plain-substring reading and a LIKE reading. The closing bracket stays so `booking-1` cannot match
+    `booking-10`. Whatever the server matches, the caller still checks the full marker with `has_marker` on every
+    hit before trusting one.
     """
     return marker(idempotency_key)[1:]
+
+
+_STOCK_EMAIL = EMAIL_COMMUNICATION_TYPE.casefold()
+
+
+def pick_email_type_id(rows: list[dict[str, Any]]) -> int | None:
+    """The e-mail communication type among `GET /company/communicationTypes?conditions=emailFlag=true` rows: the
+    one described "Email" (the stock name), else the tenant's default e-mail type (`defaultFlag`), else the first."""
+    usable = [row for row in rows if isinstance(row.get("id"), int) and row.get("emailFlag") is not False]
+    stock = [row for row in usable if str(row.get("description", "")).strip().casefold() == _STOCK_EMAIL]
+    default = [row for row in usable if row.get("defaultFlag") is True]
+    for candidates in (stock, default, usable):
+        if candidates:
+            return int(candidates[0]["id"])
+    return None
 
 
 def has_marker(record: Mapping[str, Any], field: str, idempotency_key: str) -> bool:
@@ -119,17 +142,20 @@ def to_wire_company(contact: PsaContact | None, fallback_identifier: str) -> dic
     return None
 
 
-def to_wire_contact(name: str, email: str, company_identifier: str) -> dict[str, Any]:
+def to_wire_contact(name: str, email: str, company_identifier: str, *, email_type_id: int) -> dict[str, Any]:
     """`POST /company/contacts` for a first-time client: the e-mail goes into `communicationItems[]`, where the
-    look-up by `childConditions` finds it again (apis.md §1.2); the company is the tenant's fallback company,
-    referenced by identifier (`{"identifier": "..."}`, apis.md §1.2). Only `firstName` is required of the names, so
-    a one-word name leaves `lastName` out, and a blank one falls back to the address's local part."""
+    look-up by `childConditions` finds it again (apis.md §1.2), with its type referenced by id (`{"id": n}`, see
+    EMAIL_COMMUNICATION_TYPE); the company is the tenant's fallback company, referenced by identifier
+    (`{"identifier": "..."}`, apis.md §1.2). The spec requires none of the contact's fields (`NewContact()` takes no
+    arguments, ai-connor/connectwise:model_contact.go); `firstName` is sent always [U: the ConnectWiseManageAPI
+    module makes it mandatory], so a one-word name leaves `lastName` out, and a blank one falls back to the
+    address's local part."""
     words = name.split()
     first = words[0] if words else email.partition("@")[0]
     body: dict[str, Any] = {
         "firstName": first[:CONTACT_NAME_LIMIT],
         "company": {"identifier": company_identifier},
-        "communicationItems": [{"type": {"name": EMAIL_COMMUNICATION_TYPE}, "value": email, "defaultFlag": True}],
+        "communicationItems": [{"type": {"id": email_type_id}, "value": email, "defaultFlag": True}],
     }
     if len(words) > 1:
         body["lastName"] = " ".join(words[1:])[:CONTACT_NAME_LIMIT]

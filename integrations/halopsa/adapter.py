@@ -13,6 +13,7 @@ from integrations.halopsa.config import HaloPsaConfig
 from integrations.halopsa.wire import (
     from_wire_busy,
     from_wire_contact,
+    from_wire_holiday,
     from_wire_ref,
     has_marker,
     marker,
@@ -20,6 +21,7 @@ from integrations.halopsa.wire import (
     to_wire_id,
     to_wire_move,
     to_wire_note,
+    to_wire_search,
     to_wire_status,
     to_wire_ticket,
     to_wire_time,
@@ -29,9 +31,11 @@ from integrations.keyed_locks import KeyedLocks
 from scheduling.errors import IntegrationRejected, IntegrationUnavailable
 from scheduling.model import BusyInterval, PsaContact, PsaDraft, PsaRecordKind, PsaRef
 
-_LOOKUP_PADDING = timedelta(days=1)
-"""Halo's swagger describes `start_date`/`end_date` loosely ("a start date greater than this value"), so the
-idempotency look-up widens the window and then matches the marker itself."""
+_ZONE_SLACK = timedelta(days=1)
+"""GET /api/Appointment's `end_date` is a lower bound ("Return appointments with an end date greater than this
+value", swagger), and `start_date` is one too ("... a start date greater than this value"): neither is an upper
+bound, so only `end_date` is sent, and a day earlier than needed, because whether Halo reads a `Z` time as UTC or
+as the agent's local time is not written down [U]. The rows are then cut to the window here."""
 
 
 class HaloPsa:
@@ -55,9 +59,10 @@ class HaloPsa:
         await self._client.get("Client", {"pageinate": "true", "page_size": "1", "page_no": "1"})
 
     async def find_contact(self, email: str) -> PsaContact | None:
-        # Halo's `search` is a "like" match over several columns, so the exact address is checked here.
+        # Halo's `search` may be a LIKE match over several columns, where `_` (common in addresses) and `[` are
+        # wildcards; the term is a wildcard-free part of the address and the exact address is checked here.
         wanted = email.strip().lower()
-        users = await self._client.get_pages("Users", {"search": email.strip()}, "users")
+        users = await self._client.get_pages("Users", {"search": to_wire_search(email.strip())}, "users")
         for user in users:
             if str(user.get("emailaddress", "")).strip().lower() == wanted:
                 return from_wire_contact(user)
@@ -110,10 +115,17 @@ class HaloPsa:
         await self._client.delete(f"Appointment/{appointment_id}", allow_not_found=True)
 
     async def busy_times(self, member: str, starts_at: datetime, ends_at: datetime) -> list[BusyInterval]:
-        appointments = await self._appointments(member, starts_at, ends_at)
-        busy = [from_wire_busy(row) for row in appointments if row.get("start_date") and row.get("end_date")]
-        overlapping = [interval for interval in busy if interval.starts_at < ends_at and interval.ends_at > starts_at]
-        return sorted(overlapping, key=lambda interval: (interval.starts_at, interval.ends_at))
+        """The agent's appointments (with Halo's holiday appointments, `showholidays`) and the agent's holidays and
+        leave (GET /api/Holiday), cut to [starts_at, ends_at). A holiday seen both ways counts once."""
+        appointments = await self._appointments(member, starts_at, {"showholidays": "true"})
+        holidays = await self._holidays(member)
+        busy = [from_wire_busy(row) for row in appointments] + [from_wire_holiday(row) for row in holidays]
+        overlapping = {
+            (interval.starts_at, interval.ends_at): interval
+            for interval in busy
+            if interval is not None and interval.starts_at < ends_at and interval.ends_at > starts_at
+        }
+        return sorted(overlapping.values(), key=lambda interval: (interval.starts_at, interval.ends_at))
 
     async def _site_of(self, client_id: int) -> int:
         """A Halo user belongs to a site, not directly to a client: the fallback client's first site (lowest id),
@@ -134,24 +146,38 @@ class HaloPsa:
         return self._fallback_site_id
 
     async def _create_ticket(self, draft: PsaDraft) -> PsaRef:
-        found = await self._client.get_pages("Tickets", {"search": marker(draft.idempotency_key)}, "tickets")
-        for ticket in found:
-            if has_marker(ticket, "details", draft.idempotency_key):
-                return from_wire_ref(PsaRecordKind.TICKET, ticket)
+        found = await self._find_ticket(draft.idempotency_key)
+        if found is not None:
+            return found
         tickettype_id = await self._tickettype_id(draft.board) if draft.board else None
         status_id = await self._status_id(draft.status) if draft.status else None
         body = to_wire_ticket(draft, tickettype_id=tickettype_id, status_id=status_id)
         [created] = await self._client.post_array("Tickets", [body])
         return from_wire_ref(PsaRecordKind.TICKET, created)
 
+    async def _find_ticket(self, idempotency_key: str) -> PsaRef | None:
+        """The ticket whose `details` carry this key's marker. `search_details` ("Returns tickets based on the
+        details matching the search", swagger GET /Tickets) narrows the list; `search` would match other columns.
+        Every hit is checked for the exact marker, and a hit listed without its `details` (the list endpoint has
+        no documented flag that includes them [U]) is read on its own."""
+        term = to_wire_search(marker(idempotency_key))
+        hits = await self._client.get_pages("Tickets", {"search_details": term}, "tickets")
+        for ticket in hits:
+            if not isinstance(ticket.get("details"), str) and isinstance(ticket.get("id"), int):
+                ticket = await self._client.get(f"Tickets/{ticket['id']}", {"includedetails": "true"})
+                if not isinstance(ticket, dict):
+                    continue
+            if has_marker(ticket, "details", idempotency_key):
+                return from_wire_ref(PsaRecordKind.TICKET, ticket)
+        return None
+
     async def _create_appointment(self, kind: PsaRecordKind, draft: PsaDraft) -> PsaRef:
         if draft.starts_at is None or draft.ends_at is None:
             raise IntegrationRejected("A HaloPSA appointment needs a start and an end")
         body = to_wire_appointment(draft)
-        nearby = await self._appointments(
-            draft.member, draft.starts_at - _LOOKUP_PADDING, draft.ends_at + _LOOKUP_PADDING
-        )
-        for appointment in nearby:
+        # Every appointment of the agent that ends after the draft starts, whatever Halo's date reading: the one
+        # an earlier, unanswered POST saved is among them. `search` is not used: which columns it covers is [U].
+        for appointment in await self._appointments(draft.member, draft.starts_at):
             if has_marker(appointment, "note", draft.idempotency_key):
                 return from_wire_ref(kind, appointment)
         [created] = await self._client.post_array("Appointment", [body])
@@ -166,13 +192,30 @@ class HaloPsa:
         [created] = await self._client.post_array("Actions", [body])
         return from_wire_ref(PsaRecordKind.NOTE, created)
 
-    async def _appointments(self, member: str, starts_at: datetime, ends_at: datetime) -> list[dict[str, Any]]:
+    async def _appointments(
+        self, member: str, ending_after: datetime, extra: dict[str, str] | None = None
+    ) -> list[dict[str, Any]]:
+        """Every appointment of agent `member` that ends after `ending_after` (and possibly more; see _ZONE_SLACK).
+        `agents` is "Comma separated list of agent IDs. Returns these agent's appointments" (swagger)."""
         params = {
             "agents": str(to_wire_id(member, "agent")),
-            "start_date": to_wire_time(starts_at),
-            "end_date": to_wire_time(ends_at),
+            "end_date": to_wire_time(ending_after - _ZONE_SLACK),
+            **(extra or {}),
         }
         return await self._client.get_pages("Appointment", params, "appointments")
+
+    async def _holidays(self, member: str) -> list[dict[str, Any]]:
+        """The agent's holidays and leave: GET /api/Holiday with `agent_id` (swagger path /Holiday, tag Holidays).
+        Its `start_date`/`end_date`/`inclusive_*` parameters carry no description, so no date filter is sent and
+        the rows are cut to the window by the caller; rows of other agents, and public holidays without an agent
+        (they belong to a workday, `workday_id`, which we cannot tie to the agent), are left out. The swagger
+        gives no response shape: a bare array or an object with a `holidays` list is read [U]."""
+        agent_id = to_wire_id(member, "agent")
+        answer = await self._client.get("Holiday", {"agent_id": str(agent_id)})
+        rows = answer.get("holidays") if isinstance(answer, dict) else answer
+        if not isinstance(rows, list):
+            return []
+        return [row for row in rows if isinstance(row, dict) and row.get("agent_id") == agent_id]
 
     async def _status_id(self, name: str) -> int:
         """Halo sets a status by id; GET /api/Status lists id and name. Cached, since statuses rarely change."""

@@ -21,7 +21,15 @@ NOT_FOUND: Final = object()
 """Returned instead of raising when the caller said a 404 is an acceptable answer."""
 
 _MAX_PAGES = 200
+_MAX_PAGE_SIZE = 100
+"""The swagger's GET /Tickets: "page_size (int) When using Pagination, the size of the page. Maximum size: 100"."""
 _MAX_MESSAGE = 500
+
+
+def _row_key(row: dict[str, Any]) -> str:
+    """A row's identity for spotting a page that repeats the last one: its id, or all of it when it has none."""
+    row_id = row.get("id")
+    return f"id:{row_id}" if row_id is not None else json.dumps(row, sort_keys=True, default=str)
 
 
 def _message_of(body: str) -> str:
@@ -83,23 +91,30 @@ class HaloPsaClient:
 
     async def get_pages(self, path: str, params: Mapping[str, str], list_key: str) -> list[dict[str, Any]]:
         """Every row of a paged list. Halo pages with `pageinate=true&page_size=N&page_no=K` (1-based) and says how
-        many rows match in `record_count` (apis.md §3, n8n `haloPSAApiRequestAllItems`)."""
+        many rows match in `record_count` (apis.md §3, n8n `haloPSAApiRequestAllItems`; the swagger lists the three
+        parameters on GET /Tickets, /Appointment and /Users, and caps /Tickets' page_size at 100).
+
+        Callers decide busy time and "does this record exist yet" from the rows, so a list we could not read to
+        its end raises instead of returning a part of it. A list that ignores paging (a bare array, or the same
+        rows again on the next page) ends the walk."""
         rows: list[dict[str, Any]] = []
-        size = self._config.page_size
+        seen: set[str] = set()
+        size = min(self._config.page_size, _MAX_PAGE_SIZE)
         for page_no in range(1, _MAX_PAGES + 1):
             page_params = {**params, "pageinate": "true", "page_size": str(size), "page_no": str(page_no)}
             answer = await self.get(path, page_params)
             if isinstance(answer, list):
-                # Some Halo lists ignore paging and answer a bare array; that array is everything.
                 return [row for row in answer if isinstance(row, dict)]
             if not isinstance(answer, dict):
                 raise IntegrationUnavailable(f"HaloPSA answered GET {path} with an unreadable page")
-            page = answer.get(list_key) or []
-            rows.extend(row for row in page if isinstance(row, dict))
+            page = [row for row in answer.get(list_key) or [] if isinstance(row, dict)]
+            fresh = [row for row in page if _row_key(row) not in seen]
+            seen.update(_row_key(row) for row in fresh)
+            rows.extend(fresh)
             total = answer.get("record_count")
-            if len(page) < size or (isinstance(total, int) and len(rows) >= total):
+            if not fresh or len(page) < size or (isinstance(total, int) and len(rows) >= total):
                 return rows
-        return rows
+        raise IntegrationUnavailable(f"HaloPSA's GET {path} list did not end within {_MAX_PAGES} pages")
 
     async def _call(
         self,

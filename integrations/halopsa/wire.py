@@ -1,14 +1,27 @@
-"""Our PSA drafts to HaloPSA JSON and back: tickets, appointments, actions (notes), users and busy time."""
+"""Our PSA drafts to HaloPSA JSON and back: tickets, appointments, actions (notes), users, holidays and busy time.
+
+The Halo swagger this follows is `redanthrax/halopsa-node:swagger.json`; SOURCES.md lists each rule and where it is
+written down."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+import re
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from scheduling.errors import IntegrationRejected
 from scheduling.model import BusyInterval, BusyKind, PsaContact, PsaDraft, PsaRecordKind, PsaRef
 
 BUSY_LABEL = "HaloPSA appointment"
+HOLIDAY_LABEL = "HaloPSA holiday"
+
+_LIKE_WILDCARDS = re.compile(r"[%_\[\]]+")
+"""SQL Server LIKE's special characters. Halo's swagger says only that `search` "filters based on the search string"
+and `search_details` returns tickets whose details are "matching the search" [U: substring or LIKE]."""
+
+_MARKER_EDGE = frozenset(" \t\r\n<>")
+"""What may stand right before or after a marker: the start or end of the text, white space, or an HTML tag's
+bracket (should Halo store the text as HTML [U])."""
 
 
 def marker(idempotency_key: str) -> str:
@@ -18,8 +31,30 @@ def marker(idempotency_key: str) -> str:
 
 
 def has_marker(record: dict[str, Any], field: str, idempotency_key: str) -> bool:
+    """True only for this key's own marker, standing alone: `[slotwise:b[x]1]` is not found inside
+    `[slotwise:b[x]1]z]` (another booking's key), which a plain `in` would accept."""
     text = record.get(field)
-    return isinstance(text, str) and marker(idempotency_key) in text
+    if not isinstance(text, str):
+        return False
+    tag = marker(idempotency_key)
+    start = text.find(tag)
+    while start != -1:
+        end = start + len(tag)
+        before_ok = start == 0 or text[start - 1] in _MARKER_EDGE
+        after_ok = end == len(text) or text[end] in _MARKER_EDGE
+        if before_ok and after_ok:
+            return True
+        start = text.find(tag, start + 1)
+    return False
+
+
+def to_wire_search(text: str) -> str:
+    """A search term that finds `text` whether Halo matches a plain substring or runs SQL Server LIKE: the longest
+    stretch of `text` without `%`, `_`, `[` or `]`. Under LIKE, `[x]` is a character class, so the whole marker
+    `[slotwise:b[x]1]` would not even match itself; the stretch matches under both readings. The answer is a
+    superset, so callers match the record exactly afterwards."""
+    pieces = [piece for piece in _LIKE_WILDCARDS.split(text) if piece.strip()]
+    return max(pieces, key=len) if pieces else ""
 
 
 def to_wire_id(value: str, what: str) -> int:
@@ -63,8 +98,8 @@ def to_wire_user(name: str, email: str, site_id: int) -> dict[str, Any]:
 
 
 def to_wire_ticket(draft: PsaDraft, *, tickettype_id: int | None, status_id: int | None) -> dict[str, Any]:
-    """One element of the array POST /api/Tickets takes. The marker goes into `details`, where the ticket
-    search looks (the list endpoint's `search` filters "Tickets like your search")."""
+    """One element of the array POST /api/Tickets takes. The marker goes into `details`, which GET /api/Tickets
+    filters with `search_details` ("Returns tickets based on the details matching the search", swagger)."""
     ticket: dict[str, Any] = {
         "summary": draft.title,
         "details": _with_marker(draft.description, draft.idempotency_key),
@@ -137,10 +172,32 @@ def from_wire_contact(user: dict[str, Any]) -> PsaContact:
     )
 
 
-def from_wire_busy(appointment: dict[str, Any]) -> BusyInterval:
-    return BusyInterval(
-        starts_at=from_wire_time(str(appointment["start_date"])),
-        ends_at=from_wire_time(str(appointment["end_date"])),
-        kind=BusyKind.EVENT,
-        label=BUSY_LABEL,
-    )
+def from_wire_busy(appointment: dict[str, Any]) -> BusyInterval | None:
+    """An appointment row (start_date/end_date, the Appointment schema) as busy time; None when it has no times."""
+    starts, ends = appointment.get("start_date"), appointment.get("end_date")
+    if not isinstance(starts, str) or not starts or not isinstance(ends, str) or not ends:
+        return None
+    starts_at, ends_at = from_wire_time(starts), from_wire_time(ends)
+    if ends_at <= starts_at:
+        # An all-day row may carry the same start and end [U]; block the day rather than nothing.
+        ends_at = starts_at + timedelta(days=1)
+    return BusyInterval(starts_at=starts_at, ends_at=ends_at, kind=BusyKind.EVENT, label=BUSY_LABEL)
+
+
+def from_wire_holiday(holiday: dict[str, Any]) -> BusyInterval | None:
+    """A row of GET /api/Holiday (swagger schema `Holidays`: `date`, `end_date`, `allday`, `agent_id`, all
+    date-times nullable) as busy time. Where the row leaves it open, the reading that blocks more is taken:
+    an all-day holiday covers whole UTC days [U: Halo may mean the agent's own days], and a missing or empty
+    end blocks one day from the start [U]."""
+    starts = holiday.get("date") or holiday.get("date_datetime")
+    if not isinstance(starts, str) or not starts:
+        return None
+    starts_at = from_wire_time(starts)
+    ends = holiday.get("end_date")
+    ends_at = from_wire_time(ends) if isinstance(ends, str) and ends else starts_at
+    if holiday.get("allday") is True:
+        starts_at = starts_at.replace(hour=0, minute=0, second=0, microsecond=0)
+        ends_at = ends_at.replace(hour=0, minute=0, second=0, microsecond=0) + timedelta(days=1)
+    if ends_at <= starts_at:
+        ends_at = starts_at + timedelta(days=1)
+    return BusyInterval(starts_at=starts_at, ends_at=ends_at, kind=BusyKind.EVENT, label=HOLIDAY_LABEL)

@@ -41,8 +41,21 @@ class FakePsaControl(Protocol):
         """Seed a contact (with its company) and return it as our client should find it."""
         ...
 
-    def add_busy(self, member: str, starts_at: Any, ends_at: Any) -> None:
-        """Seed a schedule entry / service call / appointment for a member."""
+    busy_kinds: tuple[str, ...]
+    """Every kind of the vendor's own busy time the fake can seed, first the default one (e.g. Autotask:
+    "service_call", "appointment", "todo"; HaloPSA: "appointment", "holiday"). PRODUCT counts each as busy."""
+
+    readings: tuple[str, ...]
+    """Names of the alternative readings of the vendor's documents the fake can enforce (e.g. "like" for a
+    `contains` filter run as SQL Server LIKE, where `[`, `_` and `%` are wildcards). The adapter must work under
+    every one of them; "" (the default reading) is not listed."""
+
+    def use_reading(self, name: str) -> None:
+        """Switch the fake to one of `readings` ("" is the default)."""
+        ...
+
+    def add_busy(self, member: str, starts_at: Any, ends_at: Any, kind: str = "") -> None:
+        """Seed busy time for a member: `kind` is one of busy_kinds ("" is the first)."""
         ...
 
     def contacts_with_email(self, email: str) -> list[PsaContact]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -15,7 +16,10 @@ STARTS = datetime(2026, 11, 24, 15, 0, tzinfo=UTC)
 
 
 def draft(pair: PsaPair, key: str, **changes: object) -> PsaDraft:
-    contact = pair.fake.add_contact("Dana Client", f"dana+{key}@client.example")
+    # The key may hold characters no address may (wildcard tests), so the address carries its digest.
+    contact = pair.fake.add_contact(
+        "Dana Client", f"dana+{hashlib.sha256(key.encode()).hexdigest()[:12]}@client.example"
+    )
     values: dict[str, object] = {
         "idempotency_key": key,
         "title": "Intro call with Dana Client",
@@ -190,3 +194,76 @@ async def test_a_ticket_status_can_be_set(psa: PsaPair) -> None:
     await psa.client.set_ticket_status(ticket.record_id, "Scheduled")
     [stored] = psa.fake.records(PsaRecordKind.TICKET)
     assert "Scheduled" in str(stored)
+
+
+def readings_of(pair: PsaPair) -> list[str]:
+    """The default reading of the vendor's documents, then every alternative the fake can enforce."""
+    return ["", *pair.fake.readings]
+
+
+def creatable_kinds(pair: PsaPair) -> list[PsaRecordKind]:
+    kinds = [PsaRecordKind.TICKET, PsaRecordKind.ACTIVITY, PsaRecordKind.SCHEDULE_ENTRY]
+    if pair.supports_opportunities:
+        kinds.append(PsaRecordKind.OPPORTUNITY)
+    return kinds
+
+
+async def test_every_kind_of_the_vendors_busy_time_blocks_the_member_under_every_reading(psa: PsaPair) -> None:
+    window_start, window_end = STARTS, STARTS + timedelta(days=1)
+    seeded: list[tuple[datetime, datetime]] = []
+    for index, kind in enumerate(psa.fake.busy_kinds):
+        # One inside the window, and one that began before it and ends inside it (the case a "start after"
+        # filter misses).
+        inside = window_start + timedelta(hours=2 + 2 * index)
+        psa.fake.add_busy(psa.member, inside, inside + timedelta(minutes=45), kind)
+        earlier = window_start - timedelta(hours=1, minutes=index)
+        psa.fake.add_busy(psa.member, earlier, window_start + timedelta(minutes=30 + index), kind)
+        seeded += [(inside, inside + timedelta(minutes=45)), (earlier, window_start + timedelta(minutes=30 + index))]
+    for reading in readings_of(psa):
+        psa.fake.use_reading(reading)
+        busy = await psa.client.busy_times(psa.member, window_start, window_end)
+        for starts_at, ends_at in seeded:
+            wanted = (max(starts_at, window_start), min(ends_at, window_end))
+            assert any(interval.starts_at <= wanted[0] and interval.ends_at >= wanted[1] for interval in busy), (
+                f"{psa.vendor} ({reading or 'default reading'}) did not report {starts_at} to {ends_at} as busy"
+            )
+        assert all(interval.starts_at < window_end and interval.ends_at > window_start for interval in busy)
+
+
+async def test_a_lost_response_on_every_create_kind_re_runs_without_a_duplicate(psa: PsaPair) -> None:
+    ticket = await psa.client.create_record(PsaRecordKind.TICKET, draft(psa, "lost-all:ticket-for-notes"))
+    cases: list[tuple[PsaRecordKind, dict[str, object]]] = [(kind, {}) for kind in creatable_kinds(psa)]
+    cases += [(PsaRecordKind.SCHEDULE_ENTRY, {"ticket_id": ticket.record_id})]
+    cases += [(PsaRecordKind.NOTE, {"ticket_id": ticket.record_id, "description": "Booked"})]
+    for reading in readings_of(psa):
+        psa.fake.use_reading(reading)
+        for index, (kind, changes) in enumerate(cases):
+            key = f"lost-{reading or 'default'}-{index}:{kind.value}"
+            before = len(psa.fake.records(kind))
+            lost = psa.fake.responses_lost
+            psa.fake.lose_next_response()
+            with pytest.raises(IntegrationUnavailable):
+                await psa.client.create_record(kind, draft(psa, key, **changes))
+            assert psa.fake.responses_lost == lost + 1, f"{kind}: the fault did not fire"
+            found = await psa.client.create_record(kind, draft(psa, key, **changes))
+            assert await psa.client.create_record(kind, draft(psa, key, **changes)) == found
+            assert len(psa.fake.records(kind)) == before + 1, f"{psa.vendor} {kind} ({reading or 'default'})"
+
+
+WILDCARD_KEYS = ["bx1", "b_1", "b%1", "b[x]1", "b[^y]1", "b]1"]
+"""Idempotency keys whose text, read as a SQL Server LIKE pattern, matches other keys' markers: `_` and `%` match
+any character, `[x]` and `[^y]` are character classes. The first is created first, so a look-up that trusts the
+vendor's match would adopt its record for the others."""
+
+
+async def test_a_marker_with_like_wildcards_never_adopts_another_bookings_record(psa: PsaPair) -> None:
+    for reading in readings_of(psa):
+        psa.fake.use_reading(reading)
+        for kind in creatable_kinds(psa):
+            prefix = f"{reading or 'default'}-{kind.value}-"
+            before = len(psa.fake.records(kind))
+            refs = [await psa.client.create_record(kind, draft(psa, prefix + key)) for key in WILDCARD_KEYS]
+            assert len({ref.record_id for ref in refs}) == len(WILDCARD_KEYS), f"{kind} ({reading or 'default'})"
+            again = [await psa.client.create_record(kind, draft(psa, prefix + key)) for key in WILDCARD_KEYS]
+            assert again == refs
+            assert len(psa.fake.records(kind)) == before + len(WILDCARD_KEYS)

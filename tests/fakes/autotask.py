@@ -1,10 +1,16 @@
 """FakeAutotaskServer: a stateful Autotask REST API on loopback HTTP, strict about headers, bodies, queries and limits.
 
-It follows ../shared/reference/apis.md §2: public zone discovery, the ApiIntegrationCode/UserName/Secret headers,
-`POST {Entity}/query` with filter JSON (operators and `or`/`and` grouping), `{"items", "pageDetails"}` pages with
-`nextPageUrl`, creates answering 200 `{"itemId": n}`, child entities created through their parent URL, errors as
-HTTP 500 `{"errors": [...]}`, at most 3 concurrent requests per object endpoint and 10,000 requests per rolling hour
-per database (with an injectable clock).
+Its rules come from Autotask's documents, not from our adapter; each carries the page it comes from (SPECS and the
+comments below; the table in integrations/autotask/SOURCES.md): public zone discovery, the ApiIntegrationCode/
+UserName/Secret headers, `POST {Entity}/query` with filter JSON (operators and `or`/`and` grouping),
+`{"items", "pageDetails"}` pages with `nextPageUrl`, creates answering 200 `{"itemId": n}`, child entities created
+only through their parent URL, field metadata (`isRequired`, picklists with `isDefaultValue`) enforced on create,
+errors as HTTP 500 `{"errors": [...]}`, at most 3 concurrent requests per object endpoint and 10,000 requests per
+rolling hour per database (with an injectable clock).
+
+Readings: where the documents leave a behaviour open, the default reading is the plain one and `use_reading(name)`
+switches to a stricter one the adapter must also survive: "like" runs `contains`/`beginsWith`/`endsWith` as SQL
+Server LIKE (Autotask does not say how they match or how to escape).
 
 Run it on its own for the demo: `python -m tests.fakes.autotask --port 8712`.
 """
@@ -64,29 +70,54 @@ _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 MAX_CONDITIONS = 500
 
 
+_DOCS = "https://www.autotask.net/help/developerhelp/Content/APIs/REST/"
+ENTITY_DOCS = _DOCS + "Entities/"
+CHILD_URLS_DOC = _DOCS + "API_Calls/REST_Resource_Child_Access_URLs.htm"
+"""Child entities: "you must perform all Create, Update, and Delete actions on the parent entity"."""
+QUERY_DOC = _DOCS + "API_Calls/REST_Basic_Query_Calls.htm"
+CREATE_DOC = _DOCS + "API_Calls/REST_Creating_Resources_POST.htm"
+SWAGGER = "panoramicdata/AutoTask.Psa.Api:swagger.v1.json (Interfaces/*.cs and Data/*Model.cs generated from it)"
+
+
 @dataclass(frozen=True)
 class EntitySpec:
-    """What the fake knows of one Autotask entity: field types, required fields, picklists and references."""
+    """What the stand-in knows of one Autotask entity: field types, required fields, picklists and references.
 
+    `required` is what `{Entity}/entityInformation/fields` serves as `isRequired` and what a create is checked
+    against, so the adapter can learn the same list the way apis.md §2.2 tells it to. `source` is the entity page.
+    """
+
+    source: str
     fields: dict[str, str]
     required: frozenset[str] = frozenset()
     picklists: dict[str, dict[int, str]] = field(default_factory=dict)
+    defaults: dict[str, int] = field(default_factory=dict)
+    """Picklist value marked `isDefaultValue` per picklist field (a tenant may have none)."""
     references: dict[str, str] = field(default_factory=dict)
     read_only: frozenset[str] = frozenset({"id"})
     creatable: bool = True
     updatable: bool = True
     deletable: bool = False
     parent: tuple[str, str, str] | None = None
-    """(parent entity, child URL segment, parent id field) for child entities (apis.md §2.2 child access URLs)."""
+    """(parent entity, child URL segment, parent id field): created only through `POST {Parent}/{id}/{segment}`."""
 
 
 _TICKET_STATUS = {1: "New", 5: "Complete", 7: "Waiting Customer", 8: "In Progress", 10: "Dispatched", 21: "Scheduled"}
+_OPPORTUNITY_STAGES = {1: "Qualifying", 2: "Discovery", 3: "Proposal", 4: "Negotiation"}
 
 SPECS: dict[str, EntitySpec] = {
+    # CompaniesEntity.htm. Creating companies is documented but not modelled here (the adapter never does it).
     "Companies": EntitySpec(
-        {"id": "integer", "companyName": "string", "companyType": "integer", "isActive": "boolean"}, creatable=False
+        ENTITY_DOCS + "CompaniesEntity.htm",
+        {"id": "integer", "companyName": "string", "companyType": "integer", "isActive": "boolean"},
+        creatable=False,
     ),
+    # ContactsEntity.htm; swagger: Contacts offers query and get only, create is CompanyContactsChild_CreateEntity at
+    # `POST Companies/{parentId}/Contacts`. Required: companyID, firstName, lastName, isActive [U: the page marks
+    # them with images; the list is ecitsolutions/Autotask's New-AtwsContact mandatory parameters]. isActive is an
+    # integer on Contacts, unlike most entities.
     "Contacts": EntitySpec(
+        ENTITY_DOCS + "ContactsEntity.htm",
         {
             "id": "integer",
             "companyID": "integer",
@@ -97,11 +128,13 @@ SPECS: dict[str, EntitySpec] = {
             "emailAddress3": "string",
             "isActive": "integer",
         },
-        # Mandatory Contact fields per the ecitsolutions/Autotask module's New-AtwsContact (AccountID = companyID).
         required=frozenset({"companyID", "firstName", "lastName", "isActive"}),
         references={"companyID": "Companies"},
+        parent=("Companies", "Contacts", "companyID"),
     ),
+    # ResourcesEntity.htm: Can Create false.
     "Resources": EntitySpec(
+        ENTITY_DOCS + "ResourcesEntity.htm",
         {
             "id": "integer",
             "firstName": "string",
@@ -112,7 +145,9 @@ SPECS: dict[str, EntitySpec] = {
         },
         creatable=False,
     ),
+    # TicketsEntity.htm: root create; a Resource + Role pair on a ticket must belong to a queue. Required list [U].
     "Tickets": EntitySpec(
+        ENTITY_DOCS + "TicketsEntity.htm",
         {
             "id": "integer",
             "ticketNumber": "string",
@@ -133,10 +168,13 @@ SPECS: dict[str, EntitySpec] = {
             "priority": {1: "High", 2: "Medium", 3: "Low", 4: "Critical"},
             "queueID": {DEMO_QUEUE_ID: "Service Desk", 29683482: "Sales", 29683483: "Projects"},
         },
+        defaults={"status": 1, "priority": 2},
         references={"companyID": "Companies", "contactID": "Contacts", "assignedResourceID": "Resources"},
         read_only=frozenset({"id", "ticketNumber", "createDate"}),
     ),
+    # TicketNotesEntity.htm; swagger: created only at `POST Tickets/{parentId}/Notes`.
     "TicketNotes": EntitySpec(
+        ENTITY_DOCS + "TicketNotesEntity.htm",
         {
             "id": "integer",
             "ticketID": "integer",
@@ -151,7 +189,20 @@ SPECS: dict[str, EntitySpec] = {
         read_only=frozenset({"id", "createDateTime"}),
         parent=("Tickets", "Notes", "ticketID"),
     ),
+    # TicketSecondaryResourcesEntity.htm; swagger: TicketSecondaryResourceModel = id, resourceID, roleID, ticketID,
+    # created at `POST Tickets/{parentId}/SecondaryResources` (child has POST and DELETE, no PATCH).
+    "TicketSecondaryResources": EntitySpec(
+        ENTITY_DOCS + "TicketSecondaryResourcesEntity.htm",
+        {"id": "integer", "ticketID": "integer", "resourceID": "integer", "roleID": "integer"},
+        required=frozenset({"ticketID", "resourceID", "roleID"}),
+        references={"ticketID": "Tickets", "resourceID": "Resources"},
+        updatable=False,
+        parent=("Tickets", "SecondaryResources", "ticketID"),
+    ),
+    # OpportunitiesEntity.htm: root create. Stage is required (field metadata); a tenant's stage picklist may or may
+    # not mark a default. The rest of the required list is apis.md §2.3's [U].
     "Opportunities": EntitySpec(
+        ENTITY_DOCS + "OpportunitiesEntity.htm",
         {
             "id": "integer",
             "companyID": "integer",
@@ -168,12 +219,12 @@ SPECS: dict[str, EntitySpec] = {
             "useQuoteTotals": "boolean",
             "createDate": "datetime",
         },
-        # The required list is apis.md §2.3's (marked [U] there); the fake enforces it so the adapter sends all of it.
         required=frozenset(
             {
                 "companyID",
                 "title",
                 "status",
+                "stage",
                 "ownerResourceID",
                 "amount",
                 "cost",
@@ -184,12 +235,15 @@ SPECS: dict[str, EntitySpec] = {
         ),
         picklists={
             "status": {0: "Inactive", 1: "Active", 2: "Lost", 3: "Closed", 4: "Implemented"},
-            "stage": {1: "Qualifying", 2: "Discovery", 3: "Proposal", 4: "Negotiation"},
+            "stage": _OPPORTUNITY_STAGES,
         },
+        defaults={"status": 1, "stage": 1},
         references={"companyID": "Companies", "contactID": "Contacts", "ownerResourceID": "Resources"},
         read_only=frozenset({"id", "createDate"}),
     ),
+    # CompanyToDosEntity.htm; swagger: created only at `POST Companies/{parentId}/ToDos`.
     "CompanyToDos": EntitySpec(
+        ENTITY_DOCS + "CompanyToDosEntity.htm",
         {
             "id": "integer",
             "companyID": "integer",
@@ -214,7 +268,30 @@ SPECS: dict[str, EntitySpec] = {
         read_only=frozenset({"id", "createDateTime"}),
         parent=("Companies", "ToDos", "companyID"),
     ),
+    # AppointmentsEntity.htm: "scheduled time that is not a service call"; entity path /atservicesrest/v1.0/Appointments
+    # with create, update, query and delete (swagger: POST, PATCH, DELETE Appointments/{id} at the root). Required:
+    # resourceID, startDateTime, endDateTime, title [U: the page marks them with images].
+    "Appointments": EntitySpec(
+        ENTITY_DOCS + "AppointmentsEntity.htm",
+        {
+            "id": "integer",
+            "resourceID": "integer",
+            "startDateTime": "datetime",
+            "endDateTime": "datetime",
+            "title": "string",
+            "description": "string",
+            "creatorResourceID": "integer",
+            "createDateTime": "datetime",
+            "updateDateTime": "datetime",
+        },
+        required=frozenset({"resourceID", "startDateTime", "endDateTime", "title"}),
+        references={"resourceID": "Resources"},
+        read_only=frozenset({"id", "creatorResourceID", "createDateTime", "updateDateTime"}),
+        deletable=True,
+    ),
+    # ServiceCallsEntity.htm: root create, update, delete. Required list apis.md §2.3 [U].
     "ServiceCalls": EntitySpec(
+        ENTITY_DOCS + "ServiceCallsEntity.htm",
         {
             "id": "integer",
             "companyID": "integer",
@@ -227,33 +304,71 @@ SPECS: dict[str, EntitySpec] = {
         },
         required=frozenset({"companyID", "startDateTime", "endDateTime", "status"}),
         picklists={"status": {1: "New", 2: "Complete", 3: "Cancelled"}},
+        defaults={"status": 1},
         references={"companyID": "Companies"},
         read_only=frozenset({"id", "createDateTime"}),
         deletable=True,
     ),
+    # ServiceCallsEntity.htm: "ServiceCallTickets ... require a serviceCallID value"; swagger: created only at
+    # `POST ServiceCalls/{parentId}/Tickets` (POST and DELETE, no PATCH).
     "ServiceCallTickets": EntitySpec(
+        ENTITY_DOCS + "ServiceCallTicketsEntity.htm",
         {"id": "integer", "serviceCallID": "integer", "ticketID": "integer"},
         required=frozenset({"serviceCallID", "ticketID"}),
         references={"serviceCallID": "ServiceCalls", "ticketID": "Tickets"},
         updatable=False,
         parent=("ServiceCalls", "Tickets", "serviceCallID"),
     ),
+    # ServiceCallsEntity.htm: "ServiceCallTicketResources ... requires a serviceCallTicketID value"; swagger:
+    # ServiceCallTicketResourceModel = id, resourceID, serviceCallTicketID (no role), created only at
+    # `POST ServiceCallTickets/{parentId}/Resources`.
     "ServiceCallTicketResources": EntitySpec(
-        {"id": "integer", "serviceCallTicketID": "integer", "resourceID": "integer", "roleID": "integer"},
-        required=frozenset({"serviceCallTicketID", "resourceID", "roleID"}),
+        ENTITY_DOCS + "ServiceCallTicketResourcesEntity.htm",
+        {"id": "integer", "serviceCallTicketID": "integer", "resourceID": "integer"},
+        required=frozenset({"serviceCallTicketID", "resourceID"}),
         references={"serviceCallTicketID": "ServiceCallTickets", "resourceID": "Resources"},
         updatable=False,
         parent=("ServiceCallTickets", "Resources", "serviceCallTicketID"),
     ),
 }
 CHILD_ROUTES = {(spec.parent[0], spec.parent[1]): name for name, spec in SPECS.items() if spec.parent}
-KIND_ENTITY = {
-    PsaRecordKind.TICKET: "Tickets",
-    PsaRecordKind.OPPORTUNITY: "Opportunities",
-    PsaRecordKind.ACTIVITY: "CompanyToDos",
-    PsaRecordKind.SCHEDULE_ENTRY: "ServiceCalls",
-    PsaRecordKind.NOTE: "TicketNotes",
+KIND_ENTITIES = {
+    PsaRecordKind.TICKET: ("Tickets",),
+    PsaRecordKind.OPPORTUNITY: ("Opportunities",),
+    PsaRecordKind.ACTIVITY: ("CompanyToDos",),
+    PsaRecordKind.SCHEDULE_ENTRY: ("ServiceCalls", "Appointments"),
+    PsaRecordKind.NOTE: ("TicketNotes",),
 }
+BUSY_KINDS = ("service_call", "appointment", "todo")
+READINGS = ("like",)
+
+
+def like_pattern(pattern: str) -> re.Pattern[str] | None:
+    """SQL Server LIKE as a regex: `%` any run, `_` one character, `[abc]`/`[a-c]` a class, `[^...]` its negation,
+    `]` alone a literal; case-insensitive like the default collation. None for a pattern that can match nothing
+    (an unclosed or empty class). https://learn.microsoft.com/sql/t-sql/language-elements/like-transact-sql"""
+    out: list[str] = []
+    index = 0
+    while index < len(pattern):
+        char = pattern[index]
+        if char == "%":
+            out.append(".*")
+        elif char == "_":
+            out.append(".")
+        elif char == "[":
+            close = pattern.find("]", index + 1)
+            body = pattern[index + 1 : close] if close != -1 else ""
+            negate = body.startswith("^")
+            members = body[1:] if negate else body
+            if close == -1 or not members:
+                return None
+            escaped = "".join(member if member == "-" else re.escape(member) for member in members)
+            out.append(f"[{'^' if negate else ''}{escaped}]")
+            index = close
+        else:
+            out.append(re.escape(char))
+        index += 1
+    return re.compile("".join(out), re.DOTALL | re.IGNORECASE)
 
 
 Handler = Callable[[web.Request, Any], Awaitable[web.Response]]
@@ -265,6 +380,10 @@ class AutotaskError(Exception):
     def __init__(self, message: str, status: int = 500) -> None:
         super().__init__(message)
         self.status = status
+
+
+class MethodNotAllowed(Exception):
+    """The web framework's own 405 for a route without that method (not Autotask's {"errors"} shape)."""
 
 
 @dataclass
@@ -332,12 +451,24 @@ class FakeAutotaskServer:
         self._ticket_sequence = itertools.count(1)
         self._request_times: deque[float] = deque()
         self._faults: list[tuple[int, int | None, str]] = []
-        self._lose_next = False
+        self._lose_next: list[str] = []
+        """Entities whose next create loses its answer; "" = any entity."""
         self.responses_lost = 0
         """How many committed creates had their answer dropped by lose_next_response."""
         self._pages: dict[str, tuple[str, list[dict[str, Any]], int, int]] = {}
         self._runner: web.AppRunner | None = None
         self.base_url = ""
+        self.reading = ""
+        """"" (plain substring matching) or one of READINGS."""
+        self.picklist_defaults: dict[tuple[str, str], int | None] = {
+            (entity, name): value for entity, spec in SPECS.items() for name, value in spec.defaults.items()
+        }
+        """The tenant's `isDefaultValue` per picklist; set one to None for a tenant without a default."""
+        self.queue_roles: set[tuple[int, int, int]] = {(DEMO_RESOURCE_ID, DEMO_ROLE_ID, DEMO_QUEUE_ID)}
+        """(resource, role, queue) associations (ResourceRoleQueues): a Resource + Role pair on a ticket must belong
+        to at least one queue (TicketsEntity.htm)."""
+        self.made_through_api: set[tuple[str, int]] = set()
+        """(entity, id) of every record a create request made, as opposed to seeded ones."""
         self.app = build_app(self)
         self.tables["Companies"][0] = {"id": 0, "companyName": "Acme IT (owner)", "companyType": 5, "isActive": True}
         self.tables["Companies"][DEMO_FALLBACK_COMPANY_ID] = {
@@ -372,28 +503,44 @@ class FakeAutotaskServer:
             await self._runner.cleanup()
             self._runner = None
 
+    busy_kinds: tuple[str, ...] = BUSY_KINDS
+    readings: tuple[str, ...] = READINGS
+
+    def use_reading(self, name: str) -> None:
+        if name and name not in self.readings:
+            raise ValueError(f"unknown reading {name!r}; this fake knows {self.readings}")
+        self.reading = name
+
     def records(self, kind: PsaRecordKind) -> list[dict[str, Any]]:
-        """Stored records of that kind, as `GET {Entity}/{id}` returns them.
+        """Records of that kind that create requests made (seeded busy time excluded), as `GET {Entity}/{id}` returns
+        them, by id; a SCHEDULE_ENTRY is a service call or an appointment.
 
         Autotask returns picklist fields as integer ids only; so that a test can read a status by name, each
         record here also carries `picklistLabels` ({"status": "Scheduled"}), which no HTTP answer contains.
         """
-        entity = KIND_ENTITY[kind]
-        spec = SPECS[entity]
         out = []
-        for record in sorted(self.tables[entity].values(), key=lambda item: item["id"]):
-            copy = dict(record)
-            labels = {name: spec.picklists[name].get(record[name], "") for name in spec.picklists if name in record}
-            if labels:
-                copy["picklistLabels"] = labels
-            out.append(copy)
-        return out
+        for entity in KIND_ENTITIES[kind]:
+            spec = SPECS[entity]
+            for record in self.tables[entity].values():
+                if (entity, record["id"]) not in self.made_through_api:
+                    continue
+                copy = dict(record)
+                labels = {name: spec.picklists[name].get(record[name], "") for name in spec.picklists if name in record}
+                if labels:
+                    copy["picklistLabels"] = labels
+                out.append(copy)
+        return sorted(out, key=lambda item: int(item["id"]))
 
     def fail_next(self, status: int, *, retry_after: int | None = None, message: str = "", count: int = 1) -> None:
         self._faults.extend([(status, retry_after, message)] * count)
 
-    def lose_next_response(self) -> None:
-        self._lose_next = True
+    def lose_next_response(self, entity: str = "") -> None:
+        """Commit the next create (of `entity`, or of any entity), then drop the connection before the answer."""
+        self._lose_next.append(entity)
+
+    def set_picklist_default(self, entity: str, field_name: str, value: int | None) -> None:
+        """Mark a picklist value `isDefaultValue` (None: the tenant has no default for that picklist)."""
+        self.picklist_defaults[(entity, field_name)] = value
 
     def revoke_credentials(self) -> None:
         self.secret = f"revoked-{uuid.uuid4().hex}"
@@ -443,7 +590,8 @@ class FakeAutotaskServer:
 
     def contact_linked_to(self, kind: PsaRecordKind, record_id: str) -> str | None:
         """The contactID of a ticket, opportunity or To-Do, or None."""
-        contact_id = self.tables[KIND_ENTITY[kind]][int(record_id)].get("contactID")
+        [entity] = KIND_ENTITIES[kind]
+        contact_id = self.tables[entity][int(record_id)].get("contactID")
         return None if contact_id is None else str(contact_id)
 
     def add_resource(self, first_name: str, last_name: str, email: str) -> int:
@@ -456,28 +604,45 @@ class FakeAutotaskServer:
             "userName": email.partition("@")[0],
             "isActive": True,
         }
+        self.queue_roles.add((resource_id, DEMO_ROLE_ID, DEMO_QUEUE_ID))
         return resource_id
 
-    def add_busy(self, member: str, starts_at: Any, ends_at: Any) -> None:
-        """A service call on a ticket with the member assigned, the way a dispatcher would book it in Autotask."""
+    def add_ticket(self, title: str, *, primary: int | None = None, company_id: int = 0) -> int:
+        """A ticket the service desk opened (not through the API), optionally with a primary resource."""
+        values: dict[str, Any] = {
+            "companyID": company_id,
+            "title": title,
+            "description": "Opened by the service desk",
+            "status": 1,
+            "priority": 2,
+            "queueID": DEMO_QUEUE_ID,
+        }
+        if primary is not None:
+            values |= {"assignedResourceID": primary, "assignedResourceRoleID": DEMO_ROLE_ID}
+        return int(self._insert("Tickets", values)["id"])
+
+    def add_busy(self, member: str, starts_at: Any, ends_at: Any, kind: str = "") -> None:
+        """Busy time booked in Autotask itself: a service call on a ticket the member is assigned to (the way a
+        dispatcher books one), an appointment on their calendar, or a To-Do assigned to them."""
+        if kind not in ("", *self.busy_kinds):
+            raise ValueError(f"unknown busy kind {kind!r}; this fake knows {self.busy_kinds}")
+        resource_id = int(member)
+        times = {"startDateTime": _wire_time(starts_at), "endDateTime": _wire_time(ends_at)}
+        if kind == "appointment":
+            self._insert("Appointments", {"resourceID": resource_id, "title": "Dentist", **times})
+            return
+        if kind == "todo":
+            self._insert(
+                "CompanyToDos",
+                {"companyID": 0, "actionType": 3, "assignedToResourceID": resource_id, **times},
+            )
+            return
         call = self._insert(
-            "ServiceCalls",
-            {
-                "companyID": 0,
-                "startDateTime": _wire_time(starts_at),
-                "endDateTime": _wire_time(ends_at),
-                "status": 1,
-                "description": "Dispatched by the service desk",
-            },
+            "ServiceCalls", {"companyID": 0, "status": 1, "description": "Dispatched by the service desk", **times}
         )
-        ticket = self._insert(
-            "Tickets", {"companyID": 0, "title": "Onsite visit", "status": 10, "priority": 2, "queueID": DEMO_QUEUE_ID}
-        )
-        link = self._insert("ServiceCallTickets", {"serviceCallID": call["id"], "ticketID": ticket["id"]})
-        self._insert(
-            "ServiceCallTicketResources",
-            {"serviceCallTicketID": link["id"], "resourceID": int(member), "roleID": DEMO_ROLE_ID},
-        )
+        ticket = self.add_ticket("Onsite visit", primary=resource_id)
+        link = self._insert("ServiceCallTickets", {"serviceCallID": call["id"], "ticketID": ticket})
+        self._insert("ServiceCallTicketResources", {"serviceCallTicketID": link["id"], "resourceID": resource_id})
 
     @staticmethod
     def _as_contact(contact: dict[str, Any]) -> PsaContact:
@@ -515,8 +680,11 @@ class FakeAutotaskServer:
         for key, value in body.items():
             name = lowered.get(key.lower())
             if name is None:
-                # Real Autotask ignores unknown properties; the fake refuses them so a misspelt field cannot slip by.
-                raise AutotaskError(f"Unknown field '{key}' on {entity}.")
+                # How Autotask treats a property its entity does not have in a create or update body is not
+                # documented [U]; the stand-in refuses it with the 500 message Autotask gives for an unknown field in
+                # a query ("Unable to find projectID in the TimeEntry Entity", WYRE-AI/autotask-mcp#282). Refusing is
+                # the conservative reading: a field we think we set but Autotask drops is a silent loss.
+                raise AutotaskError(f"Unable to find {key} in the {entity} Entity.")
             if name in spec.read_only:
                 continue
             if value is None:
@@ -538,6 +706,7 @@ class FakeAutotaskServer:
                     ok = False
             if not ok:
                 raise AutotaskError(f"Value '{value}' is not a valid {kind} for field {name} on {entity}.")
+            # Picklist fields take one of the tenant's values (entityInformation/fields picklistValues).
             if name in spec.picklists and value not in spec.picklists[name]:
                 raise AutotaskError(f"Value '{value}' is not a valid picklist value for field {name} on {entity}.")
             target = spec.references.get(name)
@@ -545,6 +714,7 @@ class FakeAutotaskServer:
                 raise AutotaskError(f"Reference value on field {name} of type {target} does not exist: {value}.")
             values[name] = value
         if creating:
+            # Every field the metadata marks isRequired must come with the create (apis.md §2.2, entityInformation).
             missing = sorted(name for name in spec.required if values.get(name) in (None, ""))
             if missing:
                 raise AutotaskError(f"Missing required field(s) on {entity}: {', '.join(missing)}.")
@@ -552,15 +722,15 @@ class FakeAutotaskServer:
 
     def _check_rules(self, entity: str, record: dict[str, Any]) -> None:
         """Cross-field rules Autotask documents for the booking entities (apis.md §2.3)."""
-        if (
-            entity == "Tickets"
-            and record.get("queueID") is None
-            and not (record.get("assignedResourceID") and record.get("assignedResourceRoleID"))
-        ):
-            raise AutotaskError("A ticket needs a queueID or an assignedResourceID with an assignedResourceRoleID.")
-        if entity in ("CompanyToDos", "ServiceCalls") and _parse_time(record["endDateTime"]) <= _parse_time(
-            record["startDateTime"]
-        ):
+        if entity == "Tickets":
+            self._check_ticket_resources(record)
+        if entity == "TicketSecondaryResources":
+            self._check_secondary_resource(record)
+        if entity == "ServiceCallTicketResources":
+            self._check_service_call_resource(record)
+        if entity in ("CompanyToDos", "ServiceCalls", "Appointments") and _parse_time(
+            record["endDateTime"]
+        ) <= _parse_time(record["startDateTime"]):
             raise AutotaskError(f"{entity}: endDateTime must be after startDateTime.")
         if entity == "CompanyToDos":
             # CompanyToDosEntity.htm: contact, opportunity and ticket must belong to the To-Do's company.
@@ -582,6 +752,59 @@ class FakeAutotaskServer:
         if entity == "Tickets" and contact is not None and contact["companyID"] != record["companyID"]:
             raise AutotaskError("The contactID must belong to the ticket's company.")
 
+    def _secondary_resources(self, ticket_id: int) -> list[dict[str, Any]]:
+        return [row for row in self.tables["TicketSecondaryResources"].values() if row["ticketID"] == ticket_id]
+
+    def _check_ticket_resources(self, record: dict[str, Any]) -> None:
+        resource, role = record.get("assignedResourceID"), record.get("assignedResourceRoleID")
+        if record.get("queueID") is None and not (resource and role):
+            # TicketsEntity.htm: a ticket needs a queue or a primary resource (apis.md §2.3).
+            raise AutotaskError("A ticket needs a queueID or an assignedResourceID with an assignedResourceRoleID.")
+        if (resource is None) != (role is None):
+            # The message Autotask answers (WYRE-AI/msp-claude-plugins#32).
+            raise AutotaskError(
+                "When assigning a Resource, you must assign both a assignedResourceID and assignedResourceRoleID."
+            )
+        if resource is not None and not any(
+            (resource, role) == (known_resource, known_role) for known_resource, known_role, _ in self.queue_roles
+        ):
+            # TicketsEntity.htm: "A Resource + Role combination assigned to a ticket must be associated with at
+            # least one Service Desk Queue."
+            raise AutotaskError(f"Resource {resource} with role {role} is not associated with any queue.")
+        # TicketsEntity.htm: "The API will not allow you to add a primary resource that is already assigned as a
+        # secondary resource."
+        if record.get("id") is not None and any(
+            row["resourceID"] == resource for row in self._secondary_resources(record["id"])
+        ):
+            raise AutotaskError(f"Resource {resource} is already a secondary resource on this ticket.")
+
+    def _check_secondary_resource(self, record: dict[str, Any]) -> None:
+        ticket = self.tables["Tickets"][record["ticketID"]]
+        if any(row["resourceID"] == record["resourceID"] for row in self._secondary_resources(ticket["id"])):
+            # TicketsEntity.htm: "You also will not be able to add a secondary resource that is already assigned as
+            # a secondary resource."
+            raise AutotaskError(f"Resource {record['resourceID']} is already a secondary resource on this ticket.")
+        if ticket.get("assignedResourceID") == record["resourceID"]:
+            # TaskSecondaryResourcesEntity.htm says so for tasks ("The secondary resource cannot be the primary
+            # resource"); the ticket page is read the same way [U].
+            raise AutotaskError(f"Resource {record['resourceID']} is the primary resource on this ticket.")
+        if not any((record["resourceID"], record["roleID"]) == (res, role) for res, role, _ in self.queue_roles):
+            # TaskSecondaryResourcesEntity.htm: "resourceID and roleID must be an existing Resource/Role pair" [U for
+            # tickets].
+            raise AutotaskError(f"Resource {record['resourceID']} has no role {record['roleID']}.")
+
+    def _check_service_call_resource(self, record: dict[str, Any]) -> None:
+        link = self.tables["ServiceCallTickets"][record["serviceCallTicketID"]]
+        ticket = self.tables["Tickets"][link["ticketID"]]
+        on_ticket = {ticket.get("assignedResourceID")} | {
+            row["resourceID"] for row in self._secondary_resources(ticket["id"])
+        }
+        if record["resourceID"] not in on_ticket:
+            # ServiceCallTicketResources carries no role (swagger ServiceCallTicketResourceModel), so the role a
+            # resource works the call in can only be its assignment on the ticket: the stand-in wants the resource
+            # to be the ticket's primary or a secondary resource [U: inferred, not stated].
+            raise AutotaskError(f"Resource {record['resourceID']} is not assigned to ticket {ticket['id']}.")
+
     def _validate_condition(self, entity: str, item: Any) -> int:
         """Raises AutotaskError for a malformed condition; returns how many leaf conditions it holds."""
         if not isinstance(item, dict) or "op" not in item:
@@ -596,7 +819,8 @@ class FakeAutotaskServer:
             raise AutotaskError(f"Unsupported operator '{op}'.")
         name = str(item.get("field", ""))
         if name.lower() not in {field_name.lower() for field_name in SPECS[entity].fields}:
-            raise AutotaskError(f"Unable to find field '{name}' in the {entity} entity.")
+            # HTTP 500 "Unable to find projectID in the TimeEntry Entity" (WYRE-AI/autotask-mcp#282).
+            raise AutotaskError(f"Unable to find {name} in the {entity} Entity.")
         if op in ("exist", "notExist"):
             return 1
         if "value" not in item:
@@ -639,6 +863,12 @@ class FakeAutotaskServer:
             right = typed(item["value"])
         except (TypeError, ValueError) as exc:
             raise AutotaskError(f"Value '{item.get('value')}' cannot be compared with field {name}.") from exc
+        if op in ("beginsWith", "endsWith", "contains") and self.reading == "like":
+            # The "like" reading: Autotask's text operators as SQL Server LIKE with the value as the pattern, `%`,
+            # `_` and `[...]` being wildcards (REST_Basic_Query_Calls.htm documents the operators, not the matching).
+            wrapped = {"beginsWith": "{}%", "endsWith": "%{}", "contains": "%{}%"}[op].format(item["value"])
+            pattern = like_pattern(str(wrapped))
+            return pattern is not None and pattern.fullmatch(str(actual)) is not None
         comparisons: dict[str, Callable[[], bool]] = {
             "eq": lambda: bool(left == right),
             "noteq": lambda: bool(left != right),
@@ -646,6 +876,7 @@ class FakeAutotaskServer:
             "gte": lambda: bool(left >= right),
             "lt": lambda: bool(left < right),
             "lte": lambda: bool(left <= right),
+            # The default reading: plain, case-insensitive substring matching.
             "beginsWith": lambda: str(left).startswith(str(right)),
             "endsWith": lambda: str(left).endswith(str(right)),
             "contains": lambda: str(right) in str(left),
@@ -701,7 +932,11 @@ class FakeAutotaskServer:
         if spec.parent is not None:
             parent_entity, _, parent_field = spec.parent
             if parent_id not in self.tables[parent_entity]:
-                raise AutotaskError(f"The parent {parent_entity} {parent_id} does not exist.")
+                # Autotask's answer to a missing parent is not documented [U]; the stand-in answers as for any other
+                # reference to a missing record.
+                raise AutotaskError(
+                    f"Reference value on field {parent_field} of type {parent_entity} does not exist: {parent_id}."
+                )
             given = body.get(parent_field)
             if given is not None and given != parent_id:
                 raise AutotaskError(f"{parent_field} {given} does not match the parent id {parent_id} in the URL.")
@@ -709,9 +944,11 @@ class FakeAutotaskServer:
         values = self._validate_values(entity, body, creating=True)
         self._check_rules(entity, dict.fromkeys(spec.fields) | values)
         record = self._insert(entity, values)
-        if self._lose_next:
+        self.made_through_api.add((entity, record["id"]))
+        lose = next((wanted for wanted in self._lose_next if wanted in ("", entity)), None)
+        if lose is not None:
             # Committed, but the caller never hears back: the connection drops before any byte of the answer.
-            self._lose_next = False
+            self._lose_next.remove(lose)
             self.responses_lost += 1
             if request.transport is not None:
                 request.transport.close()
@@ -774,7 +1011,7 @@ class FakeAutotaskServer:
                         {
                             "value": str(value),
                             "label": label,
-                            "isDefaultValue": index == 0,
+                            "isDefaultValue": self.picklist_defaults.get((entity, name)) == value,
                             "sortOrder": index,
                             "parentValue": "",
                             "isActive": True,
@@ -811,11 +1048,11 @@ class FakeAutotaskServer:
             return entity, lambda request, body: self._fields_async(entity)
         if method == "POST" and not rest:
             if SPECS[entity].parent is not None:
-                parent = SPECS[entity].parent
-                assert parent is not None
-                raise AutotaskError(
-                    f"{entity} are created through their parent: POST {parent[0]}/{{id}}/{parent[1]}.", status=405
-                )
+                # REST_Resource_Child_Access_URLs.htm: a child's creates go through its parent; the swagger has no
+                # POST on the child's root. What Autotask answers there is not documented [U]: the stand-in answers
+                # as the web framework does for a method a route lacks, 405 {"Message": ...} (the shape seen for GET
+                # on a root, Anteris-Dev/autotask-client#12).
+                raise MethodNotAllowed("POST")
             if not SPECS[entity].creatable:
                 raise AutotaskError(f"{entity} cannot be created through the API.", status=405)
             return entity, lambda request, body: self._create(request, entity, body, None)
@@ -900,6 +1137,10 @@ class FakeAutotaskServer:
             entity, handler = self.resolve_route(request.method, request.match_info["tail"])
         except AutotaskError as exc:
             return _errors(exc.status, str(exc))
+        except MethodNotAllowed as exc:
+            return web.json_response(
+                {"Message": f"The requested resource does not support http method '{exc}'."}, status=405
+            )
         logged.entity = entity
         wait = self._check_hourly_quota()
         if wait is not None:

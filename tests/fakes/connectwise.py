@@ -5,6 +5,15 @@ Behaviour follows ../shared/reference/apis.md §1: `/{codebase}/apis/3.0/` paths
 `page` / `pageSize` (hard maximum 1000) with a `Link` header, JSON Patch updates, 201 + record on create, 204 on
 delete, and errors as `{"code", "message", "errors": [{"code", "message", "resource", "field"}]}`.
 
+Every rule it enforces cites where it comes from, next to the code: apis.md (../shared/reference/apis.md §1), the
+models openapi-generator built from ConnectWise's OpenAPI (`ai-connor/connectwise:model_*.go`, whose `NewX(...)`
+arguments are the required fields; `Jetbuilt/connect_wise:docs/*.md` for the same spec rendered as tables), or
+public client code [3P]. Rules no document states are marked [U] with the reason the fake still enforces them;
+none is taken from our own adapter. ../../integrations/connectwise/SOURCES.md has the table.
+
+Where the documents allow two readings, the fake can enforce either (`readings`, `use_reading`): "like" runs
+`contains` and `like` as SQL Server LIKE, where `%`, `_` and `[...]` inside a value are wildcards.
+
 ConnectWise publishes no fixed request quota (apis.md §1.5); `rate_limit` per `rate_window` and
 `max_concurrent_requests` are configurable stand-ins that answer 429 with Retry-After the documented way.
 
@@ -172,10 +181,11 @@ class _ConditionParser:
     """expr := and (OR and)* ; and := unary (AND unary)* ; unary := NOT unary | '(' expr ')' | comparison ;
     comparison := path [NOT] (= | != | < | <= | > | >= | contains | like) value | path [NOT] IN '(' value, ... ')'."""
 
-    def __init__(self, text: str, known_roots: set[str]) -> None:
+    def __init__(self, text: str, known_roots: set[str], reading: str = "") -> None:
         self.tokens = _tokenize(text)
         self.index = 0
         self.known_roots = known_roots
+        self.reading = reading
         self.paths: list[str] = []
 
     def parse(self) -> Predicate:
@@ -250,9 +260,10 @@ class _ConditionParser:
         if operator in ("contains", "like") and not isinstance(values[0], str):
             raise _bad_query(f"'{operator}' needs a quoted string at position {operator_token.position}")
         compared = "=" if operator == "in" else operator
+        reading = self.reading
 
         def test(actual: Any) -> bool:
-            return any(_compare(actual, compared, value) for value in values)
+            return any(_compare(actual, compared, value, reading) for value in values)
 
         def predicate(row: dict[str, Any]) -> bool:
             actual = _resolve(row, path)
@@ -324,16 +335,71 @@ def _as_time(value: Any) -> datetime | None:
     return None
 
 
-def _compare(actual: Any, operator: str, expected: Any) -> bool:
-    """SQL-Server-like semantics: text compares case-insensitively, null only equals null."""
+def _sql_server_like(pattern: str) -> re.Pattern[str] | None:
+    """A T-SQL LIKE pattern as a regex: `%` any run, `_` any one character, `[abc]` / `[a-f]` / `[^a]` a character
+    class; everything else, a lone `]` included, is literal (https://learn.microsoft.com/en-us/sql/t-sql/language-
+    elements/like-transact-sql). An unclosed `[` makes the pattern match nothing [U]. Case-insensitive, as SQL
+    Server's default collation is [U: a tenant's collation is not published]."""
+    parts: list[str] = []
+    index = 0
+    while index < len(pattern):
+        char = pattern[index]
+        if char == "%":
+            parts.append(".*")
+        elif char == "_":
+            parts.append(".")
+        elif char == "[":
+            end = pattern.find("]", index + 1)
+            if end < 0 or end == index + 1:
+                return None
+            body = pattern[index + 1 : end]
+            negate = body.startswith("^") and len(body) > 1
+            body = body[1:] if negate else body
+            members: list[str] = []
+            position = 0
+            while position < len(body):
+                if position + 2 < len(body) and body[position + 1] == "-":
+                    members.append(f"{re.escape(body[position])}-{re.escape(body[position + 2])}")
+                    position += 3
+                else:
+                    members.append(re.escape(body[position]))
+                    position += 1
+            parts.append("[" + ("^" if negate else "") + "".join(members) + "]")
+            index = end
+        else:
+            parts.append(re.escape(char))
+        index += 1
+    return re.compile("".join(parts), re.IGNORECASE | re.DOTALL)
+
+
+def _like(actual: Any, pattern: str, reading: str) -> bool:
+    """`like`: apis.md §1.3 documents only the `%` wildcard; the default reading also takes `_` (both are LIKE
+    wildcards everywhere). The "like" reading runs the whole T-SQL LIKE, `[...]` classes included."""
+    if not isinstance(actual, str):
+        return False
+    if reading == "like":
+        compiled = _sql_server_like(pattern)
+        return compiled is not None and compiled.fullmatch(actual) is not None
+    regex = "".join(".*" if c == "%" else "." if c == "_" else re.escape(c) for c in pattern)
+    return re.fullmatch(regex, actual, re.IGNORECASE | re.DOTALL) is not None
+
+
+def _compare(actual: Any, operator: str, expected: Any, reading: str = "") -> bool:
+    """SQL-Server-like semantics: text compares case-insensitively [U: collation], null only equals null.
+
+    `contains` is documented as an operator (apis.md §1.3; the `-condition` example `summary contains "test"` in
+    christaylorcodes/ConnectWiseManageAPI:Docs/Get-CWMCommunicationType.md) but not how it matches. The default
+    reading is a plain substring; the "like" reading runs it as `LIKE '%value%'`, where `%`, `_` and `[` inside the
+    value are wildcards, since ConnectWise sits on SQL Server and documents no escaping [U]."""
     if expected is None or actual is None:
         same = expected is None and actual is None
         return same if operator == "=" else (not same if operator == "!=" else False)
     if operator == "contains":
+        if reading == "like":
+            return _like(actual, f"%{expected}%", reading)
         return isinstance(actual, str) and expected.casefold() in actual.casefold()
     if operator == "like":
-        pattern = "".join(".*" if c == "%" else "." if c == "_" else re.escape(c) for c in expected)
-        return isinstance(actual, str) and re.fullmatch(pattern, actual, re.IGNORECASE | re.DOTALL) is not None
+        return _like(actual, expected, reading)
     left: Any
     right: Any
     if isinstance(expected, datetime):
@@ -365,16 +431,16 @@ def _compare(actual: Any, operator: str, expected: Any) -> bool:
     return bool(left >= right)
 
 
-def parse_conditions(text: str, known_roots: Iterable[str]) -> Predicate:
+def parse_conditions(text: str, known_roots: Iterable[str], reading: str = "") -> Predicate:
     """A predicate over records for a `conditions` string; raises CwError(400) for anything malformed."""
-    return _ConditionParser(text, set(known_roots)).parse()
+    return _ConditionParser(text, set(known_roots), reading).parse()
 
 
-def parse_child_conditions(text: str, children: Iterable[str]) -> Predicate:
+def parse_child_conditions(text: str, children: Iterable[str], reading: str = "") -> Predicate:
     """`childConditions` names fields of an array child (`communicationItems/value`); a record matches when one
     child satisfies the whole expression, so value and type are checked on the same communication item."""
     children = set(children)
-    parser = _ConditionParser(text, children)
+    parser = _ConditionParser(text, children, reading)
     predicate = parser.parse()
     roots = {path.split("/", 1)[0] for path in parser.paths}
     if len(roots) > 1:
@@ -433,24 +499,51 @@ _RESOURCE_FIELDS: dict[str, set[str]] = {
     "statuses": _names("id name boardId closedStatus sortOrder inactive"),
     "stages": _names("id name"),
     "types": _names("id identifier name"),
+    "communicationTypes": _names("id description phoneFlag faxFlag emailFlag defaultFlag _info"),
 }
 """Fields each resource can be filtered and sorted on; a condition naming any other field is a 400."""
 _CHILD_COLLECTIONS: dict[str, set[str]] = {"contacts": {"communicationItems"}}
 
-_COMMUNICATION_TYPES: list[dict[str, Any]] = [
-    {"id": 1, "name": "Email", "communicationType": "Email"},
-    {"id": 2, "name": "Direct", "communicationType": "Phone"},
-    {"id": 3, "name": "Mobile", "communicationType": "Phone"},
-    {"id": 4, "name": "Fax", "communicationType": "Fax"},
-]
-"""A stock tenant's contact communication types (`/company/communicationTypes`): each type belongs to one of the
-categories Email, Phone or Fax, which items carry as `communicationType` [U: names as seen in stock tenants]."""
+
+def stock_communication_types() -> list[dict[str, Any]]:
+    """A stock tenant's contact communication types (`GET /company/communicationTypes`). A type is named by its
+    required `description` and has `phoneFlag` / `faxFlag` / `emailFlag`, "at least one flag is required to be true"
+    (Jetbuilt/connect_wise:docs/CommunicationType.md, generated from ConnectWise's OpenAPI). The descriptions and
+    ids are those seen in stock tenants [U]."""
+    return [
+        {"id": 1, "description": "Email", "emailFlag": True, "phoneFlag": False, "faxFlag": False, "defaultFlag": True},
+        {
+            "id": 2,
+            "description": "Direct",
+            "emailFlag": False,
+            "phoneFlag": True,
+            "faxFlag": False,
+            "defaultFlag": True,
+        },
+        {
+            "id": 3,
+            "description": "Mobile",
+            "emailFlag": False,
+            "phoneFlag": True,
+            "faxFlag": False,
+            "defaultFlag": False,
+        },
+        {"id": 4, "description": "Fax", "emailFlag": False, "phoneFlag": False, "faxFlag": True, "defaultFlag": True},
+    ]
+
+
+def _category(kind: dict[str, Any]) -> str:
+    """An item's `communicationType` (ContactCommunicationItem, ai-connor/connectwise) is its type's category, the
+    `"Email"` the documented look-up filters on (apis.md §1.2) [U: derived from the flags]."""
+    return "Email" if kind.get("emailFlag") else "Fax" if kind.get("faxFlag") else "Phone"
+
 
 _SCHEDULE_TYPES = [
     {"id": 1, "identifier": "S", "name": "Service"},
     {"id": 2, "identifier": "C", "name": "Activity"},
     {"id": 3, "identifier": "P", "name": "Project"},
 ]
+"""`GET /schedule/types`: `S` service ticket, `C` activity, `P` project (apis.md §1.2 [U: identifiers from memory])."""
 
 
 @dataclass
@@ -472,6 +565,13 @@ class FakeConnectWiseServer:
     """A dated activity with an assignee lands on that member's schedule as a type-C entry, the way ConnectWise's
     own screens show activities on the calendar [U: not stated in apis.md for the API; False models the other
     reading, where only an explicit POST /schedule/entries schedules an activity]."""
+    busy_kinds: tuple[str, ...] = ("schedule_entry",)
+    """The only busy time our client reads is the member's schedule entries (`GET /schedule/entries`, apis.md §1.2);
+    activities, tickets and projects reach a member's calendar as schedule entries of type C, S or P."""
+    readings: tuple[str, ...] = ("like",)
+    """"like": `contains` and `like` run as SQL Server LIKE (see `_compare`)."""
+    reading: str = ""
+    communication_types: list[dict[str, Any]] = field(default_factory=stock_communication_types)
     request_log: list[LoggedRequest] = field(default_factory=list)
     members: dict[int, dict[str, Any]] = field(default_factory=dict)
     companies: dict[int, dict[str, Any]] = field(default_factory=dict)
@@ -490,7 +590,8 @@ class FakeConnectWiseServer:
     _faults: list[Fault] = field(default_factory=list)
     responses_lost: int = 0
     """How many committed creates had their answer dropped by lose_next_response."""
-    _lose_next: bool = False
+    _lose_next: str | None = None
+    """None = keep answering; otherwise the path suffix ("" for any) of the create whose answer is dropped next."""
     _revoked: bool = False
     _next_id: int = 100
     _window_started: datetime | None = None
@@ -550,8 +651,14 @@ class FakeConnectWiseServer:
     def fail_next(self, status: int, *, retry_after: int | None = None, message: str = "", count: int = 1) -> None:
         self._faults.extend(Fault(status, retry_after, message) for _ in range(count))
 
-    def lose_next_response(self) -> None:
-        self._lose_next = True
+    def lose_next_response(self, *, path: str = "") -> None:
+        """Commit the next create (the next one whose path ends with `path`, if given), then drop the answer."""
+        self._lose_next = path
+
+    def use_reading(self, name: str) -> None:
+        if name and name not in self.readings:
+            raise ValueError(f"unknown reading {name!r}; this fake knows {self.readings}")
+        self.reading = name
 
     def revoke_credentials(self) -> None:
         """The API member's keys are deleted in ConnectWise: every call with them is a 401 from now on."""
@@ -566,6 +673,7 @@ class FakeConnectWiseServer:
             company = {"id": company_id, "identifier": identifier, "name": domain, "deletedFlag": False}
             self.companies[company_id] = company
         first, _, last = name.partition(" ")
+        email_type = next(row for row in self.communication_types if row.get("emailFlag"))
         contact_id = self._new_id()
         self.contacts[contact_id] = {
             "id": contact_id,
@@ -576,7 +684,7 @@ class FakeConnectWiseServer:
             "communicationItems": [
                 {
                     "id": self._new_id(),
-                    "type": {"id": 1, "name": "Email"},
+                    "type": {"id": email_type["id"], "name": email_type["description"]},
                     "value": email,
                     "defaultFlag": True,
                     "communicationType": "Email",
@@ -591,7 +699,7 @@ class FakeConnectWiseServer:
         return [
             PsaContact(
                 contact_id=str(row["id"]),
-                company_id=str(row["company"]["id"]),
+                company_id=str(row["company"]["id"]) if row.get("company") else "",
                 name=f"{row['firstName']} {row.get('lastName') or ''}".strip(),
                 email=email,
             )
@@ -609,8 +717,11 @@ class FakeConnectWiseServer:
         contact = table[int(record_id)].get("contact")
         return str(contact["id"]) if isinstance(contact, dict) else None
 
-    def add_busy(self, member: str, starts_at: Any, ends_at: Any) -> None:
-        """Something a dispatcher booked in ConnectWise itself: an activity on the member's calendar."""
+    def add_busy(self, member: str, starts_at: Any, ends_at: Any, kind: str = "") -> None:
+        """Something a dispatcher booked in ConnectWise itself: an activity on the member's calendar, which shows
+        there as its type-C schedule entry."""
+        if kind not in ("", *self.busy_kinds):
+            raise ValueError(f"unknown busy kind {kind!r}; this fake knows {self.busy_kinds}")
         member_row = self._member_by_identifier(member)
         activity_id = self._new_id()
         self.activities[activity_id] = {
@@ -635,6 +746,25 @@ class FakeConnectWiseServer:
             "_info": self._info(),
         }
 
+    def add_ticket(self, summary: str) -> int:
+        """A ticket someone typed in ConnectWise itself (first board, its first status, the catch-all company)."""
+        board = self.boards[min(self.boards)]
+        status = min(
+            (row for row in self.statuses.values() if row["boardId"] == board["id"]), key=lambda row: row["sortOrder"]
+        )
+        ticket_id = self._new_id()
+        self.tickets[ticket_id] = {
+            "id": ticket_id,
+            "summary": summary,
+            "recordType": "ServiceTicket",
+            "board": {"id": board["id"], "name": board["name"]},
+            "status": {"id": status["id"], "name": status["name"]},
+            "company": self._company_ref(self.companies[DEMO_FALLBACK_COMPANY_ID]),
+            "closedFlag": False,
+            "_info": self._info(),
+        }
+        return ticket_id
+
     # Serving
 
     @property
@@ -648,6 +778,7 @@ class FakeConnectWiseServer:
         router.add_get(f"{prefix}/system/info", self._system_info)
         router.add_get(f"{prefix}/system/members", self._list_members)
         router.add_get(f"{prefix}/company/companies", self._list_companies)
+        router.add_get(f"{prefix}/company/communicationTypes", self._list_communication_types)
         router.add_get(f"{prefix}/company/contacts", self._list_contacts)
         router.add_post(f"{prefix}/company/contacts", self._post_contact)
         router.add_get(f"{prefix}/service/boards", self._list_boards)
@@ -791,13 +922,13 @@ class FakeConnectWiseServer:
         query = request.query
         known = _RESOURCE_FIELDS[resource]
         if query.get("conditions", "").strip():
-            predicate = parse_conditions(query["conditions"], known)
+            predicate = parse_conditions(query["conditions"], known, self.reading)
             rows = [row for row in rows if predicate(row)]
         if query.get("childConditions", "").strip():
             children = _CHILD_COLLECTIONS.get(resource, set())
             if not children:
                 raise _bad_query(f"{resource} has no child collections for childConditions")
-            child_predicate = parse_child_conditions(query["childConditions"], children)
+            child_predicate = parse_child_conditions(query["childConditions"], children, self.reading)
             rows = [row for row in rows if child_predicate(row)]
         rows = self._ordered(rows, query.get("orderBy", ""), known)
         try:
@@ -854,8 +985,8 @@ class FakeConnectWiseServer:
 
     def _maybe_drop(self, request: web.Request) -> None:
         """lose_next_response: the record is committed, then the connection dies before the answer is written."""
-        if self._lose_next:
-            self._lose_next = False
+        if self._lose_next is not None and request.path.endswith(self._lose_next):
+            self._lose_next = None
             self.responses_lost += 1
             if request.transport is not None:
                 request.transport.close()
@@ -889,6 +1020,9 @@ class FakeConnectWiseServer:
 
     @staticmethod
     def _reference(body: dict[str, Any], name: str, resource: str, *, required: bool) -> dict[str, Any] | None:
+        """References are objects: `{"id": n}` or `{"identifier": "..."}` (apis.md §1.2; e.g. `MemberReference`,
+        `CompanyReference` in ai-connor/connectwise), `{"name": ...}` where the reference has a name. A bare id or
+        string is a 400 [U: ConnectWise's message]."""
         value = body.get(name)
         if value is None:
             if required:
@@ -922,7 +1056,7 @@ class FakeConnectWiseServer:
         contact = self.contacts.get(ref.get("id", -1)) if isinstance(ref.get("id"), int) else None
         if contact is None:
             raise _invalid(resource, "contact", "Contact not found.", "InvalidObject")
-        if company is not None and contact["company"]["id"] != company["id"]:
+        if company is not None and (contact.get("company") or {}).get("id") != company["id"]:
             raise _invalid(resource, "contact", "The contact does not belong to the company.", "InvalidObject")
         return contact
 
@@ -986,9 +1120,45 @@ class FakeConnectWiseServer:
     async def _list_contacts(self, request: web.Request) -> web.Response:
         return self._listed(request, list(self.contacts.values()), "contacts")
 
+    async def _list_communication_types(self, request: web.Request) -> web.Response:
+        return self._listed(request, list(self.communication_types), "communicationTypes")
+
+    def _communication_type(self, item: dict[str, Any]) -> dict[str, Any]:
+        """An item's `type` is a `CommunicationTypeReference`: an object of `id` (int32), `name` (string) and
+        `_info`, each optional (ai-connor/connectwise:model_communication_type_reference.go). Anything else in it,
+        or a wrong type, is a 400. `id` names the type; `name` is its `description` as the API returns it in a
+        reference (`{"id": 1, "name": "Email", "_info": {"type_href": ".../company/communicationTypes/1"}}` in
+        public client code) [3P]. A reference with neither cannot be resolved, and an item without a type has no
+        category for the e-mail look-up to find [U: whether ConnectWise then refuses or picks a default]; when id
+        and name disagree, the id wins [U]."""
+        ref = item.get("type")
+        if not isinstance(ref, dict):
+            raise _invalid("contact", "communicationItems/type", "The type field is required.", "NullValue")
+        unknown = set(ref) - {"id", "name", "_info"}
+        if unknown:
+            raise _invalid(
+                "contact", "communicationItems/type", f"CommunicationTypeReference has no field {sorted(unknown)[0]}."
+            )
+        type_id, name = ref.get("id"), ref.get("name")
+        if type_id is not None and (not isinstance(type_id, int) or isinstance(type_id, bool)):
+            raise _invalid("contact", "communicationItems/type/id", "id must be an integer.")
+        if name is not None and not isinstance(name, str):
+            raise _invalid("contact", "communicationItems/type/name", "name must be a string.")
+        if type_id is None and name is None:
+            raise _invalid("contact", "communicationItems/type", "The type needs an id or a name.", "NullValue")
+        for row in self.communication_types:
+            if type_id is not None and type_id == row["id"]:
+                return row
+        for row in self.communication_types:
+            if type_id is None and isinstance(name, str) and name.casefold() == row["description"].casefold():
+                return row
+        raise _invalid("contact", "communicationItems/type", "Communication type not found.", "InvalidObject")
+
     def _communication_items(self, body: dict[str, Any]) -> list[dict[str, Any]]:
-        """`communicationItems[]`: each needs a `type` reference (by id or name) and a `value`; an e-mail type's
-        value must be an address. Stored with the type's category as `communicationType`, as ConnectWise answers."""
+        """`communicationItems[]` of `ContactCommunicationItem` {id, type, value, extension, defaultFlag, domain,
+        communicationType}, all optional in the spec (Jetbuilt/connect_wise:docs/ContactCommunicationItem.md). An
+        item without a `value` carries nothing, and an e-mail type's value must be an address [U: ConnectWise's
+        exact checks]. Stored with the type's category as `communicationType`, as ConnectWise answers."""
         items = body.get("communicationItems", [])
         if not isinstance(items, list):
             raise _invalid("contact", "communicationItems", "communicationItems must be an array.")
@@ -996,23 +1166,11 @@ class FakeConnectWiseServer:
         for item in items:
             if not isinstance(item, dict):
                 raise _invalid("contact", "communicationItems", "Each communication item must be an object.")
-            type_ref = self._reference(item, "type", "contact", required=True)
-            assert type_ref is not None
-            kind = next(
-                (
-                    row
-                    for row in _COMMUNICATION_TYPES
-                    if type_ref.get("id") == row["id"]
-                    or (isinstance(type_ref.get("name"), str) and type_ref["name"].lower() == row["name"].lower())
-                ),
-                None,
-            )
-            if kind is None:
-                raise _invalid("contact", "communicationItems", "Communication type not found.", "InvalidObject")
+            kind = self._communication_type(item)
             value = item.get("value")
             if not isinstance(value, str) or not value.strip():
                 raise _invalid("contact", "communicationItems", "The value field is required.", "NullValue")
-            if kind["communicationType"] == "Email" and not _EMAIL.match(value):
+            if kind.get("emailFlag") and not _EMAIL.match(value):
                 raise _invalid("contact", "communicationItems", f"{value!r} is not a valid email address.")
             flag = item.get("defaultFlag", False)
             if not isinstance(flag, bool):
@@ -1020,31 +1178,32 @@ class FakeConnectWiseServer:
             stored.append(
                 {
                     "id": self._new_id(),
-                    "type": {"id": kind["id"], "name": kind["name"]},
+                    "type": {"id": kind["id"], "name": kind["description"]},
                     "value": value,
                     "defaultFlag": flag,
-                    "communicationType": kind["communicationType"],
+                    "communicationType": _category(kind),
                 }
             )
         return stored
 
     async def _post_contact(self, request: web.Request) -> web.Response:
-        """`POST /company/contacts`. `firstName` is required (1-30 characters, like `lastName`) [U: lengths from
-        the ConnectWiseManageAPI module]. The fake also insists on an existing `company`: our client always sends
-        one, and a contact without it could not carry the booking's opportunity. Duplicate addresses are accepted,
-        as ConnectWise does not refuse them either [U], so a client that creates twice is caught by counting."""
+        """`POST /company/contacts`. The spec requires no field (`NewContact()`, ai-connor/connectwise:
+        model_contact.go); `firstName` is required here, 1-30 characters like `lastName`, because the
+        ConnectWiseManageAPI module makes it mandatory and validates those lengths [3P:
+        christaylorcodes/ConnectWiseManageAPI:Docs/New-CWMContact.md]. `company` is optional, as in the spec, but
+        must exist when given. Duplicate addresses are accepted, as ConnectWise does not refuse them either [U], so
+        a client that creates twice is caught by counting."""
         body = await self._json_object(request, "contact")
         first = self._text(body, "firstName", "contact", required=True, limit=30)
         last = self._text(body, "lastName", "contact", required=False, limit=30)
-        company = self._find_company(body, "contact", required=True)
+        company = self._find_company(body, "contact", required=False)
         items = self._communication_items(body)
-        assert company is not None
         contact_id = self._new_id()
         contact = {
             "id": contact_id,
             "firstName": first,
             "lastName": last or "",
-            "company": self._company_ref(company),
+            **({"company": self._company_ref(company)} if company is not None else {}),
             "inactiveFlag": False,
             "communicationItems": items,
             "_info": self._info(),
@@ -1109,6 +1268,12 @@ class FakeConnectWiseServer:
         return board, status
 
     async def _post_ticket(self, request: web.Request) -> web.Response:
+        """`POST /service/tickets`: `summary` (at most 100 characters) and `company` are required
+        (`NewTicket(summary, company)`, "Max length: 100", ai-connor/connectwise:model_ticket.go). `board` is
+        optional in the spec but required here [U: apis.md §1.2 "in practice you need to set it"]; a `status` must
+        belong to that board (statuses live under `/service/boards/{id}/statuses`). `contact`, when given, must be
+        of the ticket's company [U]. `initialDescription` is "only available for POST" (model_ticket.go) and
+        becomes the first discussion note [U]."""
         body = await self._json_object(request, "ticket")
         summary = self._text(body, "summary", "ticket", required=True, limit=100)
         company = self._find_company(body, "ticket", required=True)
@@ -1147,7 +1312,8 @@ class FakeConnectWiseServer:
         return web.json_response(ticket, status=201)
 
     async def _json_patch(self, request: web.Request, resource: str) -> list[dict[str, Any]]:
-        """PATCH bodies are JSON Patch arrays: `[{"op": "replace", "path": "status", "value": {...}}]`."""
+        """PATCH bodies are JSON Patch arrays: `[{"op": "replace", "path": "status", "value": {...}}]`
+        (covenanttechnologysolutions/connectwise-rest README examples; `PatchOperation` in ai-connor/connectwise)."""
         try:
             body = await request.json()
         except (ValueError, json.JSONDecodeError):
@@ -1191,6 +1357,9 @@ class FakeConnectWiseServer:
         return self._listed(request, rows, "notes")
 
     async def _post_note(self, request: web.Request) -> web.Response:
+        """`POST /service/tickets/{id}/notes`. The spec requires no field (every `ServiceNote` field is optional
+        in tjone270/pyconnectwise-psa:docs/ServiceNote.md); `text` and at least one of the three flags are required
+        here [U: ConnectWise refuses a note with neither in practice; not in the spec]."""
         ticket_id = self._record_id(request, self.tickets, "Ticket")
         body = await self._json_object(request, "note")
         text = self._text(body, "text", "note", required=True, limit=100_000)
@@ -1217,6 +1386,9 @@ class FakeConnectWiseServer:
         return self._listed(request, list(self.opportunities.values()), "opportunities")
 
     async def _post_opportunity(self, request: web.Request) -> web.Response:
+        """`POST /sales/opportunities`: `name`, `primarySalesRep`, `company` and `contact` are required
+        (`NewOpportunity(name, primarySalesRep, company, contact)`, ai-connor/connectwise:model_opportunity.go);
+        `name` at most 100 characters [U]; the contact must be of the company [U]."""
         body = await self._json_object(request, "opportunity")
         name = self._text(body, "name", "opportunity", required=True, limit=100)
         rep = self._find_member(body, "primarySalesRep", "opportunity", required=True)
@@ -1254,6 +1426,10 @@ class FakeConnectWiseServer:
         return self._listed(request, list(self.activities.values()), "activities")
 
     async def _post_activity(self, request: web.Request) -> web.Response:
+        """`POST /sales/activities`: `name` (at most 100 characters) and `assignTo` are required
+        (`NewActivity(name, assignTo)`, "Max length: 100", ai-connor/connectwise:model_activity.go); an
+        `opportunity` reference must exist. With `activities_schedule_themselves`, a dated activity also lands on
+        its assignee's schedule as a type-C entry [U: see the field]."""
         body = await self._json_object(request, "activity")
         name = self._text(body, "name", "activity", required=True, limit=100)
         assignee = self._find_member(body, "assignTo", "activity", required=True)
@@ -1330,6 +1506,11 @@ class FakeConnectWiseServer:
                 )
 
     async def _post_entry(self, request: web.Request) -> web.Response:
+        """`POST /schedule/entries`: `type` is required, a `ScheduleTypeReference` `{id, identifier}`
+        (`NewScheduleEntry(type_)`, ai-connor/connectwise:model_schedule_entry.go); `name` at most 250 characters
+        (same file). `objectId` names what is scheduled: a ticket for type S, an activity for type C (apis.md §1.2
+        [U: the identifiers]). The spec leaves `objectId`, `member`, `dateStart` and `dateEnd` optional; they are
+        required here because an entry without them schedules nothing on anyone's calendar [U]."""
         body = await self._json_object(request, "scheduleEntry")
         type_ref = self._reference(body, "type", "scheduleEntry", required=True)
         assert type_ref is not None

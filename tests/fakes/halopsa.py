@@ -1,8 +1,19 @@
 """FakeHaloPsaServer: a stateful HaloPSA over real loopback HTTP (OAuth2 token endpoint plus /api), with faults.
 
-Behaviour follows ../shared/reference/apis.md §3 and the Halo swagger (redanthrax/halopsa-node:swagger.json):
-form-encoded client-credentials tokens at /auth/token?tenant=..., bearer tokens that expire, JSON-array POST bodies,
-`pageinate`/`page_size`/`page_no` paging with `record_count`, and 400/401/429 as the documented error statuses.
+It is built from Halo's own documents, not from our client: the swagger (`redanthrax/halopsa-node:swagger.json`,
+OpenAPI 3.0.1 "Halo API" v2, `servers: [{url: "/api"}]`) for paths, query parameters, field names and types, and
+../shared/reference/apis.md §3 for the token endpoint. Each rule below names its source; "[U]" marks a behaviour the
+documents leave open. Where they allow more than one reading, the fake can run each one (`readings`,
+`use_reading`), and our client has to work under all of them:
+
+- "" (default): `start_date`/`end_date` on GET /Appointment are strict lower bounds ("greater than this value"),
+  searches are case-insensitive substrings, list rows carry every field, holidays show in the calendar when
+  `showholidays=true`.
+- "inclusive": the same date filters compare with >= ("greater than" implemented as "not before").
+- "like": `search` and `search_details` run as SQL Server `LIKE '%term%'`, where `%`, `_` and `[...]` are wildcards.
+- "lean_lists": GET /Tickets list rows carry no `details` (the list has no documented flag to include them;
+  GET /Tickets/{id} has `includedetails`).
+- "holidays_apart": holidays are only in GET /Holiday; `showholidays` adds nothing to GET /Appointment.
 
 Run it alone for the demo: `python -m tests.fakes.halopsa --port 8083`.
 """
@@ -15,6 +26,7 @@ import json
 import re
 import secrets
 import sys
+import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -35,6 +47,11 @@ DEMO_FALLBACK_CLIENT_ID = 12
 """The MSP's catch-all "Prospects" client, seeded in every fake with one site (DEMO_FALLBACK_SITE_ID)."""
 DEMO_FALLBACK_SITE_ID = 34
 
+READINGS = ("inclusive", "like", "lean_lists", "holidays_apart")
+BUSY_KINDS = ("appointment", "holiday")
+TICKETS_MAX_PAGE_SIZE = 100
+"""Swagger GET /Tickets: "page_size (int) When using Pagination, the size of the page. Maximum size: 100"."""
+
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 _SCOPE = re.compile(r"^(all|(read|edit):[a-z_]+)( (all|(read|edit):[a-z_]+))*$")
 
@@ -50,10 +67,13 @@ def _halo_time(moment: datetime) -> str:
 
 
 class HaloBadRequest(Exception):
-    """A 400 with Halo's plain-text message."""
+    """A 400 with a plain-text message. The swagger lists 400 "Bad Request" for the main operations but gives no
+    body shape [U]; our client keeps whatever text comes back."""
 
 
 def _parse_time(value: Any, field_name: str) -> datetime:
+    """Date-times: the Appointment filters are typed `string` ("(string) Return appointments ..."), the record
+    fields `format: date-time` (swagger schemas `Appointment`, `Holidays`); an unreadable one is a 400 [U]."""
     if not isinstance(value, str) or not value:
         raise HaloBadRequest(f"{field_name} must be an ISO-8601 date-time string")
     try:
@@ -64,6 +84,7 @@ def _parse_time(value: Any, field_name: str) -> datetime:
 
 
 def _int_field(item: dict[str, Any], name: str, *, required: bool = False) -> int | None:
+    """Ids in bodies are `integer`/`int32` in every swagger schema (`agent_id`, `client_id`, `ticket_id`, ...)."""
     value = item.get(name)
     if value is None:
         if required:
@@ -72,6 +93,68 @@ def _int_field(item: dict[str, Any], name: str, *, required: bool = False) -> in
     if isinstance(value, bool) or not isinstance(value, int):
         raise HaloBadRequest(f"{name} must be an integer id")
     return value
+
+
+def _int_query(query: Any, name: str) -> int | None:
+    """An `(int)` query parameter (the swagger types them `integer`); anything else is a 400."""
+    raw = query.get(name)
+    if raw is None or raw == "":
+        return None
+    try:
+        return int(raw)
+    except ValueError:
+        raise HaloBadRequest(f"{name} must be an integer") from None
+
+
+def _bool_query(query: Any, name: str) -> bool:
+    """A `(bool)` query parameter (the swagger types them `boolean`): true/false, any case; anything else is a 400."""
+    raw = str(query.get(name, "false")).lower()
+    if raw not in ("true", "false"):
+        raise HaloBadRequest(f"{name} must be true or false")
+    return raw == "true"
+
+
+def _class_members(body: str) -> str:
+    """The inside of a LIKE `[...]` class for a regex: single characters and `a-f` ranges, escaped; a reversed
+    range such as `t-l` matches nothing, and an empty class matches nothing either [U: SQL Server's behaviour]."""
+    members, index = [], 0
+    while index < len(body):
+        if index + 2 < len(body) and body[index + 1] == "-":
+            low, high = body[index], body[index + 2]
+            if low <= high:
+                members.append(f"{re.escape(low)}-{re.escape(high)}")
+            index += 3
+        else:
+            members.append(re.escape(body[index]))
+            index += 1
+    return "".join(members) or "^\\s\\S"
+
+
+def _like_regex(term: str) -> re.Pattern[str]:
+    """`LIKE '%term%'` in SQL Server as a regex: `%` any run, `_` one character, `[abc]`/`[a-f]`/`[^a]` a class;
+    case-insensitive, as SQL Server's default collation is. An unclosed `[` is taken literally."""
+    out, index = [".*"], 0
+    while index < len(term):
+        char = term[index]
+        if char == "%":
+            out.append(".*")
+        elif char == "_":
+            out.append(".")
+        elif char == "[":
+            close = term.find("]", index + 2 if term[index + 1 : index + 2] in ("^", "]") else index + 1)
+            if close == -1:
+                out.append(re.escape(char))
+            else:
+                body = term[index + 1 : close]
+                negate = body.startswith("^")
+                body = body[1:] if negate else body
+                out.append("[" + ("^" if negate else "") + _class_members(body) + "]")
+                index = close
+        else:
+            out.append(re.escape(char))
+        index += 1
+    out.append(".*")
+    return re.compile("".join(out), re.IGNORECASE | re.DOTALL)
 
 
 @dataclass
@@ -114,6 +197,8 @@ class FakeHaloPsaServer:
     users: dict[int, dict[str, Any]] = field(default_factory=dict)
     tickets: dict[int, dict[str, Any]] = field(default_factory=dict)
     appointments: dict[int, dict[str, Any]] = field(default_factory=dict)
+    holidays: dict[int, dict[str, Any]] = field(default_factory=dict)
+    """Rows of the swagger's `Holidays` schema, keyed by `holid`: agents' holidays and leave."""
     actions: dict[int, dict[str, Any]] = field(default_factory=dict)
     statuses: dict[int, str] = field(
         default_factory=lambda: {1: "New", 2: "In Progress", 3: "Scheduled", 4: "Waiting on Customer", 9: "Closed"}
@@ -121,6 +206,11 @@ class FakeHaloPsaServer:
     tickettypes: dict[int, str] = field(default_factory=lambda: {1: "Incident", 2: "Service Request", 3: "Sales"})
     tokens: dict[str, datetime] = field(default_factory=dict)
     """Issued bearer tokens and when each expires."""
+    busy_kinds: tuple[str, ...] = BUSY_KINDS
+    """"appointment": an appointment in the agent's calendar; "holiday": a `Holidays` row of the agent (leave)."""
+    readings: tuple[str, ...] = READINGS
+    """The alternative readings of Halo's documents this fake can run (see the module docstring)."""
+    reading: str = ""
     in_flight: int = 0
     max_in_flight: int = 0
     throttled: int = 0
@@ -211,7 +301,32 @@ class FakeHaloPsaServer:
         user_id = table[int(record_id)].get("user_id")
         return None if user_id is None else str(user_id)
 
-    def add_busy(self, member: str, starts_at: Any, ends_at: Any) -> None:
+    def use_reading(self, name: str) -> None:
+        if name and name not in self.readings:
+            raise ValueError(f"unknown reading {name!r}; this fake knows {self.readings}")
+        self.reading = name
+
+    def add_busy(self, member: str, starts_at: Any, ends_at: Any, kind: str = "") -> None:
+        """ "appointment": someone booked the agent in Halo; "holiday": the agent's leave, a `Holidays` row."""
+        kind = kind or self.busy_kinds[0]
+        if kind not in self.busy_kinds:
+            raise ValueError(f"unknown busy kind {kind!r}; this fake knows {self.busy_kinds}")
+        if kind == "holiday":
+            holid = self._new_id()
+            # Field names and types from the swagger's `Holidays` schema: `id` is a uuid, `holid` the int32 key,
+            # `date`/`end_date` date-times, `agent_id` int32. The approval status values are [U].
+            self.holidays[holid] = {
+                "id": str(uuid.uuid4()),
+                "holid": holid,
+                "agent_id": int(member),
+                "date": starts_at.astimezone(UTC),
+                "end_date": ends_at.astimezone(UTC),
+                "allday": False,
+                "name": "Annual leave",
+                "holiday_type": 0,
+                "approval_status": 1,
+            }
+            return
         appointment_id = self._new_id()
         self.appointments[appointment_id] = {
             "id": appointment_id,
@@ -233,6 +348,7 @@ class FakeHaloPsaServer:
         app.router.add_get("/api/Appointment", self._list_appointments)
         app.router.add_post("/api/Appointment", self._post_appointments)
         app.router.add_delete("/api/Appointment/{id}", self._delete_appointment)
+        app.router.add_get("/api/Holiday", self._list_holidays)
         app.router.add_get("/api/Actions", self._list_actions)
         app.router.add_post("/api/Actions", self._post_actions)
         app.router.add_get("/api/Users", self._list_users)
@@ -354,6 +470,9 @@ class FakeHaloPsaServer:
 
     @staticmethod
     def _paged(request: web.Request, rows: list[dict[str, Any]], list_key: str) -> web.Response:
+        """Swagger: `pageinate` "(bool) Whether to use Pagination in the response", `page_no` "(int) When using
+        Pagination, the page number to return", `page_size` "(int) ... the size of the page". The answer's shape
+        (`record_count` plus a named list) is n8n's `haloPSAApiRequestAllItems` (apis.md §3); the swagger has none."""
         query = request.query
         if query.get("pageinate", "").lower() != "true":
             return web.json_response({"record_count": len(rows), list_key: rows})
@@ -381,8 +500,13 @@ class FakeHaloPsaServer:
             if request.transport is not None:
                 request.transport.close()
 
-    @staticmethod
-    def _matches(search: str, *texts: Any) -> bool:
+    def _matches(self, search: str, *texts: Any) -> bool:
+        """The swagger says only "like this search string" (GET /Appointment `search`), "Filters response based on
+        the search string" (GET /Tickets `search`) and "details matching the search" (`search_details`) [U]: a
+        case-insensitive substring by default, SQL Server `LIKE '%term%'` in the "like" reading."""
+        if self.reading == "like":
+            pattern = _like_regex(search)
+            return any(isinstance(text, str) and pattern.fullmatch(text) is not None for text in texts)
         needle = search.lower()
         return any(isinstance(text, str) and needle in text.lower() for text in texts)
 
@@ -394,15 +518,27 @@ class FakeHaloPsaServer:
         return view
 
     async def _list_tickets(self, request: web.Request) -> web.Response:
-        search = request.query.get("search", "")
-        rows = [
-            self._ticket_view(ticket)
-            for ticket in self.tickets.values()
-            if not search or self._matches(search, ticket["summary"], ticket.get("details"), str(ticket["id"]))
-        ]
+        query = request.query
+        if (_int_query(query, "page_size") or 0) > TICKETS_MAX_PAGE_SIZE:
+            raise HaloBadRequest(f"page_size may be at most {TICKETS_MAX_PAGE_SIZE}")
+        # Swagger GET /Tickets: `search` "(string) Filters response based on the search string" (here: summary,
+        # details and id [U]); `search_details` "(string) Returns tickets based on the details matching the search".
+        search = query.get("search", "")
+        search_details = query.get("search_details", "")
+        rows = []
+        for ticket in self.tickets.values():
+            if search and not self._matches(search, ticket["summary"], ticket.get("details"), str(ticket["id"])):
+                continue
+            if search_details and not self._matches(search_details, ticket.get("details")):
+                continue
+            view = self._ticket_view(ticket)
+            if self.reading == "lean_lists":
+                view.pop("details", None)
+            rows.append(view)
         return self._paged(request, rows, "tickets")
 
     async def _get_ticket(self, request: web.Request) -> web.Response:
+        """Swagger GET /Tickets/{id} ("Get one Faults"); a missing one is the 404 the `/{id}` paths document."""
         ticket = self.tickets.get(int(request.match_info["id"])) if request.match_info["id"].isdigit() else None
         if ticket is None:
             return web.Response(status=404, text="Ticket not found")
@@ -426,6 +562,9 @@ class FakeHaloPsaServer:
             raise HaloBadRequest(f"Agent {agent_id} does not exist")
 
     async def _post_tickets(self, request: web.Request) -> web.Response:
+        """Swagger POST /Tickets: an array of `Faults`. `summary` required is from n8n/halopsa-node's ticket create
+        ("Required Parameters: Summary", redanthrax/halopsa-node docs/tickets.md); ids must name existing rows [U].
+        A body element with `id` updates that ticket (Halo's upsert-by-id, apis.md §3)."""
         items = await self._array_body(request)
         saved: list[dict[str, Any]] = []
         for item in items:
@@ -470,37 +609,94 @@ class FakeHaloPsaServer:
         view["end_date"] = _halo_time(appointment["end_date"])
         return view
 
+    def _after(self, moment: datetime, bound: datetime) -> bool:
+        """Swagger GET /Appointment: "greater than this value". Strictly greater by default; >= when "inclusive"."""
+        return moment >= bound if self.reading == "inclusive" else moment > bound
+
+    def _holiday_appointments(self) -> list[dict[str, Any]]:
+        """Holidays as calendar rows, for `showholidays` ("(bool) Include the appointment type 'holiday' in the
+        response", swagger GET /Appointment). The row's type field name is [U]."""
+        return [
+            {
+                "id": holiday["holid"],
+                "subject": holiday["name"],
+                "start_date": holiday["date"],
+                "end_date": holiday["end_date"],
+                "agent_id": holiday["agent_id"],
+                "appointment_type_name": "Holiday",
+                "note": "",
+            }
+            for holiday in self.holidays.values()
+            if holiday.get("agent_id") is not None
+        ]
+
     async def _list_appointments(self, request: web.Request) -> web.Response:
         query = request.query
         agents: set[int] | None = None
         if query.get("agents"):
+            # "(string) Comma separated list of agent IDs. Returns these agent's appointments."
             try:
                 agents = {int(part) for part in query["agents"].split(",") if part.strip()}
             except ValueError:
                 raise HaloBadRequest("agents must be a comma separated list of agent ids") from None
+        # "(string) Return appointments with a start date greater than this value." and "... with an end date
+        # greater than this value.": two lower bounds, neither an upper one.
         starts = _parse_time(query["start_date"], "start_date") if "start_date" in query else None
         ends = _parse_time(query["end_date"], "end_date") if "end_date" in query else None
-        ticket_id = query.get("ticket_id")
+        # "(int) Return appointments assigned to a particular ticket."
+        ticket_id = _int_query(query, "ticket_id")
         search = query.get("search", "")
+        candidates = list(self.appointments.values())
+        if _bool_query(query, "showholidays") and self.reading != "holidays_apart":
+            candidates += self._holiday_appointments()
         rows = []
-        for appointment in sorted(self.appointments.values(), key=lambda row: (row["start_date"], row["id"])):
+        for appointment in sorted(candidates, key=lambda row: (row["start_date"], row["id"])):
             if agents is not None and appointment["agent_id"] not in agents:
                 continue
-            # The calendar view answers appointments overlapping [start_date, end_date).
-            if starts is not None and appointment["end_date"] <= starts:
+            if starts is not None and not self._after(appointment["start_date"], starts):
                 continue
-            if ends is not None and appointment["start_date"] >= ends:
+            if ends is not None and not self._after(appointment["end_date"], ends):
                 continue
-            if ticket_id is not None and str(appointment.get("ticket_id")) != ticket_id:
+            if ticket_id is not None and appointment.get("ticket_id") != ticket_id:
                 continue
             if search and not self._matches(search, appointment["subject"], appointment.get("note")):
                 continue
             rows.append(self._appointment_view(appointment))
-        if query.get("pageinate", "").lower() != "true":
+        if not _bool_query(query, "pageinate"):
+            # Without `pageinate` ("(bool) Whether to use Pagination in the response") the list is a bare array [U].
             return web.json_response(rows)
         return self._paged(request, rows, "appointments")
 
+    async def _list_holidays(self, request: web.Request) -> web.Response:
+        """Swagger GET /Holiday (tag Holidays): `agent_id` (integer), `start_date`/`end_date` (DateTime),
+        `inclusive_start`/`inclusive_end` (boolean), `approved_only` (boolean), all without a description [U].
+        Here: `agent_id` keeps that agent's rows; `start_date` keeps rows ending after it and `end_date` rows
+        starting before it (>= / <= with the `inclusive_*` flags). The answer is a bare array of `Holidays` [U]."""
+        query = request.query
+        agent_id = _int_query(query, "agent_id")
+        starts = _parse_time(query["start_date"], "start_date") if "start_date" in query else None
+        ends = _parse_time(query["end_date"], "end_date") if "end_date" in query else None
+        inclusive_start, inclusive_end = _bool_query(query, "inclusive_start"), _bool_query(query, "inclusive_end")
+        approved_only = _bool_query(query, "approved_only")
+        rows = []
+        for holiday in sorted(self.holidays.values(), key=lambda row: (row["date"], row["holid"])):
+            if agent_id is not None and holiday.get("agent_id") != agent_id:
+                continue
+            if starts is not None and not (
+                holiday["end_date"] >= starts if inclusive_start else holiday["end_date"] > starts
+            ):
+                continue
+            if ends is not None and not (holiday["date"] <= ends if inclusive_end else holiday["date"] < ends):
+                continue
+            if approved_only and holiday.get("approval_status") != 1:
+                continue
+            rows.append({**holiday, "date": _halo_time(holiday["date"]), "end_date": _halo_time(holiday["end_date"])})
+        return web.json_response(rows)
+
     async def _post_appointments(self, request: web.Request) -> web.Response:
+        """Swagger POST /Appointment: an array of `Appointment`. A new one needs `subject`, `start_date`,
+        `end_date` and an existing `agent_id`, and must end after it starts [U: the schema marks nothing required;
+        these are the fields every appointment in Halo's calendar has]. An element with `id` moves that one."""
         items = await self._array_body(request)
         saved: list[dict[str, Any]] = []
         for item in items:
@@ -531,6 +727,7 @@ class FakeHaloPsaServer:
         return self._created(saved)
 
     async def _delete_appointment(self, request: web.Request) -> web.Response:
+        """Swagger DELETE /Appointment/{id} ("Delete one Appointment"); an unknown id is a 404 [U]."""
         raw = request.match_info["id"]
         if not raw.isdigit() or self.appointments.pop(int(raw), None) is None:
             return web.Response(status=404, text="Appointment not found")
@@ -539,13 +736,16 @@ class FakeHaloPsaServer:
     # Actions (ticket notes)
 
     async def _list_actions(self, request: web.Request) -> web.Response:
-        raw = request.query.get("ticket_id", "")
-        if not raw.isdigit():
+        # Swagger GET /Actions: "ticket_id (int) The ID of the Ticket to get actions for." (required here [U]).
+        ticket_id = _int_query(request.query, "ticket_id")
+        if ticket_id is None:
             raise HaloBadRequest("ticket_id is required")
-        rows = [dict(action) for action in self.actions.values() if action["ticket_id"] == int(raw)]
+        rows = [dict(action) for action in self.actions.values() if action["ticket_id"] == ticket_id]
         return self._paged(request, rows, "actions")
 
     async def _post_actions(self, request: web.Request) -> web.Response:
+        """Swagger POST /Actions: an array of `Actions`. A note needs the `ticket_id` it belongs to and a `note`
+        [U: the schema marks nothing required]."""
         items = await self._array_body(request)
         saved: list[dict[str, Any]] = []
         for item in items:
@@ -564,13 +764,15 @@ class FakeHaloPsaServer:
     # Look-ups
 
     async def _list_users(self, request: web.Request) -> web.Response:
+        # Swagger GET /Users: `search` (the columns it covers are [U]: name and address here) and `client_id`
+        # "(int) Filters by Users belonging to a particular client".
         search = request.query.get("search", "")
-        client_id = request.query.get("client_id")
+        client_id = _int_query(request.query, "client_id")
         rows = [
             dict(user)
             for user in self.users.values()
             if (not search or self._matches(search, user["name"], user["emailaddress"]))
-            and (client_id is None or str(user["client_id"]) == client_id)
+            and (client_id is None or user["client_id"] == client_id)
         ]
         return self._paged(request, rows, "users")
 

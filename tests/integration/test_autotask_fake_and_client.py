@@ -154,7 +154,7 @@ async def test_contacts_are_queried_with_filter_json_and_an_or_group_over_the_th
         ({"filter": []}, "at least one condition"),
         ({}, "at least one condition"),
         ({"filter": [{"op": "like", "field": "title", "value": "x"}]}, "Unsupported operator"),
-        ({"filter": [{"op": "eq", "field": "colour", "value": "x"}]}, "Unable to find field"),
+        ({"filter": [{"op": "eq", "field": "colour", "value": "x"}]}, "Unable to find colour in the Tickets Entity"),
         ({"filter": [{"op": "eq", "field": "title"}]}, "needs a value"),
         ({"filter": [{"op": "in", "field": "id", "value": 5}]}, "array value"),
         ({"filter": [{"op": "or", "items": []}]}, "non-empty 'items'"),
@@ -257,11 +257,10 @@ async def test_creates_answer_item_id_and_child_records_go_through_their_parent_
     ]
     assert stored_todo["id"] == int(todo.record_id)
     assert stored_todo["opportunityID"] == int(opportunity.record_id)
-    async with session.post(
-        f"{fake.base_url}{API_PREFIX}CompanyToDos", json={"actionType": 3}, headers=auth_headers(fake)
-    ) as got:
-        assert got.status == 405
-        assert "through their parent" in (await got.json())["errors"][0]
+    for child in ("CompanyToDos", "Contacts", "TicketNotes", "ServiceCallTickets", "ServiceCallTicketResources"):
+        async with session.post(f"{fake.base_url}{API_PREFIX}{child}", json={}, headers=auth_headers(fake)) as got:
+            assert got.status == 405, child
+            assert "does not support http method 'POST'" in (await got.json())["Message"]
 
 
 async def test_a_schedule_entry_on_a_ticket_assigns_the_member_and_creates_no_other_ticket(
@@ -280,8 +279,9 @@ async def test_a_schedule_entry_on_a_ticket_assigns_the_member_and_creates_no_ot
     [link] = fake.tables["ServiceCallTickets"].values()
     [assignment] = fake.tables["ServiceCallTicketResources"].values()
     assert (link["serviceCallID"], link["ticketID"]) == (int(entry.record_id), int(ticket.record_id))
-    assert (assignment["serviceCallTicketID"], assignment["resourceID"], assignment["roleID"]) == (
-        link["id"],
+    assert assignment == {"id": assignment["id"], "serviceCallTicketID": link["id"], "resourceID": DEMO_RESOURCE_ID}
+    [stored_ticket] = fake.records(PsaRecordKind.TICKET)
+    assert (stored_ticket["assignedResourceID"], stored_ticket["assignedResourceRoleID"]) == (
         DEMO_RESOURCE_ID,
         DEMO_ROLE_ID,
     )
@@ -296,7 +296,7 @@ async def test_times_leave_as_utc_iso_8601_whatever_zone_the_draft_uses(
         PsaRecordKind.SCHEDULE_ENTRY,
         draft_for(fake, "utc", starts_at=local, ends_at=local + timedelta(minutes=45)),
     )
-    [create] = [logged for logged in fake.log if logged.method == "POST" and logged.path.endswith("/ServiceCalls")]
+    [create] = [logged for logged in fake.log if logged.method == "POST" and logged.path.endswith("/Appointments")]
     assert create.body["startDateTime"] == "2026-11-24T15:00:00Z"
     assert create.body["endDateTime"] == "2026-11-24T15:45:00Z"
 
@@ -389,11 +389,11 @@ async def test_without_a_fallback_company_no_contact_is_created(
 async def test_the_fake_validates_contact_bodies_like_autotask(
     fake: FakeAutotaskServer, session: aiohttp.ClientSession
 ) -> None:
-    url = f"{fake.base_url}{API_PREFIX}Contacts"
+    url = f"{fake.base_url}{API_PREFIX}Companies/{DEMO_FALLBACK_COMPANY_ID}/Contacts"
     good = {"companyID": DEMO_FALLBACK_COMPANY_ID, "firstName": "A", "lastName": "B", "isActive": 1}
     refusals = {
         "Missing required field(s) on Contacts: lastName": {**good, "lastName": None},
-        "Reference value on field companyID of type Companies does not exist: 777": {**good, "companyID": 777},
+        "companyID 777 does not match the parent id": {**good, "companyID": 777},
         "not a valid email address": {**good, "emailAddress": "not-an-address"},
         "isActive must be 0 or 1": {**good, "isActive": 5},
     }

@@ -122,6 +122,10 @@ def app_processes(database: Database, tmp_path: Path) -> Iterator[list[str]]:
                 process.kill()
 
 
+def process_logs(tmp_path: Path) -> str:
+    return "\n".join(path.read_text(errors="replace")[-2000:] for path in sorted(tmp_path.glob("serve-*.log")))
+
+
 async def wait_until_ready(session: aiohttp.ClientSession, bases: list[str], tmp_path: Path) -> None:
     deadline = asyncio.get_running_loop().time() + 60
     for base in bases:
@@ -133,8 +137,7 @@ async def wait_until_ready(session: aiohttp.ClientSession, bases: list[str], tmp
             except aiohttp.ClientError:
                 pass
             if asyncio.get_running_loop().time() > deadline:
-                logs = "\n".join(path.read_text(errors="replace")[-2000:] for path in tmp_path.glob("serve-*.log"))
-                raise AssertionError(f"an app process did not become ready:\n{logs}")
+                raise AssertionError(f"an app process did not become ready:\n{process_logs(tmp_path)}")
             await asyncio.sleep(0.2)
 
 

@@ -265,7 +265,7 @@ async def test_a_first_time_client_becomes_a_contact_of_the_fallback_company_wit
             "firstName": "Maria",
             "lastName": "de la Cruz Fernández-Villaverd",  # 30 characters at most
             "company": {"identifier": DEMO_FALLBACK_COMPANY},
-            "communicationItems": [{"type": {"name": "Email"}, "value": "maria@newco.example", "defaultFlag": True}],
+            "communicationItems": [{"type": {"id": 1}, "value": "maria@newco.example", "defaultFlag": True}],
         }
         assert "lastName" not in second
         assert contact.company_id == str(DEMO_FALLBACK_COMPANY_ID)
@@ -518,11 +518,13 @@ async def test_removing_an_entry_twice_is_fine_but_moving_a_missing_one_is_rejec
     [
         ({"firstName": None}, "firstName"),
         ({"firstName": "x" * 31}, "firstName"),
-        ({"company": None}, "company"),
         ({"company": {"identifier": "NoSuchCo"}}, "company"),
-        ({"communicationItems": [{"type": {"name": "Pager"}, "value": "x@y.example"}]}, "communicationItems"),
+        ({"communicationItems": [{"type": {"name": "Pager"}, "value": "x@y.example"}]}, "communicationItems/type"),
+        ({"communicationItems": [{"type": {"id": 99}, "value": "x@y.example"}]}, "communicationItems/type"),
+        ({"communicationItems": [{"type": {"id": "1"}, "value": "x@y.example"}]}, "communicationItems/type/id"),
+        ({"communicationItems": [{"type": {"identifier": "Email"}, "value": "x@y"}]}, "communicationItems/type"),
         ({"communicationItems": [{"type": {"name": "Email"}, "value": "not-an-address"}]}, "communicationItems"),
-        ({"communicationItems": [{"value": "x@y.example"}]}, "type"),
+        ({"communicationItems": [{"value": "x@y.example"}]}, "communicationItems/type"),
     ],
 )
 async def test_the_fake_validates_contact_bodies_like_connectwise(change: dict[str, Any], field: str) -> None:

@@ -239,11 +239,12 @@ async def test_activities_and_schedule_entries_both_become_appointments_and_only
         assert appointments[entry.record_id]["start_date"] == "2026-11-24T15:00:00"
 
 
-async def test_ticket_look_ups_use_halos_search_with_the_idempotency_marker() -> None:
+async def test_ticket_look_ups_filter_the_details_with_search_details_and_a_term_free_of_like_wildcards() -> None:
     async with open_fake_and_client() as (client, fake, _config):
         await client.create_record(PsaRecordKind.TICKET, draft(fake, "search-1"))
         [lookup] = [call for call in api_requests(fake) if call.method == "GET" and call.path == "/api/Tickets"]
-        assert lookup.query["search"] == "[slotwise:search-1]"
+        assert "search" not in lookup.query
+        assert lookup.query["search_details"] == "slotwise:search-1"
         assert lookup.query["pageinate"] == "true"
         [ticket] = fake.records(PsaRecordKind.TICKET)
         assert ticket["details"].endswith("[slotwise:search-1]")
