@@ -52,7 +52,8 @@ async def retry_step(request: web.Request) -> web.Response:
     if role not in ("admin", "agent"):
         raise web.HTTPForbidden(text="This key may not retry steps")
     raw = request.match_info["step_id"]
-    if not raw.isdigit() or len(raw) > 18:
+    # Step ids are 32-bit integers in the database (PostgreSQL refuses larger ones with an error, not a miss).
+    if not raw.isdigit() or len(raw) > 10 or int(raw) > 2**31 - 1:
         raise NotFound("No such workflow step")
     if not await retry_job(request.app[ADMIN_DATABASE], tenant_id, int(raw)):
         raise InvalidRequest("Only a failed step of your tenant can be retried", field="step_id")

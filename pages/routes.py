@@ -18,6 +18,7 @@ from aiohttp import web
 from pages.links import LinkSigner, ManageLinks, csrf_matches, new_csrf_token
 from scheduling.errors import (
     BookingChanged,
+    IdempotencyKeyReused,
     InvalidRequest,
     LinkExpired,
     LinkInvalid,
@@ -27,7 +28,7 @@ from scheduling.errors import (
 )
 from scheduling.model import Booking, BookingStatus, BookingTarget, ClientDetails, SchedulingRequest, Slot
 from scheduling.ports import AgentKeys, Clock, RateLimiter, RequestStore, TenantCatalog
-from scheduling.service import Scheduler, parse_time_zone, validate_email
+from scheduling.service import Scheduler, check_day, parse_time_zone, validate_email
 
 log = logging.getLogger("slotwise.pages")
 CSRF_COOKIE = "sw_csrf"
@@ -84,6 +85,7 @@ def _query_string(params: Mapping[str, str], action: str = "") -> str:
 _STATUS: list[tuple[type[SlotwiseError], int, str]] = [
     (SlotUnavailable, 409, "slot_unavailable"),
     (BookingChanged, 409, "booking_changed"),
+    (IdempotencyKeyReused, 422, "idempotency_key_reused"),
     (LinkExpired, 410, "link_expired"),
     (LinkInvalid, 404, "link_invalid"),
     (NotFound, 404, "not_found"),
@@ -112,6 +114,11 @@ async def error_middleware(
 ) -> web.StreamResponse:
     """Turn our errors into specific 4xx answers, as JSON for the API and as a page for people."""
     try:
+        # A NUL in the path or query would reach the database (PostgreSQL refuses it with an error) or zoneinfo.
+        check_text(request.path, "the address")
+        for name, value in request.query.items():
+            check_text(name, "a query parameter")
+            check_text(value, name)
         return await handler(request)
     except SlotwiseError as exc:
         status, code = next(((s, c) for kind, s, c in _STATUS if isinstance(exc, kind)), (400, "invalid_request"))
@@ -178,9 +185,10 @@ def _zone_from(request: web.Request, default: str) -> tuple[str, ZoneInfo]:
 
 def _parse_day(value: str, field: str) -> date:
     try:
-        return date.fromisoformat(value)
+        day = date.fromisoformat(value)
     except ValueError as exc:
         raise InvalidRequest(f"'{value[:20]}' is not a date; use YYYY-MM-DD", field=field) from exc
+    return check_day(day, field)
 
 
 def parse_instant(value: Any, field: str = "start") -> datetime:
@@ -192,7 +200,39 @@ def parse_instant(value: Any, field: str = "start") -> datetime:
         raise InvalidRequest(f"'{value}' is not an ISO-8601 time", field=field) from exc
     if moment.tzinfo is None:
         raise InvalidRequest("The time needs a UTC offset, e.g. 2026-11-24T15:00:00+00:00", field=field)
+    # The wall date is checked before converting: year 1 at +01:00 would overflow on the way to UTC.
+    check_day(moment.date(), field)
     return moment.astimezone(UTC)
+
+
+MAX_JSON_DEPTH = 16
+"""No request of ours nests deeper; refusing deeper bodies keeps a 5,000-level array from exhausting the stack."""
+
+
+def check_text(value: str, field: str) -> str:
+    """Text a person could have typed: no NUL (PostgreSQL cannot store it) and no lone surrogate (not Unicode)."""
+    if "\x00" in value:
+        raise InvalidRequest(f"'{field[:40]}' contains a NUL character; remove it and try again", field=field[:40])
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidRequest(f"'{field[:40]}' contains characters that are not valid text", field=field[:40]) from None
+    return value
+
+
+def check_clean(value: Any, field: str = "body", depth: int = 0) -> None:
+    """Walk a parsed JSON document: every key and string passes check_text, and nesting stays within bounds."""
+    if depth > MAX_JSON_DEPTH:
+        raise InvalidRequest(f"The request body is nested too deeply (at most {MAX_JSON_DEPTH} levels)")
+    if isinstance(value, str):
+        check_text(value, field)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            check_text(key, "a field name")
+            check_clean(item, key, depth + 1)
+    elif isinstance(value, list):
+        for item in value:
+            check_clean(item, field, depth + 1)
 
 
 async def read_json(request: web.Request) -> dict[str, Any]:
@@ -200,9 +240,38 @@ async def read_json(request: web.Request) -> dict[str, Any]:
         body = await request.json(loads=json.loads)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise InvalidRequest("The request body is not valid JSON") from exc
+    except RecursionError as exc:
+        raise InvalidRequest(f"The request body is nested too deeply (at most {MAX_JSON_DEPTH} levels)") from exc
     if not isinstance(body, dict):
         raise InvalidRequest("The request body must be a JSON object")
+    check_clean(body)
     return body
+
+
+async def read_form(request: web.Request) -> Mapping[str, Any]:
+    """The posted form, every value checked like JSON text; a malformed multipart body is a 400, not a crash."""
+    try:
+        form = await request.post()
+    except (ValueError, AssertionError, UnicodeDecodeError) as exc:
+        # aiohttp raises these for multipart/form-data without a boundary or with broken parts.
+        raise InvalidRequest("The form could not be read; reload the page and try again") from exc
+    for key, value in form.items():
+        check_text(key, "a field name")
+        if isinstance(value, str):
+            check_text(value, key)
+    return form
+
+
+def idempotency_key_of(request: web.Request) -> str | None:
+    """The Idempotency-Key header: visible ASCII only (it names a request; it is not free text)."""
+    key = request.headers.get("Idempotency-Key")
+    if key is None or key == "":
+        return None
+    if len(key) > 200 or not all("!" <= char <= "~" for char in key):
+        raise InvalidRequest(
+            "Idempotency-Key must be 1 to 200 visible ASCII characters (a UUID works well)", field="Idempotency-Key"
+        )
+    return key
 
 
 def _slot_json(slot: Slot, zone: ZoneInfo) -> dict[str, str]:
@@ -359,7 +428,7 @@ def _bookings_handler(load: TargetLoader) -> Callable[[web.Request], Awaitable[w
             client = _client_from(body, default_zone)
             zone = parse_time_zone(client.time_zone)
             booking, created = await ctx.scheduler.book(
-                target, parse_instant(body.get("start")), client, idempotency_key=request.headers.get("Idempotency-Key")
+                target, parse_instant(body.get("start")), client, idempotency_key=idempotency_key_of(request)
             )
             return web.json_response(booking_json(ctx, target, booking, zone), status=201 if created else 200)
         return await _form_booking(request, target, default_zone)
@@ -372,7 +441,7 @@ async def _form_booking(request: web.Request, target: BookingTarget, default_zon
     ctx = request.app[PAGES]
     if request.content_type not in ("application/x-www-form-urlencoded", "multipart/form-data"):
         raise InvalidRequest("Send the booking as JSON (Content-Type: application/json) or as a form")
-    form = await request.post()
+    form = await read_form(request)
     if not csrf_matches(request.cookies.get(CSRF_COOKIE), str(form.get("csrf_token", ""))):
         raise web.HTTPForbidden(text="Your session expired. Reload the page and try again.")
     body: dict[str, Any] = {
@@ -770,7 +839,7 @@ async def manage_reschedule(request: web.Request) -> web.StreamResponse:
         except BookingChanged as changed:
             return _changed_response(request, target, changed, zone)
         return web.json_response(booking_json(ctx, target, moved, zone))
-    form = await request.post()
+    form = await read_form(request)
     if not csrf_matches(request.cookies.get(CSRF_COOKIE), str(form.get("csrf_token", ""))):
         raise web.HTTPForbidden(text="Your session expired. Reload the page and try again.")
     zone = parse_time_zone(str(form.get("time_zone") or booking.client.time_zone))
@@ -813,7 +882,7 @@ async def manage_cancel(request: web.Request) -> web.StreamResponse:
         except BookingChanged as changed:
             return _changed_response(request, target, changed, zone)
         return web.json_response(booking_json(ctx, target, cancelled, zone))
-    form = await request.post()
+    form = await read_form(request)
     if not csrf_matches(request.cookies.get(CSRF_COOKIE), str(form.get("csrf_token", ""))):
         raise web.HTTPForbidden(text="Your session expired. Reload the page and try again.")
     zone_name = str(form.get("time_zone") or booking.client.time_zone)

@@ -23,6 +23,16 @@ class InvalidRequest(SlotwiseError):
         self.field = field
 
 
+class IdempotencyKeyReused(InvalidRequest):
+    """An Idempotency-Key sent again with another client or page: it names a different booking, which stays private."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "This Idempotency-Key was already used for a different booking; send a new key for a new booking",
+            field="Idempotency-Key",
+        )
+
+
 class SlotUnavailable(SlotwiseError):
     """The requested time is not (or no longer) bookable; carries the next free starts."""
 

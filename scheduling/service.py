@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import Hashable, Mapping
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from scheduling.errors import (
     BookingChanged,
     DuplicateRequest,
+    IdempotencyKeyReused,
     InvalidRequest,
     LinkExpired,
     NotFound,
@@ -45,15 +46,34 @@ MAX_GUESTS = 10
 _EMAIL = re.compile(r"^[^@\s\x00-\x1f<>\"]+@[^@\s\x00-\x1f<>\"]+\.[^@\s\x00-\x1f<>\".]+$")
 
 
+EARLIEST_DAY = date(1970, 1, 1)
+LATEST_DAY = date(2999, 12, 31)
+"""The dates Slotwise schedules in. Outside them a client gets a clear 400, never a datetime overflow (year 1 minus
+a day, year 9999 plus a fortnight) or a time before the epoch that PostgreSQL and SQLite store differently."""
+
+
+def check_day(day: date, field: str) -> date:
+    """`day` itself if Slotwise can schedule on it; raises InvalidRequest naming `field` otherwise."""
+    if not EARLIEST_DAY <= day <= LATEST_DAY:
+        raise InvalidRequest(
+            f"{day.isoformat()} is outside the dates Slotwise can schedule ({EARLIEST_DAY.year} to {LATEST_DAY.year})",
+            field=field,
+        )
+    return day
+
+
 def parse_time_zone(name: str) -> ZoneInfo:
-    """An IANA zone such as Europe/London; raises InvalidRequest with a readable message otherwise."""
-    if not name or len(name) > 64 or ".." in name or name.startswith("/"):
+    """An IANA zone such as Europe/London; raises InvalidRequest with a readable message otherwise.
+
+    A tzdata folder ("America") raises IsADirectoryError and a NUL raises ValueError inside zoneinfo, so every
+    failure to load counts as "not a time zone"."""
+    if not name or len(name) > 64 or ".." in name or name.startswith("/") or "\x00" in name:
         raise InvalidRequest(
             f"'{name[:64]}' is not a time zone; use an IANA name such as Europe/London", field="time_zone"
         )
     try:
         return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError) as exc:
+    except (ZoneInfoNotFoundError, ValueError, OSError) as exc:
         raise InvalidRequest(
             f"'{name}' is not a time zone; use an IANA name such as Europe/London", field="time_zone"
         ) from exc
@@ -206,6 +226,18 @@ def _target_signature(target: BookingTarget) -> tuple[Hashable, ...]:
     )
 
 
+def _replayed(target: BookingTarget, client: ClientDetails, existing: Booking) -> Booking:
+    """The booking a repeated Idempotency-Key names, only to the client who made it, on the page it was made on.
+
+    Keys are chosen by clients, so another client (or another page) sending the same key gets a 422, never the first
+    client's name, email and manage link."""
+    request_id = target.request.request_id if target.request is not None else None
+    same_page = existing.type_id == target.appointment_type.type_id and existing.request_id == request_id
+    if not same_page or existing.client.email.casefold() != client.email.casefold():
+        raise IdempotencyKeyReused()
+    return existing
+
+
 class Scheduler:
     """The booking use cases, as called by pages, the bot, the add-in and the admin API."""
 
@@ -262,14 +294,14 @@ class Scheduler:
         self, target: BookingTarget, starts_at: datetime, client: ClientDetails, *, idempotency_key: str | None = None
     ) -> tuple[Booking, bool]:
         """Book `starts_at`; returns (booking, created). A repeated idempotency key returns the original booking."""
+        cleaned = validate_client(target, client)
         if idempotency_key is not None:
             if len(idempotency_key) > 200:
                 raise InvalidRequest("Idempotency-Key is too long (at most 200 characters)", field="Idempotency-Key")
             existing = await self._store.find_by_idempotency_key(target.tenant_id, idempotency_key)
             if existing is not None:
-                return existing, False
+                return _replayed(target, cleaned, existing), False
         self._check_request_usable(target)
-        cleaned = validate_client(target, client)
         start = utc(starts_at)
         now = self._clock.now()
 
@@ -281,7 +313,7 @@ class Scheduler:
                 target, start, start + target.duration, cleaned, decide=decide, idempotency_key=idempotency_key
             )
         except DuplicateRequest as duplicate:
-            return await self.get_booking(target.tenant_id, duplicate.booking_id), False
+            return _replayed(target, cleaned, await self.get_booking(target.tenant_id, duplicate.booking_id)), False
         except SlotUnavailable as conflict:
             raise await self._with_alternatives(target, start, conflict) from conflict
         return booking, True

@@ -28,8 +28,9 @@ class HaloPsaConfig(BaseModel):
     timeout_seconds: float = Field(default=20.0, gt=0, le=120)
     max_concurrent_requests: int = Field(default=4, ge=1, le=50)
     """Halo publishes no numeric limit (apis.md §3 [U]); we stay polite and follow its 429 + Retry-After."""
-    page_size: int = Field(default=100, ge=1, le=100)
-    """Rows per page; the swagger caps GET /Tickets at "Maximum size: 100"."""
+    page_size: int = Field(default=100, ge=1, le=500)
+    """Rows per page; the swagger caps GET /Tickets at "Maximum size: 100", so the client sends at most 100 (larger
+    values, valid before that was known, still load so a stored connection keeps working)."""
     token_refresh_margin_seconds: float = Field(default=60.0, ge=0, le=600)
     """Fetch a fresh token this long before the old one expires, so no request races the expiry."""
 

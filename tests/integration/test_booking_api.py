@@ -95,6 +95,32 @@ async def test_a_repeated_idempotency_key_returns_the_original_booking(client: T
     assert await count_bookings(tenant_db) == 1
 
 
+async def test_someone_elses_idempotency_key_gets_a_422_and_never_their_booking(
+    client: TestClient, tenant_db: Database
+) -> None:
+    headers = {"Idempotency-Key": "shared-key-1"}
+    first = await client.post(f"{PAGE}/bookings", json=booking_body("2026-11-24T15:00:00+00:00"), headers=headers)
+    assert first.status == 201
+    manage_url = (await first.json())["manage_url"]
+    attempts = [
+        # Another client, same page.
+        (f"{PAGE}/bookings", booking_body("2026-11-24T16:00:00+00:00", name="Eve", email="eve@evil.test")),
+        # The same client's address, another page.
+        ("/book/acme/bob-chat/bookings", booking_body("2026-11-24T16:00:00+00:00", answers={})),
+    ]
+    for path, body in attempts:
+        stolen = await client.post(path, json=body, headers=headers)
+        assert stolen.status == 422, await stolen.text()
+        text = await stolen.text()
+        error = (await stolen.json())["error"]
+        assert error["code"] == "idempotency_key_reused"
+        assert error["field"] == "Idempotency-Key"
+        assert "dana@client.test" not in text
+        assert "Dana" not in text
+        assert manage_url.rsplit("/", 1)[-1] not in text
+    assert await count_bookings(tenant_db) == 1
+
+
 async def test_bad_input_gets_a_specific_4xx_and_never_a_500(client: TestClient) -> None:
     ok_start = "2026-11-24T15:00:00+00:00"
     cases = [
