@@ -7,11 +7,12 @@ import asyncio
 import json
 import logging
 import os
+import re
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -26,15 +27,17 @@ from bot.app import SlotwiseBot, create_notifier, setup_bot
 from bot.auth import BotAuthSettings
 from bot.handlers import ChatDeps, ChatService
 from integrations.registry import REGISTRY
+from pages.access_log import RouteAccessLogger
 from pages.links import LinkSigner, ManageLinks
 from pages.openapi import openapi_document
 from pages.ratelimit import InMemoryRateLimiter
 from pages.routes import PagesContext, build_templates, setup_pages
+from scheduling.errors import ServiceUnavailable
 from scheduling.model import Booking
 from scheduling.ports import Clock, Notifier, RateLimiter
 from scheduling.service import Scheduler
 from settings import Settings
-from storage.database import Database
+from storage.database import Database, PoolLimits, is_database_fault
 from storage.directory import SqlTeamsDirectory
 from storage.repositories import SqlAgentKeys, SqlBookingStore, SqlRequestStore, SqlTenantCatalog
 from storage.secrets import SecretBox
@@ -122,10 +125,55 @@ class TenantAdapters:
         return built
 
 
+def open_database(settings: Settings) -> Database:
+    """The database with the pool size and every timeout from the settings (see PoolLimits)."""
+    return Database(
+        settings.database_url,
+        limits=PoolLimits(
+            pool_size=settings.database_pool_size,
+            max_overflow=settings.database_max_overflow,
+            pool_timeout_seconds=settings.database_pool_timeout_seconds,
+            connect_timeout_seconds=settings.database_connect_timeout_seconds,
+            statement_timeout_seconds=settings.database_statement_timeout_seconds,
+        ),
+    )
+
+
+DATABASE_RETRY_AFTER_SECONDS = 30
+
+
+@web.middleware
+async def database_fault_middleware(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """A database that refuses, stalls or has no connection to spare is the service's trouble, not the client's:
+    it answers 503 with Retry-After (rendered by the pages' error middleware, JSON or a page), never a 500."""
+    try:
+        return await handler(request)
+    except web.HTTPException:
+        # Already an answer (the rate limiter's own 503, a redirect): whatever caused it is not ours to relabel.
+        raise
+    except Exception as exc:
+        if not is_database_fault(exc):
+            raise
+        log.warning("database unavailable for %s %s: %s", request.method, _route_of(request), type(exc).__name__)
+        raise ServiceUnavailable(
+            "Slotwise can't reach its database right now. Nothing was changed; please try again in a minute.",
+            retry_after_seconds=DATABASE_RETRY_AFTER_SECONDS,
+        ) from exc
+
+
+def _route_of(request: web.Request) -> str:
+    """The route template, never the raw path (paths carry link tokens)."""
+    route = request.match_info.route
+    resource = route.resource if route is not None else None
+    return resource.canonical if resource is not None else "<unmatched>"
+
+
 def create_app(settings: Settings, *, overrides: Overrides | None = None) -> web.Application:
     overrides = overrides or Overrides()
     app = web.Application(client_max_size=64 * 1024)
-    database = overrides.database or Database(settings.database_url)
+    database = overrides.database or open_database(settings)
     clock = overrides.clock or SystemClock()
     secret = settings.resolved_secret()
     app[DATABASE] = database
@@ -151,6 +199,8 @@ def create_app(settings: Settings, *, overrides: Overrides | None = None) -> web
         templates=build_templates(),
     )
     setup_pages(app, context)
+    # Inside the pages' error middleware, so the ServiceUnavailable it raises is rendered like every other error.
+    app.middlewares.append(database_fault_middleware)
     setup_admin_api(app, database)
     bot = build_bot(settings, database, context.scheduler, clock, manage_links.url_for, fanout)
     if bot is not None:
@@ -197,6 +247,7 @@ def bot_auth_settings(settings: Settings) -> BotAuthSettings:
         authority_ca_file=settings.bot_authority_ca_file,
         allowed_service_hosts=tuple(settings.bot_allowed_service_hosts),
         allow_http_loopback=settings.bot_allow_http_loopback,
+        allowed_callers=tuple(settings.bot_allowed_callers),
     )
 
 
@@ -240,9 +291,13 @@ async def _healthz(_request: web.Request) -> web.Response:
 async def _readyz(request: web.Request) -> web.Response:
     try:
         await request.app[DATABASE].ping()
-    except Exception:
-        log.exception("readiness check failed")
-        return web.json_response({"status": "unavailable", "database": "unreachable"}, status=503)
+    except Exception as exc:
+        if not is_database_fault(exc):
+            raise
+        log.warning("readiness check failed: the database is unreachable (%s)", type(exc).__name__)
+        response = web.json_response({"status": "unavailable", "database": "unreachable"}, status=503)
+        response.headers["Retry-After"] = str(DATABASE_RETRY_AFTER_SECONDS)
+        return response
     return web.json_response({"status": "ready"})
 
 
@@ -267,6 +322,7 @@ def _parser() -> argparse.ArgumentParser:
         sub = commands.add_parser(name, help=text)
         sub.add_argument("--host", default=None)
         sub.add_argument("--port", type=int, default=None)
+        sub.add_argument("--wait-for-db", action="store_true", help="wait for the database instead of exiting")
     apply = commands.add_parser("apply", help="apply a tenant YAML file (users, teams, appointment types)")
     apply.add_argument("file", nargs="?")
     apply.add_argument("--dry-run", action="store_true", help="print the changes without making them")
@@ -279,6 +335,7 @@ def _parser() -> argparse.ArgumentParser:
     worker.add_argument("--lease-seconds", type=float, default=30.0)
     worker.add_argument("--concurrency", type=int, default=20)
     worker.add_argument("--worker-id", default=None)
+    worker.add_argument("--wait-for-db", action="store_true", help="wait for the database instead of exiting")
     key = commands.add_parser("apikey", help="create an agent API key for a tenant (printed once)")
     key.add_argument("--tenant", required=True)
     key.add_argument("--name", default="agent")
@@ -301,8 +358,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             # Links printed and sent to clients must point at the address actually being served.
             shown_host = "127.0.0.1" if settings.host in ("0.0.0.0", "::") else settings.host  # noqa: S104
             settings.base_url = f"http://{shown_host}:{settings.port}"
+        if not asyncio.run(reach_database(settings, wait=args.wait_for_db)):
+            return 3
         if args.command != "demo":
-            web.run_app(create_app(settings), host=settings.host, port=settings.port, print=print)
+            web.run_app(
+                create_app(settings),
+                host=settings.host,
+                port=settings.port,
+                print=print,
+                access_log_class=RouteAccessLogger,
+            )
             return 0
         if not settings.bot_app_id and "bot_allow_anonymous" not in settings.model_fields_set:
             # The demo is local development: the Teams bot runs unauthenticated for the local Teams emulator,
@@ -315,14 +380,55 @@ def main(argv: Sequence[str] | None = None) -> int:
             code = asyncio.run(_demo_setup(settings))
             if code:
                 return code
-            web.run_app(create_app(settings), host=settings.host, port=settings.port, print=print)
+            web.run_app(
+                create_app(settings),
+                host=settings.host,
+                port=settings.port,
+                print=print,
+                access_log_class=RouteAccessLogger,
+            )
         finally:
             for process in stand_ins:
                 process.terminate()
         return 0
     if args.command == "worker":
+        if not asyncio.run(reach_database(settings, wait=args.wait_for_db)):
+            return 3
         return asyncio.run(run_worker(settings, args.lease_seconds, args.concurrency, args.worker_id))
     return asyncio.run(_run_command(args, settings))
+
+
+async def reach_database(settings: Settings, *, wait: bool) -> bool:
+    """Before serving: can the database be reached? If not, one clear line on stderr and False (the command exits
+    non-zero), or, with `wait`, a line now and then until it answers. Once running, the process rides out outages."""
+    database = open_database(settings)
+    where = _without_password(database.url)
+    delay = 1.0
+    try:
+        while True:
+            try:
+                await database.ping()
+                return True
+            except Exception as exc:
+                if not is_database_fault(exc):
+                    raise
+                reason = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+                if not wait:
+                    print(
+                        f"slotwise: cannot reach the database at {where} ({reason}); start it, or pass --wait-for-db",
+                        file=sys.stderr,
+                    )
+                    return False
+                print(f"slotwise: waiting for the database at {where} ({reason})", file=sys.stderr)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30.0)
+    finally:
+        await database.dispose()
+
+
+def _without_password(url: str) -> str:
+    """A database URL safe to print: the password (if any) replaced."""
+    return re.sub(r"://([^:/@]+):[^@]*@", r"://\1:***@", url)
 
 
 async def run_worker(settings: Settings, lease_seconds: float, concurrency: int, worker_id: str | None) -> int:
@@ -330,7 +436,7 @@ async def run_worker(settings: Settings, lease_seconds: float, concurrency: int,
     (its leases expire and another worker reclaims the steps)."""
     import signal
 
-    database = Database(settings.database_url)
+    database = open_database(settings)
     await database.migrate()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -416,8 +522,9 @@ async def apply_tenant_file(database: Database, settings: Settings, path: Path, 
     from admin.rollout import RolloutError, apply_plan, load_tenant_file, plan_changes
 
     file = load_tenant_file(path)
+    box = SecretBox(settings.resolved_secret())
     plan = await plan_changes(database, file)
-    connections = await plan_connections(database, file, os.environ)
+    connections = await plan_connections(database, file, os.environ, box=box)
     connection_lines = [change.render() for change in connections if change.action != "keep"]
     lines = [plan.render()] if plan.changes or plan.blockers or not connection_lines else []
     lines += connection_lines
@@ -431,9 +538,7 @@ async def apply_tenant_file(database: Database, settings: Settings, path: Path, 
         lines += [f"  ! {problem}" for problem in problems]
     lines += defaults
     if not dry_run:
-        await apply_plan(
-            database, plan, extra_writes=connection_writer(connections, SecretBox(settings.resolved_secret()))
-        )
+        await apply_plan(database, plan, extra_writes=connection_writer(connections, box))
         if plan.changes or connection_lines:
             lines.append("Applied.")
     return "\n".join(lines)
@@ -442,7 +547,7 @@ async def apply_tenant_file(database: Database, settings: Settings, path: Path, 
 async def _demo_setup(settings: Settings) -> int:
     from admin.rollout import RolloutError, list_links
 
-    database = Database(settings.database_url)
+    database = open_database(settings)
     try:
         await database.migrate()
         try:
@@ -476,7 +581,7 @@ async def _run_command(args: argparse.Namespace, settings: Settings) -> int:
     if args.command == "apply" and args.schema:
         print(json.dumps(tenant_file_json_schema(), indent=2))
         return 0
-    database = Database(settings.database_url)
+    database = open_database(settings)
     try:
         await database.migrate()
         if args.command == "migrate":

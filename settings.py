@@ -4,15 +4,33 @@ from __future__ import annotations
 
 import secrets
 from pathlib import Path
+from typing import Annotated
 
-from pydantic import Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="SLOTWISE_", env_file=".env", extra="ignore")
 
     database_url: str = "sqlite:///./var/slotwise.db"
+    database_pool_size: int = Field(
+        default=5,
+        ge=1,
+        le=100,
+        description="PostgreSQL connections each process keeps open; with max_overflow this is its ceiling. Size "
+        "it so that (processes x (pool_size + max_overflow)) stays below the server's max_connections.",
+    )
+    database_max_overflow: int = Field(default=5, ge=0, le=100, description="Extra connections under load.")
+    database_pool_timeout_seconds: float = Field(
+        default=5.0, gt=0, le=120, description="How long a request waits for a free connection before a 503."
+    )
+    database_connect_timeout_seconds: float = Field(
+        default=5.0, gt=0, le=120, description="How long opening a connection may take before a 503."
+    )
+    database_statement_timeout_seconds: float = Field(
+        default=10.0, gt=0, le=600, description="How long one statement may run (or wait on a lock) before a 503."
+    )
     base_url: str = "http://127.0.0.1:8080"
     host: str = "127.0.0.1"
     port: int = 8080
@@ -44,9 +62,22 @@ class Settings(BaseSettings):
         ],
         description="Hosts the bot may send to (the activity's serviceUrl must be one of them).",
     )
+    bot_allowed_callers: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Single-tenant bot: Entra app ids (comma-separated in the environment) whose app-only tokens "
+        "of the bot's tenant are accepted besides Bot Framework channel tokens. Empty: channel tokens only.",
+    )
     bot_allow_http_loopback: bool = Field(
         default=False, description="Tests and local development: allow http:// service URLs on 127.0.0.1/localhost."
     )
+
+    @field_validator("bot_allowed_callers", mode="before")
+    @classmethod
+    def _split_allowed_callers(cls, value: object) -> object:
+        """SLOTWISE_BOT_ALLOWED_CALLERS="id1, id2": app ids are GUIDs, so a comma list needs no JSON."""
+        if isinstance(value, str):
+            return [item.strip() for item in value.split(",") if item.strip()]
+        return value
 
     def resolved_secret(self) -> str:
         """The signing secret: from the environment, else a random one kept in var/ so links survive restarts."""

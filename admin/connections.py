@@ -6,8 +6,6 @@ tested against the vendor before anything is saved, and stored only as an encryp
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -47,8 +45,10 @@ class ConnectionChange:
         return f"{mark} integration {self.kind} ({self.vendor}){': ' + self.detail if self.detail else ''}"
 
 
-def _fingerprint(secrets: Mapping[str, str]) -> str:
-    return hashlib.sha256(json.dumps(dict(secrets), sort_keys=True).encode()).hexdigest()
+def _fingerprint(box: SecretBox, tenant_slug: str, kind: str, secrets: Mapping[str, str]) -> str:
+    # Keyed by the app secret and bound to the tenant and kind (see SecretBox.fingerprint). The tenant is named by
+    # its slug because that is the tenant's identity in its file and exists before a first apply gives it an id.
+    return box.fingerprint(tenant_slug, kind, secrets)
 
 
 def _resolve(kind: str, spec: ConnectionSpec, env: Mapping[str, str]) -> tuple[dict[str, str], Any]:
@@ -77,8 +77,13 @@ def _resolve(kind: str, spec: ConnectionSpec, env: Mapping[str, str]) -> tuple[d
     return secrets, config
 
 
-async def plan_connections(database: Database, file: TenantFile, env: Mapping[str, str]) -> list[ConnectionChange]:
-    """What the file's `integrations:` would change. Raises RolloutError naming the field or variable at fault."""
+async def plan_connections(
+    database: Database, file: TenantFile, env: Mapping[str, str], *, box: SecretBox
+) -> list[ConnectionChange]:
+    """What the file's `integrations:` would change. Raises RolloutError naming the field or variable at fault.
+
+    `box` keys the secrets' fingerprints; pass the SecretBox of this app secret (the one `connection_writer` gets).
+    """
     async with database.read() as conn:
         tenant_id = (
             await conn.execute(select(tenants.c.id).where(tenants.c.slug == file.tenant.slug))
@@ -98,7 +103,7 @@ async def plan_connections(database: Database, file: TenantFile, env: Mapping[st
                 changes.append(ConnectionChange(kind, current["vendor"], "delete", {}, {}, "", None))
             continue
         secrets, config = _resolve(kind, spec, env)
-        fingerprint = _fingerprint(secrets)
+        fingerprint = _fingerprint(box, file.tenant.slug, kind, secrets)
         settings = spec.settings()
         if current is None:
             action, detail = "create", ""

@@ -12,6 +12,7 @@ import asyncio
 import json
 import logging
 import re
+import urllib.parse
 from collections.abc import Awaitable, Callable
 from http import HTTPStatus
 from typing import Any, cast
@@ -22,6 +23,7 @@ import pydantic
 from aiohttp import web
 from microsoft_agents.activity import (
     Activity,
+    ActivityEventNames,
     ActivityTypes,
     AdaptiveCardInvokeResponse,
     Attachment,
@@ -52,6 +54,8 @@ MAX_ACTIVITY_BYTES = 256 * 1024
 """Teams caps a message at about 28 KB; invokes carry a card's inputs. Anything far larger is not from Teams."""
 REPLY_PATIENCE = 5.0
 """Seconds a reply may wait for Teams' per-conversation window before it is given up (and logged)."""
+PERSONAL_CHAT_LINK = "https://teams.microsoft.com/l/chat/0/0?"
+"""Teams deep link that opens a 1:1 chat; `users=28:{bot app id}` makes it the chat with this bot."""
 BOOKING_LINKS_COMMAND = "bookingLinks"
 """The message extension's search command id, as declared in manifest/manifest.template.json."""
 
@@ -70,6 +74,7 @@ class SlotwiseBot:
         self.connections = MsalConnections(auth)
         self.clients = PooledClientFactory(self.connections)
         self.adapter = CloudAdapter(connection_manager=self.connections, channel_service_client_factory=self.clients)
+        self.adapter.on_turn_error = self._on_turn_error
         self.agent = AgentApplication[TurnState](
             ApplicationOptions(storage=MemoryStorage(), start_typing_timer=False, bot_app_id=auth.app_id or ""),
             connection_manager=self.connections,
@@ -109,6 +114,13 @@ class SlotwiseBot:
         problem = _shape_problem(activity)
         if problem:
             return _error(400, "BadActivity", problem)
+        if "localTimezone" in activity and not (
+            isinstance(activity["localTimezone"], str) and activity["localTimezone"].strip()
+        ):
+            # A client that reports no zone (""): the SDK's model refuses the whole activity for it, yet the user
+            # is only missing a zone, and bot/identity.py falls back to their profile zone.
+            del activity["localTimezone"]
+            raw = json.dumps(activity).encode()
         try:
             # Also refuses a serviceUrl outside the allow-list (403), anonymous or not.
             claims = await self._authenticator.authenticate(request.headers.get("Authorization"), activity)
@@ -134,11 +146,10 @@ class SlotwiseBot:
 
         @agent.conversation_update("membersAdded")
         async def on_members_added(context: TurnContext, _state: TurnState) -> None:
-            added = context.activity.members_added or []
-            bot_id = context.activity.recipient.id if context.activity.recipient else None
-            personal = _conversation_type(context) == "personal"
-            # In a team, membersAdded fires for every colleague who joins: greet only when the app itself arrives.
-            if not any(member.id == bot_id for member in added) and not personal:
+            # The welcome card names the user and their commands: it goes to a personal install only. In a group
+            # chat or channel it would greet everyone on behalf of whoever installed the app, and membersAdded
+            # fires there for every colleague who joins.
+            if _conversation_type(context) != "personal":
                 return
             identity, _zone = await self._identify(context)
             await self._reply(context, self.chat.welcome(identity) if identity else not_set_up_card())
@@ -154,7 +165,12 @@ class SlotwiseBot:
                 await self._reply(context, not_set_up_card())
                 return
             text = context.activity.text or ""
-            await self._reply(context, await self._guard(self.chat.reply_to_text(identity, text, zone)))
+            await self._reply(
+                context,
+                await self._guard(
+                    self.chat.reply_to_text(identity, text, zone, personal_chat_url=self._shared_chat_link(context))
+                ),
+            )
 
         @agent.adaptive_card.action_execute(re.compile(r"^[A-Za-z]{1,40}$"))
         async def on_execute(context: TurnContext, _state: TurnState, data: Any) -> AdaptiveCardInvokeResponse:
@@ -165,7 +181,13 @@ class SlotwiseBot:
                 value = context.activity.value if isinstance(context.activity.value, dict) else {}
                 verb = str((value.get("action") or {}).get("verb", ""))
                 card = await self._guard(
-                    self.chat.execute(identity, verb, data if isinstance(data, dict) else {}, zone)
+                    self.chat.execute(
+                        identity,
+                        verb,
+                        data if isinstance(data, dict) else {},
+                        zone,
+                        personal_chat_url=self._shared_chat_link(context),
+                    )
                 )
             return AdaptiveCardInvokeResponse(status_code=200, type=ADAPTIVE_CARD, value=card)
 
@@ -298,17 +320,62 @@ class SlotwiseBot:
                 log.error("reply to conversation %s failed: %s", conversation[:60], type(exc).__name__)
                 return
 
+    def _shared_chat_link(self, context: TurnContext) -> str | None:
+        """None in a personal chat. Anywhere else (group chat, channel, or a conversation Teams did not type), the
+        deep link that opens the user's 1:1 chat with this bot, where cards with client data are shown instead.
+
+        Format from Microsoft Teams docs ("Deep link to Teams chat" and "Copilot handoff", whose example is an
+        Action.OpenUrl to https://teams.microsoft.com/l/chat/0/0?users=28:{botId}): a bot's chat id is its app id
+        behind the "28:" prefix, which is also how Teams addresses the bot as the activity's recipient."""
+        if _conversation_type(context) == "personal":
+            return None
+        bot_id = self.auth.app_id or ""
+        recipient = context.activity.recipient.id if context.activity.recipient else None
+        if not bot_id and isinstance(recipient, str) and recipient.startswith("28:"):
+            bot_id = recipient[3:]
+        return PERSONAL_CHAT_LINK + urllib.parse.urlencode({"users": f"28:{bot_id}"}, safe=":")
+
     async def _guard(self, work: Awaitable[dict[str, Any]]) -> dict[str, Any]:
         """A card for the user whatever happens: an unexpected error is logged and shown as a short apology."""
         try:
             return await work
         except Exception:
             log.exception("bot handler failed")
-            return notice_card(
-                "Something went wrong on our side",
-                "Slotwise couldn't finish that just now. Please try again in a minute.",
-                tone="attention",
-            )
+            return _apology_card()
+
+    async def _on_turn_error(self, context: TurnContext, error: Exception) -> None:
+        """Replaces the SDK's default turn-error handler, which posts "Exception caught : {error}" into the chat
+        (hosting/core/_http_adapter_base.py): exception text can name files, hosts and SQL. The error is logged; the
+        user gets the same short apology as `_guard` gives, and an invoke gets an answer Teams can show.
+
+        A proactive send (the continuation event of `continue_conversation`) re-raises instead, so the workflow
+        step that sent it sees the failure and retries rather than counting a card nobody received as sent."""
+        activity = context.activity
+        if activity.type == ActivityTypes.event and activity.name == ActivityEventNames.continue_conversation:
+            raise error
+        log.error("bot turn failed on a %s activity", activity.type, exc_info=error)
+        try:
+            if activity.type == ActivityTypes.invoke:
+                if context.turn_state.get(self.adapter.INVOKE_RESPONSE_KEY) is not None:
+                    return
+                if activity.name == "adaptiveCard/action":
+                    body = {"statusCode": 200, "type": ADAPTIVE_CARD, "value": _apology_card()}
+                    await _send_invoke(context, 200, body)
+                else:
+                    message = "Slotwise couldn't finish that request. Please try again in a minute."
+                    await _send_invoke(context, 500, {"error": {"code": "InternalError", "message": message}})
+            elif activity.type == ActivityTypes.message:
+                await self._reply(context, _apology_card())
+        except Exception:
+            log.exception("could not tell the user that their request failed")
+
+
+def _apology_card() -> dict[str, Any]:
+    return notice_card(
+        "Something went wrong on our side",
+        "Slotwise couldn't finish that just now. Please try again in a minute.",
+        tone="attention",
+    )
 
 
 async def _member_email(context: TurnContext, member_id: str) -> str | None:
@@ -392,6 +459,9 @@ def create_notifier(auth: BotAuthSettings, directory: TeamsDirectory) -> TeamsNo
     connections = MsalConnections(auth)
     clients = PooledClientFactory(connections)
     adapter = CloudAdapter(connection_manager=connections, channel_service_client_factory=clients)
+    # No turn-error handler: the SDK's default would post the exception into the host's chat and swallow it, and
+    # the workflow step must see the failure to retry it.
+    adapter.on_turn_error = None
     return TeamsNotifier(adapter, auth, directory, clients=clients)
 
 

@@ -68,7 +68,8 @@ class BotAuthSettings:
     app_password: str | None = field(repr=False)
     """The app's client secret: never logged and never in repr."""
     tenant_id: str | None
-    """Single-tenant bot: its Entra tenant. Entra-issued tokens of this tenant (only) are accepted too."""
+    """Single-tenant bot: its Entra tenant. Every activity must name this tenant, and Entra-issued tokens of this
+    tenant are accepted too, from `allowed_callers` only."""
     allow_anonymous: bool
     """Local development only: header-less requests get an anonymous identity (replies carry no token)."""
     openid_metadata_url: str = "https://login.botframework.com/v1/.well-known/openidconfiguration"
@@ -85,6 +86,11 @@ class BotAuthSettings:
     tenant_openid_metadata_url: str | None = None
     """Where the keys of `tenant_id`'s Entra tokens are published; None means Microsoft's public cloud. Tests point
     it at a local server."""
+    allowed_callers: tuple[str, ...] = ()
+    """Single-tenant bot: Entra app (client) ids whose app-only tokens of `tenant_id` are accepted besides Bot
+    Framework channel tokens, matched against the token's `azp` (v2.0) or `appid` (v1.0) claim. Empty (the default)
+    accepts channel tokens only: any app in the tenant can get an Entra token for our app id, so the issuer and
+    `tid` alone say nothing about who is calling."""
 
 
 class BotAuthError(Exception):
@@ -341,10 +347,17 @@ class InboundAuthenticator:
     - signature (RS256 only) with keys from the issuer's OpenID metadata, `exp`/`nbf` with 5 min skew, and
       `aud` equal to our app id;
     - the issuer: Bot Framework's `channel_issuer`, or the configured tenant's own Entra issuers (the SDK accepts
-      any issuer unless VALIDATE_ISSUER is set);
+      any issuer unless VALIDATE_ISSUER is set) and then only from an app in `allowed_callers` (`azp`/`appid`):
+      any app registered in the tenant can get a token for our app id, so issuer and `tid` prove nothing about
+      the caller;
     - for Bot Framework tokens, the signing key's endorsements must include the activity's `channelId` and the
       token's `serviceurl` claim must be present; whenever that claim is present it must match the activity's
       serviceUrl (the SDK compares hosts only, and only with its host validator on);
+    - a single-tenant bot serves its own tenant only: the activity's tenant (`conversation.tenantId`,
+      `channelData.tenant.id`) must be `tenant_id`, and so must the token's `tid` when it has one (Bot Framework
+      tokens carry none: microsoft_agents/hosting/core/authorization/_entra_issuers.py). Bot Framework does not sign
+      the body, and bot/identity.py picks the Slotwise tenant from these fields, so an unchecked tenant would let a
+      valid token read another customer's data (403). Two different tenant ids in one activity are refused always;
     - the activity's serviceUrl must pass `check_service_url` (403), in anonymous mode too.
 
     Key-fetch outages answer 503, not 401: Teams retries 5xx, and the sender is not known to be wrong.
@@ -385,6 +398,14 @@ class InboundAuthenticator:
             _require_fetchable(url, "tenant_openid_metadata_url")
             issuers = (f"https://login.microsoftonline.com/{tid}/v2.0", f"https://sts.windows.net/{tid}/")
             self._tenant = _Route(key_set(url, "Entra tenant"), issuers, channel_issued=False)
+        self._allowed_callers = frozenset(
+            caller.strip().lower() for caller in settings.allowed_callers if caller and caller.strip()
+        )
+        if self._allowed_callers and not settings.tenant_id:
+            logger.warning(
+                "Bot allowed callers are set but no bot tenant id is: Entra tokens are only accepted by a "
+                "single-tenant bot, so the allowed callers are ignored"
+            )
         if settings.allow_anonymous:
             logger.warning(
                 "Bot authentication is in ANONYMOUS mode: requests without an Authorization header are accepted "
@@ -427,6 +448,7 @@ class InboundAuthenticator:
             )
         token = _bearer_token(authorization)
         claims = await self._verified_claims(token, settings.app_id, activity)
+        _check_activity_tenant(activity, claims, settings.tenant_id)
         if service_url is not None:
             check_service_url(service_url, settings)
         return ClaimsIdentity(claims, authentication_type="Bearer", security_token=token)
@@ -462,6 +484,9 @@ class InboundAuthenticator:
             tenant = (self._settings.tenant_id or "").lower()
             if tid is not None and (not isinstance(tid, str) or tid.lower() != tenant):
                 raise BotAuthError("the token's tenant is not this bot's tenant")
+            caller = claims.get("azp", claims.get("appid"))
+            if not isinstance(caller, str) or caller.lower() not in self._allowed_callers:
+                raise BotAuthError("the token's calling app is not one of the bot's allowed callers")
         channel_id = activity.get("channelId")
         if route.channel_issued and (not isinstance(channel_id, str) or channel_id not in signing_key.endorsements):
             # Bot Framework signs each channel's traffic with keys endorsed for it (jwt_token_extractor.py l.88):
@@ -482,8 +507,42 @@ class InboundAuthenticator:
             if iss == self._channel.issuers[0]:
                 return self._channel
             if self._tenant is not None and iss in self._tenant.issuers:
+                if not self._allowed_callers:
+                    # Refused before any key is fetched: without allowed callers no Entra token can pass.
+                    raise BotAuthError("Entra tokens are accepted from allowed callers only, and none are configured")
                 return self._tenant
         raise BotAuthError("the token was issued by an issuer this bot does not trust")
+
+
+def _activity_tenants(activity: Mapping[str, Any]) -> set[str]:
+    """The Microsoft 365 tenant ids an activity names, lower-cased (Entra writes GUIDs in lower case)."""
+    conversation = activity.get("conversation")
+    channel_data = activity.get("channelData")
+    tenant = channel_data.get("tenant") if isinstance(channel_data, Mapping) else None
+    named = (
+        conversation.get("tenantId") if isinstance(conversation, Mapping) else None,
+        tenant.get("id") if isinstance(tenant, Mapping) else None,
+    )
+    return {value.strip().lower() for value in named if isinstance(value, str) and value.strip()}
+
+
+def _check_activity_tenant(activity: Mapping[str, Any], claims: Mapping[str, Any], tenant_id: str | None) -> None:
+    """Raise `BotAuthError(status=403)` when the activity's tenant is not one this token may speak for."""
+    named = _activity_tenants(activity)
+    if len(named) > 1:
+        raise BotAuthError("the activity names two different tenants", status=403)
+    if not tenant_id:
+        # Multi-tenant bot: Bot Framework vouches for the serviceUrl, and Teams for the tenant it routes from.
+        return
+    bot_tenant = tenant_id.strip().lower()
+    tid = claims.get("tid")
+    if tid is not None and (not isinstance(tid, str) or tid.strip().lower() != bot_tenant):
+        raise BotAuthError("the token's tenant is not this bot's tenant", status=403)
+    if named != {bot_tenant}:
+        raise BotAuthError(
+            "the activity's tenant is not this bot's tenant" if named else "the activity names no tenant",
+            status=403,
+        )
 
 
 def _bearer_token(authorization: str) -> str:

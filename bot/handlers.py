@@ -20,6 +20,7 @@ from cards.failures import render_failures
 from cards.links import render_links
 from cards.notice import render_notice
 from cards.page import render_page
+from cards.personal_chat import PersonalChatView, render_personal_chat
 from cards.team import render_team
 from cards.upcoming import render_upcoming
 from cards.views import (
@@ -151,13 +152,19 @@ class ChatService:
         commands = COMMANDS + MANAGER_COMMANDS if identity.is_manager else COMMANDS
         return render_welcome(WelcomeView(user_name=identity.name, commands=commands, is_manager=identity.is_manager))
 
-    async def reply_to_text(self, identity: TeamsIdentity, text: str, zone: ZoneInfo) -> Card:
+    async def reply_to_text(
+        self, identity: TeamsIdentity, text: str, zone: ZoneInfo, *, personal_chat_url: str | None = None
+    ) -> Card:
+        """The card answering a typed message. `personal_chat_url` is set when the conversation is shared (a group
+        chat or channel): answers that show bookings, clients or failed steps become a note linking there."""
         if len(text) > MAX_TEXT:
             return notice_card(
                 "That message is too long for me",
                 "I answer short requests such as 'links', 'upcoming' or 'help'.",
             )
         intent = parse_intent(text)
+        if personal_chat_url is not None and intent in _PRIVATE_INTENTS:
+            return _personal_chat_note(_PRIVATE_INTENTS[intent], personal_chat_url)
         if intent is Intent.LINKS:
             return await self.links(identity)
         if intent is Intent.PAGE:
@@ -303,8 +310,21 @@ class ChatService:
         )
         return render_failures(FailuresView(time_zone=zone, steps=steps, notice=notice))
 
-    async def execute(self, identity: TeamsIdentity, verb: str, data: Mapping[str, Any], zone: ZoneInfo) -> Card:
-        """The refreshed card for an `Action.Execute`; unknown verbs get a card that says so."""
+    async def execute(
+        self,
+        identity: TeamsIdentity,
+        verb: str,
+        data: Mapping[str, Any],
+        zone: ZoneInfo,
+        *,
+        personal_chat_url: str | None = None,
+    ) -> Card:
+        """The refreshed card for an `Action.Execute`; unknown verbs get a card that says so. In a shared
+        conversation (`personal_chat_url` set) no verb that shows or changes bookings or failed steps runs: their
+        cards are only ever sent to a personal chat, so such a button arriving from a group gets the note, and
+        nothing is changed."""
+        if personal_chat_url is not None and verb in _PRIVATE_VERBS:
+            return _personal_chat_note(_PRIVATE_VERBS[verb], personal_chat_url)
         if verb == "refreshUpcoming":
             return await self.upcoming(identity, zone)
         if verb == "cancelBooking":
@@ -375,6 +395,26 @@ class ChatService:
         return await self.failures(
             identity, zone, notice="That step is no longer failed, so there is nothing to retry."
         )
+
+
+_PRIVATE_INTENTS = {
+    Intent.UPCOMING: "your upcoming bookings",
+    Intent.TEAM: "your team's bookings",
+    Intent.FAILURES: "failed workflow steps",
+}
+"""Commands whose cards show client names and emails (or colleagues' bookings): personal chat only."""
+_PRIVATE_VERBS = {
+    "refreshUpcoming": "your upcoming bookings",
+    "cancelBooking": "booking changes",
+    "sendRescheduleLink": "booking changes",
+    "filterTeam": "your team's bookings",
+    "refreshFailures": "failed workflow steps",
+    "retryStep": "failed workflow steps",
+}
+
+
+def _personal_chat_note(what: str, chat_url: str) -> Card:
+    return render_personal_chat(PersonalChatView(what=what, chat_url=chat_url))
 
 
 def _manager_only(what: str) -> Card:

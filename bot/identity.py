@@ -1,15 +1,18 @@
 """Who is talking to the bot: the Teams caller read from the activity, and the zone their cards are shown in.
 
 The Microsoft 365 tenant comes from the activity (`conversation.tenantId`, else `channelData.tenant.id`); with
-authentication on, the activity itself has been checked against the channel's signed token before we read it.
+authentication on, the activity itself has been checked against the channel's signed token before we read it, an
+activity naming two different tenants has been refused, and a single-tenant bot has refused every tenant but its
+own (bot/auth.py).
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,7 +39,8 @@ def caller_from_activity(activity: Mapping[str, Any]) -> TeamsCaller:
     tenant = _object(_object(activity.get("channelData")).get("tenant"))
     microsoft_tenant_id = _text(conversation.get("tenantId"), 64) or _text(tenant.get("id"), 64)
     zone = None
-    for entity in activity.get("entities") or []:
+    entities = activity.get("entities")
+    for entity in entities if isinstance(entities, list) else []:
         if isinstance(entity, dict) and entity.get("type") == "clientInfo":
             zone = _valid_zone(entity.get("timezone"))
     zone = zone or _valid_zone(activity.get("localTimezone"))
@@ -49,12 +53,24 @@ def caller_from_activity(activity: Mapping[str, Any]) -> TeamsCaller:
     )
 
 
+@functools.cache
+def _iana_zones() -> frozenset[str]:
+    """Every zone name the tz database has (system zoneinfo or the tzdata package), read once per process."""
+    return frozenset(available_timezones())
+
+
 def _valid_zone(value: Any) -> str | None:
-    if not isinstance(value, str) or not value or len(value) > 64:
+    """`value` if it names a real IANA zone, else None.
+
+    Teams clients report whatever the device says, and `ZoneInfo` is a file lookup: "America" is a tzdata folder
+    (IsADirectoryError), "zone.tab" a data file (ValueError), "" or "../x" an invalid key (ValueError). Checking
+    the name against the database's list first keeps untrusted input away from the filesystem; anything
+    `ZoneInfo` still raises is a bad zone too."""
+    if not isinstance(value, str) or not value or len(value) > 64 or value not in _iana_zones():
         return None
     try:
         ZoneInfo(value)
-    except (ZoneInfoNotFoundError, ValueError):
+    except (ZoneInfoNotFoundError, ValueError, OSError):
         return None
     return value
 

@@ -23,6 +23,7 @@ from scheduling.errors import (
     LinkExpired,
     LinkInvalid,
     NotFound,
+    ServiceUnavailable,
     SlotUnavailable,
     SlotwiseError,
 )
@@ -86,6 +87,7 @@ _STATUS: list[tuple[type[SlotwiseError], int, str]] = [
     (SlotUnavailable, 409, "slot_unavailable"),
     (BookingChanged, 409, "booking_changed"),
     (IdempotencyKeyReused, 422, "idempotency_key_reused"),
+    (ServiceUnavailable, 503, "service_unavailable"),
     (LinkExpired, 410, "link_expired"),
     (LinkInvalid, 404, "link_invalid"),
     (NotFound, 404, "not_found"),
@@ -127,7 +129,10 @@ async def error_middleware(
             extra["field"] = exc.field
         if isinstance(exc, SlotUnavailable):
             extra["next_free"] = [moment.isoformat() for moment in exc.next_free]
-        return _error_response(request, status, code, str(exc), extra)
+        response = _error_response(request, status, code, str(exc), extra)
+        if isinstance(exc, ServiceUnavailable):
+            response.headers["Retry-After"] = str(exc.retry_after_seconds)
+        return response
     except web.HTTPException as exc:
         if exc.status >= 400 and _wants_json(request):
             response = _error_response(

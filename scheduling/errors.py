@@ -51,6 +51,14 @@ class BookingChanged(SlotwiseError):
         self.current = current
 
 
+class ServiceUnavailable(SlotwiseError):
+    """Slotwise itself cannot serve the request right now (its database is unreachable); nothing was changed."""
+
+    def __init__(self, message: str, *, retry_after_seconds: int) -> None:
+        super().__init__(message)
+        self.retry_after_seconds = retry_after_seconds
+
+
 class LinkExpired(SlotwiseError):
     """A signed link is past its expiry or was already used."""
 

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import create_engine, event
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
@@ -27,12 +30,67 @@ def normalise_url(url: str) -> str:
     return url
 
 
+@dataclass(frozen=True)
+class PoolLimits:
+    """How many connections one process may hold, and how long any wait on the database may last.
+
+    Every wait is bounded so that a database that refuses, stalls or is out of connections costs a request a few
+    seconds and a 503, never a hang or a 500 (see is_database_fault)."""
+
+    pool_size: int = 5
+    max_overflow: int = 5
+    pool_timeout_seconds: float = 5.0
+    connect_timeout_seconds: float = 5.0
+    statement_timeout_seconds: float = 10.0
+
+
+class DatabaseUnavailable(Exception):
+    """The database could not be reached, answered too slowly, or had no connection to spare."""
+
+
+def is_database_fault(exc: BaseException) -> bool:
+    """Whether `exc` (or what caused it) says the database is unreachable, slow or full, rather than that our query
+    or the client's input was wrong. Those answer 503 with Retry-After; anything else stays a bug to see."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, DatabaseUnavailable | ConnectionError | TimeoutError | socket.gaierror):
+            return True
+        if isinstance(current, sa_exc.TimeoutError | sa_exc.OperationalError | sa_exc.InterfaceError):
+            return True
+        if isinstance(current, sa_exc.DBAPIError) and current.connection_invalidated:
+            return True
+        name = type(current).__name__
+        # asyncpg's own classes, without importing the driver here: refused or lost connections, "too many clients",
+        # a server starting up or shutting down, and a statement cancelled by statement_timeout.
+        if name in _ASYNCPG_FAULTS:
+            return True
+        current = current.__cause__ or current.__context__
+    return False
+
+
+_ASYNCPG_FAULTS = frozenset(
+    {
+        "ConnectionDoesNotExistError",
+        "ConnectionFailureError",
+        "InterfaceError",
+        "TooManyConnectionsError",
+        "CannotConnectNowError",
+        "QueryCanceledError",
+        "AdminShutdownError",
+        "CrashShutdownError",
+    }
+)
+
+
 class Database:
     """Owns the engine. `write()` is the only way to change rows, so every write is serialised correctly."""
 
-    def __init__(self, url: str, *, echo: bool = False) -> None:
+    def __init__(self, url: str, *, echo: bool = False, limits: PoolLimits | None = None) -> None:
         self.url = normalise_url(url)
         self.is_sqlite = self.url.startswith("sqlite")
+        self.limits = limits = limits or PoolLimits()
         if self.is_sqlite:
             path = self.url.split(":///", 1)[1]
             if path and path != ":memory:":
@@ -51,7 +109,21 @@ class Database:
             )
             _configure_sqlite(self._sync_engine)
         else:
-            self.engine = create_async_engine(self.url, echo=echo, pool_size=10, max_overflow=20, pool_pre_ping=True)
+            self.engine = create_async_engine(
+                self.url,
+                echo=echo,
+                pool_size=limits.pool_size,
+                max_overflow=limits.max_overflow,
+                pool_timeout=limits.pool_timeout_seconds,
+                pool_pre_ping=True,
+                connect_args={
+                    # asyncpg: `timeout` bounds connecting, `command_timeout` every statement on the client side (a
+                    # stalled network), and the server's statement_timeout a statement stuck on a lock.
+                    "timeout": limits.connect_timeout_seconds,
+                    "command_timeout": limits.statement_timeout_seconds,
+                    "server_settings": {"statement_timeout": str(int(limits.statement_timeout_seconds * 1000))},
+                },
+            )
             self._sync_engine = None
         # One process writes to SQLite at a time anyway; queueing writers here rather than in SQLite's busy
         # handler keeps latency fair and never surfaces SQLITE_BUSY. Other processes are held off by

@@ -32,6 +32,8 @@ CHANNEL_ISSUER = "https://api.botframework.com"
 BOT_APP_ID = "3b1f0c6e-6a0e-4f1e-9d54-7a0c2f0d1b01"
 TENANT_ID = "5c4e2d1a-0b9f-4c8e-8d7a-6f5e4d3c2b1a"
 OTHER_TENANT_ID = "9e8d7c6b-5a49-4838-a726-150493827160"
+CALLER_APP_ID = "00000000-0000-0000-0000-00000000a9e5"
+"""The app that requests `entra_claims` tokens (their `azp`/`appid`): a service of the bot's tenant."""
 TEAMS_SERVICE_URL = "https://smba.trafficmanager.net/emea/"
 CHANNEL_METADATA_PATH = "/v1/.well-known/openidconfiguration"
 CHANNEL_KEYS_PATH = "/v1/.well-known/keys"
@@ -104,7 +106,7 @@ def entra_claims(
     tenant_id: str = TENANT_ID,
     *,
     version: str = "2.0",
-    caller_app_id: str = "00000000-0000-0000-0000-00000000a9e5",
+    caller_app_id: str = CALLER_APP_ID,
     now: float | None = None,
     lifetime: float = 3600,
     **extra: Any,

@@ -41,6 +41,7 @@ from bot.auth import (
 from scheduling.errors import IntegrationAuthError, IntegrationRejected
 from tests.fakes.bot_identity import (
     BOT_APP_ID,
+    CALLER_APP_ID,
     CHANNEL_METADATA_PATH,
     OTHER_TENANT_ID,
     TEAMS_SERVICE_URL,
@@ -272,20 +273,49 @@ async def test_the_identity_carries_the_token_for_the_sdk(keys: KeyServer) -> No
 
 
 @pytest.mark.parametrize("version", ["2.0", "1.0"])
-async def test_an_entra_token_of_the_bots_own_tenant_is_accepted(
+async def test_an_entra_token_of_the_bots_own_tenant_from_an_allowed_caller_is_accepted(
     keys: KeyServer, start_bot: StartBot, version: str
 ) -> None:
-    client = await start_bot(keys.settings())
+    client = await start_bot(keys.settings(allowed_callers=(CALLER_APP_ID.upper(),)))
     status, body = await post(client, token=mint(keys.tenant, entra_claims(version=version)))
     assert status == 202
     assert body["claims"]["tid"] == TENANT_ID
     assert keys.fake.fetches[tenant_metadata_path(TENANT_ID)] == 1
 
 
-async def test_an_entra_token_with_a_matching_service_url_claim_is_accepted(
+@pytest.mark.parametrize("version", ["2.0", "1.0"])
+async def test_an_entra_token_from_an_app_that_is_not_an_allowed_caller_is_refused(
+    keys: KeyServer, start_bot: StartBot, version: str
+) -> None:
+    """Any app registered in the tenant can get an Entra token for the bot's app id: issuer and tid say nothing
+    about who is calling, so the calling app (azp in v2.0 tokens, appid in v1.0) must be one the admin listed."""
+    client = await start_bot(keys.settings(allowed_callers=(str(uuid.uuid4()), CALLER_APP_ID)))
+    for claims in (
+        entra_claims(version=version, caller_app_id=str(uuid.uuid4())),
+        _without(entra_claims(version=version), "azp" if version == "2.0" else "appid"),
+        entra_claims(version=version, **{"azp" if version == "2.0" else "appid": ["not", "a", "string"]}),
+    ):
+        status, body = await post(client, token=mint(keys.tenant, claims))
+        assert status == 401
+        assert "not one of the bot's allowed callers" in body["error"]
+
+
+async def test_without_allowed_callers_entra_tokens_are_refused_before_any_key_is_fetched(
     keys: KeyServer, start_bot: StartBot
 ) -> None:
     client = await start_bot(keys.settings())
+    for version in ("2.0", "1.0"):
+        status, body = await post(client, token=mint(keys.tenant, entra_claims(version=version)))
+        assert status == 401
+        assert "allowed callers only" in body["error"]
+    assert keys.fake.fetches.total() == 0
+    assert (await post(client, token=mint(keys.channel, channel_claims())))[0] == 202
+
+
+async def test_an_entra_token_with_a_matching_service_url_claim_is_accepted(
+    keys: KeyServer, start_bot: StartBot
+) -> None:
+    client = await start_bot(keys.settings(allowed_callers=(CALLER_APP_ID,)))
     token = mint(keys.tenant, entra_claims(serviceurl=TEAMS_SERVICE_URL))
     assert (await post(client, token=token))[0] == 202
 
@@ -342,6 +372,15 @@ def _header(token: str) -> str:
 
 def _without(claims: dict[str, Any], name: str) -> dict[str, Any]:
     return {key: value for key, value in claims.items() if key != name}
+
+
+def _with_tenant(activity: dict[str, Any], tenant_id: str) -> dict[str, Any]:
+    """The activity as Teams would send it from `tenant_id`: both places that name the tenant agree."""
+    return {
+        **activity,
+        "conversation": {**activity["conversation"], "tenantId": tenant_id},
+        "channelData": {"tenant": {"id": tenant_id}},
+    }
 
 
 def _hs256_token() -> str:
@@ -460,6 +499,42 @@ REJECTIONS: dict[str, tuple[Build, int, str]] = {
         401,
         "serviceurl claim does not match",
     ),
+    "a channel token for an activity of another tenant": (
+        lambda k: (
+            _header(mint(k.channel, channel_claims())),
+            _with_tenant(teams_activity(), OTHER_TENANT_ID),
+        ),
+        403,
+        "activity's tenant is not this bot's tenant",
+    ),
+    "a channel token whose tid is another tenant": (
+        lambda k: (_header(mint(k.channel, channel_claims(tid=OTHER_TENANT_ID))), teams_activity()),
+        403,
+        "token's tenant is not this bot's tenant",
+    ),
+    "an activity that names two tenants": (
+        lambda k: (
+            _header(mint(k.channel, channel_claims())),
+            teams_activity(channelData={"tenant": {"id": OTHER_TENANT_ID}}),
+        ),
+        403,
+        "names two different tenants",
+    ),
+    "an activity that names no tenant": (
+        lambda k: (_header(mint(k.channel, channel_claims())), teams_activity(conversation={"id": "a:1"})),
+        403,
+        "names no tenant",
+    ),
+    "an allowed caller's Entra token for an activity of another tenant": (
+        lambda k: (_header(mint(k.tenant, entra_claims())), _with_tenant(teams_activity(), OTHER_TENANT_ID)),
+        403,
+        "activity's tenant is not this bot's tenant",
+    ),
+    "an Entra token from an app that is not an allowed caller": (
+        lambda k: (_header(mint(k.tenant, entra_claims(caller_app_id=str(uuid.uuid4())))), teams_activity()),
+        401,
+        "not one of the bot's allowed callers",
+    ),
     "a valid token for a serviceUrl outside the allow-list": (
         lambda k: (
             _header(mint(k.channel, channel_claims(service_url="https://collector.evil.example/"))),
@@ -475,7 +550,8 @@ REJECTIONS: dict[str, tuple[Build, int, str]] = {
 async def test_a_request_is_refused_for(keys: KeyServer, start_bot: StartBot, case: str) -> None:
     build, expected_status, words = REJECTIONS[case]
     authorization, activity = build(keys)
-    client = await start_bot(keys.settings())
+    # With an allowed caller, so the Entra cases reach the rule they are about.
+    client = await start_bot(keys.settings(allowed_callers=(CALLER_APP_ID,)))
     headers = {"Authorization": authorization} if authorization is not None else {}
     response = await client.post("/api/messages", json=activity, headers=headers)
     body = await response.json()
@@ -483,12 +559,40 @@ async def test_a_request_is_refused_for(keys: KeyServer, start_bot: StartBot, ca
     assert words in body["error"]
 
 
-async def test_without_a_tenant_no_entra_token_is_trusted(keys: KeyServer, start_bot: StartBot) -> None:
-    client = await start_bot(keys.settings(tenant_id=None, tenant_openid_metadata_url=None))
+async def test_without_a_tenant_no_entra_token_is_trusted(
+    keys: KeyServer, start_bot: StartBot, caplog: pytest.LogCaptureFixture
+) -> None:
+    client = await start_bot(
+        keys.settings(tenant_id=None, tenant_openid_metadata_url=None, allowed_callers=(CALLER_APP_ID,))
+    )
     status, body = await post(client, token=mint(keys.tenant, entra_claims()))
     assert status == 401
     assert "issuer this bot does not trust" in body["error"]
     assert keys.fake.fetches.total() == 0
+    assert "allowed callers are ignored" in caplog.text
+
+
+async def test_a_multi_tenant_bot_serves_activities_of_any_tenant_but_not_of_two(
+    keys: KeyServer, start_bot: StartBot
+) -> None:
+    client = await start_bot(keys.settings(tenant_id=None, tenant_openid_metadata_url=None))
+    token = mint(keys.channel, channel_claims())
+    for tenant in (TENANT_ID, OTHER_TENANT_ID):
+        assert (await post(client, token=token, activity=_with_tenant(teams_activity(), tenant)))[0] == 202
+    mixed = teams_activity(channelData={"tenant": {"id": OTHER_TENANT_ID}})
+    status, body = await post(client, token=token, activity=mixed)
+    assert status == 403
+    assert "names two different tenants" in body["error"]
+
+
+async def test_a_single_tenant_bot_compares_tenant_ids_ignoring_case_and_reads_either_field(
+    keys: KeyServer, start_bot: StartBot
+) -> None:
+    client = await start_bot(keys.settings(tenant_id=TENANT_ID.upper()))
+    token = mint(keys.channel, channel_claims())
+    only_channel_data = teams_activity(conversation={"id": "a:1"}, channelData={"tenant": {"id": TENANT_ID.upper()}})
+    assert (await post(client, token=token, activity=only_channel_data))[0] == 202
+    assert (await post(client, token=token, activity=_with_tenant(teams_activity(), TENANT_ID)))[0] == 202
 
 
 # Keys: caching, rollover, floods and outages
@@ -595,7 +699,7 @@ async def test_a_large_key_set_is_read_whole_and_an_oversized_one_is_refused(
 async def test_a_tenant_id_configured_in_upper_case_still_matches_entra_issuers(
     keys: KeyServer, start_bot: StartBot
 ) -> None:
-    client = await start_bot(keys.settings(tenant_id=TENANT_ID.upper()))
+    client = await start_bot(keys.settings(tenant_id=TENANT_ID.upper(), allowed_callers=(CALLER_APP_ID,)))
     assert (await post(client, token=mint(keys.tenant, entra_claims())))[0] == 202
 
 

@@ -27,6 +27,7 @@ from cards.failures import humanise_action, render_failures
 from cards.links import render_links
 from cards.notice import render_notice
 from cards.page import render_page
+from cards.personal_chat import PersonalChatView, render_personal_chat
 from cards.team import EVERYONE, render_team
 from cards.text import (
     clean_text,
@@ -151,6 +152,14 @@ def notice_views() -> dict[str, NoticeView]:
         "default": NoticeView("Done", "Sent the reschedule link to Dana Fox."),
         "unknown_tone": NoticeView("Done", "Fine.", "purple"),
         "hostile": NoticeView(HOSTILE, HOSTILE * 100, "attention"),
+    }
+
+
+def personal_chat_views() -> dict[str, PersonalChatView]:
+    chat = "https://teams.microsoft.com/l/chat/0/0?users=28:3b1f0c6e-6a0e-4f1e-9d54-7a0c2f0d1b01"
+    return {
+        "typical": PersonalChatView("your upcoming bookings", chat),
+        "hostile": PersonalChatView(HOSTILE * 10, chat),
     }
 
 
@@ -299,6 +308,7 @@ def all_cards() -> dict[str, dict[str, Any]]:
     renderers: list[tuple[str, Any, dict[str, Any]]] = [
         ("welcome", render_welcome, welcome_views()),
         ("notice", render_notice, notice_views()),
+        ("personal_chat", render_personal_chat, personal_chat_views()),
         ("links", render_links, links_views()),
         ("page", render_page, page_views()),
         ("upcoming", render_upcoming, upcoming_views()),
@@ -590,6 +600,18 @@ def test_hostile_text_appears_only_escaped(name: str) -> None:
     assert escape_markdown(HOSTILE)[:30] in texts
     assert "[x](" not in texts.replace(r"\[x\](", "")
     assert "**" not in texts
+
+
+def test_the_personal_chat_note_names_no_data_and_opens_the_bots_chat() -> None:
+    card = CARDS["personal_chat-typical"]
+    assert "your upcoming bookings" in all_texts(card)
+    assert card["actions"] == [
+        {
+            "type": "Action.OpenUrl",
+            "title": "Open my personal chat with Slotwise",
+            "url": "https://teams.microsoft.com/l/chat/0/0?users=28:3b1f0c6e-6a0e-4f1e-9d54-7a0c2f0d1b01",
+        }
+    ]
 
 
 def test_member_names_in_the_filter_are_plain_text_without_template_syntax() -> None:
