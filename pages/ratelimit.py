@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
+from collections.abc import Callable
 
 
 class InMemoryRateLimiter:
@@ -13,14 +14,22 @@ class InMemoryRateLimiter:
     enforces its own share, so the limit never fails open.
     """
 
-    def __init__(self, limit: int, window_seconds: float = 60.0, max_keys: int = 100_000) -> None:
+    def __init__(
+        self,
+        limit: int,
+        window_seconds: float = 60.0,
+        max_keys: int = 100_000,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._clock = clock
         self._limit = limit
         self._window = window_seconds
         self._max_keys = max_keys
         self._events: dict[str, deque[float]] = {}
 
     async def admit(self, key: str) -> bool:
-        now = time.monotonic()
+        now = self._clock()
         events = self._events.get(key)
         if events is None:
             if len(self._events) >= self._max_keys:

@@ -209,25 +209,29 @@ def creatable_kinds(pair: PsaPair) -> list[PsaRecordKind]:
 
 
 async def test_every_kind_of_the_vendors_busy_time_blocks_the_member_under_every_reading(psa: PsaPair) -> None:
-    window_start, window_end = STARTS, STARTS + timedelta(days=1)
-    seeded: list[tuple[datetime, datetime]] = []
+    # Each kind gets its own day, so one kind's busy time can never stand in for another's.
+    windows: list[tuple[str, datetime, datetime, list[tuple[datetime, datetime]]]] = []
     for index, kind in enumerate(psa.fake.busy_kinds):
+        window_start = STARTS + timedelta(days=3 * index)
+        window_end = window_start + timedelta(days=1)
         # One inside the window, and one that began before it and ends inside it (the case a "start after"
         # filter misses).
-        inside = window_start + timedelta(hours=2 + 2 * index)
-        psa.fake.add_busy(psa.member, inside, inside + timedelta(minutes=45), kind)
-        earlier = window_start - timedelta(hours=1, minutes=index)
-        psa.fake.add_busy(psa.member, earlier, window_start + timedelta(minutes=30 + index), kind)
-        seeded += [(inside, inside + timedelta(minutes=45)), (earlier, window_start + timedelta(minutes=30 + index))]
+        inside = (window_start + timedelta(hours=2), window_start + timedelta(hours=2, minutes=45))
+        earlier = (window_start - timedelta(hours=1), window_start + timedelta(minutes=30))
+        for starts_at, ends_at in (inside, earlier):
+            psa.fake.add_busy(psa.member, starts_at, ends_at, kind)
+        windows.append((kind, window_start, window_end, [inside, earlier]))
     for reading in readings_of(psa):
         psa.fake.use_reading(reading)
-        busy = await psa.client.busy_times(psa.member, window_start, window_end)
-        for starts_at, ends_at in seeded:
-            wanted = (max(starts_at, window_start), min(ends_at, window_end))
-            assert any(interval.starts_at <= wanted[0] and interval.ends_at >= wanted[1] for interval in busy), (
-                f"{psa.vendor} ({reading or 'default reading'}) did not report {starts_at} to {ends_at} as busy"
-            )
-        assert all(interval.starts_at < window_end and interval.ends_at > window_start for interval in busy)
+        for kind, window_start, window_end, seeded in windows:
+            busy = await psa.client.busy_times(psa.member, window_start, window_end)
+            for starts_at, ends_at in seeded:
+                wanted = (max(starts_at, window_start), min(ends_at, window_end))
+                assert any(interval.starts_at <= wanted[0] and interval.ends_at >= wanted[1] for interval in busy), (
+                    f"{psa.vendor} ({reading or 'default reading'}) did not report its {kind} "
+                    f"{starts_at} to {ends_at} as busy"
+                )
+            assert all(interval.starts_at < window_end and interval.ends_at > window_start for interval in busy)
 
 
 async def test_a_lost_response_on_every_create_kind_re_runs_without_a_duplicate(psa: PsaPair) -> None:

@@ -329,3 +329,23 @@ async def test_a_stale_manage_page_cannot_undo_a_newer_change_and_shows_the_curr
     assert bad.status == 400
     assert (await bad.json())["error"]["field"] == "version"
     assert (await client.post(f"{manage}/cancel", json={"version": 2})).status == 200
+
+
+async def test_a_booking_that_overlaps_another_or_sits_in_its_buffer_is_refused_whatever_its_start(
+    client: TestClient, tenant_db: Database
+) -> None:
+    """The account review is 45 minutes with 15-minute buffers, on Alice and Carol together. Every refusal below
+    starts at a different time than the first booking, so no unique index on the start time can be what stops it."""
+    review = "/book/acme/review/bookings"
+    first = await client.post(review, json=booking_body("2026-11-25T15:00:00+00:00", answers={}))
+    assert first.status == 201, await first.text()
+    for start in ("2026-11-25T15:30:00+00:00", "2026-11-25T14:30:00+00:00", "2026-11-25T15:45:00+00:00"):
+        refused = await client.post(review, json=booking_body(start, email="other@client.test", answers={}))
+        assert refused.status == 409, (start, await refused.text())
+    # Buffers may overlap each other: a meeting that starts where the first one's buffer ends is fine.
+    after = await client.post(review, json=booking_body("2026-11-25T16:00:00+00:00", email="o@c.test", answers={}))
+    assert after.status == 201, await after.text()
+    # Another type on one of the same hosts cannot land inside the review either.
+    intro = await client.post(f"{PAGE}/bookings", json=booking_body("2026-11-25T15:30:00+00:00", email="i@c.test"))
+    assert intro.status == 409, await intro.text()
+    assert await count_bookings(tenant_db) == 2

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -222,3 +223,22 @@ def test_templates_are_sandboxed_and_broken_ones_fail_without_retry() -> None:
     rendered = render_email("Hi {{ client.name }}", "<p>{{ client.answers.company }}</p>", variables)
     assert rendered.html == "<p>&lt;b&gt;Co&lt;/b&gt;</p>"
     assert rendered.subject == "Hi Dana Client"
+
+
+def test_no_template_can_read_a_file_that_exists_on_the_server(tmp_path: Path) -> None:
+    """{% include %} and {% render %} of a real file (by a path from the file system's root, and relative to the
+    working directory) fail: the sandbox has no loader, so no admin template reads the server's files."""
+    target, booking = sample_booking()
+    variables = variables_for(target, booking, "https://x")
+    secret = tmp_path / "secret.txt"
+    secret.write_text("TOP-SECRET-CONTENT")
+    from_root = str(secret.relative_to("/"))
+    for template in (
+        f"{{% include '{from_root}' %}}",
+        f"{{% render '{from_root}' %}}",
+        f"{{% include '{secret}' %}}",
+        "{% include 'README.md' %}",
+    ):
+        with pytest.raises(IntegrationRejected) as refused:
+            render_email("Subject", template, variables)
+        assert "TOP-SECRET" not in str(refused.value)

@@ -214,3 +214,21 @@ async def test_the_booking_form_round_trip_works_without_javascript(client: Test
     )
     assert response.status == 303, await response.text()
     assert "/m/" in response.headers["Location"]
+
+
+async def test_the_manage_pages_forms_refuse_a_post_without_the_csrf_token(client: TestClient) -> None:
+    booked = await (await client.post(f"{PAGE}/bookings", json=booking_body("2026-11-24T15:00:00+00:00"))).json()
+    manage = booked["manage_url"].removeprefix("http://testserver")
+    page = await client.get(manage)
+    token = re.search(r'name="csrf_token" value="([^"]+)"', await page.text())
+    assert token
+    for action, form in (
+        ("cancel", {"reason": "forged", "time_zone": "UTC", "version": "1"}),
+        ("reschedule", {"start": "2026-11-25T16:00:00+00:00", "time_zone": "UTC", "version": "1"}),
+    ):
+        for csrf in ({}, {"csrf_token": "not-the-token"}):
+            response = await client.post(f"{manage}/{action}", data={**form, **csrf}, allow_redirects=False)
+            assert response.status == 403, (action, csrf)
+    current = await client.post(f"{manage}/cancel", json={"version": 1})
+    assert (await current.json())["status"] == "cancelled"
+    assert (await current.json())["start"].startswith("2026-11-24T15:00:00")
