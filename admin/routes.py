@@ -10,6 +10,7 @@ from typing import Any
 
 from aiohttp import web
 
+from pages.openapi import STEP_STATES
 from pages.routes import PAGES, authenticate_agent
 from scheduling.errors import InvalidRequest, NotFound
 from storage.database import Database
@@ -38,9 +39,11 @@ def job_json(job: Job) -> dict[str, Any]:
 async def list_steps(request: web.Request) -> web.Response:
     tenant_id, _role = await authenticate_agent(request)
     booking_id = request.query.get("booking_id") or None
-    state = request.query.get("state") or None
+    state = request.query.get("state")
     if booking_id is not None and len(booking_id) > 40:
         raise InvalidRequest("'booking_id' is not a booking id", field="booking_id")
+    if state is not None and state not in STEP_STATES:
+        raise InvalidRequest(f"'state' must be one of: {', '.join(STEP_STATES)}", field="state")
     jobs = await list_runs(request.app[ADMIN_DATABASE], tenant_id, booking_id)
     if state is not None:
         jobs = [job for job in jobs if job.state == state]
@@ -53,7 +56,8 @@ async def retry_step(request: web.Request) -> web.Response:
         raise web.HTTPForbidden(text="This key may not retry steps")
     raw = request.match_info["step_id"]
     # Step ids are 32-bit integers in the database (PostgreSQL refuses larger ones with an error, not a miss).
-    if not raw.isdigit() or len(raw) > 10 or int(raw) > 2**31 - 1:
+    # isascii: "²".isdigit() is true, but int("²") fails.
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 10 or int(raw) > 2**31 - 1:
         raise NotFound("No such workflow step")
     if not await retry_job(request.app[ADMIN_DATABASE], tenant_id, int(raw)):
         raise InvalidRequest("Only a failed step of your tenant can be retried", field="step_id")

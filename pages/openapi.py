@@ -1,14 +1,59 @@
-"""The OpenAPI 3.1 document for the public booking API and the agent endpoints."""
+"""The OpenAPI 3.1 document for the public booking API and the agent endpoints.
+
+The document is the truth: tests/integration/test_openapi_conformance.py drives every operation with schemathesis
+(valid and invalid data, every check) and expects no server error and no answer the document does not describe. So
+every constraint the handlers enforce is written here (lengths, patterns, enums, required fields), and every status
+an operation can answer is listed with its body.
+"""
 
 from __future__ import annotations
 
+from functools import cache
 from typing import Any
+from zoneinfo import available_timezones
+
+STEP_STATES = ("waiting", "available", "running", "completed", "retryable", "failed", "cancelled")
 
 _ERROR = {"$ref": "#/components/schemas/Error"}
-STEP_STATES = ("waiting", "available", "running", "completed", "retryable", "failed", "cancelled")
-STEPS_SCHEMA = {
-    "type": "object",
-    "properties": {"steps": {"type": "array", "items": {"$ref": "#/components/schemas/Step"}}},
+_RETRY_AFTER = {
+    "Retry-After": {
+        "description": "Seconds to wait before trying again",
+        "required": True,
+        "schema": {"type": "string", "pattern": "^[0-9]+$"},
+    }
+}
+# Years 1970 to 2999 (scheduling.service.EARLIEST_DAY and LATEST_DAY); days 01 to 31, the format checks the month.
+_YEAR_MONTH_DAY = r"(19[7-9][0-9]|2[0-9]{3})-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])"
+# What pages.routes.parse_instant reads: an ISO-8601 time with seconds and a UTC offset (or Z), at most 40 characters.
+_INSTANT_PATTERN = (
+    rf"^{_YEAR_MONTH_DAY}T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\.[0-9]{{1,6}})?(Z|[+-](0[0-9]|1[0-4]):[0-5][0-9])$"
+)
+# The same email check as scheduling.service.validate_email.
+_EMAIL_PATTERN = '^[^@\\s\\x00-\\x1f<>"]+@[^@\\s\\x00-\\x1f<>"]+\\.[^@\\s\\x00-\\x1f<>".]+$'
+_EMAIL = {"type": "string", "maxLength": 254, "pattern": _EMAIL_PATTERN, "example": "dana@client.example"}
+_INSTANT = {
+    "type": "string",
+    "format": "date-time",
+    "maxLength": 40,
+    "pattern": _INSTANT_PATTERN,
+    "example": "2026-11-24T15:00:00+00:00",
+}
+_DAY = {"type": "string", "format": "date", "pattern": f"^{_YEAR_MONTH_DAY}$", "example": "2026-11-24"}
+
+_STATUS_TEXT = {
+    400: "Invalid input; `error.field` names what to fix. Also for rules the schema cannot state, such as an end "
+    "before its start or a question the appointment type requires",
+    401: "Missing or invalid agent API key",
+    403: "This key's role may not do this",
+    404: "Unknown tenant, page, booking, step or link",
+    409: "The slot is taken (`error.next_free` lists alternatives) or the booking changed since the version you "
+    "named (`error.booking` is its current state)",
+    410: "The link expired or was already used",
+    413: "Body too large (at most 64 KiB)",
+    415: "Send the body as JSON (Content-Type: application/json)",
+    422: "The Idempotency-Key was already used for a different request, client or page",
+    429: "Rate limited; see Retry-After",
+    503: "Temporarily unavailable (database or rate limiter); nothing was changed. See Retry-After",
 }
 
 
@@ -17,301 +62,443 @@ def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
 
 
 def _errors(*codes: int) -> dict[str, Any]:
-    text = {
-        400: "Invalid input; `error.field` names what to fix",
-        401: "Missing or invalid agent API key",
-        404: "Unknown page, booking or link",
-        409: "The slot is taken; `error.next_free` lists alternatives",
-        410: "The link expired or was already used",
-        413: "Body too large",
-        429: "Rate limited; see Retry-After",
-        503: "Temporarily refusing writes (rate limiter unavailable)",
-    }
-    return {str(code): _json(_ERROR, text[code]) for code in codes}
+    answers: dict[str, Any] = {}
+    for code in codes:
+        answer = _json(_ERROR, _STATUS_TEXT[code])
+        if code in (429, 503):
+            answer["headers"] = _RETRY_AFTER
+        answers[str(code)] = answer
+    return answers
 
 
-def _page_paths(prefix: str, params: list[dict[str, Any]], label: str) -> dict[str, Any]:
+def _json_body(schema: dict[str, Any], *, required: bool = True) -> dict[str, Any]:
+    return {"required": required, "content": {"application/json": {"schema": schema}}}
+
+
+@cache
+def _time_zones() -> tuple[str, ...]:
+    return tuple(sorted(available_timezones()))
+
+
+def _page_paths(prefix: str, params: list[dict[str, Any]], label: str, link_errors: tuple[int, ...]) -> dict[str, Any]:
     return {
         f"{prefix}/slots": {
             "get": {
+                "operationId": f"list{label.title().replace(' ', '')}Slots",
                 "summary": f"Bookable slots of a {label}",
+                "description": "Days `start` to `end` inclusive (at most 62 days; `end` not before `start`), "
+                "in `tz` (default: the host's zone).",
                 "parameters": [
                     *params,
-                    {"name": "start", "in": "query", "schema": {"type": "string", "format": "date"}},
-                    {"name": "end", "in": "query", "schema": {"type": "string", "format": "date"}},
-                    {"name": "tz", "in": "query", "schema": {"type": "string", "example": "Europe/London"}},
+                    {"name": "start", "in": "query", "schema": _DAY},
+                    {"name": "end", "in": "query", "schema": _DAY},
+                    {"name": "tz", "in": "query", "schema": {"$ref": "#/components/schemas/TimeZoneOrEmpty"}},
                 ],
-                "responses": {"200": _json({"$ref": "#/components/schemas/Slots"}, "Slots"), **_errors(400, 404, 410)},
+                "responses": {
+                    "200": _json({"$ref": "#/components/schemas/Slots"}, "Slots"),
+                    **_errors(400, 404, *link_errors, 503),
+                },
             }
         },
         f"{prefix}/bookings": {
             "post": {
+                "operationId": f"book{label.title().replace(' ', '')}",
                 "summary": f"Book a slot of a {label}",
                 "parameters": [
                     *params,
-                    {"name": "Idempotency-Key", "in": "header", "schema": {"type": "string", "maxLength": 200}},
+                    {
+                        "name": "Idempotency-Key",
+                        "in": "header",
+                        "description": "Visible ASCII; an empty value counts as none",
+                        "schema": {"type": "string", "maxLength": 200, "pattern": "^[!-~]*$"},
+                    },
                 ],
-                "requestBody": {
-                    "required": True,
-                    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/BookingRequest"}}},
-                },
+                "requestBody": _json_body({"$ref": "#/components/schemas/BookingRequest"}),
                 "responses": {
                     "201": _json({"$ref": "#/components/schemas/Booking"}, "Booked"),
                     "200": _json(
                         {"$ref": "#/components/schemas/Booking"},
                         "Replay of an earlier request with the same Idempotency-Key",
                     ),
-                    **_errors(400, 404, 409, 410, 413, 429, 503),
+                    **_errors(400, 404, 409, *link_errors, 413, 415, 422, 429, 503),
                 },
             }
         },
     }
 
 
+def _path_param(name: str, example: str, description: str, **schema: Any) -> dict[str, Any]:
+    return {
+        "name": name,
+        "in": "path",
+        "required": True,
+        "description": description,
+        "schema": {"type": "string", "minLength": 1, **schema},
+        "example": example,
+    }
+
+
 def openapi_document(base_url: str) -> dict[str, Any]:
-    tenant = {"name": "tenant", "in": "path", "required": True, "schema": {"type": "string"}}
-    kind = {"name": "type", "in": "path", "required": True, "schema": {"type": "string"}}
-    token = {"name": "token", "in": "path", "required": True, "schema": {"type": "string"}}
+    tenant = _path_param("tenant", "acme", "The tenant's slug")
+    kind = _path_param("type", "demo", "The appointment type's slug")
+    token = _path_param("token", "not-a-real-token", "The signed token from the link")
+    manage_body_version = {
+        "description": 'The booking version you last saw (or send `If-Match: "3"`); a stale one gets 409',
+        "anyOf": [{"type": "integer"}, {"type": "string", "pattern": '^(W/)?"?[0-9]{0,9}"?$'}, {"type": "null"}],
+    }
     paths: dict[str, Any] = {
-        **_page_paths("/book/{tenant}/{type}", [tenant, kind], "shareable URL"),
-        **_page_paths("/r/{token}", [token], "scheduling request link"),
+        **_page_paths("/book/{tenant}/{type}", [tenant, kind], "shareable URL", ()),
+        **_page_paths("/r/{token}", [token], "scheduling request link", (410,)),
         "/book/{tenant}/{type}/explain": {
             "get": {
-                "summary": "Why a time is or is not offered (agents only)",
+                "operationId": "explainTime",
+                "summary": "Why a time is or is not offered (agents of the page's tenant only)",
                 "security": [{"agentKey": []}],
-                "parameters": [
-                    tenant,
-                    kind,
-                    {"name": "start", "in": "query", "required": True, "schema": {"type": "string"}},
-                ],
+                "parameters": [tenant, kind, {"name": "start", "in": "query", "required": True, "schema": _INSTANT}],
                 "responses": {
                     "200": _json({"$ref": "#/components/schemas/Explanation"}, "Reasons"),
-                    **_errors(400, 401, 404),
+                    **_errors(400, 401, 404, 503),
                 },
             }
         },
         "/m/{token}/reschedule": {
             "post": {
+                "operationId": "rescheduleBooking",
                 "summary": "Move a booking (signed manage link)",
                 "parameters": [token],
-                "requestBody": {
-                    "content": {
-                        "application/json": {
-                            "schema": {
-                                "type": "object",
-                                "required": ["start"],
-                                "properties": {
-                                    "start": {"type": "string", "format": "date-time"},
-                                    "time_zone": {"type": "string"},
-                                },
-                            }
-                        }
+                "requestBody": _json_body(
+                    {
+                        "type": "object",
+                        "required": ["start"],
+                        "properties": {
+                            "start": _INSTANT,
+                            "time_zone": {"$ref": "#/components/schemas/TimeZoneOrEmpty"},
+                            "version": manage_body_version,
+                        },
                     }
-                },
+                ),
                 "responses": {
                     "200": _json({"$ref": "#/components/schemas/Booking"}, "Moved"),
-                    **_errors(400, 404, 409, 410, 429),
+                    **_errors(400, 404, 409, 410, 413, 415, 429, 503),
                 },
             }
         },
         "/m/{token}/cancel": {
             "post": {
+                "operationId": "cancelBooking",
                 "summary": "Cancel a booking (signed manage link)",
                 "parameters": [token],
-                "requestBody": {
-                    "content": {
-                        "application/json": {
-                            "schema": {
-                                "type": "object",
-                                "properties": {"reason": {"type": "string", "maxLength": 2000}},
-                            }
-                        }
+                "requestBody": _json_body(
+                    {
+                        "type": "object",
+                        "properties": {
+                            "reason": {"type": ["string", "null"], "maxLength": 2000},
+                            "version": manage_body_version,
+                        },
                     }
-                },
+                ),
                 "responses": {
                     "200": _json({"$ref": "#/components/schemas/Booking"}, "Cancelled"),
-                    **_errors(400, 404, 410, 429),
+                    **_errors(400, 404, 409, 410, 413, 415, 429, 503),
                 },
             }
         },
         "/api/v1/scheduling-requests": {
             "post": {
+                "operationId": "createSchedulingRequest",
                 "summary": "Create a one-time, ticket-bound scheduling link (agents only)",
                 "security": [{"agentKey": []}],
-                "requestBody": {
-                    "required": True,
-                    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/SchedulingRequest"}}},
-                },
+                "requestBody": _json_body({"$ref": "#/components/schemas/SchedulingRequest"}),
                 "responses": {
                     "201": _json(
                         {
                             "type": "object",
+                            "required": ["id", "url", "ticket", "expires_at"],
                             "properties": {
                                 "id": {"type": "string"},
-                                "url": {"type": "string"},
+                                "url": {"type": "string", "format": "uri"},
                                 "ticket": {"type": "string"},
-                                "expires_at": {"type": "string"},
+                                "expires_at": {"type": "string", "format": "date-time"},
                             },
                         },
                         "Created",
                     ),
-                    **_errors(400, 401, 404),
+                    **_errors(400, 401, 404, 413, 415, 503),
                 },
             }
         },
         "/api/v1/admin/steps": {
             "get": {
+                "operationId": "listSteps",
                 "summary": "Workflow steps of the key's tenant: state, attempts, last error, external ids",
                 "security": [{"agentKey": []}],
                 "parameters": [
-                    {"name": "booking_id", "in": "query", "schema": {"type": "string"}},
                     {
-                        "name": "state",
+                        "name": "booking_id",
                         "in": "query",
-                        "schema": {
-                            "type": "string",
-                            "enum": [
-                                "waiting",
-                                "available",
-                                "running",
-                                "completed",
-                                "retryable",
-                                "failed",
-                                "cancelled",
-                            ],
-                        },
+                        "description": "Only this booking's steps; empty means all",
+                        "schema": {"type": "string", "maxLength": 40},
                     },
+                    {"name": "state", "in": "query", "schema": {"type": "string", "enum": list(STEP_STATES)}},
                 ],
                 "responses": {
                     "200": _json(
                         {
                             "type": "object",
+                            "required": ["steps"],
                             "properties": {"steps": {"type": "array", "items": {"$ref": "#/components/schemas/Step"}}},
                         },
                         "Steps",
                     ),
-                    **_errors(400, 401),
+                    **_errors(400, 401, 503),
                 },
             }
         },
         "/api/v1/admin/steps/{step_id}/retry": {
             "post": {
+                "operationId": "retryStep",
                 "summary": "Retry a failed step (the key's tenant only)",
+                "description": "A step that is not failed, or not of the key's tenant, answers 400.",
                 "security": [{"agentKey": []}],
-                "parameters": [{"name": "step_id", "in": "path", "required": True, "schema": {"type": "integer"}}],
-                "responses": {"202": {"description": "Queued again"}, **_errors(400, 401, 404)},
+                "parameters": [
+                    {
+                        "name": "step_id",
+                        "in": "path",
+                        "required": True,
+                        "schema": {"type": "integer", "minimum": 0, "maximum": 2**31 - 1},
+                        "example": 1,
+                    }
+                ],
+                "responses": {
+                    "202": _json(
+                        {
+                            "type": "object",
+                            "required": ["retried"],
+                            "properties": {"retried": {"type": "integer"}},
+                        },
+                        "Queued again",
+                    ),
+                    **_errors(400, 401, 403, 404, 503),
+                },
             }
         },
-        "/healthz": {"get": {"summary": "Liveness", "responses": {"200": {"description": "Alive"}}}},
+        "/healthz": {
+            "get": {
+                "operationId": "liveness",
+                "summary": "Liveness",
+                "responses": {
+                    "200": _json(
+                        {"type": "object", "required": ["status"], "properties": {"status": {"const": "ok"}}}, "Alive"
+                    )
+                },
+            }
+        },
         "/readyz": {
             "get": {
+                "operationId": "readiness",
                 "summary": "Readiness (database reachable)",
-                "responses": {"200": {"description": "Ready"}, "503": {"description": "Not ready"}},
+                "responses": {
+                    "200": _json(
+                        {"type": "object", "required": ["status"], "properties": {"status": {"const": "ready"}}},
+                        "Ready",
+                    ),
+                    "503": {
+                        **_json(
+                            {
+                                "type": "object",
+                                "required": ["status"],
+                                "properties": {"status": {"const": "unavailable"}, "database": {"type": "string"}},
+                            },
+                            "Not ready",
+                        ),
+                        "headers": _RETRY_AFTER,
+                    },
+                },
             }
         },
-    }
-    slot = {
-        "type": "object",
-        "properties": {
-            "start": {"type": "string", "format": "date-time"},
-            "end": {"type": "string", "format": "date-time"},
+        "/api/openapi.json": {
+            "get": {
+                "operationId": "openapiDocument",
+                "summary": "This document",
+                "responses": {
+                    "200": _json(
+                        {"type": "object", "required": ["openapi", "info", "paths"]}, "The OpenAPI 3.1 document"
+                    )
+                },
+            }
         },
     }
     return {
         "openapi": "3.1.0",
-        "info": {"title": "Slotwise", "version": "0.1.0", "description": "Booking pages and scheduling API."},
+        "info": {
+            "title": "Slotwise",
+            "version": "0.1.0",
+            "description": "Booking pages and scheduling API. Text anywhere in a request (path, query, header, "
+            "body keys and values) must not contain NUL characters; such a request gets 400.",
+        },
         "servers": [{"url": base_url}],
         "paths": paths,
         "components": {
             "securitySchemes": {
                 "agentKey": {"type": "http", "scheme": "bearer", "description": "Tenant-scoped agent API key"}
             },
-            "schemas": {
-                "Error": {
+            "schemas": _schemas(),
+        },
+    }
+
+
+def _schemas() -> dict[str, Any]:
+    slot = {
+        "type": "object",
+        "required": ["start", "end"],
+        "properties": {
+            "start": {"type": "string", "format": "date-time"},
+            "end": {"type": "string", "format": "date-time"},
+        },
+    }
+    booking = {
+        "type": "object",
+        "required": [
+            "id",
+            "status",
+            "start",
+            "end",
+            "time_zone",
+            "appointment_type",
+            "location",
+            "hosts",
+            "client",
+            "guests",
+            "manage_url",
+            "version",
+        ],
+        "properties": {
+            "id": {"type": "string"},
+            "status": {"type": "string", "enum": ["confirmed", "cancelled"]},
+            "start": {"type": "string", "format": "date-time"},
+            "end": {"type": "string", "format": "date-time"},
+            "time_zone": {"type": "string"},
+            "appointment_type": {
+                "type": "object",
+                "required": ["slug", "name"],
+                "properties": {"slug": {"type": "string"}, "name": {"type": "string"}},
+            },
+            "location": {
+                "type": "object",
+                "required": ["kind", "description"],
+                "properties": {
+                    "kind": {"type": "string", "enum": ["teams", "phone", "onsite", "custom"]},
+                    "description": {"type": "string"},
+                },
+            },
+            "hosts": {
+                "type": "array",
+                "items": {"type": "object", "required": ["name"], "properties": {"name": {"type": "string"}}},
+            },
+            "client": {
+                "type": "object",
+                "required": ["name", "email"],
+                "properties": {"name": {"type": "string"}, "email": {"type": "string"}},
+            },
+            "guests": {"type": "array", "items": {"type": "string"}},
+            "manage_url": {"type": "string", "format": "uri"},
+            "version": {"type": "integer"},
+        },
+    }
+    return {
+        "Error": {
+            "type": "object",
+            "required": ["error"],
+            "properties": {
+                "error": {
                     "type": "object",
+                    "required": ["code", "message"],
                     "properties": {
-                        "error": {
-                            "type": "object",
-                            "properties": {
-                                "code": {"type": "string"},
-                                "message": {"type": "string"},
-                                "field": {"type": "string"},
-                                "next_free": {"type": "array", "items": {"type": "string"}},
-                            },
-                        }
+                        "code": {"type": "string", "minLength": 1},
+                        "message": {"type": "string", "minLength": 1},
+                        "field": {"type": "string"},
+                        "next_free": {"type": "array", "items": {"type": "string", "format": "date-time"}},
+                        "booking": {"$ref": "#/components/schemas/Booking"},
                     },
+                }
+            },
+        },
+        "TimeZone": {"type": "string", "enum": list(_time_zones()), "example": "Europe/London"},
+        "TimeZoneOrEmpty": {
+            "description": "An IANA time zone; empty (or null in a body) means the default zone",
+            "anyOf": [{"$ref": "#/components/schemas/TimeZone"}, {"const": ""}],
+        },
+        "Slots": {
+            "type": "object",
+            "required": ["time_zone", "slots"],
+            "properties": {"time_zone": {"type": "string"}, "slots": {"type": "array", "items": slot}},
+        },
+        "BookingRequest": {
+            "type": "object",
+            "required": ["start", "name", "email"],
+            "properties": {
+                "start": _INSTANT,
+                "name": {"type": "string", "minLength": 1, "maxLength": 200, "pattern": r"\S"},
+                "email": _EMAIL,
+                "time_zone": {"anyOf": [{"$ref": "#/components/schemas/TimeZoneOrEmpty"}, {"type": "null"}]},
+                "answers": {
+                    "description": "Answers keyed by question; the appointment type decides which are required",
+                    "type": ["object", "null"],
+                    "additionalProperties": {"type": "string"},
                 },
-                "Slots": {
-                    "type": "object",
-                    "properties": {"time_zone": {"type": "string"}, "slots": {"type": "array", "items": slot}},
-                },
-                "BookingRequest": {
-                    "type": "object",
-                    "required": ["start", "name", "email", "time_zone"],
-                    "properties": {
-                        "start": {"type": "string", "format": "date-time"},
-                        "name": {"type": "string", "maxLength": 200},
-                        "email": {"type": "string", "format": "email"},
-                        "time_zone": {"type": "string"},
-                        "answers": {"type": "object", "additionalProperties": {"type": "string"}},
-                        "guests": {"type": "array", "items": {"type": "string", "format": "email"}, "maxItems": 10},
-                        "notes": {"type": "string", "maxLength": 2000},
-                    },
-                },
-                "Booking": {
-                    "type": "object",
-                    "properties": {
-                        "id": {"type": "string"},
-                        "status": {"type": "string"},
-                        "start": {"type": "string"},
-                        "end": {"type": "string"},
-                        "time_zone": {"type": "string"},
-                        "manage_url": {"type": "string"},
-                    },
-                },
-                "Explanation": {
-                    "type": "object",
-                    "properties": {
-                        "offered": {"type": "boolean"},
-                        "reasons": {
-                            "type": "array",
-                            "items": {
-                                "type": "object",
-                                "properties": {
-                                    "code": {"type": "string"},
-                                    "host": {"type": "string"},
-                                    "message": {"type": "string"},
-                                },
-                            },
+                "guests": {"type": ["array", "null"], "items": _EMAIL, "maxItems": 10},
+                "notes": {"type": ["string", "null"], "maxLength": 2000},
+            },
+        },
+        "Booking": booking,
+        "Explanation": {
+            "type": "object",
+            "required": ["start", "offered", "reasons"],
+            "properties": {
+                "start": {"type": "string", "format": "date-time"},
+                "offered": {"type": "boolean"},
+                "reasons": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "required": ["code", "host", "message"],
+                        "properties": {
+                            "code": {"type": "string"},
+                            "host": {"type": "string"},
+                            "message": {"type": "string"},
                         },
                     },
                 },
-                "Step": {
-                    "type": "object",
-                    "properties": {
-                        "id": {"type": "integer"},
-                        "booking_id": {"type": "string"},
-                        "run": {"type": "string"},
-                        "step": {"type": "integer"},
-                        "action": {"type": "string"},
-                        "state": {"type": "string"},
-                        "attempts": {"type": "integer"},
-                        "last_error": {"type": "string"},
-                        "external_ids": {"type": "object"},
-                    },
-                },
-                "SchedulingRequest": {
-                    "type": "object",
-                    "required": ["appointment_type", "ticket"],
-                    "properties": {
-                        "appointment_type": {"type": "string"},
-                        "ticket": {"type": "string"},
-                        "duration_minutes": {"type": "integer", "minimum": 5, "maximum": 480},
-                        "window_start": {"type": "string", "format": "date-time"},
-                        "window_end": {"type": "string", "format": "date-time"},
-                        "guests": {"type": "array", "items": {"type": "string", "format": "email"}},
-                    },
-                },
+            },
+        },
+        "Step": {
+            "type": "object",
+            "required": ["id", "run", "step", "action", "state", "attempts", "max_attempts", "external_ids"],
+            "properties": {
+                "id": {"type": "integer"},
+                "booking_id": {"type": ["string", "null"]},
+                "run": {"type": "string"},
+                "step": {"type": "integer"},
+                "action": {"type": "string"},
+                "state": {"type": "string", "enum": list(STEP_STATES)},
+                "attempts": {"type": "integer"},
+                "max_attempts": {"type": "integer"},
+                "next_attempt_at": {"type": "string", "format": "date-time"},
+                "last_error": {"type": ["string", "null"]},
+                "external_ids": {"type": "object"},
+                "updated_at": {"type": "string", "format": "date-time"},
+            },
+        },
+        "SchedulingRequest": {
+            "type": "object",
+            "required": ["appointment_type", "ticket"],
+            "properties": {
+                "appointment_type": {"type": "string", "minLength": 1, "example": "demo"},
+                "ticket": {"type": "string", "minLength": 1, "maxLength": 64, "pattern": r"\S", "example": "T-1001"},
+                "duration_minutes": {"type": ["integer", "null"], "minimum": 5, "maximum": 480},
+                "window_start": {"anyOf": [_INSTANT, {"const": ""}, {"type": "null"}]},
+                "window_end": {"anyOf": [_INSTANT, {"const": ""}, {"type": "null"}]},
+                "guests": {"type": ["array", "null"], "items": _EMAIL, "maxItems": 10},
             },
         },
     }

@@ -95,12 +95,16 @@ _STATUS: list[tuple[type[SlotwiseError], int, str]] = [
 ]
 
 
+_FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
+
+
 def _wants_json(request: web.Request) -> bool:
     path = request.path
     if path.startswith("/api/") or path.endswith(("/slots", "/explain")):
         return True
     if request.method == "POST":
-        return (request.content_type or "") == "application/json"
+        # Only the no-JavaScript form posts get pages; every other POST is an API call and gets JSON errors.
+        return request.content_type not in _FORM_TYPES
     return "application/json" in request.headers.get("Accept", "") and "text/html" not in request.headers.get(
         "Accept", ""
     )
@@ -138,8 +142,10 @@ async def error_middleware(
             response = _error_response(
                 request, exc.status, exc.reason.lower().replace(" ", "_"), exc.text or exc.reason, {}
             )
-            if "Retry-After" in exc.headers:
-                response.headers["Retry-After"] = exc.headers["Retry-After"]
+            # Keep what the answer means beyond its body: Allow on a 405 (RFC 9110 §15.5.6), Retry-After on 429/503.
+            for name in ("Allow", "Retry-After"):
+                if name in exc.headers:
+                    response.headers[name] = exc.headers[name]
             return response
         raise
 
@@ -339,12 +345,14 @@ def _client_from(body: Mapping[str, Any], default_zone: str) -> ClientDetails:
             raise InvalidRequest(f"'{key}' is too long (at most {limit} characters)", field=key)
         return value
 
-    answers = body.get("answers") or {}
+    answers = body.get("answers")
+    if answers is None:
+        answers = {}
     if not isinstance(answers, dict) or not all(isinstance(v, str) for v in answers.values()):
         raise InvalidRequest("'answers' must be an object of text answers", field="answers")
-    guests = body.get("guests") or []
-    if isinstance(guests, str):
-        guests = [part.strip() for part in guests.replace(";", ",").split(",") if part.strip()]
+    guests = body.get("guests")
+    if guests is None:
+        guests = []
     if not isinstance(guests, list) or not all(isinstance(g, str) for g in guests):
         raise InvalidRequest("'guests' must be a list of email addresses", field="guests")
     return ClientDetails(
@@ -441,11 +449,15 @@ def _bookings_handler(load: TargetLoader) -> Callable[[web.Request], Awaitable[w
     return handler
 
 
+def _require_json_or_form(request: web.Request) -> None:
+    if request.content_type != "application/json" and request.content_type not in _FORM_TYPES:
+        raise web.HTTPUnsupportedMediaType(text="Send the body as JSON (Content-Type: application/json) or as a form")
+
+
 async def _form_booking(request: web.Request, target: BookingTarget, default_zone: str) -> web.StreamResponse:
     """The no-JavaScript path: a form post with a CSRF token, answered by a redirect to the confirmation."""
     ctx = request.app[PAGES]
-    if request.content_type not in ("application/x-www-form-urlencoded", "multipart/form-data"):
-        raise InvalidRequest("Send the booking as JSON (Content-Type: application/json) or as a form")
+    _require_json_or_form(request)
     form = await read_form(request)
     if not csrf_matches(request.cookies.get(CSRF_COOKIE), str(form.get("csrf_token", ""))):
         raise web.HTTPForbidden(text="Your session expired. Reload the page and try again.")
@@ -454,7 +466,7 @@ async def _form_booking(request: web.Request, target: BookingTarget, default_zon
         "email": str(form.get("email", "")),
         "time_zone": str(form.get("time_zone", default_zone)),
         "notes": str(form.get("notes", "")),
-        "guests": str(form.get("guests", "")),
+        "guests": [part.strip() for part in str(form.get("guests", "")).replace(";", ",").split(",") if part.strip()],
         "answers": {
             key.removeprefix("answer_"): str(value) for key, value in form.items() if key.startswith("answer_")
         },
@@ -526,15 +538,21 @@ async def create_request_handler(request: web.Request) -> web.Response:
     if not isinstance(ticket, str) or not ticket.strip() or len(ticket) > 64:
         raise InvalidRequest("'ticket' (the PSA ticket number, at most 64 characters) is required", field="ticket")
     duration = body.get("duration_minutes")
+    if isinstance(duration, float) and duration.is_integer():
+        # JSON has one number type: 30.0 is the whole number 30 (and a JSON Schema "integer").
+        duration = int(duration)
     if duration is not None and (
         not isinstance(duration, int) or isinstance(duration, bool) or not 5 <= duration <= 480
     ):
         raise InvalidRequest("'duration_minutes' must be a whole number from 5 to 480", field="duration_minutes")
-    window_start = parse_instant(body["window_start"], "window_start") if body.get("window_start") else None
-    window_end = parse_instant(body["window_end"], "window_end") if body.get("window_end") else None
+    # Absent, null and "" all mean "no window"; anything else must be a time.
+    window_start = parse_instant(body["window_start"], "window_start") if body.get("window_start", "") != "" else None
+    window_end = parse_instant(body["window_end"], "window_end") if body.get("window_end", "") != "" else None
     if window_start and window_end and window_end <= window_start:
         raise InvalidRequest("'window_end' must be after 'window_start'", field="window_end")
-    guests = body.get("guests") or []
+    guests = body.get("guests")
+    if guests is None:
+        guests = []
     if not isinstance(guests, list) or len(guests) > 10:
         raise InvalidRequest("'guests' must be a list of at most 10 email addresses", field="guests")
     clean_guests = [validate_email(str(guest), field="guests") for guest in guests]
@@ -811,8 +829,11 @@ def _version_from(request: web.Request, given: object) -> int | None:
         return None
     if isinstance(raw, int) and not isinstance(raw, bool):
         return raw
+    if isinstance(raw, float) and raw.is_integer():
+        return int(raw)
     text = str(raw).strip().removeprefix("W/").strip('"')
-    if not (isinstance(raw, str) and text.isdigit() and len(text) <= 9):
+    # isascii: "²".isdigit() is true, but int("²") fails.
+    if not (isinstance(raw, str) and text.isascii() and text.isdigit() and len(text) <= 9):
         raise InvalidRequest("'version' must be the booking's version number as you last saw it", field="version")
     return int(text)
 
@@ -833,6 +854,7 @@ async def manage_reschedule(request: web.Request) -> web.StreamResponse:
     ctx = request.app[PAGES]
     target, booking = await _manage_target(request)
     await _admit(request, f"{target.tenant_id}:manage")
+    _require_json_or_form(request)
     if request.content_type == "application/json":
         body = await read_json(request)
         # Everything is parsed and checked before anything is written.
@@ -875,9 +897,12 @@ async def manage_cancel(request: web.Request) -> web.StreamResponse:
     ctx = request.app[PAGES]
     target, booking = await _manage_target(request)
     await _admit(request, f"{target.tenant_id}:manage")
+    _require_json_or_form(request)
     if request.content_type == "application/json":
         body = await read_json(request)
-        reason = body.get("reason") or ""
+        reason = body.get("reason")
+        if reason is None:
+            reason = ""
         if not isinstance(reason, str):
             raise InvalidRequest("'reason' must be text", field="reason")
         zone = parse_time_zone(booking.client.time_zone)
