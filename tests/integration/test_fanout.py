@@ -4,6 +4,7 @@ and connections are tested and encrypted when a tenant file is applied."""
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -77,7 +78,12 @@ async def test_a_booking_sends_a_confirmation_and_moves_and_cancellations_follow
         assert confirmation["Subject"] == "Confirmed: Intro call on Tuesday 24 November 2026, 15:00"
         html = confirmation.get_body(preferencelist=("html",))
         assert html is not None
-        assert body["manage_url"] in html.get_content()
+        # Each link is freshly encrypted, so the email's differs from the API's; it must open the same booking.
+        emailed = re.search(r'href="http://testserver(/m/[^"]+)"', html.get_content())
+        assert emailed is not None
+        page = await client.get(emailed.group(1))
+        assert page.status == 200
+        assert "Dana Client" in await page.text()
 
         manage = body["manage_url"].removeprefix("http://testserver")
         assert (await client.post(f"{manage}/reschedule", json={"start": "2026-11-25T16:00:00+00:00"})).status == 200
