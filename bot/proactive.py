@@ -97,7 +97,10 @@ class TeamsNotifier:
             client: Any = context.turn_state.get("ConnectorClient")
             outgoing = message.model_copy()
             outgoing.apply_conversation_reference(reference, is_incoming=False)
+            # Not a reply: the field must be absent. The connector client serialises with exclude_unset, so setting
+            # it to None would send `"replyToId": null`, which the Teams client emulator refuses with a 400.
             outgoing.reply_to_id = None  # type: ignore[assignment]  # SDK types it str; None = not a reply
+            outgoing.model_fields_set.discard("reply_to_id")
             response = await client.conversations.send_to_conversation(conversation_id, outgoing)
             sent.append(getattr(response, "id", None) or "")
 
@@ -116,7 +119,10 @@ class TeamsNotifier:
             raise _vendor_error(exc) from exc
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise IntegrationUnavailable(f"Teams did not answer: {type(exc).__name__}") from exc
-        return sent[0] if sent and sent[0] else "sent"
+        if not sent:
+            # The SDK returned without running our send (a turn error it handled itself): nothing reached the host.
+            raise IntegrationUnavailable("Teams did not take the card; trying again later")
+        return sent[0] or "sent"
 
     async def _wait_for_window(self, conversation_id: str) -> None:
         wait = self._limiter.reserve(conversation_id)

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -89,6 +90,14 @@ async def test_a_throttled_or_failing_connector_delays_the_card_and_it_still_arr
         assert step.attempts >= 2
         assert time.monotonic() - started >= 1, "Retry-After was not honoured"
         assert len(connector.cards(conversation_id=DANA_CHAT)) == before + 1
+        # A proactive card is news, not a reply: it carries no replyToId at all (the Teams client emulator refuses
+        # `"replyToId": null` with a 400).
+        sends = [
+            entry for entry in connector.request_log if entry.method == "POST" and entry.path.endswith("/activities")
+        ]
+        assert sends
+        for entry in sends:
+            assert "replyToId" not in json.loads(entry.body), entry.body[:300]
     finally:
         await client.close()
 
