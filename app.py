@@ -21,7 +21,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from admin.connections import load_connection_configs
+from admin.connections import load_connection_configs, load_webhook_secrets
 from admin.routes import setup_admin_api
 from bot.app import SlotwiseBot, create_notifier, setup_bot
 from bot.auth import BotAuthSettings
@@ -34,7 +34,7 @@ from pages.ratelimit import InMemoryRateLimiter
 from pages.routes import PagesContext, build_templates, setup_pages
 from scheduling.errors import ServiceUnavailable
 from scheduling.model import Booking
-from scheduling.ports import Clock, Notifier, RateLimiter
+from scheduling.ports import Clock, Notifier, PsaClient, RateLimiter
 from scheduling.service import Scheduler
 from settings import Settings
 from storage.database import Database, PoolLimits, is_database_fault
@@ -43,13 +43,17 @@ from storage.repositories import SqlAgentKeys, SqlBookingStore, SqlRequestStore,
 from storage.secrets import SecretBox
 from workflows.busy_sync import BusyRefresher
 from workflows.dispatch import BookingFanOut
+from workflows.metrics import SlotwiseMetrics
 from workflows.outbox import enqueue_jobs
-from workflows.runner import Runner
+from workflows.runner import Runner, RunnerWatch
 from workflows.steps import TenantIntegrations, build_handlers
+from workflows.webhooks import WebhookPoster, WebhookSender
 
 log = logging.getLogger("slotwise")
 DATABASE = web.AppKey("database", Database)
 SETTINGS = web.AppKey("settings", Settings)
+METRICS = web.AppKey("metrics", SlotwiseMetrics)
+RUNNER_WATCH = web.AppKey("runner_watch", RunnerWatch)
 DEMO_FILE = Path(__file__).parent / "examples" / "demo.yaml"
 
 
@@ -73,12 +77,18 @@ class TenantAdapters:
     connection changed by `slotwise apply` is picked up without a restart."""
 
     def __init__(
-        self, database: Database, box: SecretBox, session: aiohttp.ClientSession, notifier: Notifier | None = None
+        self,
+        database: Database,
+        box: SecretBox,
+        session: aiohttp.ClientSession,
+        notifier: Notifier | None = None,
+        webhooks: WebhookPoster | None = None,
     ) -> None:
         self._database = database
         self._box = box
         self._session = session
         self._notifier = notifier
+        self._webhooks = webhooks
         self._cache: dict[str, tuple[float, TenantIntegrations]] = {}
         self._locks: dict[str, asyncio.Lock] = {}
 
@@ -118,6 +128,11 @@ class TenantAdapters:
             busy=m365,
             mailer=build("email"),
             notifier=self._notifier,
+            webhooks=(
+                WebhookSender(self._webhooks, await load_webhook_secrets(self._database, tenant_id, self._box))
+                if self._webhooks is not None
+                else None
+            ),
             from_address=getattr(email[1], "from_address", "") if email else "",
             from_name=getattr(email[1], "from_name", "Slotwise") if email else "Slotwise",
         )
@@ -178,12 +193,23 @@ def create_app(settings: Settings, *, overrides: Overrides | None = None) -> web
     secret = settings.resolved_secret()
     app[DATABASE] = database
     app[SETTINGS] = settings
+    metrics = SlotwiseMetrics(database)
+    app[METRICS] = metrics
     base_url = settings.base_url.rstrip("/")
     signer = LinkSigner(secret)
     manage_links = ManageLinks(signer, clock.now, base_url, settings.manage_link_days)
     # Every booking change enqueues its workflow in the same transaction (transactional outbox).
     fanout = BookingFanOut(manage_links.url_for)
-    store = SqlBookingStore(database, on_change=fanout)
+    store = SqlBookingStore(database, on_change=metrics.count_booking_changes(fanout))
+    # The tenants' adapters, built once the app's ClientSession is open (adapters_ctx); shared by the pages (ticket
+    # look-ups for scheduling requests) and the runner, so both count against the same per-vendor limits.
+    shared_adapters: list[TenantAdapters] = []
+
+    async def tenant_psa(tenant_id: str) -> PsaClient | None:
+        if not shared_adapters:
+            raise ServiceUnavailable("Slotwise is still starting; try again in a moment", retry_after_seconds=5)
+        return (await shared_adapters[0](tenant_id)).psa
+
     context = PagesContext(
         catalog=SqlTenantCatalog(database),
         scheduler=Scheduler(store, clock),
@@ -197,6 +223,7 @@ def create_app(settings: Settings, *, overrides: Overrides | None = None) -> web
         manage_links=manage_links,
         request_link_days=settings.request_link_days,
         templates=build_templates(),
+        tenant_psa=tenant_psa,
     )
     setup_pages(app, context)
     # Inside the pages' error middleware, so the ServiceUnavailable it raises is rendered like every other error.
@@ -205,6 +232,12 @@ def create_app(settings: Settings, *, overrides: Overrides | None = None) -> web
     bot = build_bot(settings, database, context.scheduler, clock, manage_links.url_for, fanout)
     if bot is not None:
         setup_bot(app, bot, lambda: aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)))
+    app[RUNNER_WATCH] = RunnerWatch()
+    # Outermost, so the latency includes the error pages the inner middlewares render.
+    app.middlewares.insert(0, metrics.middleware())
+    if settings.metrics_token is not None and settings.metrics_token.get_secret_value():
+        # Not public: without a configured token the route does not exist at all.
+        app.router.add_get("/metrics", metrics.handler(settings.metrics_token.get_secret_value()))
     app.router.add_get("/healthz", _healthz)
     app.router.add_get("/readyz", _readyz)
     app.router.add_get("/api/openapi.json", _openapi)
@@ -216,21 +249,40 @@ def create_app(settings: Settings, *, overrides: Overrides | None = None) -> web
         if overrides.database is None:
             await database.dispose()
 
+    async def adapters_ctx(app: web.Application) -> AsyncIterator[None]:
+        webhooks = WebhookPoster(allow_private=settings.webhooks_allow_private)
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
+            shared_adapters.append(
+                TenantAdapters(database, SecretBox(secret), session, bot.notifier if bot else None, webhooks)
+            )
+            yield
+            shared_adapters.clear()
+        await webhooks.close()
+
     async def runner_ctx(app: web.Application) -> AsyncIterator[None]:
-        session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30))
-        adapters = TenantAdapters(database, SecretBox(secret), session, bot.notifier if bot else None)
-        runner = Runner(database, build_handlers(database, adapters), worker_id=f"{socket.gethostname()}:{os.getpid()}")
+        adapters = shared_adapters[0]
+        runner = Runner(
+            database,
+            build_handlers(database, adapters),
+            worker_id=f"{socket.gethostname()}:{os.getpid()}",
+            observer=metrics.step_observer(adapters),
+        )
         refresher = BusyRefresher(
             database, adapters, interval=timedelta(minutes=settings.busy_refresh_minutes), clock=clock.now
         )
         stop = asyncio.Event()
-        tasks = [asyncio.create_task(runner.run_forever(stop)), asyncio.create_task(refresher.run_forever(stop))]
+        runner_task = asyncio.create_task(runner.run_forever(stop))
+        tasks = [runner_task, asyncio.create_task(refresher.run_forever(stop))]
+        # Both loops ride out database outages themselves; /readyz reports one that stopped or cannot work.
+        watch = app[RUNNER_WATCH]
+        watch.runner, watch.task = runner, runner_task
+        metrics.runner_stalled_seconds = runner.stalled_seconds
         yield
         stop.set()
         await asyncio.gather(*tasks)
-        await session.close()
 
     app.cleanup_ctx.append(database_ctx)
+    app.cleanup_ctx.append(adapters_ctx)
     if settings.run_workflows:
         app.cleanup_ctx.append(runner_ctx)
     return app
@@ -289,13 +341,24 @@ async def _healthz(_request: web.Request) -> web.Response:
 
 
 async def _readyz(request: web.Request) -> web.Response:
+    """Ready: the database answers and, in a process that runs the workflow runner, the runner keeps up. A web-only
+    process (run_workflows=false) is not taken out of service because some worker lags."""
+    settings = request.app[SETTINGS]
     try:
         await request.app[DATABASE].ping()
+        problem = None
+        if settings.run_workflows:
+            problem = await request.app[RUNNER_WATCH].problem(timedelta(seconds=settings.runner_lag_unhealthy_seconds))
     except Exception as exc:
         if not is_database_fault(exc):
             raise
         log.warning("readiness check failed: the database is unreachable (%s)", type(exc).__name__)
         response = web.json_response({"status": "unavailable", "database": "unreachable"}, status=503)
+        response.headers["Retry-After"] = str(DATABASE_RETRY_AFTER_SECONDS)
+        return response
+    if problem is not None:
+        log.warning("readiness check failed: %s", problem)
+        response = web.json_response({"status": "unavailable", "runner": problem}, status=503)
         response.headers["Retry-After"] = str(DATABASE_RETRY_AFTER_SECONDS)
         return response
     return web.json_response({"status": "ready"})
@@ -446,7 +509,8 @@ async def run_worker(settings: Settings, lease_seconds: float, concurrency: int,
         notifier = None
         if settings.bot_app_id or settings.bot_allow_anonymous:
             notifier = create_notifier(bot_auth_settings(settings), SqlTeamsDirectory(database))
-        adapters = TenantAdapters(database, SecretBox(settings.resolved_secret()), session, notifier)
+        webhooks = WebhookPoster(allow_private=settings.webhooks_allow_private)
+        adapters = TenantAdapters(database, SecretBox(settings.resolved_secret()), session, notifier, webhooks)
         runner = Runner(
             database,
             build_handlers(database, adapters),
@@ -456,8 +520,11 @@ async def run_worker(settings: Settings, lease_seconds: float, concurrency: int,
         )
         log.info("worker %s started", runner.worker_id)
         try:
+            # Once running, database outages and restarts are ridden out (backoff, one log line each way); only a
+            # signal stops the worker.
             await runner.run_forever(stop)
         finally:
+            await webhooks.close()
             if notifier is not None:
                 await notifier.close()
     await database.dispose()

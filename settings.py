@@ -43,6 +43,17 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     run_workflows: bool = Field(default=True, description="Run the workflow runner inside this process.")
     busy_refresh_minutes: int = Field(default=5, ge=1, description="How often external busy time is refreshed.")
+    runner_lag_unhealthy_seconds: float = Field(
+        default=120.0,
+        ge=0,
+        description="In a process that runs the workflow runner, /readyz answers 503 once a due step has waited this "
+        "long unclaimed, or the runner has been unable to use the database this long. 0 turns both checks off (a "
+        "runner loop that stopped is still reported). Web-only processes (run_workflows=false) never check it.",
+    )
+    metrics_token: SecretStr | None = Field(
+        default=None,
+        description="Bearer token a Prometheus scraper sends to GET /metrics. Unset: /metrics does not exist (404).",
+    )
     bot_app_id: str | None = Field(default=None, description="The Teams bot's Entra app (client) id.")
     bot_app_password: SecretStr | None = Field(default=None, description="The bot app's client secret.")
     bot_tenant_id: str | None = Field(default=None, description="Single-tenant bot: the bot app's Entra tenant.")
@@ -69,6 +80,11 @@ class Settings(BaseSettings):
     )
     bot_allow_http_loopback: bool = Field(
         default=False, description="Tests and local development: allow http:// service URLs on 127.0.0.1/localhost."
+    )
+    webhooks_allow_private: bool = Field(
+        default=False,
+        description="Local development only: let post_webhook reach loopback, private, link-local and other "
+        "non-public addresses (refused by default, so a tenant file cannot aim Slotwise at internal services).",
     )
 
     @field_validator("bot_allowed_callers", mode="before")

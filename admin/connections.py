@@ -24,8 +24,12 @@ from storage.repositories import new_id
 from storage.secrets import SecretBox
 from storage.tables import integration_connections, tenants
 from workflows.triggers import ActionKind, WorkflowSpec
+from workflows.webhooks import WebhookSecretInvalid, decode_secret
 
 KINDS = ("psa", "m365", "email")
+WEBHOOKS = "webhooks"
+"""The `integration_connections` kind holding a tenant's webhook signing secrets (one row per tenant)."""
+WEBHOOKS_VENDOR = "standard_webhooks"
 
 
 @dataclass(frozen=True)
@@ -114,14 +118,64 @@ async def plan_connections(
         else:
             action, detail = "keep", ""
         changes.append(ConnectionChange(kind, spec.vendor, action, settings, secrets, fingerprint, config, detail))
+    changes.extend(_plan_webhook_secrets(file, env, box, stored.get(WEBHOOKS)))
     return changes
+
+
+def _plan_webhook_secrets(
+    file: TenantFile, env: Mapping[str, str], box: SecretBox, current: Mapping[str, Any] | None
+) -> list[ConnectionChange]:
+    """Webhook signing secrets, read from the variables the actions name and stored like connection secrets: one
+    sealed row per tenant, variable name -> secret, so the runner signs with what was read at apply."""
+    secrets: dict[str, str] = {}
+    problems: list[str] = []
+    for index, spec in enumerate(file.appointment_types):
+        workflow = WorkflowSpec.model_validate(spec.workflow or {})
+        for trigger, actions in workflow.triggers.items():
+            for position, action in enumerate(actions):
+                if action.action is not ActionKind.POST_WEBHOOK:
+                    continue
+                where = f"appointment_types[{index}] ({spec.slug}) workflow.triggers.{trigger.value}[{position}]"
+                variable = action.secret_from_env
+                if not variable:
+                    problems.append(f"{where}: a webhook must be signed: add secret_from_env")
+                    continue
+                value = env.get(variable)
+                if not value:
+                    problems.append(f"{where}.secret_from_env: environment variable {variable} is not set")
+                    continue
+                try:
+                    decode_secret(value)
+                except WebhookSecretInvalid as exc:
+                    # Never echo the value: it is (meant to be) a secret.
+                    problems.append(f"{where}.secret_from_env: environment variable {variable}: {exc}")
+                    continue
+                secrets[variable] = value
+    if problems:
+        raise RolloutError(problems)
+    if not secrets:
+        if current is None:
+            return []
+        return [ConnectionChange(WEBHOOKS, current["vendor"], "delete", {}, {}, "", None)]
+    settings = {"variables": sorted(secrets)}
+    fingerprint = _fingerprint(box, file.tenant.slug, WEBHOOKS, secrets)
+    if current is None:
+        change, detail = "create", "signing secrets from " + ", ".join(sorted(secrets))
+    elif current["settings"] != settings:
+        change, detail = "update", "signing secrets from " + ", ".join(sorted(secrets))
+    elif current["secrets_fingerprint"] != fingerprint:
+        change, detail = "update", "secrets changed"
+    else:
+        change, detail = "keep", ""
+    return [ConnectionChange(WEBHOOKS, WEBHOOKS_VENDOR, change, settings, secrets, fingerprint, None, detail)]
 
 
 async def test_connections(changes: list[ConnectionChange], session: aiohttp.ClientSession) -> None:
     """Test every new or changed connection; nothing is saved unless all of them work."""
     problems: list[str] = []
     for change in changes:
-        if change.action not in ("create", "update"):
+        # Webhook secrets have nothing to test against: the receiver is only called with a real event.
+        if change.action not in ("create", "update") or change.kind == WEBHOOKS:
             continue
         try:
             await REGISTRY[(change.kind, change.vendor)].check(change.config, session)
@@ -218,3 +272,15 @@ async def load_connection_configs(database: Database, tenant_id: str, box: Secre
         secrets = box.open(row["secrets_token"]) if row["secrets_token"] else {}
         configs[row["kind"]] = (row["vendor"], entry.config_model.model_validate({**row["settings"], **secrets}))
     return configs
+
+
+async def load_webhook_secrets(database: Database, tenant_id: str, box: SecretBox) -> dict[str, str]:
+    """Environment variable name -> webhook signing secret, as stored for one tenant by its last apply."""
+    table = integration_connections
+    async with database.read() as conn:
+        token = (
+            await conn.execute(
+                select(table.c.secrets_token).where(table.c.tenant_id == tenant_id, table.c.kind == WEBHOOKS)
+            )
+        ).scalar_one_or_none()
+    return box.open(token) if token else {}

@@ -51,7 +51,7 @@ from storage.tables import (
     tenants,
     users,
 )
-from workflows.triggers import Connected, WorkflowSpec, validate_workflow
+from workflows.triggers import Connected, WorkflowSpec, teams_meeting_problem, validate_workflow
 
 _TENANTS = tenants
 _USERS = users
@@ -523,9 +523,13 @@ def _reference_problems(file: TenantFile) -> list[tuple[Loc, str]]:
                 )
             keys.setdefault(question.key, number)
         if kind.mode == "workflow" and kind.workflow:
+            workflow = WorkflowSpec.model_validate(kind.workflow)
             # An action for a system the file does not connect would fail on every booking; say so now.
-            for message in validate_workflow(WorkflowSpec.model_validate(kind.workflow), connected):
+            for message in validate_workflow(workflow, connected):
                 problems.append((("appointment_types", index), message))
+            teams_problem = teams_meeting_problem(kind.slug, workflow, kind.location.kind)
+            if teams_problem:
+                problems.append((("appointment_types", index, "location"), teams_problem))
     return problems
 
 

@@ -207,23 +207,62 @@ def openapi_document(base_url: str) -> dict[str, Any]:
             "post": {
                 "operationId": "createSchedulingRequest",
                 "summary": "Create a one-time, ticket-bound scheduling link (agents only)",
+                "description": "`ticket` names an existing PSA ticket by its id or by the number the PSA shows "
+                "(Autotask: id 12345 or number T20261124.0001; ConnectWise and HaloPSA show the id). It is looked "
+                "up in the tenant's PSA now: a booking through the link then lands on that ticket (schedule entry, "
+                "note, status) and no ticket is created. A tenant without a PSA keeps `ticket` as a label "
+                "(`ticket_bound` false, with a `notice`).",
                 "security": [{"agentKey": []}],
                 "requestBody": _json_body({"$ref": "#/components/schemas/SchedulingRequest"}),
                 "responses": {
                     "201": _json(
                         {
                             "type": "object",
-                            "required": ["id", "url", "ticket", "expires_at"],
+                            "required": [
+                                "id",
+                                "url",
+                                "ticket",
+                                "ticket_id",
+                                "ticket_number",
+                                "ticket_bound",
+                                "expires_at",
+                            ],
                             "properties": {
                                 "id": {"type": "string"},
                                 "url": {"type": "string", "format": "uri"},
-                                "ticket": {"type": "string"},
+                                "ticket": {
+                                    "type": "string",
+                                    "description": "The ticket as people see it: the PSA's number, or the label",
+                                },
+                                "ticket_id": {"type": ["string", "null"], "description": "The PSA's ticket id"},
+                                "ticket_number": {
+                                    "type": ["string", "null"],
+                                    "description": "The number the PSA displays for the ticket",
+                                },
+                                "ticket_bound": {
+                                    "type": "boolean",
+                                    "description": "True when the ticket was found in the tenant's PSA",
+                                },
+                                "notice": {"type": "string", "description": "Why the ticket is only a label"},
                                 "expires_at": {"type": "string", "format": "date-time"},
                             },
                         },
                         "Created",
                     ),
-                    **_errors(400, 401, 404, 413, 415, 503),
+                    **_errors(400, 401, 404, 413, 415),
+                    "422": _json(
+                        _ERROR,
+                        "The tenant's PSA has no such ticket (`error.code` `unknown_ticket`, `error.field` `ticket`)",
+                    ),
+                    "503": {
+                        **_json(
+                            _ERROR,
+                            "Temporarily unavailable: the database, the rate limiter, or the tenant's PSA (down, "
+                            "throttling, or refusing Slotwise's credentials) could not look up the ticket; nothing "
+                            "was changed. See Retry-After",
+                        ),
+                        "headers": _RETRY_AFTER,
+                    },
                 },
             }
         },
@@ -494,7 +533,14 @@ def _schemas() -> dict[str, Any]:
             "required": ["appointment_type", "ticket"],
             "properties": {
                 "appointment_type": {"type": "string", "minLength": 1, "example": "demo"},
-                "ticket": {"type": "string", "minLength": 1, "maxLength": 64, "pattern": r"\S", "example": "T-1001"},
+                "ticket": {
+                    "type": "string",
+                    "minLength": 1,
+                    "maxLength": 64,
+                    "pattern": r"\S",
+                    "description": "The PSA ticket's id, or the number the PSA shows for it",
+                    "example": "T20261124.0001",
+                },
                 "duration_minutes": {"type": ["integer", "null"], "minimum": 5, "maximum": 480},
                 "window_start": {"anyOf": [_INSTANT, {"const": ""}, {"type": "null"}]},
                 "window_end": {"anyOf": [_INSTANT, {"const": ""}, {"type": "null"}]},

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
@@ -19,6 +20,9 @@ from pages.links import LinkSigner, ManageLinks, csrf_matches, new_csrf_token
 from scheduling.errors import (
     BookingChanged,
     IdempotencyKeyReused,
+    IntegrationError,
+    IntegrationRejected,
+    IntegrationUnavailable,
     InvalidRequest,
     LinkExpired,
     LinkInvalid,
@@ -27,8 +31,16 @@ from scheduling.errors import (
     SlotUnavailable,
     SlotwiseError,
 )
-from scheduling.model import Booking, BookingStatus, BookingTarget, ClientDetails, SchedulingRequest, Slot
-from scheduling.ports import AgentKeys, Clock, RateLimiter, RequestStore, TenantCatalog
+from scheduling.model import (
+    Booking,
+    BookingStatus,
+    BookingTarget,
+    ClientDetails,
+    PsaRef,
+    SchedulingRequest,
+    Slot,
+)
+from scheduling.ports import AgentKeys, Clock, PsaClient, RateLimiter, RequestStore, TenantCatalog
 from scheduling.service import Scheduler, check_day, parse_time_zone, validate_email
 
 log = logging.getLogger("slotwise.pages")
@@ -51,7 +63,13 @@ class PagesContext:
     manage_links: ManageLinks
     request_link_days: int
     templates: jinja2.Environment
+    tenant_psa: TenantPsa | None = None
+    """The tenant's PSA, for resolving the ticket a scheduling request names; None (or an answer of None) means the
+    tenant has no PSA connected, and the ticket is then kept as a label."""
 
+
+TenantPsa = Callable[[str], Awaitable[PsaClient | None]]
+"""The PSA adapter of a tenant (by tenant id), or None when the tenant has not connected one."""
 
 PAGES = web.AppKey("pages", PagesContext)
 
@@ -536,7 +554,10 @@ async def create_request_handler(request: web.Request) -> web.Response:
     if not isinstance(type_slug, str) or not type_slug:
         raise InvalidRequest("'appointment_type' (a slug) is required", field="appointment_type")
     if not isinstance(ticket, str) or not ticket.strip() or len(ticket) > 64:
-        raise InvalidRequest("'ticket' (the PSA ticket number, at most 64 characters) is required", field="ticket")
+        raise InvalidRequest(
+            "'ticket' (the PSA ticket's id or the number the PSA shows, at most 64 characters) is required",
+            field="ticket",
+        )
     duration = body.get("duration_minutes")
     if isinstance(duration, float) and duration.is_integer():
         # JSON has one number type: 30.0 is the whole number 30 (and a JSON Schema "integer").
@@ -556,6 +577,19 @@ async def create_request_handler(request: web.Request) -> web.Response:
     if not isinstance(guests, list) or len(guests) > 10:
         raise InvalidRequest("'guests' must be a list of at most 10 email addresses", field="guests")
     clean_guests = [validate_email(str(guest), field="guests") for guest in guests]
+    reference = ticket.strip()
+    found = await _resolve_ticket(ctx, tenant_id, reference)
+    if found is _UNKNOWN_TICKET:
+        return web.json_response(
+            error_body(
+                "unknown_ticket",
+                f"Your PSA has no ticket {reference!r}. Give the ticket's id or the number the PSA shows for it "
+                "(Autotask: e.g. T20261124.0001); no link was made.",
+                field="ticket",
+            ),
+            status=422,
+        )
+    bound = found if isinstance(found, PsaRef) else None
     now = ctx.clock.now()
     expires = now + timedelta(days=ctx.request_link_days)
     if window_end is not None:
@@ -563,24 +597,61 @@ async def create_request_handler(request: web.Request) -> web.Response:
     request_id = await ctx.requests.create_request(
         tenant_id,
         type_slug,
-        ticket=ticket.strip(),
+        ticket=bound.number if bound else reference,
         duration=timedelta(minutes=duration) if duration else None,
         window_starts_at=window_start,
         window_ends_at=window_end,
         guests=clean_guests,
         created_by=role,
         expires_at=expires,
+        ticket_id=bound.record_id if bound else "",
+        ticket_number=bound.number if bound else "",
     )
     token = ctx.signer.sign("request", tenant_id, request_id, expires)
-    return web.json_response(
-        {
-            "id": request_id,
-            "ticket": ticket.strip(),
-            "url": f"{ctx.base_url}/r/{token}",
-            "expires_at": expires.isoformat(),
-        },
-        status=201,
-    )
+    answer: dict[str, Any] = {
+        "id": request_id,
+        "ticket": bound.number if bound else reference,
+        "ticket_id": bound.record_id if bound else None,
+        "ticket_number": bound.number if bound else None,
+        "ticket_bound": bound is not None,
+        "url": f"{ctx.base_url}/r/{token}",
+        "expires_at": expires.isoformat(),
+    }
+    if bound is None:
+        answer["notice"] = (
+            f"No PSA is connected for this tenant, so {reference!r} is kept as a label only: the booking page shows "
+            "it, but nothing is added to a ticket. Connect a PSA to book onto the ticket."
+        )
+    return web.json_response(answer, status=201)
+
+
+_UNKNOWN_TICKET = object()
+"""What _resolve_ticket answers when the PSA has no such ticket."""
+
+_PSA_RETRY_AFTER_SECONDS = 30
+
+
+async def _resolve_ticket(ctx: PagesContext, tenant_id: str, reference: str) -> PsaRef | object | None:
+    """The ticket a scheduling request names, looked up in the tenant's PSA when the request is made, so a typo is
+    caught now rather than when a client books. None: the tenant has no PSA (the ticket stays a label).
+
+    A PSA that cannot be asked right now is a 503 (nothing was made; Retry-After), as is one that refuses our
+    credentials: neither is the agent's input at fault, and the message says what happened."""
+    psa = await ctx.tenant_psa(tenant_id) if ctx.tenant_psa is not None else None
+    if psa is None:
+        return None
+    try:
+        found = await psa.find_ticket(reference)
+    except IntegrationRejected as exc:
+        raise InvalidRequest(f"Your PSA refused the look-up of ticket {reference!r}: {exc}", field="ticket") from exc
+    except IntegrationError as exc:
+        retry_after = exc.retry_after_seconds if isinstance(exc, IntegrationUnavailable) else None
+        raise ServiceUnavailable(
+            f"Slotwise could not look up ticket {reference!r} in your PSA right now ({exc}). No link was made; "
+            "try again in a minute, and if it keeps failing ask an administrator to check the PSA connection.",
+            retry_after_seconds=max(1, math.ceil(retry_after)) if retry_after else _PSA_RETRY_AFTER_SECONDS,
+        ) from exc
+    return found if found is not None else _UNKNOWN_TICKET
 
 
 # ---------------------------------------------------------------- HTML pages

@@ -229,11 +229,16 @@ class SchedulingRequest:
 
     request_id: str
     ticket: str
+    """The ticket as people see it: the PSA's displayed number once resolved, else the agent's text (a label)."""
     duration: timedelta | None
     window_starts_at: datetime | None
     window_ends_at: datetime | None
     guests: tuple[str, ...]
     used: bool
+    ticket_id: str = ""
+    """The PSA's id of the ticket, resolved when the request was created; empty when no PSA is connected."""
+    ticket_number: str = ""
+    """The number the PSA displays (Autotask T20261124.0001; ConnectWise and HaloPSA show the id)."""
 
 
 @dataclass(frozen=True, slots=True)

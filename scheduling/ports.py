@@ -131,8 +131,13 @@ class RequestStore(Protocol):
         guests: Sequence[str],
         created_by: str,
         expires_at: datetime,
+        ticket_id: str = "",
+        ticket_number: str = "",
     ) -> str:
-        """Returns the new request id; raises NotFound for an unknown type of this tenant."""
+        """Returns the new request id; raises NotFound for an unknown type of this tenant.
+
+        `ticket` is what people see (the displayed number when the PSA resolved it); `ticket_id` and `ticket_number`
+        are the PSA's ticket, empty when the tenant has no PSA and the ticket is only a label."""
         ...
 
 
@@ -154,6 +159,12 @@ class PsaClient(Protocol):
     async def test_connection(self) -> None: ...
 
     async def find_contact(self, email: str) -> PsaContact | None: ...
+
+    async def find_ticket(self, reference: str) -> PsaRef | None:
+        """An existing ticket, named by its id or by the number the PSA displays (Autotask: id 12345 or number
+        T20261124.0001; ConnectWise and HaloPSA display the id). A leading `#` is ignored. None when the PSA has no
+        such ticket; nothing is ever created."""
+        ...
 
     async def find_or_create_contact(self, name: str, email: str) -> PsaContact | None:
         """The contact with this e-mail, created under the tenant's fallback (catch-all) company when there is none.

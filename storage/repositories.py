@@ -277,6 +277,8 @@ class SqlTenantCatalog:
                 window_ends_at=req.window_ends_at,
                 guests=tuple(req.guests),
                 used=req.used_at is not None,
+                ticket_id=req.ticket_id or "",
+                ticket_number=req.ticket_number or "",
             )
             return await self._target(conn, tenant, types[0], request)
 
@@ -831,6 +833,8 @@ class SqlRequestStore:
         guests: Sequence[str],
         created_by: str,
         expires_at: datetime,
+        ticket_id: str = "",
+        ticket_number: str = "",
     ) -> str:
         request_id = new_id()
         async with self._db.write() as conn:
@@ -850,6 +854,8 @@ class SqlRequestStore:
                     tenant_id=tenant_id,
                     type_id=type_id,
                     ticket=ticket,
+                    ticket_id=ticket_id or None,
+                    ticket_number=(ticket_number or ticket) if ticket_id else None,
                     duration_seconds=int(duration.total_seconds()) if duration else None,
                     window_starts_at=window_starts_at,
                     window_ends_at=window_ends_at,

@@ -162,6 +162,11 @@ class SchedulingRequestRow(SQLModel, table=True):
     tenant_id: str = Field(foreign_key="tenants.id", index=True, max_length=40)
     type_id: str = Field(foreign_key="appointment_types.id", max_length=40)
     ticket: str = Field(max_length=64)
+    """The ticket as people see it: the PSA's displayed number when it was resolved, else the agent's label."""
+    ticket_id: str | None = Field(default=None, max_length=64)
+    """The PSA's id of the ticket (None: no PSA was connected, the ticket is a label only)."""
+    ticket_number: str | None = Field(default=None, max_length=64)
+    """The number the PSA displays for it (Autotask T20261124.0001; ConnectWise and HaloPSA show the id)."""
     duration_seconds: int | None = Field(default=None)
     window_starts_at: datetime | None = _utc_column(nullable=True)
     window_ends_at: datetime | None = _utc_column(nullable=True)

@@ -7,7 +7,6 @@ calendars that are their primary one or marked "Block Conflicting Appointments".
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -19,6 +18,7 @@ from scheduling.model import BusyInterval
 from storage.database import Database
 from storage.repositories import SqlBookingStore
 from storage.tables import integration_connections, users
+from workflows.runner import FaultStreak, pause
 from workflows.steps import IntegrationsFor
 
 log = logging.getLogger("slotwise.busy_sync")
@@ -104,14 +104,19 @@ class BusyRefresher:
         return refreshed
 
     async def run_forever(self, stop: asyncio.Event) -> None:
+        """Refresh every `interval` until `stop` is set. A failed round (the database is unavailable, or a bug) is
+        logged once per streak, not per round, and tried again with backoff (1 s doubling to 30 s, never later than
+        the next regular round) instead of waiting a whole interval."""
+        interval = self._interval.total_seconds()
+        trouble = FaultStreak(log, "busy refresh", cap=min(30.0, interval))
         while not stop.is_set():
             try:
                 await self.refresh_all()
-            except Exception:
-                log.exception("busy refresh round failed; trying again next round")
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self._interval.total_seconds()):
-                    await stop.wait()
+            except Exception as exc:
+                await pause(min(trouble.failed(exc), interval), stop)
+                continue
+            trouble.succeeded()
+            await pause(interval, stop)
 
 
 def _rows(intervals: list[BusyInterval]) -> list[tuple[datetime, datetime, str]]:

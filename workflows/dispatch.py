@@ -13,7 +13,7 @@ from sqlalchemy import func, select
 from sqlalchemy.engine import Connection
 
 from scheduling.model import Booking, LocationKind
-from storage.tables import appointment_types, integration_connections, tenants, users
+from storage.tables import appointment_types, integration_connections, scheduling_requests, tenants, users
 from workflows.outbox import JobSpec, enqueue_jobs, workflow_jobs
 from workflows.triggers import Connected, Trigger, plan_jobs, workflow_for_type
 
@@ -90,6 +90,7 @@ class BookingFanOut:
                 "notes": booking.client.notes,
             },
             "manage_url": self._manage_url_for(booking),
+            **_request_ticket(conn, booking),
         }
 
     def reschedule_link_jobs(self, conn: Connection, booking: Booking, requested_by: str) -> list[JobSpec]:
@@ -148,6 +149,21 @@ def _type_settings(conn: Connection, booking: Booking) -> dict[str, Any] | None:
         )
     ).first()
     return dict(row[0]) if row is not None else None
+
+
+def _request_ticket(conn: Connection, booking: Booking) -> dict[str, Any]:
+    """`{"ticket": {"id", "number"}}` when the booking came through a scheduling request bound to a PSA ticket:
+    the steps then act on that ticket instead of creating one (workflows/steps.py, StepContext)."""
+    if booking.request_id is None:
+        return {}
+    row = conn.execute(
+        select(scheduling_requests.c.ticket_id, scheduling_requests.c.ticket_number).where(
+            scheduling_requests.c.tenant_id == booking.tenant_id, scheduling_requests.c.id == booking.request_id
+        )
+    ).first()
+    if row is None or not row.ticket_id:
+        return {}
+    return {"ticket": {"id": str(row.ticket_id), "number": str(row.ticket_number or row.ticket_id)}}
 
 
 def _hosts_of(conn: Connection, booking: Booking) -> list[dict[str, Any]]:

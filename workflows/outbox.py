@@ -46,6 +46,7 @@ from sqlalchemy import (
     and_,
     bindparam,
     case,
+    func,
     or_,
     select,
     tuple_,
@@ -515,6 +516,35 @@ def dead_letter_stalled_jobs(conn: Connection, *, now: datetime) -> int:
             updated_at=now,
         )
     ).rowcount
+
+
+def count_jobs_by_state(conn: Connection) -> dict[str, int]:
+    """How many steps are in each state (every state listed, zeros included)."""
+    jobs = workflow_jobs.c
+    counts = dict.fromkeys(STATES, 0)
+    for state, count in conn.execute(select(jobs.state, func.count()).group_by(jobs.state)):
+        counts[str(state)] = int(count)
+    return counts
+
+
+def oldest_due_at(conn: Connection, *, now: datetime) -> datetime | None:
+    """Since when the longest-waiting due step has been claimable, or None when nothing is due: the runner lag.
+
+    Due as `claim_jobs` sees it: available or retryable with `run_after <= now` (since `run_after`), or running under
+    a lease that expired with attempts left (since the lease expired). Both halves are range scans on the
+    (state, run_after) index, so this is cheap enough for every readiness probe.
+    """
+    jobs = workflow_jobs.c
+    waiting = conn.execute(
+        select(func.min(jobs.run_after)).where(jobs.state.in_((AVAILABLE, RETRYABLE)), jobs.run_after <= now)
+    ).scalar()
+    stalled = conn.execute(
+        select(func.min(jobs.lease_expires_at)).where(
+            jobs.state == RUNNING, jobs.lease_expires_at < now, jobs.attempts < jobs.max_attempts
+        )
+    ).scalar()
+    found = [moment for moment in (waiting, stalled) if moment is not None]
+    return min(found) if found else None
 
 
 async def claim(

@@ -28,6 +28,7 @@ from storage.database import Database
 from workflows.outbox import Job, list_runs
 from workflows.templates import DEFAULT_TEMPLATES, render_email, snapshot_variables
 from workflows.triggers import ActionKind
+from workflows.webhooks import WebhookSender, post_webhook
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,7 @@ class TenantIntegrations:
     busy: BusySource | None = None
     mailer: Mailer | None = None
     notifier: Notifier | None = None
+    webhooks: WebhookSender | None = None
     from_address: str = ""
     from_name: str = "Slotwise"
 
@@ -54,10 +56,23 @@ class StepContext:
         self.job = job
         self.action: Mapping[str, Any] = job.payload.get("action", {})
         self.booking: Mapping[str, Any] = job.payload.get("booking", {})
-        self.outputs = outputs
+        bound = self.bound_ticket
+        # A booking made through a ticket-bound scheduling request acts on that ticket from its first step: the
+        # request's ticket is an output every step sees, and no earlier output can point the steps elsewhere.
+        self.outputs: Mapping[str, Any] = (
+            {**outputs, "ticket_id": bound.record_id, "ticket_number": bound.number} if bound else outputs
+        )
         self.integrations = integrations
         self.progress: Mapping[str, Any] = job.output or {}
         """What an earlier, failed attempt of this very step got done (see IntegrationError.progress)."""
+
+    @property
+    def bound_ticket(self) -> PsaRef | None:
+        """The existing PSA ticket the booking's scheduling request names (resolved when the request was made)."""
+        ticket = self.booking.get("ticket") or {}
+        if not ticket.get("id"):
+            return None
+        return PsaRef(PsaRecordKind.TICKET, str(ticket["id"]), str(ticket.get("number") or ticket["id"]))
 
     @property
     def starts_at(self) -> datetime:
@@ -145,6 +160,15 @@ async def _opportunity(ctx: StepContext) -> Mapping[str, Any]:
 
 
 async def _ticket(ctx: StepContext) -> Mapping[str, Any]:
+    bound = ctx.bound_ticket
+    if bound is not None:
+        # The agent asked for this booking on an existing ticket: it lands there, and no ticket is created.
+        return {
+            "ticket_id": bound.record_id,
+            "ticket_number": bound.number,
+            "ticket_created": False,
+            "ticket_source": f"scheduling request: existing ticket #{bound.number}, no new ticket created",
+        }
     psa = ctx.psa()
     contact = await psa.find_or_create_contact(ctx.booking["client"]["name"], ctx.booking["client"]["email"])
     ref = await psa.create_record(PsaRecordKind.TICKET, ctx.draft(contact, board=ctx.action.get("ticket_board", "")))
@@ -319,10 +343,6 @@ async def _notify_host(ctx: StepContext) -> Mapping[str, Any]:
     return {**sent, "teams_not_installed": unreachable}
 
 
-async def _not_available(ctx: StepContext) -> Mapping[str, Any]:
-    raise IntegrationRejected(f"'{ctx.job.kind}' is not available yet in this version of Slotwise")
-
-
 STEPS: dict[str, Step] = {
     ActionKind.FIND_OR_CREATE_OPPORTUNITY.value: _opportunity,
     ActionKind.CREATE_TICKET.value: _ticket,
@@ -337,7 +357,7 @@ STEPS: dict[str, Step] = {
     ActionKind.CANCEL_M365_EVENT.value: _cancel_m365_event,
     ActionKind.SEND_EMAIL.value: _email,
     ActionKind.NOTIFY_HOST.value: _notify_host,
-    ActionKind.POST_WEBHOOK.value: _not_available,
+    ActionKind.POST_WEBHOOK.value: post_webhook,
 }
 
 

@@ -77,6 +77,12 @@ class ActionSpec(BaseModel):
     template: Literal["default_confirmation", "custom"] = "default_confirmation"
     recipients: Literal["client_and_guests", "host", "client"] = "client_and_guests"
     url: str | None = Field(default=None, max_length=500)
+    secret_from_env: str | None = Field(
+        default=None,
+        pattern=r"^[A-Z_][A-Z0-9_]{0,99}$",
+        description="post_webhook: the environment variable holding the signing secret (whsec_...), read at apply "
+        "and stored encrypted.",
+    )
 
     @model_validator(mode="after")
     def _custom_email_has_text(self) -> ActionSpec:
@@ -84,6 +90,8 @@ class ActionSpec(BaseModel):
             raise ValueError("a custom email needs both 'subject' and 'body'")
         if self.action is ActionKind.POST_WEBHOOK and not (self.url and self.url.startswith("https://")):
             raise ValueError("a webhook needs an https:// 'url'")
+        if self.secret_from_env is not None and self.action is not ActionKind.POST_WEBHOOK:
+            raise ValueError("'secret_from_env' belongs to a post_webhook action")
         return self
 
 
@@ -111,7 +119,8 @@ class Connected:
 
 
 def validate_workflow(actions: WorkflowSpec, connected: Connected) -> list[str]:
-    """Problems an admin must fix before applying: actions for systems that are not connected, or not offered."""
+    """Problems an admin must fix before applying: actions for systems that are not connected or not offered, and
+    a webhook nobody could verify."""
     problems: list[str] = []
     for trigger, steps in actions.triggers.items():
         for index, step in enumerate(steps):
@@ -126,6 +135,11 @@ def validate_workflow(actions: WorkflowSpec, connected: Connected) -> list[str]:
                 problems.append(f"{where}: 'notify_host' needs the Teams app: set tenant.microsoft_tenant_id")
             if step.action is ActionKind.SEND_EMAIL and not connected.email:
                 problems.append(f"{where}: 'send_email' needs an email connection (SMTP or Microsoft 365)")
+            if step.action is ActionKind.POST_WEBHOOK and not step.secret_from_env:
+                problems.append(
+                    f"{where}: a webhook must be signed: add secret_from_env naming the environment variable that "
+                    "holds its secret (whsec_ followed by base64 of 24 to 64 random bytes)"
+                )
             if step.action is ActionKind.SEND_EMAIL and step.template == "custom" and step.subject and step.body:
                 problem = template_problem(step.subject, step.body)
                 if problem:
@@ -133,9 +147,27 @@ def validate_workflow(actions: WorkflowSpec, connected: Connected) -> list[str]:
     return problems
 
 
-def classic_workflow(primary_calendar: str, connected: Connected) -> WorkflowSpec:
+def teams_meeting_problem(type_slug: str, actions: WorkflowSpec, location_kind: str) -> str | None:
+    """A Workflow Mode type whose location is a Teams meeting must create the Microsoft 365 event that carries the
+    meeting: the booking page and the confirmation promise the client a Teams link, and only that event makes one."""
+    if location_kind != "teams":
+        return None
+    if any(step.action is ActionKind.CREATE_M365_EVENT for steps in actions.triggers.values() for step in steps):
+        return None
+    return (
+        f"'{type_slug}' is a Teams meeting, but its workflow creates no Microsoft 365 event, so the client would be "
+        "promised a Teams link that never exists: add {action: create_m365_event} to "
+        "workflow.triggers.client_scheduled (with update_m365_event under rescheduled and cancel_m365_event under "
+        "cancelled), or choose another location"
+    )
+
+
+def classic_workflow(primary_calendar: str, connected: Connected, *, teams_meeting: bool = False) -> WorkflowSpec:
     """The sensible default: the booking lands on the host's primary calendar, the client gets the default
-    confirmation, and moves and cancellations follow the same path."""
+    confirmation, and moves and cancellations follow the same path.
+
+    `teams_meeting`: the type's location is a Teams meeting. A host whose primary calendar is the PSA then also gets
+    a Microsoft 365 event (when Microsoft 365 is connected), because only that event carries the meeting's join link."""
     scheduled: list[ActionSpec] = []
     rescheduled: list[ActionSpec] = []
     cancelled: list[ActionSpec] = []
@@ -143,7 +175,7 @@ def classic_workflow(primary_calendar: str, connected: Connected) -> WorkflowSpe
         scheduled.append(ActionSpec(action=ActionKind.CREATE_SCHEDULE_ENTRY))
         rescheduled.append(ActionSpec(action=ActionKind.MOVE_SCHEDULE_ENTRY))
         cancelled.append(ActionSpec(action=ActionKind.REMOVE_SCHEDULE_ENTRY))
-    elif primary_calendar == "m365" and connected.m365:
+    if (primary_calendar == "m365" or teams_meeting) and connected.m365:
         scheduled.append(ActionSpec(action=ActionKind.CREATE_M365_EVENT))
         rescheduled.append(ActionSpec(action=ActionKind.UPDATE_M365_EVENT))
         cancelled.append(ActionSpec(action=ActionKind.CANCEL_M365_EVENT))
@@ -201,7 +233,9 @@ def workflow_for_type(
     """The workflow an appointment type runs, and which mode produced it ('classic' or 'workflow')."""
     if settings.get("mode") == "workflow" and settings.get("workflow"):
         return WorkflowSpec.model_validate(settings["workflow"]), "workflow"
-    return classic_workflow(primary_calendar, connected), "classic"
+    location = settings.get("location") or {}
+    teams_meeting = isinstance(location, Mapping) and location.get("kind") == "teams"
+    return classic_workflow(primary_calendar, connected, teams_meeting=teams_meeting), "classic"
 
 
 def run_keys(jobs: Sequence[JobSpec]) -> list[str]:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -38,6 +38,7 @@ from integrations.autotask.wire import (
     to_wire_status_change,
     to_wire_ticket,
     to_wire_ticket_note,
+    to_wire_ticket_reference,
     to_wire_ticket_secondary_resource,
     to_wire_todo,
 )
@@ -55,6 +56,14 @@ def _number(value: str, what: str) -> int:
         return int(value)
     except ValueError:
         raise IntegrationRejected(f"Autotask {what} must be a number, not {value!r}") from None
+
+
+def _ticket_company(ticket: Mapping[str, Any]) -> int | None:
+    """The company a ticket is for: a service call on it is a visit to that company, whoever booked it (an existing
+    ticket's customer need not be the booking client's company) [U: ServiceCallsEntity.htm does not say the two must
+    match; this is the reading that keeps the call and its ticket together]."""
+    company = ticket.get("companyID")
+    return company if isinstance(company, int) and not isinstance(company, bool) else None
 
 
 class AutotaskPsa:
@@ -105,6 +114,19 @@ class AutotaskPsa:
             return None
         items.sort(key=lambda item: (not item.get("isActive", True), int(item["id"])))
         return from_wire_contact(items[0], email)
+
+    async def find_ticket(self, reference: str) -> PsaRef | None:
+        """By id (`GET Tickets/{id}`, which answers `{"item": null}` for none) when the text is a number, else by the
+        number people see (`POST Tickets/query` with `ticketNumber eq`, TicketsEntity.htm; REST_Basic_Query_Calls.htm).
+        Ids and numbers never look alike: numbers are `T` + date + sequence (T20261124.0001)."""
+        wanted = to_wire_ticket_reference(reference)
+        if wanted is None:
+            return None
+        if isinstance(wanted, int):
+            item = await self._client.get("Tickets", wanted)
+        else:
+            item = await self._find_one("Tickets", [condition("eq", "ticketNumber", wanted)])
+        return from_wire_ticket_ref(item) if item else None
 
     async def find_or_create_contact(self, name: str, email: str) -> PsaContact | None:
         """A first-time client becomes a Contact of the fallback company.
@@ -352,11 +374,14 @@ class AutotaskPsa:
         """
         resource_id = _number(draft.member, "resource ids")
         ticket_id = _number(draft.ticket_id, "ticket ids")
-        await self._ensure_on_ticket(ticket_id, resource_id)
+        ticket = await self._ensure_on_ticket(ticket_id, resource_id)
         call = await self._find_marked("ServiceCalls", "description", draft.idempotency_key)
         if call is None:
             body = to_wire_service_call(
-                draft, default_company_id=self._config.default_company_id, status_id=self._config.service_call_status_id
+                draft,
+                default_company_id=self._config.default_company_id,
+                status_id=self._config.service_call_status_id,
+                company_id=_ticket_company(ticket),
             )
             call = {"id": await self._client.create("ServiceCalls", body)}
         call_id = int(call["id"])
@@ -385,18 +410,18 @@ class AutotaskPsa:
             )
         return PsaRef(PsaRecordKind.SCHEDULE_ENTRY, to_schedule_entry_id("ServiceCalls", call_id))
 
-    async def _ensure_on_ticket(self, ticket_id: int, resource_id: int) -> None:
+    async def _ensure_on_ticket(self, ticket_id: int, resource_id: int) -> dict[str, Any]:
         """The host is the ticket's primary resource or one of its secondary resources, adding them as a secondary.
 
         TicketsEntity.htm: the API refuses a secondary resource that already is one, and (as for task secondary
         resources, TaskSecondaryResourcesEntity.htm) a secondary resource may not be the primary one; so both are
-        checked first, which also makes a re-run after a lost answer add nothing.
+        checked first, which also makes a re-run after a lost answer add nothing. Returns the ticket.
         """
         ticket = await self._client.get("Tickets", ticket_id)
         if ticket is None:
             raise IntegrationRejected(f"Autotask has no ticket {ticket_id} to schedule on")
         if ticket.get("assignedResourceID") == resource_id:
-            return
+            return ticket
         secondary = await self._find_one(
             "TicketSecondaryResources",
             [condition("eq", "ticketID", ticket_id), condition("eq", "resourceID", resource_id)],
@@ -407,6 +432,7 @@ class AutotaskPsa:
                 to_wire_ticket_secondary_resource(ticket_id, resource_id, self._config.resource_role_id),
                 path=f"Tickets/{ticket_id}/SecondaryResources",
             )
+        return ticket
 
     @staticmethod
     def _schedule_entry(ref: PsaRef) -> tuple[str, int]:

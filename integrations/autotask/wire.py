@@ -6,6 +6,7 @@ wants ISO-8601 (apis.md §2.2), so every datetime leaves here as `YYYY-MM-DDTHH:
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -22,6 +23,12 @@ _MAX_TITLE = 255
 _MAX_APPOINTMENT_TITLE = 256
 """Appointments.title is string (256) (AppointmentsEntity.htm)."""
 _MAX_DESCRIPTION = 8000
+_TICKET_ID = re.compile(r"[0-9]{1,10}")
+_MAX_ID = 2**31 - 1
+"""Entity ids are `integer` (int32) in the REST swagger (`TicketModel.Id`)."""
+_TICKET_NUMBER_LIMIT = 64
+"""Longer text is no ticket number; the field's length is not given on TicketsEntity.htm [U], and the request
+stores at most 64 characters."""
 
 CONTACT_NAME_LIMIT = 50
 """Contacts `firstName`/`lastName` length [U: Autotask field metadata; apis.md does not give it]."""
@@ -209,12 +216,15 @@ def to_wire_todo(draft: PsaDraft, *, default_company_id: int, action_type_id: in
     return body
 
 
-def to_wire_service_call(draft: PsaDraft, *, default_company_id: int, status_id: int) -> dict[str, Any]:
-    """ServiceCalls body: companyID, startDateTime, endDateTime, status, description (apis.md §2.3)."""
+def to_wire_service_call(
+    draft: PsaDraft, *, default_company_id: int, status_id: int, company_id: int | None = None
+) -> dict[str, Any]:
+    """ServiceCalls body: companyID, startDateTime, endDateTime, status, description (apis.md §2.3). `company_id`
+    (the ticket's company) wins over the client's."""
     if draft.starts_at is None or draft.ends_at is None:
         raise ValueError("An Autotask service call needs a start and an end")
     return {
-        "companyID": _company_id(draft, default_company_id),
+        "companyID": company_id if company_id is not None else _company_id(draft, default_company_id),
         "startDateTime": to_wire_datetime(draft.starts_at),
         "endDateTime": to_wire_datetime(draft.ends_at),
         "status": status_id,
@@ -297,6 +307,18 @@ def from_wire_contact(item: Mapping[str, Any], email: str) -> PsaContact:
     matched = next((address for address in addresses if address.casefold() == email.casefold()), email)
     name = " ".join(part for part in (str(item.get("firstName") or ""), str(item.get("lastName") or "")) if part)
     return PsaContact(contact_id=str(item["id"]), company_id=str(item.get("companyID", "")), name=name, email=matched)
+
+
+def to_wire_ticket_reference(reference: str) -> int | str | None:
+    """What an agent typed, as Autotask can look it up: an id (digits, an int32) or a ticket number
+    (`T20261124.0001`, TicketsEntity.htm `ticketNumber`). A leading `#` and surrounding blanks go. None for text
+    that can be neither (empty, or too long)."""
+    text = reference.strip().removeprefix("#").strip()
+    if _TICKET_ID.fullmatch(text):
+        return int(text) if int(text) <= _MAX_ID else None
+    if not text or len(text) > _TICKET_NUMBER_LIMIT:
+        return None
+    return text
 
 
 def from_wire_ticket_ref(item: Mapping[str, Any]) -> PsaRef:

@@ -30,6 +30,7 @@ from integrations.connectwise.wire import (
     to_wire_schedule_entry,
     to_wire_string,
     to_wire_ticket,
+    to_wire_ticket_id,
     to_wire_time,
 )
 from integrations.keyed_locks import KeyedLocks
@@ -97,6 +98,18 @@ class ConnectWisePsa:
             if any(isinstance(value, str) and value.strip().lower() == wanted for value in values):
                 return from_wire_contact(row, address)
         return None
+
+    async def find_ticket(self, reference: str) -> PsaRef | None:
+        """`GET /service/tickets/{id}`, the spec's get-by-id operation (`ai-connor/connectwise:api_tickets.go`).
+        ConnectWise displays a ticket by its id, so id and number are the same text; 404 means no such ticket
+        (apis.md §1.5). Only `id` is asked for (`fields`, apis.md §1.2): the look-up reads nothing it does not need."""
+        ticket_id = to_wire_ticket_id(reference)
+        if ticket_id is None:
+            return None
+        answer = await self._client.get(f"service/tickets/{ticket_id}", {"fields": "id"}, allow_not_found=True)
+        if answer is NOT_FOUND or not isinstance(answer, dict) or answer.get("id") != ticket_id:
+            return None
+        return from_wire_ref(PsaRecordKind.TICKET, answer)
 
     async def find_or_create_contact(self, name: str, email: str) -> PsaContact | None:
         """A first-time client becomes a contact of the fallback company (`POST /company/contacts`, apis.md §1.2).

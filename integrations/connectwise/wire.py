@@ -39,6 +39,9 @@ ACTIVITY_TYPE = "C"
 """Schedule entry type identifiers: `S` service ticket, `C` activity/CRM (apis.md §1.2 [U]; `GET /schedule/types`)."""
 
 _READABLE_KEY = re.compile(r"^[A-Za-z0-9:.\-]{1,40}$")
+_TICKET_ID = re.compile(r"[0-9]{1,10}")
+_MAX_ID = 2**31 - 1
+"""Record ids are `integer` (int32) in the spec (`model_ticket.go`: `Id *int32`)."""
 
 
 def marker(idempotency_key: str) -> str:
@@ -131,6 +134,15 @@ def to_wire_id(value: str, what: str) -> int:
         return int(value)
     except ValueError:
         raise IntegrationRejected(f"ConnectWise {what} ids are numbers, not {value!r}") from None
+
+
+def to_wire_ticket_id(reference: str) -> int | None:
+    """The ticket id in what an agent typed ("1001" or "#1001"): ConnectWise shows a ticket by its id ("ticket
+    #1234", so the displayed number is the id). None for anything that cannot be one (an int32, 1 and up)."""
+    text = reference.strip().removeprefix("#").strip()
+    if not _TICKET_ID.fullmatch(text) or int(text) > _MAX_ID:
+        return None
+    return int(text)
 
 
 def to_wire_company(contact: PsaContact | None, fallback_identifier: str) -> dict[str, Any] | None:

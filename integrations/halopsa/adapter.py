@@ -8,7 +8,7 @@ from typing import Any
 
 import aiohttp
 
-from integrations.halopsa.client import HaloPsaClient
+from integrations.halopsa.client import NOT_FOUND, HaloPsaClient
 from integrations.halopsa.config import HaloPsaConfig
 from integrations.halopsa.wire import (
     from_wire_busy,
@@ -24,6 +24,7 @@ from integrations.halopsa.wire import (
     to_wire_search,
     to_wire_status,
     to_wire_ticket,
+    to_wire_ticket_id,
     to_wire_time,
     to_wire_user,
 )
@@ -67,6 +68,18 @@ class HaloPsa:
             if str(user.get("emailaddress", "")).strip().lower() == wanted:
                 return from_wire_contact(user)
         return None
+
+    async def find_ticket(self, reference: str) -> PsaRef | None:
+        """`GET /api/Tickets/{id}` (swagger "Get one Faults", path parameter `id` int32; 404 for none). Halo shows a
+        ticket by its id, so id and number are the same text. An answer without the ticket's id counts as none [U:
+        what Halo answers for a deleted ticket]."""
+        ticket_id = to_wire_ticket_id(reference)
+        if ticket_id is None:
+            return None
+        answer = await self._client.get(f"Tickets/{ticket_id}", allow_not_found=True)
+        if answer is NOT_FOUND or not isinstance(answer, dict) or answer.get("id") != ticket_id:
+            return None
+        return from_wire_ref(PsaRecordKind.TICKET, answer)
 
     async def find_or_create_contact(self, name: str, email: str) -> PsaContact | None:
         """A first-time client becomes a user on the fallback client's site (`POST /api/Users`, an array).

@@ -19,6 +19,10 @@ _LIKE_WILDCARDS = re.compile(r"[%_\[\]]+")
 """SQL Server LIKE's special characters. Halo's swagger says only that `search` "filters based on the search string"
 and `search_details` returns tickets whose details are "matching the search" [U: substring or LIKE]."""
 
+_TICKET_ID = re.compile(r"[0-9]{1,10}")
+_MAX_ID = 2**31 - 1
+"""Ticket ids are whole numbers (`/Tickets/{id}`); the int32 bound is ours [U], so an absurd number is no ticket."""
+
 _MARKER_EDGE = frozenset(" \t\r\n<>")
 """What may stand right before or after a marker: the start or end of the text, white space, or an HTML tag's
 bracket (should Halo store the text as HTML [U])."""
@@ -55,6 +59,15 @@ def to_wire_search(text: str) -> str:
     superset, so callers match the record exactly afterwards."""
     pieces = [piece for piece in _LIKE_WILDCARDS.split(text) if piece.strip()]
     return max(pieces, key=len) if pieces else ""
+
+
+def to_wire_ticket_id(reference: str) -> int | None:
+    """The ticket id in what an agent typed ("1001" or "#1001"): Halo shows a ticket by its id (the `$FAULTID` a
+    custom tab receives is that id too). None for anything that cannot be one (an int32, 1 and up)."""
+    text = reference.strip().removeprefix("#").strip()
+    if not _TICKET_ID.fullmatch(text) or not 0 < int(text) <= _MAX_ID:
+        return None
+    return int(text)
 
 
 def to_wire_id(value: str, what: str) -> int:

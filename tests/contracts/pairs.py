@@ -41,6 +41,14 @@ class FakePsaControl(Protocol):
         """Seed a contact (with its company) and return it as our client should find it."""
         ...
 
+    def add_ticket(self, title: str) -> int:
+        """Seed a ticket someone opened in the PSA itself (not through Slotwise); returns its id."""
+        ...
+
+    def ticket_number(self, ticket_id: int) -> str:
+        """The number the PSA displays for that ticket (Autotask: `ticketNumber`; ConnectWise and Halo: the id)."""
+        ...
+
     busy_kinds: tuple[str, ...]
     """Every kind of the vendor's own busy time the fake can seed, first the default one (e.g. Autotask:
     "service_call", "appointment", "todo"; HaloPSA: "appointment", "holiday"). PRODUCT counts each as busy."""

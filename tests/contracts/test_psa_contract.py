@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from scheduling.errors import IntegrationAuthError, IntegrationRejected, IntegrationUnavailable
-from scheduling.model import PsaDraft, PsaRecordKind
+from scheduling.model import PsaDraft, PsaRecordKind, PsaRef
 from tests.contracts.pairs import PsaPair
 
 STARTS = datetime(2026, 11, 24, 15, 0, tzinfo=UTC)
@@ -194,6 +194,39 @@ async def test_a_ticket_status_can_be_set(psa: PsaPair) -> None:
     await psa.client.set_ticket_status(ticket.record_id, "Scheduled")
     [stored] = psa.fake.records(PsaRecordKind.TICKET)
     assert "Scheduled" in str(stored)
+
+
+async def test_an_existing_ticket_is_found_by_its_id_and_by_the_number_the_psa_shows(psa: PsaPair) -> None:
+    ticket_id = psa.fake.add_ticket("Printer jams on every second page")
+    number = psa.fake.ticket_number(ticket_id)
+    seeded = psa.fake.records(PsaRecordKind.TICKET)
+    wanted = PsaRef(PsaRecordKind.TICKET, str(ticket_id), number)
+    assert await psa.client.find_ticket(str(ticket_id)) == wanted
+    assert await psa.client.find_ticket(f" #{ticket_id} ") == wanted
+    assert await psa.client.find_ticket(number) == wanted
+    assert await psa.client.find_ticket(f"#{number}") == wanted
+    if psa.vendor == "autotask":
+        # Autotask shows T20261124.0001, never the id: the two must not be confused.
+        assert number != str(ticket_id)
+        assert number.startswith("T")
+    # A look-up never creates or changes anything.
+    assert psa.fake.records(PsaRecordKind.TICKET) == seeded
+
+
+@pytest.mark.parametrize(
+    "reference", ["999999", "T19990101.9999", "not a ticket", "#", "0", "99999999999", "12 34", "1001; DROP"]
+)
+async def test_a_ticket_the_psa_does_not_have_is_none(psa: PsaPair, reference: str) -> None:
+    psa.fake.add_ticket("Someone else's ticket")
+    assert await psa.client.find_ticket(reference) is None
+
+
+async def test_a_ticket_look_up_while_the_psa_is_down_is_retryable(psa: PsaPair) -> None:
+    ticket_id = psa.fake.add_ticket("Server room too warm")
+    psa.fake.fail_next(503)
+    with pytest.raises(IntegrationUnavailable):
+        await psa.client.find_ticket(str(ticket_id))
+    assert await psa.client.find_ticket(str(ticket_id)) is not None
 
 
 def readings_of(pair: PsaPair) -> list[str]:

@@ -621,6 +621,10 @@ class FakeAutotaskServer:
             values |= {"assignedResourceID": primary, "assignedResourceRoleID": DEMO_ROLE_ID}
         return int(self._insert("Tickets", values)["id"])
 
+    def ticket_number(self, ticket_id: int) -> str:
+        """The number Autotask shows for a ticket (`ticketNumber`, T20261124.0001), which is not its id."""
+        return str(self.tables["Tickets"][ticket_id]["ticketNumber"])
+
     def add_busy(self, member: str, starts_at: Any, ends_at: Any, kind: str = "") -> None:
         """Busy time booked in Autotask itself: a service call on a ticket the member is assigned to (the way a
         dispatcher books one), an appointment on their calendar, or a To-Do assigned to them."""

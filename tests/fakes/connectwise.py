@@ -765,6 +765,10 @@ class FakeConnectWiseServer:
         }
         return ticket_id
 
+    def ticket_number(self, ticket_id: int) -> str:
+        """The number ConnectWise shows for a ticket ("ticket #1234"): its id."""
+        return str(self.tickets[ticket_id]["id"])
+
     # Serving
 
     @property

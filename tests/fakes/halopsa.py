@@ -301,6 +301,24 @@ class FakeHaloPsaServer:
         user_id = table[int(record_id)].get("user_id")
         return None if user_id is None else str(user_id)
 
+    def add_ticket(self, summary: str) -> int:
+        """A ticket an agent logged in Halo itself (the catch-all client, status New)."""
+        ticket_id = self._new_id()
+        self.tickets[ticket_id] = {
+            "id": ticket_id,
+            "summary": summary,
+            "details": "Logged by the service desk",
+            "client_id": DEMO_FALLBACK_CLIENT_ID,
+            "status_id": 1,
+            "tickettype_id": 1,
+            "dateoccurred": _halo_time(self.clock()),
+        }
+        return ticket_id
+
+    def ticket_number(self, ticket_id: int) -> str:
+        """The number Halo shows for a ticket: its id."""
+        return str(self.tickets[ticket_id]["id"])
+
     def use_reading(self, name: str) -> None:
         if name and name not in self.readings:
             raise ValueError(f"unknown reading {name!r}; this fake knows {self.readings}")

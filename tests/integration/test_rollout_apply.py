@@ -327,3 +327,107 @@ async def test_the_tenant_filter_keeps_each_tenants_links_apart(database: Databa
     assert len(everything) == len(demo_links) + len(acme_links)
     with pytest.raises(NotFound):
         await list_links(database, "https://book.example", "nobody")
+
+
+WEBHOOK_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+WEBHOOK_TENANT = """\
+tenant: {slug: hooks, name: Hooks MSP, time_zone: Europe/Berlin}
+users:
+  - slug: alice-adams
+    name: Alice Hooks
+    email: alice@hooks.example
+    time_zone: Europe/Berlin
+    primary_calendar: m365
+    working_hours: {mon: ["09:00-17:00"]}
+appointment_types:
+  - slug: intro
+    name: Intro
+    duration: 20
+    location: {kind: phone}
+    host: {user: alice-adams}
+    mode: workflow
+    workflow:
+      triggers:
+        client_scheduled:
+          - {action: post_webhook, url: "https://hooks.example.com/in"SECRET_FROM_ENV}
+"""
+
+
+def webhook_tenant(tmp_path: Path, variable: str | None = "HOOKS_WEBHOOK_SECRET") -> Path:
+    path = tmp_path / "hooks.yaml"
+    named = f", secret_from_env: {variable}" if variable else ""
+    path.write_text(WEBHOOK_TENANT.replace("SECRET_FROM_ENV", named))
+    return path
+
+
+async def test_a_webhook_without_a_secret_is_refused_and_nothing_is_applied(
+    database: Database, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from app import apply_tenant_file
+    from tests.conftest import make_settings
+
+    settings = make_settings(tmp_path)
+    with pytest.raises(RolloutError, match="a webhook must be signed: add secret_from_env"):
+        await apply_tenant_file(database, settings, webhook_tenant(tmp_path, None), dry_run=True)
+    monkeypatch.delenv("HOOKS_WEBHOOK_SECRET", raising=False)
+    with pytest.raises(
+        RolloutError,
+        match=r"appointment_types\[0\] \(intro\) workflow\.triggers\.client_scheduled\[0\]\.secret_from_env: "
+        "environment variable HOOKS_WEBHOOK_SECRET is not set",
+    ):
+        await apply_tenant_file(database, settings, webhook_tenant(tmp_path), dry_run=False)
+    monkeypatch.setenv("HOOKS_WEBHOOK_SECRET", "hunter2-not-a-standard-secret")
+    with pytest.raises(RolloutError, match="starts with 'whsec_'") as refused:
+        await apply_tenant_file(database, settings, webhook_tenant(tmp_path), dry_run=False)
+    assert "hunter2" not in str(refused.value)
+    assert (await row_counts(database))["tenants"] == 0
+
+
+async def test_a_webhook_secret_is_read_at_apply_and_stored_encrypted(
+    database: Database, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from admin.connections import load_webhook_secrets
+    from app import apply_tenant_file
+    from storage.secrets import SecretBox
+    from storage.tables import integration_connections, tenants
+    from tests.conftest import make_settings
+
+    settings = make_settings(tmp_path)
+    monkeypatch.setenv("HOOKS_WEBHOOK_SECRET", WEBHOOK_SECRET)
+    applied = await apply_tenant_file(database, settings, webhook_tenant(tmp_path), dry_run=False)
+    assert "+ integration webhooks (standard_webhooks): signing secrets from HOOKS_WEBHOOK_SECRET" in applied
+    async with database.read() as conn:
+        tenant_id = (await conn.execute(select(tenants.c.id).where(tenants.c.slug == "hooks"))).scalar_one()
+        row = (await conn.execute(select(integration_connections))).mappings().one()
+    assert row["kind"] == "webhooks"
+    assert row["settings"] == {"variables": ["HOOKS_WEBHOOK_SECRET"]}
+    assert WEBHOOK_SECRET not in row["secrets_token"]
+    assert WEBHOOK_SECRET.removeprefix("whsec_") not in row["secrets_token"]
+    box = SecretBox(settings.resolved_secret())
+    assert await load_webhook_secrets(database, tenant_id, box) == {"HOOKS_WEBHOOK_SECRET": WEBHOOK_SECRET}
+    assert "webhooks" not in await apply_tenant_file(database, settings, webhook_tenant(tmp_path), dry_run=False)
+    rotated = "whsec_" + "QUJDREVGR0hJSktMTU5PUFFSU1RVVldY"
+    monkeypatch.setenv("HOOKS_WEBHOOK_SECRET", rotated)
+    again = await apply_tenant_file(database, settings, webhook_tenant(tmp_path), dry_run=False)
+    assert "~ integration webhooks (standard_webhooks): secrets changed" in again
+    assert await load_webhook_secrets(database, tenant_id, box) == {"HOOKS_WEBHOOK_SECRET": rotated}
+
+
+async def test_a_teams_type_in_workflow_mode_without_a_microsoft_365_event_is_refused_naming_the_type() -> None:
+    with pytest.raises(RolloutError) as refused:
+        demo_with("          - {action: create_m365_event}\n", "")
+    message = str(refused.value)
+    assert "appointment_types[0].location: 'discovery-call' is a Teams meeting" in message
+    assert "add {action: create_m365_event} to workflow.triggers.client_scheduled" in message
+
+
+async def test_the_demos_round_robin_discovery_call_creates_its_teams_meeting() -> None:
+    demo = load_tenant_file(DEMO)
+    [discovery] = [kind for kind in demo.appointment_types if kind.slug == "discovery-call"]
+    assert discovery.location.kind == "teams"
+    assert discovery.host.host_mode == "round_robin"
+    assert discovery.workflow is not None
+    triggers = discovery.workflow["triggers"]
+    assert {"action": "create_m365_event"} in triggers["client_scheduled"]
+    assert {"action": "update_m365_event"} in triggers["rescheduled"]
+    assert {"action": "cancel_m365_event"} in triggers["cancelled"]

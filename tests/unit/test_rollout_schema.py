@@ -354,7 +354,10 @@ def test_a_workflow_is_validated_and_stored_normalised() -> None:
         "          - {action: create_ticket, ticket_board: Sales}\n          - {action: send_email}\n"
     )
     connections = "integrations:\n  psa: {vendor: connectwise}\n  email: {vendor: smtp}\n"
-    file = parse_tenant_text(MINIMAL + workflow + connections)
+    # A phone call: a Teams location would also need a create_m365_event step.
+    minimal = MINIMAL.replace("location: {kind: teams}  ", "location: {kind: phone}  ")
+    assert minimal != MINIMAL
+    file = parse_tenant_text(minimal + workflow + connections)
     assert file.appointment_types[1].workflow == {
         "triggers": {
             "client_scheduled": [{"action": "create_ticket", "ticket_board": "Sales"}, {"action": "send_email"}]

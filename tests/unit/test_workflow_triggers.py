@@ -13,6 +13,7 @@ from workflows.triggers import (
     WorkflowSpec,
     classic_workflow,
     plan_jobs,
+    teams_meeting_problem,
     validate_workflow,
     workflow_for_type,
 )
@@ -145,3 +146,56 @@ def test_a_custom_email_template_that_would_not_render_is_refused_at_apply() -> 
         "{{ client.name }} {{ client.email }} {{ tenant.name }} {{ appointment.join_url }}"
     )
     assert validate_workflow(email("Booked: {{ appointment.name }}", f"<p>{good}</p>"), connected) == []
+
+
+def test_a_classic_teams_type_hosted_from_the_psa_also_gets_the_microsoft_365_event_that_carries_the_meeting() -> None:
+    teams_type = {"mode": "classic", "location": {"kind": "teams", "detail": ""}}
+    spec, mode = workflow_for_type(teams_type, "psa", Connected(psa="connectwise", m365=True, email=True))
+    assert mode == "classic"
+    assert kinds(spec, Trigger.CLIENT_SCHEDULED) == ["create_schedule_entry", "create_m365_event", "send_email"]
+    assert kinds(spec, Trigger.RESCHEDULED) == ["move_schedule_entry", "update_m365_event", "send_email"]
+    assert kinds(spec, Trigger.CANCELLED) == ["remove_schedule_entry", "cancel_m365_event", "send_email"]
+    # Without Microsoft 365 there is nothing to create it with; other locations stay on the PSA alone.
+    spec, _mode = workflow_for_type(teams_type, "psa", Connected(psa="connectwise", email=True))
+    assert kinds(spec, Trigger.CLIENT_SCHEDULED) == ["create_schedule_entry", "send_email"]
+    phone_type = {"mode": "classic", "location": {"kind": "phone"}}
+    spec, _mode = workflow_for_type(phone_type, "psa", Connected(psa="connectwise", m365=True, email=True))
+    assert kinds(spec, Trigger.CLIENT_SCHEDULED) == ["create_schedule_entry", "send_email"]
+    # An Outlook host gets the event once, not twice.
+    spec, _mode = workflow_for_type(teams_type, "m365", Connected(m365=True))
+    assert kinds(spec, Trigger.CLIENT_SCHEDULED) == ["create_m365_event"]
+
+
+def test_a_teams_type_in_workflow_mode_must_create_the_microsoft_365_event() -> None:
+    without = WorkflowSpec.model_validate({"triggers": {"client_scheduled": [{"action": "send_email"}]}})
+    problem = teams_meeting_problem("discovery-call", without, "teams")
+    assert problem is not None
+    assert problem.startswith("'discovery-call' is a Teams meeting, but its workflow creates no Microsoft 365 event")
+    assert "add {action: create_m365_event} to workflow.triggers.client_scheduled" in problem
+    assert teams_meeting_problem("discovery-call", without, "phone") is None
+    with_event = WorkflowSpec.model_validate(
+        {"triggers": {"client_scheduled": [{"action": "create_m365_event"}, {"action": "send_email"}]}}
+    )
+    assert teams_meeting_problem("discovery-call", with_event, "teams") is None
+
+
+def test_a_webhook_must_name_the_variable_holding_its_signing_secret() -> None:
+    unsigned = WorkflowSpec.model_validate(
+        {"triggers": {"client_scheduled": [{"action": "post_webhook", "url": "https://hooks.example.com/in"}]}}
+    )
+    [problem] = validate_workflow(unsigned, Connected())
+    assert problem.startswith("workflow.triggers.client_scheduled[0]: a webhook must be signed: add secret_from_env")
+    signed = WorkflowSpec.model_validate(
+        {
+            "triggers": {
+                "client_scheduled": [
+                    {"action": "post_webhook", "url": "https://hooks.example.com/in", "secret_from_env": "ACME_HOOK"}
+                ]
+            }
+        }
+    )
+    assert validate_workflow(signed, Connected()) == []
+    with pytest.raises(ValidationError, match="'secret_from_env' belongs to a post_webhook action"):
+        ActionSpec(action=ActionKind.SEND_EMAIL, secret_from_env="ACME_HOOK")
+    with pytest.raises(ValidationError):
+        ActionSpec(action=ActionKind.POST_WEBHOOK, url="https://hooks.example.com/in", secret_from_env="lower-case")
