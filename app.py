@@ -586,7 +586,9 @@ async def apply_tenant_file(database: Database, settings: Settings, path: Path, 
         resolve_psa_defaults,
         test_connections,
     )
-    from admin.rollout import RolloutError, apply_plan, load_tenant_file, plan_changes
+    from admin.rollout import apply_plan, plan_changes
+    from admin.tenant_file import RolloutError
+    from admin.tenant_yaml import load_tenant_file
 
     file = load_tenant_file(path)
     box = SecretBox(settings.resolved_secret())
@@ -612,7 +614,8 @@ async def apply_tenant_file(database: Database, settings: Settings, path: Path, 
 
 
 async def _demo_setup(settings: Settings) -> int:
-    from admin.rollout import RolloutError, list_links
+    from admin.rollout import list_links
+    from admin.tenant_file import RolloutError
 
     database = open_database(settings)
     try:
@@ -639,11 +642,8 @@ async def _demo_setup(settings: Settings) -> int:
 
 
 async def _run_command(args: argparse.Namespace, settings: Settings) -> int:
-    from admin.rollout import (
-        RolloutError,
-        list_links,
-        tenant_file_json_schema,
-    )
+    from admin.rollout import list_links
+    from admin.tenant_file import RolloutError, tenant_file_json_schema
 
     if args.command == "apply" and args.schema:
         print(json.dumps(tenant_file_json_schema(), indent=2))

@@ -16,7 +16,7 @@ from pydantic import ValidationError
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from admin.rollout import ConnectionSpec, RolloutError, TenantFile, render_loc
+from admin.tenant_file import ConnectionSpec, RolloutError, TenantFile, render_loc
 from integrations.registry import REGISTRY, vendors_for
 from scheduling.errors import IntegrationRejected, SlotwiseError
 from storage.database import Database

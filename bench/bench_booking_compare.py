@@ -30,7 +30,11 @@ sys.path.insert(0, sys.argv[1])
 import aiohttp, asyncpg, yaml
 from aiohttp import web
 from sqlalchemy import text
-from admin.rollout import apply_plan, load_tenant_file, plan_changes
+from admin.rollout import apply_plan, plan_changes
+try:
+    from admin.tenant_yaml import load_tenant_file
+except ImportError:  # commits from before the tenant file's reader moved out of admin/rollout.py
+    from admin.rollout import load_tenant_file
 from app import Overrides, create_app
 from settings import Settings
 from storage.database import Database

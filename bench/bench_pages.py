@@ -21,7 +21,8 @@ from sqlalchemy import text
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from admin.rollout import apply_plan, load_tenant_file, plan_changes
+from admin.rollout import apply_plan, plan_changes
+from admin.tenant_yaml import load_tenant_file
 from app import Overrides, create_app
 from settings import Settings
 from storage.database import Database

@@ -13,7 +13,8 @@ import asyncpg
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from admin.rollout import apply_plan, load_tenant_file, plan_changes
+from admin.rollout import apply_plan, plan_changes
+from admin.tenant_yaml import load_tenant_file
 from app import Overrides, create_app
 from settings import Settings
 from storage.database import Database

@@ -391,7 +391,7 @@ integrations:
 async def test_apply_dry_run_shows_the_stage_autotask_will_use_and_apply_refuses_when_there_is_none(
     fake: FakeAutotaskServer, sqlite_database: Any, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from admin.rollout import RolloutError
+    from admin.tenant_file import RolloutError
     from app import apply_tenant_file
     from tests.conftest import make_settings
 

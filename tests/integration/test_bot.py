@@ -16,7 +16,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import select
 
-from admin.rollout import RolloutError, parse_tenant_text
+from admin.tenant_file import RolloutError
+from admin.tenant_yaml import parse_tenant_text
 from storage.database import Database
 from storage.tables import bookings, teams_conversations
 from tests.conftest import FIXTURES, FixedClock, apply_file, start_client

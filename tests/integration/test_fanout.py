@@ -12,7 +12,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 from sqlalchemy import func, select
 
-from admin.rollout import RolloutError
+from admin.tenant_file import RolloutError
 from app import apply_tenant_file
 from storage.database import Database
 from storage.tables import bookings, integration_connections, tenants

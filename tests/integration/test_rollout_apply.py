@@ -9,16 +9,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
-from admin.rollout import (
-    Plan,
-    RolloutError,
-    TenantFile,
-    apply_plan,
-    list_links,
-    load_tenant_file,
-    parse_tenant_text,
-    plan_changes,
-)
+from admin.rollout import Plan, apply_plan, list_links, plan_changes
+from admin.tenant_file import RolloutError, TenantFile
+from admin.tenant_yaml import load_tenant_file, parse_tenant_text
 from scheduling.errors import NotFound
 from scheduling.model import HostMode, LocationKind, SpanUnit
 from storage.database import Database

@@ -19,7 +19,9 @@ from itsdangerous import URLSafeSerializer
 from sqlalchemy import select
 
 from admin.connections import connection_writer, plan_connections
-from admin.rollout import TenantFile, apply_plan, parse_tenant_text, plan_changes
+from admin.rollout import apply_plan, plan_changes
+from admin.tenant_file import TenantFile
+from admin.tenant_yaml import parse_tenant_text
 from app import Overrides, create_app
 from pages.access_log import RouteAccessLogger
 from pages.links import LinkSigner

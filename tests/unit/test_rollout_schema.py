@@ -9,14 +9,8 @@ from typing import Any
 import pytest
 import yaml
 
-from admin.rollout import (
-    RolloutError,
-    TenantFile,
-    load_tenant_file,
-    parse_tenant_text,
-    tenant_file_json_schema,
-    validate_tenant_document,
-)
+from admin.tenant_file import RolloutError, TenantFile, tenant_file_json_schema, validate_tenant_document
+from admin.tenant_yaml import load_tenant_file, parse_tenant_text
 
 DEMO = Path(__file__).resolve().parents[2] / "examples" / "demo.yaml"
 
