@@ -26,6 +26,7 @@ from admin.routes import setup_admin_api
 from bot.app import SlotwiseBot, create_notifier, setup_bot
 from bot.auth import BotAuthSettings
 from bot.handlers import ChatDeps, ChatService
+from integrations.rate_windows import InMemoryVendorLimits
 from integrations.registry import REGISTRY
 from pages.access_log import RouteAccessLogger
 from pages.links import LinkSigner, ManageLinks
@@ -34,13 +35,14 @@ from pages.ratelimit import InMemoryRateLimiter
 from pages.routes import PagesContext, build_templates, setup_pages
 from scheduling.errors import ServiceUnavailable
 from scheduling.model import Booking
-from scheduling.ports import Clock, Notifier, PsaClient, RateLimiter
+from scheduling.ports import Clock, Notifier, PsaClient, RateLimiter, VendorLimits
 from scheduling.service import Scheduler
 from settings import Settings
 from storage.database import Database, PoolLimits, is_database_fault
 from storage.directory import SqlTeamsDirectory
 from storage.repositories import SqlAgentKeys, SqlBookingStore, SqlRequestStore, SqlTenantCatalog
 from storage.secrets import SecretBox
+from storage.vendor_limits import PostgresVendorLimits
 from workflows.busy_sync import BusyRefresher
 from workflows.dispatch import BookingFanOut
 from workflows.metrics import SlotwiseMetrics
@@ -83,12 +85,14 @@ class TenantAdapters:
         session: aiohttp.ClientSession,
         notifier: Notifier | None = None,
         webhooks: WebhookPoster | None = None,
+        limits: VendorLimits | None = None,
     ) -> None:
         self._database = database
         self._box = box
         self._session = session
         self._notifier = notifier
         self._webhooks = webhooks
+        self._limits = limits
         self._cache: dict[str, tuple[float, TenantIntegrations]] = {}
         self._locks: dict[str, asyncio.Lock] = {}
 
@@ -112,7 +116,7 @@ class TenantAdapters:
             if kind not in configs:
                 return None
             vendor, config = configs[kind]
-            return REGISTRY[(kind, vendor)].build(config, self._session)
+            return REGISTRY[(kind, vendor)].build(config, self._session, self._limits)
 
         email = configs.get("email")
         if cached is not None:
@@ -185,10 +189,16 @@ def _route_of(request: web.Request) -> str:
     return resource.canonical if resource is not None else "<unmatched>"
 
 
+def open_vendor_limits(database: Database) -> VendorLimits:
+    """Vendor limits shared by every process on this database: in PostgreSQL, or in memory for one SQLite process."""
+    return InMemoryVendorLimits() if database.is_sqlite else PostgresVendorLimits(database)
+
+
 def create_app(settings: Settings, *, overrides: Overrides | None = None) -> web.Application:
     overrides = overrides or Overrides()
     app = web.Application(client_max_size=64 * 1024)
     database = overrides.database or open_database(settings)
+    vendor_limits = open_vendor_limits(database)
     clock = overrides.clock or SystemClock()
     secret = settings.resolved_secret()
     app[DATABASE] = database
@@ -229,7 +239,7 @@ def create_app(settings: Settings, *, overrides: Overrides | None = None) -> web
     # Inside the pages' error middleware, so the ServiceUnavailable it raises is rendered like every other error.
     app.middlewares.append(database_fault_middleware)
     setup_admin_api(app, database)
-    bot = build_bot(settings, database, context.scheduler, clock, manage_links.url_for, fanout)
+    bot = build_bot(settings, database, context.scheduler, clock, manage_links.url_for, fanout, vendor_limits)
     if bot is not None:
         setup_bot(app, bot, lambda: aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)))
     app[RUNNER_WATCH] = RunnerWatch()
@@ -253,11 +263,15 @@ def create_app(settings: Settings, *, overrides: Overrides | None = None) -> web
         webhooks = WebhookPoster(allow_private=settings.webhooks_allow_private)
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
             shared_adapters.append(
-                TenantAdapters(database, SecretBox(secret), session, bot.notifier if bot else None, webhooks)
+                TenantAdapters(
+                    database, SecretBox(secret), session, bot.notifier if bot else None, webhooks, vendor_limits
+                )
             )
             yield
             shared_adapters.clear()
         await webhooks.close()
+        if isinstance(vendor_limits, PostgresVendorLimits):
+            await vendor_limits.aclose()
 
     async def runner_ctx(app: web.Application) -> AsyncIterator[None]:
         adapters = shared_adapters[0]
@@ -266,6 +280,7 @@ def create_app(settings: Settings, *, overrides: Overrides | None = None) -> web
             build_handlers(database, adapters),
             worker_id=f"{socket.gethostname()}:{os.getpid()}",
             observer=metrics.step_observer(adapters),
+            soft_dependency_grace=timedelta(seconds=settings.workflow_soft_dependency_grace_seconds),
         )
         refresher = BusyRefresher(
             database, adapters, interval=timedelta(minutes=settings.busy_refresh_minutes), clock=clock.now
@@ -310,6 +325,7 @@ def build_bot(
     clock: Clock,
     manage_url_for: Callable[[Booking], str],
     fanout: BookingFanOut,
+    limits: VendorLimits | None = None,
 ) -> SlotwiseBot | None:
     """The Teams bot, when this deployment has a bot registration (or explicitly runs it anonymously for local
     development); None otherwise, and /api/messages is then not mounted at all."""
@@ -333,7 +349,7 @@ def build_bot(
             request_reschedule=request_reschedule,
         )
     )
-    return SlotwiseBot(bot_auth_settings(settings), chat, directory)
+    return SlotwiseBot(bot_auth_settings(settings), chat, directory, limits=limits)
 
 
 async def _healthz(_request: web.Request) -> web.Response:
@@ -501,6 +517,7 @@ async def run_worker(settings: Settings, lease_seconds: float, concurrency: int,
 
     database = open_database(settings)
     await database.migrate()
+    vendor_limits = open_vendor_limits(database)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -508,15 +525,18 @@ async def run_worker(settings: Settings, lease_seconds: float, concurrency: int,
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
         notifier = None
         if settings.bot_app_id or settings.bot_allow_anonymous:
-            notifier = create_notifier(bot_auth_settings(settings), SqlTeamsDirectory(database))
+            notifier = create_notifier(bot_auth_settings(settings), SqlTeamsDirectory(database), vendor_limits)
         webhooks = WebhookPoster(allow_private=settings.webhooks_allow_private)
-        adapters = TenantAdapters(database, SecretBox(settings.resolved_secret()), session, notifier, webhooks)
+        adapters = TenantAdapters(
+            database, SecretBox(settings.resolved_secret()), session, notifier, webhooks, vendor_limits
+        )
         runner = Runner(
             database,
             build_handlers(database, adapters),
             worker_id=worker_id or f"{socket.gethostname()}:{os.getpid()}",
             concurrency=concurrency,
             lease=timedelta(seconds=lease_seconds),
+            soft_dependency_grace=timedelta(seconds=settings.workflow_soft_dependency_grace_seconds),
         )
         log.info("worker %s started", runner.worker_id)
         try:
@@ -527,6 +547,8 @@ async def run_worker(settings: Settings, lease_seconds: float, concurrency: int,
             await webhooks.close()
             if notifier is not None:
                 await notifier.close()
+            if isinstance(vendor_limits, PostgresVendorLimits):
+                await vendor_limits.aclose()
     await database.dispose()
     return 0
 

@@ -50,6 +50,14 @@ class Settings(BaseSettings):
         "long unclaimed, or the runner has been unable to use the database this long. 0 turns both checks off (a "
         "runner loop that stopped is still reported). Web-only processes (run_workflows=false) never check it.",
     )
+    workflow_soft_dependency_grace_seconds: float = Field(
+        default=600.0,
+        ge=0,
+        description="How long a workflow step waits for a step whose output it only quotes (the client's email "
+        "quoting the ticket number or the Teams join link), counted from when its run was enqueued. Then, or as soon "
+        "as that step fails for good, it goes without that part, so the client's confirmation never waits on the PSA "
+        "or Microsoft 365 longer than this.",
+    )
     metrics_token: SecretStr | None = Field(
         default=None,
         description="Bearer token a Prometheus scraper sends to GET /metrics. Unset: /metrics does not exist (404).",

@@ -33,6 +33,10 @@ def job_json(job: Job) -> dict[str, Any]:
         "last_error": job.last_error,
         "external_ids": dict(job.output or {}),
         "updated_at": job.updated_at.isoformat(),
+        # The steps it waits for ({"run", "step", "action", "kind": "hard"|"soft", "uses": [outputs]}) and, when it
+        # is blocked, which failed one holds it ("blocked by step 0 (create_ticket)").
+        "depends_on": [dependency.to_json() for dependency in job.dependencies],
+        "blocked_by": job.blocked_by,
     }
 
 

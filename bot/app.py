@@ -45,9 +45,16 @@ from bot.auth import BotAuthError, BotAuthSettings, InboundAuthenticator, MsalCo
 from bot.connector_pool import PooledClientFactory
 from bot.handlers import ChatService, not_set_up_card, notice_card
 from bot.identity import caller_from_activity, zone_for
-from bot.proactive import ADAPTIVE_CARD, TeamsNotifier, retry_after_of, teams_thread_limiter
+from bot.proactive import (
+    ADAPTIVE_CARD,
+    TeamsNotifier,
+    retry_after_of,
+    teams_thread_key,
+    teams_thread_limiter,
+    teams_thread_windows,
+)
 from scheduling.model import TeamsIdentity
-from scheduling.ports import TeamsDirectory
+from scheduling.ports import TeamsDirectory, VendorLimits
 
 log = logging.getLogger(__name__)
 MAX_ACTIVITY_BYTES = 256 * 1024
@@ -63,7 +70,14 @@ BOOKING_LINKS_COMMAND = "bookingLinks"
 class SlotwiseBot:
     """One bot per process: the SDK adapter and application, our authenticator, and the proactive notifier."""
 
-    def __init__(self, auth: BotAuthSettings, chat: ChatService, directory: TeamsDirectory) -> None:
+    def __init__(
+        self,
+        auth: BotAuthSettings,
+        chat: ChatService,
+        directory: TeamsDirectory,
+        *,
+        limits: VendorLimits | None = None,
+    ) -> None:
         self.auth = auth
         self.chat = chat
         self.directory = directory
@@ -85,7 +99,10 @@ class SlotwiseBot:
         # Teams turn, ~2 ms of event-loop time; no handler here calls the Teams API, so the hook is left out.
         self.agent._internal_before_turn[:] = hooks_before
         self.limiter = teams_thread_limiter()
-        self.notifier = TeamsNotifier(self.adapter, auth, directory, self.limiter, clients=self.clients)
+        # Shared with every process on a PostgreSQL database when given (Teams' per-chat limits are per chat, not
+        # per process); this process's own windows otherwise.
+        self.limits = limits
+        self.notifier = TeamsNotifier(self.adapter, auth, directory, self.limiter, clients=self.clients, limits=limits)
         self._authenticator: InboundAuthenticator | None = None
         self._saved_references: dict[tuple[str, str], tuple[str, str, str | None]] = {}
         self._register_routes()
@@ -287,6 +304,12 @@ class SlotwiseBot:
         await self.directory.save_conversation(identity.tenant_id, identity.user_id, stored, time_zone)
         self._saved_references[key] = fingerprint
 
+    async def _reserve(self, conversation: str) -> float:
+        """Seconds to wait before the next message to this chat may go (0: now), within Teams' per-chat limits."""
+        if self.limits is not None:
+            return await self.limits.reserve(teams_thread_key(conversation), teams_thread_windows())
+        return self.limiter.reserve(conversation)
+
     async def _reply(self, context: TurnContext, card: dict[str, Any]) -> None:
         """Send a card into the conversation within Teams' per-conversation limits (shared with proactive cards).
 
@@ -299,7 +322,7 @@ class SlotwiseBot:
             attachments=[Attachment(content_type=ADAPTIVE_CARD, content=FrozenCard(card))],
         )
         waited = 0.0
-        while (wait := self.limiter.reserve(conversation)) > 0:
+        while (wait := await self._reserve(conversation)) > 0:
             if waited + wait > REPLY_PATIENCE:
                 log.error("reply dropped: conversation %s is over Teams' message limits", conversation[:60])
                 return
@@ -454,7 +477,9 @@ def _error(status: int, code: str, message: str) -> web.Response:
 BOT = web.AppKey("slotwise_bot", SlotwiseBot)
 
 
-def create_notifier(auth: BotAuthSettings, directory: TeamsDirectory) -> TeamsNotifier:
+def create_notifier(
+    auth: BotAuthSettings, directory: TeamsDirectory, limits: VendorLimits | None = None
+) -> TeamsNotifier:
     """The proactive sender alone, for worker processes that run workflow steps but serve no /api/messages."""
     connections = MsalConnections(auth)
     clients = PooledClientFactory(connections)
@@ -462,7 +487,7 @@ def create_notifier(auth: BotAuthSettings, directory: TeamsDirectory) -> TeamsNo
     # No turn-error handler: the SDK's default would post the exception into the host's chat and swallow it, and
     # the workflow step must see the failure to retry it.
     adapter.on_turn_error = None
-    return TeamsNotifier(adapter, auth, directory, clients=clients)
+    return TeamsNotifier(adapter, auth, directory, clients=clients, limits=limits)
 
 
 def setup_bot(app: web.Application, bot: SlotwiseBot, session_factory: Callable[[], aiohttp.ClientSession]) -> None:

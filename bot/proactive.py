@@ -2,9 +2,10 @@
 
 Teams limits what a bot may send into one conversation (7 messages per second, 8 per 2 seconds, 60 per 30
 seconds, 1,800 per hour; https://learn.microsoft.com/microsoftteams/platform/bots/how-to/rate-limit). We keep
-inside those windows per conversation ourselves, so the connector should never have to refuse us; if it does
-(another process shares the bot), its 429 and Retry-After go back to the runner, which retries later like any
-other vendor.
+inside those windows per conversation ourselves, so the connector should never have to refuse us. The windows belong
+to the conversation, not to a process: given shared `limits` (in the database on PostgreSQL), every app process and
+worker counts against the same windows. If the connector refuses us anyway, its 429 and Retry-After go back to the
+runner, which retries later like any other vendor.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from integrations.rate_windows import SlidingWindows
 from integrations.retry_after import parse_retry_after
 from scheduling.errors import IntegrationAuthError, IntegrationRejected, IntegrationUnavailable
 from scheduling.model import HostNotification
-from scheduling.ports import TeamsDirectory
+from scheduling.ports import TeamsDirectory, VendorLimits
 
 log = logging.getLogger(__name__)
 
@@ -39,15 +40,32 @@ TEAMS_THREAD_LIMITS: tuple[tuple[float, int], ...] = ((1.0, 7), (2.0, 8), (30.0,
 """(window seconds, messages) a bot may send into one conversation."""
 LONGEST_WAIT_IN_STEP = 1.5
 """Wait this long for a window to reopen inside the step; longer waits go back to the runner as a retry."""
+WINDOW_MARGIN_SECONDS = 0.1
+"""Our clock starts when a message leaves, Teams' when it arrives (see SlidingWindows)."""
 
 
-def teams_thread_limiter(clock: Callable[[], float] = time.monotonic, margin: float = 0.1) -> SlidingWindows:
+def teams_thread_windows(margin: float = WINDOW_MARGIN_SECONDS) -> tuple[tuple[float, int], ...]:
+    """TEAMS_THREAD_LIMITS widened by `margin`, as shared VendorLimits count them."""
+    return tuple((window + margin, count) for window, count in TEAMS_THREAD_LIMITS)
+
+
+def teams_thread_key(conversation_id: str) -> str:
+    """The VendorLimits key of one conversation's windows; replies and proactive cards share it."""
+    return f"teams:{conversation_id}"
+
+
+def teams_thread_limiter(
+    clock: Callable[[], float] = time.monotonic, margin: float = WINDOW_MARGIN_SECONDS
+) -> SlidingWindows:
     """Teams' per-conversation windows, keyed by conversation id; replies and proactive cards share one."""
     return SlidingWindows(TEAMS_THREAD_LIMITS, clock, margin)
 
 
 class TeamsNotifier:
-    """The Notifier port over the Agents SDK's proactive `continue_conversation`."""
+    """The Notifier port over the Agents SDK's proactive `continue_conversation`.
+
+    Per-conversation windows: shared `limits` when given (every process on one database), else `limiter` (this
+    process only)."""
 
     def __init__(
         self,
@@ -57,12 +75,14 @@ class TeamsNotifier:
         limiter: SlidingWindows | None = None,
         *,
         clients: Any = None,
+        limits: VendorLimits | None = None,
     ) -> None:
         self._adapter = adapter
         self._clients = clients
         self._settings = settings
         self._directory = directory
         self._limiter = limiter or teams_thread_limiter()
+        self._limits = limits
 
     async def close(self) -> None:
         """Close the connections kept open to Teams (PooledClientFactory), if this notifier owns any."""
@@ -124,8 +144,13 @@ class TeamsNotifier:
             raise IntegrationUnavailable("Teams did not take the card; trying again later")
         return sent[0] or "sent"
 
+    async def _reserve(self, conversation_id: str) -> float:
+        if self._limits is not None:
+            return await self._limits.reserve(teams_thread_key(conversation_id), teams_thread_windows())
+        return self._limiter.reserve(conversation_id)
+
     async def _wait_for_window(self, conversation_id: str) -> None:
-        wait = self._limiter.reserve(conversation_id)
+        wait = await self._reserve(conversation_id)
         if wait == 0:
             return
         if wait > LONGEST_WAIT_IN_STEP:
@@ -133,7 +158,7 @@ class TeamsNotifier:
                 "Holding back: this chat reached Teams' per-conversation message limit", retry_after_seconds=wait
             )
         await asyncio.sleep(wait)
-        wait = self._limiter.reserve(conversation_id)
+        wait = await self._reserve(conversation_id)
         if wait:
             raise IntegrationUnavailable(
                 "Holding back: this chat reached Teams' per-conversation message limit", retry_after_seconds=wait

@@ -1,10 +1,17 @@
-"""Send budgets counted on our side: at most N requests per sliding window, per key (a chat, a vendor database)."""
+"""Send budgets counted on our side: at most N requests per sliding window, per key (a chat, a vendor database), and
+the in-memory VendorLimits (slots, windows, locks) for a deployment of one process."""
 
 from __future__ import annotations
 
+import asyncio
 import bisect
+import itertools
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
+
+from integrations.keyed_locks import KeyedLocks
+from scheduling.ports import VendorLimits
 
 SWEEP_EVERY = 1024
 """Every this many reservations, keys idle for longer than the longest window are forgotten."""
@@ -60,3 +67,63 @@ class SlidingWindows:
         idle = [key for key, sent in self._sent.items() if not sent or sent[-1] <= now - self._longest]
         for key in idle:
             del self._sent[key]
+
+
+Windows = tuple[tuple[float, int], ...]
+
+
+class InMemoryVendorLimits:
+    """VendorLimits for one process (SQLite deployments, tests): semaphores, SlidingWindows and asyncio locks.
+
+    Nothing here is seen by another process; on PostgreSQL the composition root uses storage's database-backed
+    implementation instead. `windows` may be shared between instances (the Autotask hourly quota outlives the
+    client objects that are rebuilt when a connection changes)."""
+
+    def __init__(
+        self,
+        windows: dict[tuple[str, Windows], SlidingWindows] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._windows: dict[tuple[str, Windows], SlidingWindows] = {} if windows is None else windows
+        self._clock = clock
+        self._slots: dict[tuple[str, int], asyncio.Semaphore] = {}
+        self._held: dict[str, asyncio.Semaphore] = {}
+        self._tokens = itertools.count(1)
+        self._locks = KeyedLocks()
+
+    async def acquire_slot(self, key: str, limit: int, lease_seconds: float) -> str:
+        # One process cannot die and leave a slot behind, so the lease is not needed here.
+        slot = self._slots.get((key, limit))
+        if slot is None:
+            slot = self._slots[(key, limit)] = asyncio.Semaphore(limit)
+        await slot.acquire()
+        token = f"{key}#{next(self._tokens)}"
+        self._held[token] = slot
+        return token
+
+    async def release_slot(self, token: str) -> None:
+        slot = self._held.pop(token, None)
+        if slot is not None:
+            slot.release()
+
+    async def reserve(self, key: str, windows: Sequence[tuple[float, int]]) -> float:
+        limits = tuple(windows)
+        counter = self._windows.get((key, limits))
+        if counter is None:
+            counter = self._windows[(key, limits)] = SlidingWindows(limits, self._clock)
+        return counter.reserve(key)
+
+    @asynccontextmanager
+    async def lock(self, key: str) -> AsyncIterator[None]:
+        async with self._locks.for_key(key):
+            yield
+
+
+@asynccontextmanager
+async def vendor_slot(limits: VendorLimits, key: str, limit: int, lease_seconds: float) -> AsyncIterator[None]:
+    """Hold one of `limit` concurrent slots of `key` for the body (one vendor request)."""
+    token = await limits.acquire_slot(key, limit, lease_seconds)
+    try:
+        yield
+    finally:
+        await limits.release_slot(token)

@@ -11,6 +11,7 @@ from pydantic import BaseModel
 
 from integrations.mail.adapter import SmtpMailer
 from integrations.mail.config import SmtpConfig
+from scheduling.ports import VendorLimits
 
 
 @dataclass(frozen=True)
@@ -20,8 +21,10 @@ class VendorEntry:
     vendor: str
     config_model: type[BaseModel]
     secret_fields: tuple[str, ...]
-    build: Callable[[Any, aiohttp.ClientSession], Any]
-    """(validated config, shared HTTP session) -> the adapter."""
+    build: Callable[..., Any]
+    """(validated config, shared HTTP session, limits: VendorLimits | None = None) -> the adapter. The composition
+    root passes one limits object for the whole process (in memory on SQLite, in the database on PostgreSQL), so the
+    vendors' limits are counted across tenants' rebuilt adapters and across processes."""
     check: Callable[[Any, aiohttp.ClientSession], Awaitable[None]]
     """Proves the connection works, raising our integration errors if it does not."""
 
@@ -36,7 +39,7 @@ REGISTRY: dict[tuple[str, str], VendorEntry] = {
         vendor="smtp",
         config_model=SmtpConfig,
         secret_fields=("password",),
-        build=lambda config, _session: SmtpMailer(config),
+        build=lambda config, _session, _limits=None: SmtpMailer(config),
         check=_check_smtp,
     ),
 }
@@ -60,18 +63,21 @@ def _psa_entry(vendor: str, config_model: type[BaseModel], secrets: tuple[str, .
     async def check(config: Any, session: aiohttp.ClientSession) -> None:
         await adapter(config, session).test_connection()
 
-    return VendorEntry("psa", vendor, config_model, secrets, lambda config, session: adapter(config, session), check)
+    def build(config: Any, session: aiohttp.ClientSession, limits: VendorLimits | None = None) -> Any:
+        return adapter(config, session, limits=limits)
+
+    return VendorEntry("psa", vendor, config_model, secrets, build, check)
 
 
 class GraphConnection:
     """Microsoft 365 for one tenant: the calendar writer and the busy source share one GraphClient, so together they
     never exceed Graph's four concurrent requests per mailbox."""
 
-    def __init__(self, config: Any) -> None:
+    def __init__(self, config: Any, limits: VendorLimits | None = None) -> None:
         from integrations.graph.adapter import GraphBusySource, GraphCalendar
         from integrations.graph.client import GraphClient
 
-        self.client = GraphClient(config)
+        self.client = GraphClient(config, limits=limits)
         self._calendar = GraphCalendar(self.client)
         self._busy = GraphBusySource(self.client)
 
@@ -123,7 +129,14 @@ def _register_vendors() -> None:
     register(_psa_entry("autotask", AutotaskConfig, ("secret", "integration_code"), AutotaskPsa))
     register(_psa_entry("connectwise", ConnectWiseConfig, ("private_key", "client_id"), ConnectWisePsa))
     register(
-        VendorEntry("m365", "graph", GraphConfig, ("client_secret",), lambda c, _s: GraphConnection(c), _check_graph)
+        VendorEntry(
+            "m365",
+            "graph",
+            GraphConfig,
+            ("client_secret",),
+            lambda c, _s, limits=None: GraphConnection(c, limits),
+            _check_graph,
+        )
     )
     register(
         VendorEntry(
@@ -131,7 +144,7 @@ def _register_vendors() -> None:
             "graph",
             GraphConfig,
             ("client_secret",),
-            lambda c, _s: GraphMailer.from_config(c),
+            lambda c, _s, limits=None: GraphMailer.from_config(c, limits),
             _check_graph_mail,
         )
     )

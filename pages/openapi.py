@@ -12,7 +12,7 @@ from functools import cache
 from typing import Any
 from zoneinfo import available_timezones
 
-STEP_STATES = ("waiting", "available", "running", "completed", "retryable", "failed", "cancelled")
+STEP_STATES = ("waiting", "available", "running", "completed", "retryable", "failed", "blocked", "cancelled")
 
 _ERROR = {"$ref": "#/components/schemas/Error"}
 _RETRY_AFTER = {
@@ -526,6 +526,21 @@ def _schemas() -> dict[str, Any]:
                 "last_error": {"type": ["string", "null"]},
                 "external_ids": {"type": "object"},
                 "updated_at": {"type": "string", "format": "date-time"},
+                "depends_on": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "required": ["run", "step", "action", "kind", "uses"],
+                        "properties": {
+                            "run": {"type": "string"},
+                            "step": {"type": "integer"},
+                            "action": {"type": "string"},
+                            "kind": {"type": "string", "enum": ["hard", "soft"]},
+                            "uses": {"type": "array", "items": {"type": "string"}},
+                        },
+                    },
+                },
+                "blocked_by": {"type": ["string", "null"]},
             },
         },
         "SchedulingRequest": {

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
 from datetime import datetime, timedelta
 from typing import Protocol
 
@@ -241,4 +242,31 @@ class Notifier(Protocol):
 
     async def notify_host(self, tenant_id: str, user_id: str, notification: HostNotification) -> str | None:
         """The sent activity's id, or None when the host has no chat with the bot (nothing to deliver to)."""
+        ...
+
+
+class VendorLimits(Protocol):
+    """Vendor request limits counted for every process that shares them: concurrency slots, sliding-window budgets
+    and a mutual-exclusion lock, each per key (an Autotask endpoint, a Graph mailbox, a Teams chat, a contact's
+    address). Keys are namespaced by the caller ("autotask:...", "graph:...").
+
+    Implementations: in memory (one process: SQLite) and in the database (every app process and worker on one
+    PostgreSQL database). Raising IntegrationUnavailable means "the bookkeeping is unavailable, try later"."""
+
+    async def acquire_slot(self, key: str, limit: int, lease_seconds: float) -> str:
+        """Wait for one of `limit` concurrent slots of `key` and return its token. A holder that dies without
+        releasing frees its slot after `lease_seconds` (longer than any request it covers)."""
+        ...
+
+    async def release_slot(self, token: str) -> None:
+        """Give back a slot taken by acquire_slot; releasing twice, or after the lease lapsed, is harmless."""
+        ...
+
+    async def reserve(self, key: str, windows: Sequence[tuple[float, int]]) -> float:
+        """Book one request of `key` now and return 0.0, or book nothing and return the seconds until every
+        (window seconds, count) limit would admit one."""
+        ...
+
+    def lock(self, key: str) -> AbstractAsyncContextManager[None]:
+        """Hold `key` (case-insensitive) exclusively, e.g. around a contact's look-up and create."""
         ...

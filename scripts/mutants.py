@@ -156,6 +156,14 @@ MUTANTS = (
         "sqlite or not postgres",
     ),
     Mutant(
+        "each process keeps its own vendor limits on PostgreSQL",
+        "app.py",
+        "    return InMemoryVendorLimits() if database.is_sqlite else PostgresVendorLimits(database)\n",
+        "    return InMemoryVendorLimits()\n",
+        ("tests/integration/test_vendor_limits_end_to_end.py",),
+        needs_postgres=True,
+    ),
+    Mutant(
         "an Autotask look-up adopts a record without the exact marker",
         "integrations/autotask/adapter.py",
         "        marked = [item for item in items if carries_marker(item, field, idempotency_key)]\n",

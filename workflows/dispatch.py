@@ -52,6 +52,7 @@ class BookingFanOut:
             occurrence=occurrence,
             workflow=workflow,
             booking_snapshot=snapshot,
+            earlier_steps=_earlier_steps(conn, booking),
         )
         enqueue_jobs(conn, jobs)
 
@@ -121,6 +122,8 @@ class BookingFanOut:
                 idempotency_key=f"{run_key}:0:send_email",
                 payload={"action": action, "booking": snapshot},
                 booking_id=booking.booking_id,
+                # It quotes no step's output, so nothing holds it up.
+                depends_on=(),
             )
         ]
 
@@ -183,6 +186,20 @@ def _hosts_of(conn: Connection, booking: Booking) -> list[dict[str, Any]]:
     ]
     hosts.sort(key=lambda host: booking.host_ids.index(host["user_id"]))
     return hosts
+
+
+def _earlier_steps(conn: Connection, booking: Booking) -> list[tuple[str, int, str]]:
+    """The booking's steps already enqueued, (run key, step, action), oldest first: a new run's steps wait for the
+    ones acting on the same records (a move waits for the create)."""
+    jobs = workflow_jobs.c
+    return [
+        (str(row.run_key), int(row.step), str(row.kind))
+        for row in conn.execute(
+            select(jobs.run_key, jobs.step, jobs.kind)
+            .where(jobs.tenant_id == booking.tenant_id, jobs.booking_id == booking.booking_id)
+            .order_by(jobs.id)
+        )
+    ]
 
 
 def _next_occurrence(conn: Connection, booking: Booking, event: str) -> int:

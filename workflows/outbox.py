@@ -2,21 +2,36 @@
 
 Lifecycle of one step (`state`):
 
-    waiting ──(previous step completed)──► available ──claim──► running ──complete──► completed
-                                              ▲                   │  │
-                                              │   retryable ◄─────┘  └──(not retryable / attempts used up)──► failed
-                                              └──── claim ◄──┘                                                  │
-                                              ▲                                                                  │
-                                              └──────────────────────── retry_job (operator) ◄───────────────────┘
-    waiting / available / retryable / failed ──cancel_run──► cancelled
+    waiting ──(dependencies settled)──► available ──claim──► running ──complete──► completed
+       │  ▲                                ▲                   │  │
+       │  │                                │   retryable ◄─────┘  └──(not retryable / attempts used up)──► failed
+       │  │                                └──── claim ◄──┘                                                  │
+       │  └──(the failed dependency is retried and completes)── blocked ◄──(a hard dependency failed for good)┘
+       └──(a hard dependency failed / was blocked)──────────────────┘
+    available ◄──────────────────────────────── retry_job (operator) ◄──────────────────────── failed
+    waiting / available / retryable / failed / blocked ──cancel_run──► cancelled
 
-Ordering within a run: `enqueue_jobs` makes only the lowest step of each run `available` and parks the rest as
-`waiting`; completing a step promotes, in the same transaction, the waiting step whose earlier steps are all completed
-(or cancelled). So a step only ever runs after every earlier step of its run completed, and it can read their outputs
-(`list_runs(..., run_key=...)`). We chose promotion over a "no unfinished earlier step" clause in the claim query
-because the claim is the hot path: it stays a plain index range scan on (state, run_after). The runner completes
-with `complete_jobs_and_claim_next`, which leases the promoted step to itself in the same statement, so a run keeps
-moving instead of queueing its next step behind every older due step.
+Dependencies (`depends_on`, computed when the run is planned, workflows/triggers.py) name the steps whose outputs a
+step uses, by (run key, step): steps of its own run, or of an earlier run of the same booking (a reschedule's move
+waits for the first run's create). Two kinds:
+  * hard: the step cannot act without the output. It waits until the dependency completed; when the dependency fails
+    for good (or is blocked or cancelled) the step is `blocked`, with `blocked_by` saying which one. A blocked step
+    is released when that dependency is retried and completes.
+  * soft: the step only quotes the output (an email quoting the ticket number). It waits while the dependency is
+    pending or retrying, but at most the grace period counted from the step's `created_at` (when its run was
+    enqueued); then, or once the dependency failed for good, it runs without that output.
+A step planned without dependencies (`JobSpec.depends_on=None`) depends hard on the step before it in its run, as
+every step did before dependencies existed.
+
+Steps are not claimable while waiting or blocked; `settle_dependants` moves them when something they depend on
+finishes, in the transaction that records that finish: completing or failing for good re-evaluates the waiting and
+blocked steps of the same booking (of the same run, for jobs without a booking). That keeps the claim the hot path
+it was: a plain index range scan on (state, run_after). Time alone ends a soft wait, so `release_graced_jobs` (run by
+the runner about once a second) re-evaluates waiting steps whose grace ran out, found through (state, grace_from).
+Evaluation locks the dependants first (FOR UPDATE, in id order): two transactions completing two dependencies of one
+step then evaluate it one after the other, and the second sees both finished, so a step is never stranded. The
+runner completes with `complete_jobs_and_claim_next`, which leases the steps it just released to itself in the same
+transaction, so a run keeps moving instead of queueing behind every older due step.
 
 Delivery is at least once: a worker can die after the vendor accepted a call and before `complete` committed. Handlers
 therefore look up by `idempotency_key` at the vendor before every create (reference/perf_reliability.md §3).
@@ -66,8 +81,16 @@ RUNNING: Final = "running"
 COMPLETED: Final = "completed"
 RETRYABLE: Final = "retryable"
 FAILED: Final = "failed"
+BLOCKED: Final = "blocked"
 CANCELLED: Final = "cancelled"
-STATES: Final = (WAITING, AVAILABLE, RUNNING, COMPLETED, RETRYABLE, FAILED, CANCELLED)
+STATES: Final = (WAITING, AVAILABLE, RUNNING, COMPLETED, RETRYABLE, FAILED, BLOCKED, CANCELLED)
+
+HARD: Final = "hard"
+SOFT: Final = "soft"
+DEFAULT_SOFT_DEPENDENCY_GRACE: Final = timedelta(seconds=600)
+_PENDING: Final = (WAITING, AVAILABLE, RUNNING, RETRYABLE)
+_GONE: Final = (FAILED, BLOCKED, CANCELLED)
+"""A hard dependency in one of these states will not produce its output until someone retries it."""
 
 MAX_ERROR_LENGTH: Final = 2000
 BACKOFF_BASE_SECONDS: Final = 1.0
@@ -99,12 +122,53 @@ workflow_jobs = Table(
     Column("output", JSON, nullable=True),
     Column("created_at", UtcDateTime(), nullable=False),
     Column("updated_at", UtcDateTime(), nullable=False),
+    Column("depends_on", JSON, nullable=True),
+    Column("blocked_by", String(300), nullable=True),
+    Column("grace_from", UtcDateTime(), nullable=True),
     UniqueConstraint("idempotency_key", name="uq_workflow_jobs_idempotency_key"),
     # Step numbers are unique within a run, which keeps "the next step" well defined; the index also serves promotion.
     UniqueConstraint("run_key", "step", name="uq_workflow_jobs_run_step"),
     Index("ix_workflow_jobs_state_run_after", "state", "run_after"),
     Index("ix_workflow_jobs_tenant_booking", "tenant_id", "booking_id"),
+    # Finds the waiting steps whose soft-dependency grace may have run out without scanning every waiting step.
+    Index("ix_workflow_jobs_state_grace_from", "state", "grace_from"),
 )
+
+
+@dataclass(frozen=True)
+class Dependency:
+    """A step this step waits for: `step` of run `run_key` (the step's own run, or an earlier run of its booking).
+
+    `kind` is HARD (cannot act without the output) or SOFT (only quotes it); `uses` names the outputs it reads.
+    """
+
+    run_key: str
+    step: int
+    action: str
+    kind: Literal["hard", "soft"]
+    uses: tuple[str, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "run": self.run_key,
+            "step": self.step,
+            "action": self.action,
+            "kind": self.kind,
+            "uses": list(self.uses),
+        }
+
+    @classmethod
+    def from_json(cls, value: Mapping[str, Any]) -> Dependency:
+        kind: Literal["hard", "soft"] = SOFT if value.get("kind") == SOFT else HARD
+        return cls(
+            str(value["run"]), int(value["step"]), str(value.get("action", "")), kind, tuple(value.get("uses", ()))
+        )
+
+    def describe(self, from_run: str) -> str:
+        """'step 0 (create_ticket)', naming the run when it is another one than the dependant's."""
+        where = "" if self.run_key == from_run else f" of run {self.run_key}"
+        action = f" ({self.action})" if self.action else ""
+        return f"step {self.step}{action}{where}"
 
 
 @dataclass(frozen=True)
@@ -125,6 +189,8 @@ class JobSpec:
     booking_id: str | None = None
     max_attempts: int = DEFAULT_MAX_ATTEMPTS
     run_after: datetime | None = None
+    depends_on: tuple[Dependency, ...] | None = None
+    """None: depend hard on the step before this one in its run (the order steps always had)."""
 
 
 @dataclass(frozen=True)
@@ -149,6 +215,15 @@ class Job:
     output: Mapping[str, Any] | None
     created_at: datetime
     updated_at: datetime
+    depends_on: Sequence[Mapping[str, Any]] | None = None
+    blocked_by: str | None = None
+    """Why the step is blocked ('blocked by step 0 (create_ticket)'); None unless it is."""
+    grace_from: datetime | None = None
+    """Set while the step may wait for soft dependencies: when their grace started (the run's enqueue time)."""
+
+    @property
+    def dependencies(self) -> tuple[Dependency, ...]:
+        return tuple(Dependency.from_json(value) for value in self.depends_on or ())
 
     @classmethod
     def from_row(cls, row: Sequence[Any]) -> Job:
@@ -170,59 +245,246 @@ def _utc_now() -> datetime:
     return datetime.now(UTC)
 
 
-def enqueue_jobs(conn: Connection, jobs: Sequence[JobSpec], *, now: datetime | None = None) -> None:
+def enqueue_jobs(
+    conn: Connection,
+    jobs: Sequence[JobSpec],
+    *,
+    now: datetime | None = None,
+    grace: timedelta = DEFAULT_SOFT_DEPENDENCY_GRACE,
+) -> None:
     """Add steps inside the caller's write transaction: they commit or roll back with it, and stay invisible until then.
 
-    The lowest step of each run in `jobs` becomes available at once unless an earlier step of that run is still
-    unfinished in the table (then the whole batch waits for promotion). Keys that already exist are skipped.
+    A step with nothing to wait for is available at once; one whose dependencies are unsettled waits, and one whose
+    hard dependency (in an earlier run) already failed for good is blocked. Keys that already exist are skipped.
     """
     if not jobs:
         return
     moment = now or _utc_now()
-    first_step: dict[str, int] = {}
-    for spec in jobs:
-        first_step[spec.run_key] = min(spec.step, first_step.get(spec.run_key, spec.step))
-    blocked = {run_key for run_key, step in first_step.items() if _has_unfinished_step_before(conn, run_key, step)}
-    rows = [
-        {
-            "tenant_id": spec.tenant_id,
-            "booking_id": spec.booking_id,
-            "run_key": spec.run_key,
-            "step": spec.step,
-            "kind": spec.kind,
-            "idempotency_key": spec.idempotency_key,
-            "payload": dict(spec.payload),
-            "state": AVAILABLE if spec.step == first_step[spec.run_key] and spec.run_key not in blocked else WAITING,
-            "attempts": 0,
-            "max_attempts": spec.max_attempts,
-            "run_after": spec.run_after or moment,
-            "locked_by": None,
-            "lease_expires_at": None,
-            "last_error": "",
-            "output": None,
-            "created_at": moment,
-            "updated_at": moment,
-        }
-        for spec in jobs
-    ]
+    resolved = _resolve_dependencies(conn, jobs)
+    in_batch = {(spec.run_key, spec.step) for spec in jobs}
+    outside = {(dep.run_key, dep.step) for deps in resolved for dep in deps} - in_batch
+    states = _lock_states(conn, outside)
+    # A dependency enqueued in this very batch is pending whatever state it starts in.
+    states.update(dict.fromkeys(in_batch, WAITING))
+    rows = []
+    for spec, deps in zip(jobs, resolved, strict=True):
+        state, reason = _verdict(spec.run_key, moment, deps, states, now=moment, grace=grace)
+        rows.append(
+            {
+                "tenant_id": spec.tenant_id,
+                "booking_id": spec.booking_id,
+                "run_key": spec.run_key,
+                "step": spec.step,
+                "kind": spec.kind,
+                "idempotency_key": spec.idempotency_key,
+                "payload": dict(spec.payload),
+                "state": state,
+                "attempts": 0,
+                "max_attempts": spec.max_attempts,
+                "run_after": spec.run_after or moment,
+                "locked_by": None,
+                "lease_expires_at": None,
+                "last_error": "",
+                "output": None,
+                "created_at": moment,
+                "updated_at": moment,
+                "depends_on": [dep.to_json() for dep in deps],
+                "blocked_by": reason,
+                "grace_from": moment if any(dep.kind == SOFT for dep in deps) else None,
+            }
+        )
     insert = postgresql_insert if conn.dialect.name == "postgresql" else sqlite_insert
     conn.execute(insert(workflow_jobs).on_conflict_do_nothing(index_elements=["idempotency_key"]), rows)
 
 
-def _has_unfinished_step_before(conn: Connection, run_key: str, step: int) -> bool:
-    # FOR UPDATE (PostgreSQL; SQLite is single-writer already) closes a race with a concurrent `complete` of that
-    # earlier step: either we wait for its commit and then see it completed, or it waits for ours and its promotion
-    # query then sees the steps we add. Without the lock both could miss each other and strand the new steps.
+def _resolve_dependencies(conn: Connection, jobs: Sequence[JobSpec]) -> list[tuple[Dependency, ...]]:
+    """Each spec's dependencies; a spec without any (None) depends hard on the step before it in its run, in the
+    batch or, for the first step of the batch, already in the table."""
+    kinds = {(spec.run_key, spec.step): spec.kind for spec in jobs}
+    resolved: list[tuple[Dependency, ...]] = []
+    for spec in jobs:
+        if spec.depends_on is not None:
+            resolved.append(tuple(spec.depends_on))
+            continue
+        earlier = [step for run_key, step in kinds if run_key == spec.run_key and step < spec.step]
+        if earlier:
+            previous = max(earlier)
+            resolved.append((Dependency(spec.run_key, previous, kinds[(spec.run_key, previous)], HARD),))
+            continue
+        row = conn.execute(
+            select(workflow_jobs.c.step, workflow_jobs.c.kind)
+            .where(workflow_jobs.c.run_key == spec.run_key, workflow_jobs.c.step < spec.step)
+            .order_by(workflow_jobs.c.step.desc())
+            .limit(1)
+        ).first()
+        resolved.append((Dependency(spec.run_key, int(row.step), str(row.kind), HARD),) if row is not None else ())
+    return resolved
+
+
+def _lock_states(conn: Connection, refs: Collection[tuple[str, int]]) -> dict[tuple[str, int], str]:
+    # FOR UPDATE (PostgreSQL; SQLite is single-writer already) closes a race with a concurrent `complete` of one of
+    # these steps: either we wait for its commit and then see it finished, or it waits for ours and its settlement
+    # then sees the steps we add. Without the lock both could miss each other and strand the new steps.
+    if not refs:
+        return {}
+    jobs = workflow_jobs.c
     query = (
-        select(workflow_jobs.c.id)
-        .where(
-            workflow_jobs.c.run_key == run_key,
-            workflow_jobs.c.step < step,
-            workflow_jobs.c.state.not_in((COMPLETED, CANCELLED)),
-        )
+        select(jobs.run_key, jobs.step, jobs.state)
+        .where(jobs.run_key.in_(sorted({run_key for run_key, _ in refs})))
+        .order_by(jobs.id)
         .with_for_update()
     )
-    return conn.execute(query).first() is not None
+    return {(row.run_key, row.step): row.state for row in conn.execute(query) if (row.run_key, row.step) in refs}
+
+
+def _verdict(
+    run_key: str,
+    created_at: datetime,
+    dependencies: Sequence[Dependency],
+    states: Mapping[tuple[str, int], str],
+    *,
+    now: datetime,
+    grace: timedelta,
+) -> tuple[str, str | None]:
+    """Where a step that is not running yet belongs: (BLOCKED, why), (WAITING, None) or (AVAILABLE, None).
+
+    A dependency missing from `states` (never enqueued, or pruned) is treated as settled: there is nothing to wait for.
+    """
+    blocked: str | None = None
+    hard_pending = soft_pending = False
+    for dependency in dependencies:
+        state = states.get((dependency.run_key, dependency.step))
+        if state is None:
+            continue
+        if dependency.kind == HARD:
+            if state in _GONE:
+                blocked = blocked or f"blocked by {dependency.describe(run_key)}"
+            elif state != COMPLETED:
+                hard_pending = True
+        elif state in _PENDING:
+            soft_pending = True
+    if blocked is not None:
+        return BLOCKED, blocked
+    if hard_pending or (soft_pending and now < created_at + grace):
+        return WAITING, None
+    return AVAILABLE, None
+
+
+Scope = tuple[str, str | None, str]
+"""(tenant id, booking id, run key) of a step: its dependants are among the steps of its booking (or of its run)."""
+
+
+def scope_of(job: Job) -> Scope:
+    return (job.tenant_id, job.booking_id, job.run_key)
+
+
+def settle_dependants(
+    conn: Connection, scopes: Collection[Scope], *, now: datetime, grace: timedelta = DEFAULT_SOFT_DEPENDENCY_GRACE
+) -> list[tuple[int, str]]:
+    """Re-evaluate the waiting and blocked steps in these scopes after something they may depend on finished.
+
+    Steps whose dependencies settled become available (due now, or at their enqueue time when that is earlier, so
+    a run under way keeps its place in the queue); steps with a hard dependency that failed for good become blocked;
+    blocked steps whose dependency was retried and completed wait or become available again. Returns the
+    (id, kind) of the steps made available, in id order.
+    """
+    if not scopes:
+        return []
+    jobs = workflow_jobs.c
+    bookings = sorted({(tenant, booking) for tenant, booking, _ in scopes if booking is not None})
+    runs = sorted({run_key for _, booking, run_key in scopes if booking is None})
+    where = []
+    if bookings:
+        where.append(tuple_(jobs.tenant_id, jobs.booking_id).in_(bookings))
+    if runs:
+        where.append(jobs.run_key.in_(runs))
+    candidates = conn.execute(
+        select(
+            jobs.id, jobs.run_key, jobs.step, jobs.kind, jobs.state, jobs.depends_on, jobs.created_at, jobs.blocked_by
+        )
+        .where(jobs.state.in_((WAITING, BLOCKED)), or_(*where))
+        .order_by(jobs.id)
+        .with_for_update()
+    ).all()
+    if not candidates:
+        return []
+    dependencies = {row.id: _dependencies_of(row) for row in candidates}
+    refs = {(dep.run_key, dep.step) for deps in dependencies.values() for dep in deps}
+    states: dict[tuple[str, int], str] = {}
+    if refs:
+        states = {
+            (row.run_key, row.step): row.state
+            for row in conn.execute(
+                select(jobs.run_key, jobs.step, jobs.state).where(
+                    jobs.run_key.in_(sorted({run_key for run_key, _ in refs}))
+                )
+            )
+        }
+    for row in candidates:
+        states[(row.run_key, row.step)] = row.state
+    reasons: dict[int, str | None] = {row.id: row.blocked_by for row in candidates}
+    verdicts: dict[int, str] = {row.id: row.state for row in candidates}
+    # A step that becomes blocked blocks its own hard dependants, and one released may release others: repeat until
+    # nothing moves (each pass is over the few steps of a handful of bookings).
+    for _ in range(len(candidates) + 1):
+        moved = False
+        for row in candidates:
+            state, reason = _verdict(row.run_key, row.created_at, dependencies[row.id], states, now=now, grace=grace)
+            if state != verdicts[row.id] or reason != reasons[row.id]:
+                verdicts[row.id], reasons[row.id] = state, reason
+                states[(row.run_key, row.step)] = state
+                moved = True
+        if not moved:
+            break
+    changed = [row for row in candidates if verdicts[row.id] != row.state or reasons[row.id] != row.blocked_by]
+    released = [row.id for row in changed if verdicts[row.id] == AVAILABLE]
+    if released:
+        conn.execute(_RELEASE, {"ids": released, "now": now})
+    rewaiting = [row.id for row in changed if verdicts[row.id] == WAITING]
+    if rewaiting:
+        conn.execute(
+            update(workflow_jobs).where(jobs.id.in_(rewaiting)).values(state=WAITING, blocked_by=None, updated_at=now)
+        )
+    blocked = [
+        {"job_id": row.id, "reason": reasons[row.id], "now": now} for row in changed if verdicts[row.id] == BLOCKED
+    ]
+    if blocked:
+        conn.execute(_BLOCK, blocked)
+    kinds = {row.id: str(row.kind) for row in candidates}
+    return [(job_id, kinds[job_id]) for job_id in released]
+
+
+def _dependencies_of(row: Any) -> tuple[Dependency, ...]:
+    if row.depends_on is None:
+        # Enqueued before steps named their dependencies (revision 0008): it waits for the step before it, as then.
+        return (Dependency(row.run_key, row.step - 1, "", HARD),) if row.step > 0 else ()
+    return tuple(Dependency.from_json(value) for value in row.depends_on)
+
+
+def release_graced_jobs(
+    conn: Connection, *, now: datetime, grace: timedelta = DEFAULT_SOFT_DEPENDENCY_GRACE, limit: int = 500
+) -> int:
+    """Re-evaluate waiting steps whose soft-dependency grace has run out (time alone ends it); returns how many
+    became available. Those still waiting on a hard dependency drop out of this search: their soft dependencies no
+    longer hold them back, and finishing the hard one settles them."""
+    jobs = workflow_jobs.c
+    rows = conn.execute(
+        select(jobs.id, jobs.tenant_id, jobs.booking_id, jobs.run_key)
+        .where(jobs.state == WAITING, jobs.grace_from <= now - grace)
+        .order_by(jobs.grace_from)
+        .limit(limit)
+    ).all()
+    if not rows:
+        return 0
+    released = settle_dependants(
+        conn, {(row.tenant_id, row.booking_id, row.run_key) for row in rows}, now=now, grace=grace
+    )
+    conn.execute(
+        update(workflow_jobs)
+        .where(jobs.id.in_([row.id for row in rows]), jobs.state == WAITING)
+        .values(grace_from=None)
+    )
+    return len(released)
 
 
 def claim_jobs(
@@ -308,14 +570,20 @@ def _held_by(job: Job) -> Any:
     )
 
 
-def complete_jobs(conn: Connection, results: Sequence[tuple[Job, Mapping[str, Any]]], *, now: datetime) -> set[int]:
-    """Mark claimed steps completed with their outputs and promote their runs' next steps, in the caller's transaction.
+def complete_jobs(
+    conn: Connection,
+    results: Sequence[tuple[Job, Mapping[str, Any]]],
+    *,
+    now: datetime,
+    grace: timedelta = DEFAULT_SOFT_DEPENDENCY_GRACE,
+) -> set[int]:
+    """Mark claimed steps completed with their outputs and settle their dependants, in the caller's transaction.
 
     Returns the ids that were accepted; a step whose lease was lost (expired and reclaimed, or cancelled) is left
     unchanged. A constant number of statements per batch, not per step: the runner records dozens of outcomes at once.
     """
     accepted = _mark_completed(conn, results, now=now)
-    promote_ready_steps(conn, {job.run_key for job, _ in results if job.id in accepted}, now=now)
+    settle_dependants(conn, {scope_of(job) for job, _ in results if job.id in accepted}, now=now, grace=grace)
     return accepted
 
 
@@ -327,31 +595,29 @@ def complete_jobs_and_claim_next(
     *,
     now: datetime,
     other_than: Collection[str] = (),
+    limit: int | None = None,
+    grace: timedelta = DEFAULT_SOFT_DEPENDENCY_GRACE,
 ) -> tuple[set[int], list[Job]]:
-    """Like `complete_jobs`, but lease each run's next step straight to `worker_id` instead of making it available.
+    """Like `complete_jobs`, but lease the steps this releases straight to `worker_id` instead of only making them
+    available: at most `limit` of them (default: one per completed step), the rest stay available for any worker.
 
-    The step inherits its predecessor's slot in the worker. That keeps a run moving the moment its previous step
-    is done: made available instead, it would queue behind every older due step (its `run_after` is now), so a
-    backlog of first steps would run to the end before any second step started. Next steps of the kinds in
-    `other_than` are only made available (the runner claims those under their target's budget). Returns the accepted
-    ids and the claimed next steps.
+    The released steps inherit their dependencies' slots in the worker. That keeps a run moving the moment a step is
+    done: made available instead, they would queue behind every older due step (their `run_after` is now), so a
+    backlog of first steps would run to the end before any second step started. Steps of the kinds in `other_than`
+    are only made available (the runner claims those under their target's budget). Returns the accepted ids and the
+    claimed steps.
     """
     accepted = _mark_completed(conn, results, now=now)
-    run_keys = [job.run_key for job, _ in results if job.id in accepted]
-    if not run_keys:
+    scopes = {scope_of(job) for job, _ in results if job.id in accepted}
+    if not scopes:
         return accepted, []
-    parameters: dict[str, Any] = {
-        "run_keys": run_keys,
-        "now": now,
-        "worker_id": worker_id,
-        "lease_expires_at": now + lease,
-    }
-    statement = _PROMOTE_AND_CLAIM
-    if other_than:
-        statement, parameters["kinds"] = _PROMOTE_AND_CLAIM_OTHER_KINDS, list(other_than)
-    claimed = sorted((Job.from_row(row) for row in conn.execute(statement, parameters)), key=lambda job: job.id)
-    if other_than:
-        promote_ready_steps(conn, run_keys, now=now)
+    released = settle_dependants(conn, scopes, now=now, grace=grace)
+    room = len(accepted) if limit is None else limit
+    chosen = [job_id for job_id, kind in released if kind not in other_than][: max(room, 0)]
+    if not chosen:
+        return accepted, []
+    parameters = {"ids": chosen, "now": now, "worker_id": worker_id, "lease_expires_at": now + lease}
+    claimed = sorted((Job.from_row(row) for row in conn.execute(_LEASE_RELEASED, parameters)), key=lambda job: job.id)
     return accepted, claimed
 
 
@@ -366,19 +632,33 @@ def _mark_completed(conn: Connection, results: Sequence[tuple[Job, Mapping[str, 
     return accepted
 
 
-def complete_job(conn: Connection, job: Job, output: Mapping[str, Any], *, now: datetime) -> bool:
+def complete_job(
+    conn: Connection,
+    job: Job,
+    output: Mapping[str, Any],
+    *,
+    now: datetime,
+    grace: timedelta = DEFAULT_SOFT_DEPENDENCY_GRACE,
+) -> bool:
     """Complete one claimed step (see `complete_jobs`); False, changing nothing, when the lease was lost."""
-    return job.id in complete_jobs(conn, [(job, output)], now=now)
+    return job.id in complete_jobs(conn, [(job, output)], now=now, grace=grace)
 
 
-def promote_ready_steps(conn: Connection, run_keys: Collection[str], *, now: datetime) -> int:
-    """Make each waiting step of these runs available once every earlier step of its run is completed or cancelled.
-
-    Only the lowest waiting step of a run can qualify, so runs advance one step at a time.
-    """
+def promote_ready_steps(
+    conn: Connection, run_keys: Collection[str], *, now: datetime, grace: timedelta = DEFAULT_SOFT_DEPENDENCY_GRACE
+) -> int:
+    """Settle the waiting and blocked steps of these runs (see `settle_dependants`); returns how many became
+    available."""
+    jobs = workflow_jobs.c
     if not run_keys:
         return 0
-    return conn.execute(_PROMOTE, {"run_keys": list(run_keys), "now": now}).rowcount
+    scopes = {
+        (row.tenant_id, row.booking_id, row.run_key)
+        for row in conn.execute(
+            select(jobs.tenant_id, jobs.booking_id, jobs.run_key).where(jobs.run_key.in_(list(run_keys))).distinct()
+        )
+    }
+    return len(settle_dependants(conn, scopes, now=now, grace=grace))
 
 
 def _build_complete() -> tuple[Update, Update, Update, Update, Update]:
@@ -407,33 +687,30 @@ def _build_complete() -> tuple[Update, Update, Update, Update, Update]:
         .where(jobs.id == bindparam("job_id", type_=Integer()))
         .values(output=bindparam("output", type_=jobs.output.type))
     )
-    earlier = workflow_jobs.alias("earlier")
-    unfinished_before = (
-        select(earlier.c.id)
-        .where(
-            earlier.c.run_key == jobs.run_key,
-            earlier.c.step < jobs.step,
-            earlier.c.state.not_in((COMPLETED, CANCELLED)),
-        )
-        .exists()
-    )
-    ready = (jobs.state == WAITING, jobs.run_key.in_(bindparam("run_keys", expanding=True)), ~unfinished_before)
-    # A promoted step is due now, but keeps its enqueue time when that is earlier: claims go oldest first, so a run
+    # A released step is due now, but keeps its enqueue time when that is earlier: claims go oldest first, so a run
     # already under way keeps its place instead of queueing behind every step enqueued since it started. That also
     # holds when its worker dies: the stalled step is reclaimed ahead of the backlog, not after it.
     due_now = case((jobs.run_after < now, jobs.run_after), else_=now)
-    promote = update(workflow_jobs).where(*ready).values(state=AVAILABLE, run_after=due_now, updated_at=now)
-    promote_and_claim = (
+    release = (
         update(workflow_jobs)
-        .where(*ready)
-        .values({**_leased(now), "run_after": due_now})
+        .where(jobs.id.in_(bindparam("ids", expanding=True)), jobs.state.in_((WAITING, BLOCKED)))
+        .values(state=AVAILABLE, blocked_by=None, grace_from=None, run_after=due_now, updated_at=now)
+    )
+    lease_released = (
+        update(workflow_jobs)
+        .where(jobs.id.in_(bindparam("ids", expanding=True)), jobs.state == AVAILABLE)
+        .values(_leased(now))
         .returning(*workflow_jobs.columns)
     )
-    promote_and_claim_other_kinds = promote_and_claim.where(jobs.kind.not_in(bindparam("kinds", expanding=True)))
-    return complete, set_output, promote, promote_and_claim, promote_and_claim_other_kinds
+    block = (
+        update(workflow_jobs)
+        .where(jobs.id == bindparam("job_id", type_=Integer()))
+        .values(state=BLOCKED, blocked_by=bindparam("reason", type_=jobs.blocked_by.type), updated_at=now)
+    )
+    return complete, set_output, release, lease_released, block
 
 
-_COMPLETE, _SET_OUTPUT, _PROMOTE, _PROMOTE_AND_CLAIM, _PROMOTE_AND_CLAIM_OTHER_KINDS = _build_complete()
+_COMPLETE, _SET_OUTPUT, _RELEASE, _LEASE_RELEASED, _BLOCK = _build_complete()
 
 
 def compute_retry_delay(
@@ -463,11 +740,13 @@ def fail_job(
     retry_after_seconds: float | None = None,
     rng: random.Random | None = None,
     progress: Mapping[str, Any] | None = None,
+    grace: timedelta = DEFAULT_SOFT_DEPENDENCY_GRACE,
 ) -> bool:
     """Record a failed attempt in the caller's transaction: retryable with backoff, or failed (the dead letter).
 
-    A step fails for good when `retryable` is False (the vendor rejected it) or its `max_attempts` are used up.
-    Later steps of the run stay waiting until an operator retries it. Returns False when the lease was lost.
+    A step fails for good when `retryable` is False (the vendor rejected it) or its `max_attempts` are used up. Its
+    hard dependants are then blocked until an operator retries it and it completes; its soft dependants go without
+    it. Returns False when the lease was lost.
     `progress` (what the attempt got done) is merged into the step's output, which the next attempt reads.
     """
     dead = not retryable or job.attempts >= job.max_attempts
@@ -483,7 +762,11 @@ def fail_job(
     if not dead:
         values["run_after"] = now + compute_retry_delay(job.attempts, retry_after_seconds, rng=rng)
     result = conn.execute(update(workflow_jobs).where(_held_by(job)).values(**values))
-    return result.rowcount == 1
+    if result.rowcount != 1:
+        return False
+    if dead:
+        settle_dependants(conn, {scope_of(job)}, now=now, grace=grace)
+    return True
 
 
 def extend_leases(
@@ -499,13 +782,15 @@ def extend_leases(
     return conn.execute(statement.values(lease_expires_at=now + lease, updated_at=now)).rowcount
 
 
-def dead_letter_stalled_jobs(conn: Connection, *, now: datetime) -> int:
+def dead_letter_stalled_jobs(
+    conn: Connection, *, now: datetime, grace: timedelta = DEFAULT_SOFT_DEPENDENCY_GRACE
+) -> int:
     """Fail running steps whose lease expired after their last allowed attempt (claim no longer picks them up).
 
     Without this a step that crashes its worker every time would sit in `running` forever.
     """
     jobs = workflow_jobs.c
-    return conn.execute(
+    failed = conn.execute(
         update(workflow_jobs)
         .where(jobs.state == RUNNING, jobs.lease_expires_at < now, jobs.attempts >= jobs.max_attempts)
         .values(
@@ -515,7 +800,11 @@ def dead_letter_stalled_jobs(conn: Connection, *, now: datetime) -> int:
             lease_expires_at=None,
             updated_at=now,
         )
-    ).rowcount
+        .returning(jobs.tenant_id, jobs.booking_id, jobs.run_key)
+    ).all()
+    if failed:
+        settle_dependants(conn, {(row.tenant_id, row.booking_id, row.run_key) for row in failed}, now=now, grace=grace)
+    return len(failed)
 
 
 def count_jobs_by_state(conn: Connection) -> dict[str, int]:
@@ -596,7 +885,8 @@ async def heartbeat(
 async def retry_job(database: Database, tenant_id: str, job_id: int, *, now: datetime | None = None) -> bool:
     """Put a failed step of this tenant back to available with a fresh attempt budget; False if there is none.
 
-    The last error stays visible until the step completes.
+    The last error stays visible until the step completes. Steps it blocked stay blocked until then: completing it
+    releases them (`settle_dependants`).
     """
     moment = now or _utc_now()
     jobs = workflow_jobs.c
@@ -621,15 +911,19 @@ async def cancel_run(database: Database, tenant_id: str, run_key: str, *, now: d
     jobs = workflow_jobs.c
 
     def transaction(conn: Connection) -> int:
-        return conn.execute(
+        cancelled = conn.execute(
             update(workflow_jobs)
             .where(
                 jobs.tenant_id == tenant_id,
                 jobs.run_key == run_key,
-                jobs.state.in_((WAITING, AVAILABLE, RETRYABLE, FAILED)),
+                jobs.state.in_((WAITING, AVAILABLE, RETRYABLE, FAILED, BLOCKED)),
             )
             .values(state=CANCELLED, updated_at=moment)
-        ).rowcount
+            .returning(jobs.tenant_id, jobs.booking_id, jobs.run_key)
+        ).all()
+        # Later runs of the booking may wait on a cancelled step: they are blocked now, not left waiting.
+        settle_dependants(conn, {(row.tenant_id, row.booking_id, row.run_key) for row in cancelled}, now=moment)
+        return len(cancelled)
 
     return await database.run_write(transaction)
 

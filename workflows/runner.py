@@ -51,6 +51,7 @@ from workflows.outbox import (
     extend_leases,
     fail_job,
     oldest_due_at,
+    release_graced_jobs,
 )
 
 log = logging.getLogger("slotwise.workflows")
@@ -208,6 +209,9 @@ class Runner:
     observer: StepObserver | None = None
     backoff_cap: timedelta = timedelta(seconds=30)
     """The longest wait between tries while the database is unavailable or the loop keeps failing."""
+    soft_dependency_grace: timedelta = timedelta(seconds=600)
+    """How long a step waits for a dependency it only quotes (an email quoting the ticket number), counted from when
+    its run was enqueued; then it goes without (settings.workflow_soft_dependency_grace_seconds)."""
     running: bool = field(init=False, default=False)
     """True while `run_forever` is working (or backing off); False before it starts and after it returns."""
     _trouble: FaultStreak = field(init=False)
@@ -228,6 +232,8 @@ class Runner:
     _budgeted_kinds: tuple[str, ...] = field(init=False, default=())
     _held: Counter[str] = field(init=False, default_factory=Counter)
     """Claimed, unfinished steps per budgeted target."""
+    _graces_checked: float = field(init=False, default=float("-inf"))
+    """`time.monotonic()` of the last search for steps whose soft-dependency grace ran out."""
 
     def __post_init__(self) -> None:
         if self.concurrency < 1:
@@ -256,6 +262,8 @@ class Runner:
         """Process steps until none is due and none is in flight; returns how many attempts it ran (tests, CLI).
 
         Unlike `run_forever`, an error (the database is unavailable) is raised to the caller."""
+        # The caller may have moved the clock: look for soft waits whose grace ran out on the first write.
+        self._graces_checked = float("-inf")
         return await self._work(stop=None)
 
     async def run_forever(self, stop: asyncio.Event) -> None:
@@ -420,6 +428,9 @@ class Runner:
         completions = [(job, outcome.output) for job, outcome in outcomes if outcome.output is not None]
         leases_unsure = self._leases_unsure
         in_flight = [job.id for job in self._in_flight.values()]
+        grace = self.soft_dependency_grace
+        # Time alone ends a soft wait; looking once a second is precise enough for a grace of minutes.
+        check_graces = claiming and time.monotonic() - self._graces_checked >= 1.0
 
         def transaction(conn: Connection) -> tuple[list[bool], list[Job]]:
             if leases_unsure and in_flight:
@@ -428,10 +439,17 @@ class Runner:
             claimed: list[Job] = []
             if free:
                 completed, claimed = complete_jobs_and_claim_next(
-                    conn, completions, self.worker_id, self.lease, now=now, other_than=self._budgeted_kinds
+                    conn,
+                    completions,
+                    self.worker_id,
+                    self.lease,
+                    now=now,
+                    other_than=self._budgeted_kinds,
+                    limit=free,
+                    grace=grace,
                 )
             else:
-                completed = complete_jobs(conn, completions, now=now)
+                completed = complete_jobs(conn, completions, now=now, grace=grace)
             accepted = [
                 job.id in completed
                 if outcome.output is not None
@@ -443,9 +461,12 @@ class Runner:
                     retryable=outcome.retryable,
                     retry_after_seconds=outcome.retry_after_seconds,
                     progress=outcome.progress,
+                    grace=grace,
                 )
                 for job, outcome in outcomes
             ]
+            if check_graces:
+                release_graced_jobs(conn, now=now, grace=grace)
             remaining = free - len(claimed)
             for target, (kinds, _) in self._budgets.items():
                 room = min(remaining, rooms[target])
@@ -464,6 +485,8 @@ class Runner:
             accepted, claimed = await self.database.run_write(transaction)
         finally:
             self._in_transaction_since = None
+        if check_graces:
+            self._graces_checked = time.monotonic()
         if leases_unsure:
             self._leases_unsure = False
         for (job, outcome), held in zip(outcomes, accepted, strict=True):
@@ -507,7 +530,7 @@ class Runner:
 
                 def transaction(conn: Connection, ids: list[int] = ids, now: datetime = now) -> None:
                     extend_leases(conn, self.worker_id, self.lease, now=now, job_ids=ids)
-                    dead_letter_stalled_jobs(conn, now=now)
+                    dead_letter_stalled_jobs(conn, now=now, grace=self.soft_dependency_grace)
 
                 await self.database.run_write(transaction)
             except Exception as error:

@@ -25,7 +25,7 @@ from scheduling.model import (
 )
 from scheduling.ports import BusySource, CalendarWriter, Mailer, Notifier, PsaClient
 from storage.database import Database
-from workflows.outbox import Job, list_runs
+from workflows.outbox import BLOCKED, CANCELLED, COMPLETED, FAILED, RETRYABLE, SOFT, Job, list_runs
 from workflows.templates import DEFAULT_TEMPLATES, render_email, snapshot_variables
 from workflows.triggers import ActionKind
 from workflows.webhooks import WebhookSender, post_webhook
@@ -252,6 +252,11 @@ async def _cancel_m365_event(ctx: StepContext) -> Mapping[str, Any]:
 async def _email(ctx: StepContext) -> Mapping[str, Any]:
     mailer = ctx.mailer()
     variables = snapshot_variables(ctx.booking, ctx.outputs)
+    # An output the step went without (its soft dependency failed or its grace ran out) is nil, not "": Liquid
+    # treats an empty string as true, so `{% if ticket.number %}` would print an empty "Ticket #" line.
+    for group, name in (("ticket", "number"), ("opportunity", "id"), ("appointment", "join_url")):
+        if not variables[group][name]:
+            variables[group][name] = None
     if ctx.action.get("template") == "custom":
         rendered = render_email(ctx.action["subject"], ctx.action["body"], variables)
     else:
@@ -364,21 +369,48 @@ STEPS: dict[str, Step] = {
 def build_handlers(
     database: Database, integrations_for: IntegrationsFor
 ) -> dict[str, Callable[[Job], Awaitable[Mapping[str, Any]]]]:
-    """Runner handlers for every action kind. Outputs of all earlier completed steps of the same booking are
-    merged (later ones win), so a reschedule's move step finds the schedule entry the first run created."""
+    """Runner handlers for every action kind. A step reads the outputs of the booking's steps enqueued before it that
+    completed (later ones win), so a reschedule's move finds the schedule entry the first run created; steps that run
+    alongside it or after it in their run do not leak in. A soft dependency that did not complete is recorded in the
+    step's output as `went_without`."""
 
     def wrap(step: Step) -> Callable[[Job], Awaitable[Mapping[str, Any]]]:
         async def handle(job: Job) -> Mapping[str, Any]:
             outputs: dict[str, Any] = {}
+            states: dict[tuple[str, int], str] = {}
             if job.booking_id is not None:
                 earlier_steps = sorted(
                     await list_runs(database, job.tenant_id, job.booking_id), key=lambda step: step.id
                 )
                 for earlier in earlier_steps:
-                    if earlier.output and earlier.state == "completed" and earlier.id != job.id:
+                    states[(earlier.run_key, earlier.step)] = earlier.state
+                    if earlier.output and earlier.state == COMPLETED and earlier.id < job.id:
                         outputs.update(earlier.output)
-            return await step(StepContext(job, outputs, await integrations_for(job.tenant_id)))
+            result = await step(StepContext(job, outputs, await integrations_for(job.tenant_id)))
+            missing = went_without(job, states)
+            return {**result, "went_without": missing} if missing else result
 
         return handle
 
     return {kind: wrap(step) for kind, step in STEPS.items()}
+
+
+_WHY = {
+    FAILED: "failed",
+    BLOCKED: "blocked",
+    CANCELLED: "cancelled",
+    RETRYABLE: "still retrying when the grace period ran out",
+}
+
+
+def went_without(job: Job, states: Mapping[tuple[str, int], str]) -> list[str]:
+    """What this step quotes but went without: 'ticket_number from step 0 (create_ticket): failed'."""
+    missing: list[str] = []
+    for dependency in job.dependencies:
+        state = states.get((dependency.run_key, dependency.step))
+        if dependency.kind != SOFT or state is None or state == COMPLETED:
+            continue
+        why = _WHY.get(state, "not done when the grace period ran out")
+        where = dependency.describe(job.run_key)
+        missing.extend(f"{output} from {where}: {why}" for output in dependency.uses or ("its output",))
+    return missing

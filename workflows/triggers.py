@@ -7,6 +7,7 @@ into outbox job specs whose idempotency keys make the fan-out exactly-once per (
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
@@ -14,7 +15,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from workflows.outbox import JobSpec
+from workflows.outbox import HARD, SOFT, Dependency, JobSpec
 from workflows.templates import template_problem
 
 
@@ -198,6 +199,151 @@ def classic_workflow(primary_calendar: str, connected: Connected, *, teams_meeti
     return WorkflowSpec(triggers=triggers)
 
 
+OUTPUTS: dict[ActionKind, tuple[str, ...]] = {
+    ActionKind.FIND_OR_CREATE_OPPORTUNITY: ("opportunity_id",),
+    ActionKind.CREATE_TICKET: ("ticket_id", "ticket_number"),
+    ActionKind.CREATE_ACTIVITY: ("activity_id",),
+    ActionKind.CREATE_SCHEDULE_ENTRY: ("schedule_entry_id",),
+    ActionKind.MOVE_SCHEDULE_ENTRY: ("schedule_entry_id", "moved_to"),
+    ActionKind.REMOVE_SCHEDULE_ENTRY: ("removed_schedule_entry_id",),
+    ActionKind.ADD_TICKET_NOTE: ("note_id",),
+    ActionKind.SET_TICKET_STATUS: ("ticket_status",),
+    ActionKind.CREATE_M365_EVENT: ("event_id", "join_url"),
+    ActionKind.UPDATE_M365_EVENT: ("event_id", "moved_to"),
+    ActionKind.CANCEL_M365_EVENT: ("cancelled_event_id",),
+    ActionKind.SEND_EMAIL: ("message_id", "recipients"),
+    ActionKind.POST_WEBHOOK: ("webhook_id", "webhook_status"),
+    # notify_host's outputs (teams_activity:<user>) are never waited for: a host's Teams card must not hold up
+    # anything, least of all the client's confirmation.
+    ActionKind.NOTIFY_HOST: (),
+}
+"""The outputs each action produces (workflows/steps.py), which later steps may use."""
+
+HARD_NEEDS: dict[ActionKind, tuple[str, ...]] = {
+    # The schedule entry goes on the ticket (or, without one, on the activity) created before it.
+    ActionKind.CREATE_SCHEDULE_ENTRY: ("ticket_id", "activity_id"),
+    # An activity / To-Do links to the opportunity.
+    ActionKind.CREATE_ACTIVITY: ("opportunity_id",),
+    ActionKind.ADD_TICKET_NOTE: ("ticket_id",),
+    ActionKind.SET_TICKET_STATUS: ("ticket_id",),
+    ActionKind.MOVE_SCHEDULE_ENTRY: ("schedule_entry_id",),
+    ActionKind.REMOVE_SCHEDULE_ENTRY: ("schedule_entry_id",),
+    ActionKind.UPDATE_M365_EVENT: ("event_id",),
+    ActionKind.CANCEL_M365_EVENT: ("event_id",),
+}
+"""Outputs a step cannot act without: it waits for them and is blocked when their producer fails for good."""
+
+_TICKET_OUTPUTS = frozenset({"ticket_id", "ticket_number"})
+_LIQUID = re.compile(r"\{\{(.*?)\}\}|\{%(.*?)%\}", re.DOTALL)
+_REFERENCE = re.compile(
+    r"\b(?:(ticket)\b|(opportunity)\b|appointment\s*\.\s*(join_url)\b|(outputs)\b"
+    r"(?:\s*\.\s*(\w+)|\s*\[\s*[\"']([^\"']+)[\"']\s*\])?)"
+)
+ALL_OUTPUTS = "*"
+
+
+def template_outputs(*templates: str) -> set[str]:
+    """The step outputs Liquid templates quote: `ticket.number` → ticket_number, `opportunity.id` →
+    opportunity_id, `appointment.join_url` → join_url, `outputs.x` → x; a bare `outputs` (a loop over all of them)
+    → ALL_OUTPUTS. Only text inside {{ }} and {% %} counts: the word "ticket" in the prose is not a variable."""
+    used: set[str] = set()
+    for template in templates:
+        for match in _LIQUID.finditer(template):
+            code = match.group(1) or match.group(2) or ""
+            for reference in _REFERENCE.finditer(code):
+                ticket, opportunity, join_url, outputs, attribute, key = reference.groups()
+                if ticket:
+                    used.add("ticket_number")
+                elif opportunity:
+                    used.add("opportunity_id")
+                elif join_url:
+                    used.add("join_url")
+                elif outputs:
+                    used.add(attribute or key or ALL_OUTPUTS)
+    return used
+
+
+def soft_needs(step: ActionSpec) -> set[str]:
+    """Outputs a step only quotes: it waits for them a grace period at most, then goes without."""
+    if step.action is ActionKind.SEND_EMAIL:
+        # The invitation attached to every email carries the Teams join link when there is one.
+        if step.template == "custom":
+            return template_outputs(step.subject or "", step.body or "") | {"join_url"}
+        # The default templates quote the ticket number (inside {% if ticket.number %}).
+        return {"ticket_number", "join_url"}
+    if step.action is ActionKind.NOTIFY_HOST:
+        return {"join_url"}
+    if step.action is ActionKind.POST_WEBHOOK:
+        return {ALL_OUTPUTS}
+    return set()
+
+
+def plan_dependencies(
+    run_key: str,
+    actions: Sequence[ActionSpec],
+    earlier_steps: Sequence[tuple[str, int, str]] = (),
+    *,
+    bound_ticket: bool = False,
+) -> list[tuple[Dependency, ...]]:
+    """For each action of a run, the steps whose outputs it uses: the latest earlier step of the same run producing
+    the output, else the latest step of an earlier run of the booking (`earlier_steps`: (run key, step, action),
+    oldest first) producing it. So a reschedule's move waits for the first run's create (or the last move), and
+    nothing moves or cancels a record that does not exist yet.
+
+    `bound_ticket`: the booking came with an existing ticket, so nothing waits for a ticket to be created."""
+    planned: list[tuple[Dependency, ...]] = []
+    for index, step in enumerate(actions):
+        this_run = [(run_key, earlier, actions[earlier].action.value) for earlier in range(index)]
+        needs: dict[tuple[str, int], tuple[Dependency, set[str]]] = {}
+
+        for output in HARD_NEEDS.get(step.action, ()):
+            if not (bound_ticket and output in _TICKET_OUTPUTS):
+                _add_producers(needs, output, HARD, this_run, earlier_steps)
+        for output in sorted(soft_needs(step)):
+            if not (bound_ticket and output in _TICKET_OUTPUTS):
+                _add_producers(needs, output, SOFT, this_run, earlier_steps)
+        planned.append(
+            tuple(
+                Dependency(dep.run_key, dep.step, dep.action, dep.kind, tuple(sorted(used)))
+                for dep, used in sorted(needs.values(), key=lambda item: (item[0].run_key != run_key, item[0].step))
+            )
+        )
+    return planned
+
+
+_ACTION_VALUES = frozenset(kind.value for kind in ActionKind)
+
+
+def _add_producers(
+    needs: dict[tuple[str, int], tuple[Dependency, set[str]]],
+    output: str,
+    kind: str,
+    this_run: Sequence[tuple[str, int, str]],
+    earlier_steps: Sequence[tuple[str, int, str]],
+) -> None:
+    """Record the step(s) producing `output` in `needs`: the latest in this run, else the latest in earlier runs
+    (every earlier step of this run for ALL_OUTPUTS). A step needed both ways is a hard dependency."""
+    for candidates in (this_run, earlier_steps):
+        if output == ALL_OUTPUTS and candidates is earlier_steps:
+            return
+        producers = [
+            (producer_run, producer_step, action)
+            for producer_run, producer_step, action in candidates
+            if action in _ACTION_VALUES
+            and ActionKind(action) is not ActionKind.NOTIFY_HOST
+            and (output == ALL_OUTPUTS or output in OUTPUTS.get(ActionKind(action), ()))
+        ]
+        chosen = producers if output == ALL_OUTPUTS and candidates is this_run else producers[-1:]
+        for producer_run, producer_step, action in chosen:
+            key = (producer_run, producer_step)
+            uses = OUTPUTS.get(ActionKind(action), ()) if output == ALL_OUTPUTS else (output,)
+            previous, used = needs.get(key, (None, set()))
+            strongest: Any = HARD if kind == HARD or (previous is not None and previous.kind == HARD) else SOFT
+            needs[key] = (Dependency(producer_run, producer_step, action, strongest), used | set(uses))
+        if chosen:
+            return
+
+
 def plan_jobs(
     *,
     tenant_id: str,
@@ -206,13 +352,19 @@ def plan_jobs(
     occurrence: int,
     workflow: WorkflowSpec,
     booking_snapshot: Mapping[str, Any],
+    earlier_steps: Sequence[tuple[str, int, str]] = (),
 ) -> list[JobSpec]:
-    """One job per action of the trigger, in order, as one run.
+    """One job per action of the trigger, as one run, each naming the steps it waits for (`plan_dependencies`).
 
     `occurrence` numbers repeated events of the same kind for one booking (the second reschedule is 2), so each
-    real event gets its own run while a retried request for the same event enqueues nothing new.
+    real event gets its own run while a retried request for the same event enqueues nothing new. `earlier_steps`
+    are the booking's steps already enqueued, (run key, step, action), oldest first.
     """
     run_key = f"{booking_id}:{trigger.value}:{occurrence}"
+    actions = workflow.actions_for(trigger)
+    ticket = booking_snapshot.get("ticket")
+    bound = isinstance(ticket, Mapping) and bool(ticket.get("id"))
+    dependencies = plan_dependencies(run_key, actions, earlier_steps, bound_ticket=bound)
     return [
         JobSpec(
             tenant_id=tenant_id,
@@ -222,8 +374,9 @@ def plan_jobs(
             idempotency_key=f"{run_key}:{index}:{step.action.value}",
             payload={"action": step.model_dump(mode="json", exclude_none=True), "booking": dict(booking_snapshot)},
             booking_id=booking_id,
+            depends_on=dependencies[index],
         )
-        for index, step in enumerate(workflow.actions_for(trigger))
+        for index, step in enumerate(actions)
     ]
 
 

@@ -42,9 +42,10 @@ from integrations.autotask.wire import (
     to_wire_ticket_secondary_resource,
     to_wire_todo,
 )
-from integrations.keyed_locks import KeyedLocks
+from integrations.rate_windows import InMemoryVendorLimits
 from scheduling.errors import IntegrationRejected, IntegrationUnavailable
 from scheduling.model import BusyInterval, PsaContact, PsaDraft, PsaRecordKind, PsaRef
+from scheduling.ports import VendorLimits
 
 PIPELINE_STAGE_SETTING = "pipeline_stage"
 """The workflow action setting that names an opportunity's stage (workflows/steps.py)."""
@@ -82,12 +83,13 @@ class AutotaskPsa:
         session: aiohttp.ClientSession,
         *,
         clock: Callable[[], datetime] | None = None,
+        limits: VendorLimits | None = None,
     ) -> None:
         self._config = config
-        self._client = AutotaskClient(config, session)
+        self._limits: VendorLimits = limits or InMemoryVendorLimits()
+        self._client = AutotaskClient(config, session, limits)
         self._clock = clock or (lambda: datetime.now(UTC))
         self._fields: dict[str, dict[str, Any]] = {}
-        self._contact_locks = KeyedLocks()
 
     @property
     def client(self) -> AutotaskClient:
@@ -140,7 +142,9 @@ class AutotaskPsa:
         company_id = self._config.fallback_company_id
         if not address:
             return None
-        async with self._contact_locks.for_key(address):
+        # Held across processes when the limits are shared: two workers booking the same new client at once would
+        # otherwise both miss the look-up and both create.
+        async with self._limits.lock(f"contact:autotask:{self._client.database_key}|{address.casefold()}"):
             found = await self.find_contact(address)
             if found is not None or company_id is None:
                 return found

@@ -13,9 +13,10 @@ import aiohttp
 
 from integrations.autotask.config import AutotaskConfig
 from integrations.autotask.wire import Filter, to_wire_query
-from integrations.rate_windows import SlidingWindows
+from integrations.rate_windows import InMemoryVendorLimits, SlidingWindows, Windows, vendor_slot
 from integrations.retry_after import parse_retry_after
 from scheduling.errors import IntegrationAuthError, IntegrationRejected, IntegrationUnavailable
+from scheduling.ports import VendorLimits
 
 logger = logging.getLogger(__name__)
 
@@ -47,9 +48,11 @@ def _json_or_none(text: str) -> Any:
         return None
 
 
-_HOURLY_BUDGETS: dict[tuple[str, int], SlidingWindows] = {}
-"""Requests in the rolling hour per Autotask database (zone lookup URL + API user), shared by every client object of
-this process: adapters are rebuilt when a connection changes, the quota is not."""
+_HOURLY_BUDGETS: dict[tuple[str, Windows], SlidingWindows] = {}
+"""Without injected limits: requests in the rolling hour per Autotask database, shared by every client object of this
+process (adapters are rebuilt when a connection changes, the quota is not)."""
+SLOT_LEASE_MARGIN_SECONDS = 5.0
+"""A concurrency slot's lease outlasts the request's own timeout by this much (the lease only matters if we die)."""
 
 
 class AutotaskClient:
@@ -58,23 +61,23 @@ class AutotaskClient:
     The zone (which webservicesN host holds the database) is looked up once and cached. Every call to an object
     endpoint holds that endpoint's semaphore, so we never run more than 3 requests at once against it (the
     ThreadLimiting rule in apis.md §2.4); the fourth waits here instead of being refused by Autotask.
+
+    Both limits belong to the Autotask database, not to this process: with injected database-backed `limits` every
+    app process and worker on one Slotwise database counts against the same slots and the same hourly budget.
     """
 
-    def __init__(self, config: AutotaskConfig, session: aiohttp.ClientSession) -> None:
+    def __init__(
+        self, config: AutotaskConfig, session: aiohttp.ClientSession, limits: VendorLimits | None = None
+    ) -> None:
         self._config = config
         self._session = session
         self._timeout = aiohttp.ClientTimeout(total=config.timeout_seconds)
         self._api_base: str | None = None
         self._zone_lock = asyncio.Lock()
-        self._slots: dict[str, asyncio.Semaphore] = {}
-        self._budget = (
-            _HOURLY_BUDGETS.setdefault(
-                (f"{config.zone_lookup_url}|{config.username.lower()}", config.requests_per_hour),
-                SlidingWindows([(3600.0, config.requests_per_hour)]),
-            )
-            if config.requests_per_hour is not None
-            else None
-        )
+        self._limits: VendorLimits = limits or InMemoryVendorLimits(_HOURLY_BUDGETS)
+        self.database_key = f"{config.zone_lookup_url.rstrip('/').lower()}|{config.username.lower()}"
+        """Names this Autotask database (zone lookup + API user) in every limit key."""
+        self._slot_lease = config.timeout_seconds + SLOT_LEASE_MARGIN_SECONDS
 
     async def api_base(self, *, refresh: bool = False) -> str:
         """`https://webservicesN.autotask.net/ATServicesRest/V1.0/` for this user's database, discovered once."""
@@ -117,12 +120,6 @@ class AutotaskClient:
             "Accept": "application/json",
         }
 
-    def _slot(self, entity: str) -> asyncio.Semaphore:
-        slot = self._slots.get(entity)
-        if slot is None:
-            slot = self._slots[entity] = asyncio.Semaphore(self._config.max_concurrent_per_endpoint)
-        return slot
-
     async def call(self, method: str, path: str, *, entity: str, body: Any = None) -> Any:
         """One request to `path` (relative to the API base, or an absolute next-page URL on the same zone).
 
@@ -159,12 +156,20 @@ class AutotaskClient:
             url = path
         else:
             url = base + path
-        if self._budget is not None and (wait := self._budget.reserve("")) > 0:
-            # Going over the hourly quota gets the whole database's API access refused; wait our turn instead.
-            raise IntegrationUnavailable(
-                "Holding back: this Autotask database's hourly request quota is spent", retry_after_seconds=wait
-            )
-        async with self._slot(entity):
+        per_hour = self._config.requests_per_hour
+        if per_hour is not None:
+            wait = await self._limits.reserve(f"autotask-hour:{self.database_key}", ((3600.0, per_hour),))
+            if wait > 0:
+                # Going over the hourly quota gets the whole database's API access refused; wait our turn instead.
+                raise IntegrationUnavailable(
+                    "Holding back: this Autotask database's hourly request quota is spent", retry_after_seconds=wait
+                )
+        async with vendor_slot(
+            self._limits,
+            f"autotask:{self.database_key}|{entity}",
+            self._config.max_concurrent_per_endpoint,
+            self._slot_lease,
+        ):
             try:
                 async with self._session.request(
                     method, url, json=body, headers=self._headers(), timeout=self._timeout

@@ -33,9 +33,10 @@ from integrations.connectwise.wire import (
     to_wire_ticket_id,
     to_wire_time,
 )
-from integrations.keyed_locks import KeyedLocks
+from integrations.rate_windows import InMemoryVendorLimits
 from scheduling.errors import IntegrationAuthError, IntegrationRejected, IntegrationUnavailable
 from scheduling.model import BusyInterval, PsaContact, PsaDraft, PsaRecordKind, PsaRef
+from scheduling.ports import VendorLimits
 
 _LOOKUP_PAGE_SIZE = MAX_PAGE_SIZE
 """Idempotency look-ups read every candidate the `contains` probe returns, in pages of the largest size ConnectWise
@@ -60,13 +61,14 @@ class ConnectWisePsa:
         session: aiohttp.ClientSession,
         *,
         clock: Callable[[], datetime] | None = None,
+        limits: VendorLimits | None = None,
     ) -> None:
         self._config = config
+        self._limits: VendorLimits = limits or InMemoryVendorLimits()
         self._client = ConnectWiseClient(session, config, clock=clock)
         self._board_ids: dict[str, int] = {}
         self._status_ids: dict[tuple[int, str], int] = {}
         self._email_type_id: int | None = None
-        self._contact_locks = KeyedLocks()
 
     async def test_connection(self) -> None:
         """`GET /system/info`: one cheap authenticated call (the ConnectWiseManageAPI PowerShell module validates
@@ -121,7 +123,9 @@ class ConnectWisePsa:
         company = self._config.fallback_company_identifier
         if not address:
             return None
-        async with self._contact_locks.for_key(address):
+        # Across processes when the limits are shared: one contact per address, however many workers book it.
+        site = f"{self._config.api_base.lower()}|{self._config.company_id.lower()}"
+        async with self._limits.lock(f"contact:connectwise:{site}|{address.casefold()}"):
             found = await self.find_contact(address)
             if found is not None or not company:
                 return found

@@ -28,6 +28,7 @@ from integrations.graph.wire import (
 )
 from scheduling.errors import IntegrationRejected, IntegrationUnavailable
 from scheduling.model import BusyInterval, CalendarEventDraft, CalendarEventRef, OutgoingEmail
+from scheduling.ports import VendorLimits
 
 _AVAILABILITY_VIEW_MINUTES = 30
 """We read scheduleItems, not availabilityView; the interval only shapes that unused string."""
@@ -48,8 +49,8 @@ class GraphCalendar:
         self._client = client
 
     @classmethod
-    def from_config(cls, config: GraphConfig) -> GraphCalendar:
-        return cls(GraphClient(config))
+    def from_config(cls, config: GraphConfig, limits: VendorLimits | None = None) -> GraphCalendar:
+        return cls(GraphClient(config, limits=limits))
 
     async def check(self) -> None:
         """Proves tenant, client id and secret by fetching a token from Entra ID."""
@@ -97,8 +98,8 @@ class GraphBusySource:
         self._client = client
 
     @classmethod
-    def from_config(cls, config: GraphConfig) -> GraphBusySource:
-        return cls(GraphClient(config))
+    def from_config(cls, config: GraphConfig, limits: VendorLimits | None = None) -> GraphBusySource:
+        return cls(GraphClient(config, limits=limits))
 
     async def check(self) -> None:
         """Proves tenant, client id and secret by fetching a token from Entra ID."""
@@ -158,8 +159,8 @@ class GraphMailer:
         self._clock = clock or (lambda: datetime.now(UTC))
 
     @classmethod
-    def from_config(cls, config: GraphConfig) -> GraphMailer:
-        return cls(GraphClient(config))
+    def from_config(cls, config: GraphConfig, limits: VendorLimits | None = None) -> GraphMailer:
+        return cls(GraphClient(config, limits=limits))
 
     async def check(self) -> None:
         """Proves the credentials by fetching a token; sending a test mail would reach a real inbox."""

@@ -26,8 +26,10 @@ from msgraph.graph_request_adapter import GraphRequestAdapter
 from msgraph.graph_service_client import GraphServiceClient
 
 from integrations.graph.config import GraphConfig
+from integrations.rate_windows import InMemoryVendorLimits, vendor_slot
 from integrations.retry_after import parse_retry_after
 from scheduling.errors import IntegrationAuthError, IntegrationRejected, IntegrationUnavailable
+from scheduling.ports import VendorLimits
 
 logger = logging.getLogger(__name__)
 
@@ -139,10 +141,20 @@ def _graph_request_options() -> dict[str, RequestOption]:
 
 class GraphClient:
     """One tenant's Graph connection. Calls for the same mailbox never run more than `max_concurrent_per_mailbox`
-    at a time (Outlook's limit is 4 per app per mailbox, perf_reliability.md §2)."""
+    at a time (Outlook's limit is 4 per app per mailbox, perf_reliability.md §2). The limit is the app's, not this
+    process's: with database-backed `limits` every app process and worker shares the same four slots."""
 
-    def __init__(self, config: GraphConfig, *, clock: Callable[[], datetime] | None = None) -> None:
+    def __init__(
+        self,
+        config: GraphConfig,
+        *,
+        clock: Callable[[], datetime] | None = None,
+        limits: VendorLimits | None = None,
+    ) -> None:
         self._config = config
+        self._limits: VendorLimits = limits or InMemoryVendorLimits()
+        # One attempt is a token fetch (msal, bounded by the same timeout) plus one Graph request.
+        self._slot_lease = 2 * config.timeout_seconds + 5.0
         self._clock = clock or (lambda: datetime.now(UTC))
         self._tokens = MsalTokenProvider(config)
         self._http = KiotaClientFactory.create_with_default_middleware(
@@ -154,7 +166,6 @@ class GraphClient:
         # (toolchain.md §6).
         adapter.base_url = config.graph_base_url
         self.graph = GraphServiceClient(request_adapter=adapter)
-        self._mailbox_slots: dict[str, asyncio.Semaphore] = {}
 
     @property
     def config(self) -> GraphConfig:
@@ -171,15 +182,16 @@ class GraphClient:
         """Run one SDK call against `mailbox` under its concurrency slot, translating every failure into our
         three integration errors. A 401 means Graph did not process the request, so it is repeated once with a
         fresh token (even a POST)."""
-        slot = self._mailbox_slots.setdefault(
-            mailbox.lower(), asyncio.Semaphore(self._config.max_concurrent_per_mailbox)
-        )
-        async with slot:
-            try:
-                return await self._translated(what, operation)
-            except _TokenRefused:
-                await self._tokens.forget_tokens()
-                return await self._translated(what, operation)
+        try:
+            return await self._in_slot(mailbox, what, operation)
+        except _TokenRefused:
+            await self._tokens.forget_tokens()
+            return await self._in_slot(mailbox, what, operation)
+
+    async def _in_slot(self, mailbox: str, what: str, operation: Callable[[GraphServiceClient], Awaitable[T]]) -> T:
+        key = f"graph:{self._config.client_id.lower()}|{mailbox.lower()}"
+        async with vendor_slot(self._limits, key, self._config.max_concurrent_per_mailbox, self._slot_lease):
+            return await self._translated(what, operation)
 
     async def _translated(self, what: str, operation: Callable[[GraphServiceClient], Awaitable[T]]) -> T:
         try:

@@ -28,9 +28,10 @@ from integrations.halopsa.wire import (
     to_wire_time,
     to_wire_user,
 )
-from integrations.keyed_locks import KeyedLocks
+from integrations.rate_windows import InMemoryVendorLimits
 from scheduling.errors import IntegrationRejected, IntegrationUnavailable
 from scheduling.model import BusyInterval, PsaContact, PsaDraft, PsaRecordKind, PsaRef
+from scheduling.ports import VendorLimits
 
 _ZONE_SLACK = timedelta(days=1)
 """GET /api/Appointment's `end_date` is a lower bound ("Return appointments with an end date greater than this
@@ -48,12 +49,13 @@ class HaloPsa:
         session: aiohttp.ClientSession,
         *,
         clock: Callable[[], datetime] | None = None,
+        limits: VendorLimits | None = None,
     ) -> None:
         self._config = config
+        self._limits: VendorLimits = limits or InMemoryVendorLimits()
         self._client = HaloPsaClient(session, config, clock=clock)
         self._statuses: dict[str, int] | None = None
         self._fallback_site_id: int | None = None
-        self._contact_locks = KeyedLocks()
 
     async def test_connection(self) -> None:
         """Fetch a token and read one client row: proves the URLs, the credentials and the linked agent's rights."""
@@ -91,7 +93,9 @@ class HaloPsa:
         client_id = self._config.fallback_client_id
         if not address:
             return None
-        async with self._contact_locks.for_key(address):
+        # Across processes when the limits are shared: one contact per address, however many workers book it.
+        site = f"{self._config.api_url.rstrip('/').lower()}|{self._config.tenant.lower()}"
+        async with self._limits.lock(f"contact:halopsa:{site}|{address.casefold()}"):
             found = await self.find_contact(address)
             if found is not None or client_id is None:
                 return found

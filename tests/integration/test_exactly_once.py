@@ -229,7 +229,9 @@ async def test_every_effect_happens_exactly_once_though_workers_are_killed_mid_s
         for index in range(BOOKINGS):
             client = ClientDetails(f"Client {index}", CLIENT_EMAIL.format(index=index), "UTC", {})
             await scheduler.book(target, first + timedelta(minutes=30 * index), client)
-        assert (await job_states(database))["available"] == BOOKINGS
+        # Only the schedule entry waits (for its ticket); the opportunity and the email use no other step's output.
+        initial = await job_states(database)
+        assert (initial["available"], initial["waiting"]) == (3 * BOOKINGS, BOOKINGS)
 
         # Work it off, restarting whichever worker dies, and time how long stalled leases take to be reclaimed.
         count = 2 if not database.is_sqlite else 1  # PostgreSQL: two workers at once, claiming with SKIP LOCKED.

@@ -10,6 +10,7 @@ as a secondary resource and its primary resource stays.
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -119,6 +120,25 @@ def tickets_at(vendor: Vendor) -> dict[int, dict[str, Any]]:
     """Every ticket the PSA holds, seeded or made through the API."""
     table = vendor.fake.tables["Tickets"] if vendor.name == "autotask" else vendor.fake.tickets
     return {int(ticket_id): dict(row) for ticket_id, row in table.items()}
+
+
+async def every_step_done(database: Database, seconds: float = 20) -> None:
+    """Until no workflow step is still to run: steps of one run no longer finish in order."""
+    deadline = asyncio.get_running_loop().time() + seconds
+    while True:
+        async with database.read() as conn:
+            pending = (
+                await conn.execute(
+                    select(workflow_jobs.c.kind).where(
+                        workflow_jobs.c.state.in_(("waiting", "available", "running", "retryable"))
+                    )
+                )
+            ).all()
+        if not pending:
+            return
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"steps still pending: {pending}")
+        await asyncio.sleep(0.05)
 
 
 def records_on_ticket(vendor: Vendor, ticket_id: int) -> dict[str, list[dict[str, Any]]]:
@@ -270,6 +290,8 @@ async def test_a_ticket_bound_booking_lands_on_that_ticket_and_moves_and_goes_wi
                 )
                 assert booked.status == 201, await booked.text()
                 await eventually(lambda: len(smtp.received) == 1, f"{vendor_name}: the confirmation email")
+                # The email waits only for the ticket it quotes, not for the entry, note and status.
+                await every_step_done(sqlite_database)
                 assert fake.responses_lost == 1
 
                 assert set(tickets_at(vendor)) == tickets_before, "a ticket was created"
@@ -295,7 +317,16 @@ async def test_a_ticket_bound_booking_lands_on_that_ticket_and_moves_and_goes_wi
                 manage = (await booked.json())["manage_url"].removeprefix("http://testserver")
                 moved = await client.post(f"{manage}/reschedule", json={"start": "2026-11-26T15:00:00+00:00"})
                 assert moved.status == 200, await moved.text()
-                await eventually(lambda: len(smtp.received) == 2, f"{vendor_name}: the rescheduled email")
+                # The email does not wait for the move (it quotes nothing the move makes), so wait for both.
+                await eventually(
+                    lambda: (
+                        len(smtp.received) == 2
+                        and len(records_on_ticket(vendor, ticket_id)["notes"]) == 2
+                        and records_on_ticket(vendor, ticket_id)["entries"][0]["starts"].startswith("2026-11-26T15:00")
+                    ),
+                    f"{vendor_name}: the rescheduled email and the move",
+                )
+                await every_step_done(sqlite_database)
                 on_ticket = records_on_ticket(vendor, ticket_id)
                 [entry] = on_ticket["entries"]
                 assert entry["starts"].startswith("2026-11-26T15:00")
@@ -304,7 +335,15 @@ async def test_a_ticket_bound_booking_lands_on_that_ticket_and_moves_and_goes_wi
 
                 cancelled = await client.post(f"{manage}/cancel", json={"reason": "Fixed itself"})
                 assert cancelled.status == 200, await cancelled.text()
-                await eventually(lambda: len(smtp.received) == 3, f"{vendor_name}: the cancellation email")
+                await eventually(
+                    lambda: (
+                        len(smtp.received) == 3
+                        and len(records_on_ticket(vendor, ticket_id)["notes"]) == 3
+                        and records_on_ticket(vendor, ticket_id)["entries"] == []
+                    ),
+                    f"{vendor_name}: the cancellation email and the removal",
+                )
+                await every_step_done(sqlite_database)
                 on_ticket = records_on_ticket(vendor, ticket_id)
                 assert on_ticket["entries"] == []
                 assert len(on_ticket["notes"]) == 3

@@ -19,6 +19,7 @@ from storage.tables import metadata, tenants
 from tests.conftest import FixedClock
 from workflows.outbox import (
     AVAILABLE,
+    BLOCKED,
     COMPLETED,
     FAILED,
     RETRYABLE,
@@ -214,7 +215,9 @@ async def test_a_rejection_fails_the_step_at_once_holds_later_steps_and_retry_jo
     )
     assert await runner.run_until_idle() == 1
     first, second = await list_runs(db, TENANT, "b1")
-    assert (first.state, first.attempts, second.state) == (FAILED, 1, WAITING)
+    # Steps planned without dependencies wait hard for the step before them: blocked, with the reason.
+    assert (first.state, first.attempts, second.state) == (FAILED, 1, BLOCKED)
+    assert second.blocked_by == "blocked by step 0 (psa.create_ticket)"
     assert first.last_error == "IntegrationRejected: ConnectWise 400: board 'Service Desk' does not exist"
     assert events == []
 
@@ -313,7 +316,7 @@ async def test_a_step_that_keeps_failing_is_dead_lettered_after_max_attempts(db:
     assert (first.state, first.attempts, calls) == (FAILED, 3, 3)
     assert first.last_error.startswith("IntegrationUnavailable: 503 Service Unavailable")
     assert len(first.last_error) == 2000
-    assert second.state == WAITING
+    assert (second.state, second.blocked_by) == (BLOCKED, "blocked by step 0 (psa.create_ticket)")
     assert (runner.stats.retried, runner.stats.failed) == (2, 1)
 
 
@@ -466,7 +469,7 @@ async def test_retry_job_list_runs_and_cancel_run_only_see_the_callers_tenant(db
     assert await list_runs(db, OTHER_TENANT, "b1") == []
     assert await list_runs(db, OTHER_TENANT, run_key="confirm:b1") == []
     assert await cancel_run(db, OTHER_TENANT, "confirm:b1") == 0
-    assert states(await list_runs(db, TENANT, "b1")) == [FAILED, WAITING]
+    assert states(await list_runs(db, TENANT, "b1")) == [FAILED, BLOCKED]
 
     assert await cancel_run(db, TENANT, "confirm:b1") == 2
     assert not await retry_job(db, TENANT, failed.id), "a cancelled step is not retried"

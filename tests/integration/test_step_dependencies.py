@@ -1,0 +1,323 @@
+"""Steps wait only for the steps whose outputs they use: the client's confirmation goes out within the grace period
+whatever the PSA or Teams do, steps that need a failed step's record are blocked (and released when it is retried),
+and a reschedule waits for the run that created the record it moves. On SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+from app import TenantAdapters, apply_tenant_file
+from scheduling.errors import IntegrationRejected
+from scheduling.model import HostNotification, OutgoingEmail, PsaRecordKind
+from storage.database import Database
+from storage.repositories import SqlAgentKeys
+from storage.secrets import SecretBox
+from tests.conftest import FixedClock, make_settings, start_client
+from tests.fakes.connectwise import DEMO_MEMBER, FakeConnectWiseServer
+from tests.fakes.smtp import running_smtp_server
+from tests.integration.test_workflow_runner import add_tenant
+from workflows.outbox import BLOCKED, COMPLETED, HARD, SOFT, Dependency, enqueue_jobs, list_runs
+from workflows.runner import Runner
+from workflows.steps import TenantIntegrations, build_handlers
+from workflows.triggers import Connected, Trigger, classic_workflow, plan_dependencies, plan_jobs, template_outputs
+
+SECRET = "test-secret-key-that-is-long-enough-0123456789"
+GRACE = timedelta(seconds=2)
+
+TENANT = """
+tenant: {{slug: deps, name: Deps IT, time_zone: America/New_York, holidays: []}}
+users:
+  - slug: tech
+    name: Terry Tech
+    email: terry@deps-it.example
+    time_zone: America/New_York
+    primary_calendar: psa
+    psa_member: {member}
+    working_hours: {{mon: ["09:00-17:00"], tue: ["09:00-17:00"], wed: ["09:00-17:00"], thu: ["09:00-17:00"], fri: ["09:00-17:00"]}}
+appointment_types:
+  - slug: onsite
+    name: On-site visit
+    duration: 60
+    increment: 60
+    location: {{kind: onsite, detail: Your office}}
+    host: {{user: tech}}
+    mode: workflow
+    workflow:
+      triggers:
+        client_scheduled:
+          - {{action: create_ticket, ticket_board: Service Desk}}
+          - {{action: create_schedule_entry}}
+          - {{action: add_ticket_note, note: Booked online.}}
+          - {{action: send_email}}
+        rescheduled:
+          - {{action: move_schedule_entry}}
+          - {{action: send_email}}
+integrations:
+  psa:
+    vendor: connectwise
+    site_url: {site}
+    codebase: {codebase}
+    company_id: {company}
+    public_key: {public_key}
+    secrets_from_env: {{private_key: DEPS_CW_PRIVATE_KEY, client_id: DEPS_CW_CLIENT_ID}}
+  email:
+    vendor: smtp
+    host: 127.0.0.1
+    port: {smtp_port}
+    start_tls: false
+    username: {smtp_user}
+    from_address: bookings@deps-it.example
+    secrets_from_env: {{password: DEPS_SMTP_PASSWORD}}
+"""
+
+
+@pytest.fixture
+async def connectwise() -> AsyncIterator[tuple[FakeConnectWiseServer, str]]:
+    fake = FakeConnectWiseServer()
+    server = TestServer(fake.build_app(), host="127.0.0.1", port=0)
+    await server.start_server()
+    yield fake, str(server.make_url("")).rstrip("/")
+    await server.close()
+
+
+async def eventually(check: Callable[[], Any], what: str, seconds: float = 20) -> None:
+    deadline = asyncio.get_running_loop().time() + seconds
+    while not check():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"not in time: {what}")
+        await asyncio.sleep(0.05)
+
+
+async def steps_of(client: TestClient, headers: dict[str, str]) -> list[dict[str, Any]]:
+    answer = await client.get("/api/v1/admin/steps", headers=headers)
+    assert answer.status == 200, await answer.text()
+    steps: list[dict[str, Any]] = (await answer.json())["steps"]
+    return steps
+
+
+async def test_a_failing_psa_neither_delays_the_confirmation_nor_lets_a_reschedule_move_what_does_not_exist(
+    database: Database,
+    tmp_path: Path,
+    clock: FixedClock,
+    connectwise: tuple[FakeConnectWiseServer, str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    fake, site = connectwise
+    with running_smtp_server() as smtp:
+        monkeypatch.setenv("DEPS_CW_PRIVATE_KEY", fake.private_key)
+        monkeypatch.setenv("DEPS_CW_CLIENT_ID", fake.client_id)
+        monkeypatch.setenv("DEPS_SMTP_PASSWORD", smtp.password)
+        path = tmp_path / "deps.yaml"
+        path.write_text(
+            TENANT.format(
+                member=DEMO_MEMBER,
+                site=site,
+                codebase=fake.codebase,
+                company=fake.company_id,
+                public_key=fake.public_key,
+                smtp_port=smtp.port,
+                smtp_user=smtp.username,
+            )
+        )
+        await apply_tenant_file(database, make_settings(tmp_path), path, dry_run=False)
+        fake.add_contact("Dana Client", "dana@client.example")
+        admin = {"Authorization": f"Bearer {await SqlAgentKeys(database).create_key('deps', 'ops', 'admin')}"}
+        # The web app takes bookings; this test runs the runner itself, with a short grace and a clock it can move.
+        client = await start_client(database, tmp_path, clock, run_workflows=False)
+        skew = [timedelta(0)]
+        stop = asyncio.Event()
+        async with aiohttp.ClientSession() as session:
+            runner = Runner(
+                database,
+                build_handlers(database, TenantAdapters(database, SecretBox(SECRET), session)),
+                worker_id="w1",
+                poll_interval=timedelta(milliseconds=50),
+                soft_dependency_grace=GRACE,
+                clock=lambda: datetime.now(UTC) + skew[0],
+            )
+            running = asyncio.create_task(runner.run_forever(stop))
+            try:
+                fake.fail_next(500, message="ConnectWise is down", count=100_000)
+                body = {
+                    "start": "2026-11-24T15:00:00+00:00",
+                    "name": "Dana Client",
+                    "email": "dana@client.example",
+                    "time_zone": "UTC",
+                }
+                booked_at = asyncio.get_running_loop().time()
+                booked = await client.post("/book/deps/onsite/bookings", json=body)
+                assert booked.status == 201, await booked.text()
+
+                # The PSA keeps answering 500: the confirmation waits the grace period for the ticket number, then
+                # goes without it (no empty "Ticket #" line).
+                await eventually(lambda: len(smtp.received) == 1, "the confirmation despite the PSA outage")
+                waited = asyncio.get_running_loop().time() - booked_at
+                assert GRACE.total_seconds() - 0.5 <= waited < GRACE.total_seconds() + 5
+                confirmation = smtp.received[0].message
+                assert confirmation["Subject"].startswith("Confirmed: On-site visit")
+                assert "Ticket #" not in str(confirmation)
+                await eventually(lambda: runner.stats.completed == 1, "the email step recorded")
+                steps = {step["action"]: step for step in await steps_of(client, admin)}
+                assert steps["create_ticket"]["state"] == "retryable"
+                assert steps["send_email"]["state"] == COMPLETED
+                assert steps["send_email"]["external_ids"]["went_without"] == [
+                    "ticket_number from step 0 (create_ticket): still retrying when the grace period ran out"
+                ]
+                run = steps["create_ticket"]["run"]
+                assert steps["create_schedule_entry"]["depends_on"] == [
+                    {"run": run, "step": 0, "action": "create_ticket", "kind": "hard", "uses": ["ticket_id"]}
+                ]
+                assert steps["send_email"]["depends_on"] == [
+                    {"run": run, "step": 0, "action": "create_ticket", "kind": "soft", "uses": ["ticket_number"]}
+                ]
+                assert steps["create_schedule_entry"]["state"] == "waiting"
+
+                # Now the credentials are gone: the ticket fails for good and the steps that need it are blocked.
+                fake.revoke_credentials()
+                skew[0] += timedelta(minutes=10)
+                await eventually(lambda: runner.stats.failed >= 1, "the ticket step failing for good")
+                steps = {step["action"]: step for step in await steps_of(client, admin)}
+                assert steps["create_ticket"]["state"] == "failed"
+                for action in ("create_schedule_entry", "add_ticket_note"):
+                    assert steps[action]["state"] == BLOCKED
+                    assert steps[action]["blocked_by"] == "blocked by step 0 (create_ticket)"
+
+                # A reschedule while the first run is blocked: its move waits for (is blocked by) the create, and
+                # its email goes at once, quoting no ticket.
+                manage = (await booked.json())["manage_url"].removeprefix("http://testserver")
+                moved = await client.post(f"{manage}/reschedule", json={"start": "2026-11-25T16:00:00+00:00"})
+                assert moved.status == 200, await moved.text()
+                await eventually(lambda: len(smtp.received) == 2, "the rescheduled email")
+                assert smtp.received[1].message["Subject"].startswith("Rescheduled: On-site visit")
+                [move] = [step for step in await steps_of(client, admin) if step["action"] == "move_schedule_entry"]
+                assert move["state"] == BLOCKED
+                assert move["blocked_by"] == f"blocked by step 1 (create_schedule_entry) of run {run}"
+                assert move["depends_on"][0]["kind"] == HARD
+                assert fake.records(PsaRecordKind.SCHEDULE_ENTRY) == []
+
+                # The PSA recovers and an agent retries the ticket: everything blocked behind it runs, the entry is
+                # created and then moved to the new time, never left at the old one.
+                fake._revoked = False
+                fake._faults.clear()
+                retried = await client.post(f"/api/v1/admin/steps/{steps['create_ticket']['id']}/retry", headers=admin)
+                assert retried.status == 202, await retried.text()
+                await eventually(
+                    lambda: (
+                        len(fake.records(PsaRecordKind.NOTE)) == 1
+                        and [entry["dateStart"] for entry in fake.records(PsaRecordKind.SCHEDULE_ENTRY)]
+                        == ["2026-11-25T16:00:00Z"]
+                    ),
+                    "the released steps and the move",
+                )
+                await eventually(lambda: runner.stats.completed >= 6, "every step recorded")
+                assert len(fake.records(PsaRecordKind.TICKET)) == 1
+                states = {step["action"]: step["state"] for step in await steps_of(client, admin)}
+                assert set(states.values()) == {COMPLETED}, states
+                assert len(smtp.received) == 2, "no email was sent twice"
+            finally:
+                stop.set()
+                await running
+                await client.close()
+
+
+class CardToAHostWhoRemovedTheApp:
+    """Teams answers 404 for the host's conversation: the app was removed."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    async def notify_host(self, tenant_id: str, user_id: str, notification: HostNotification) -> str | None:
+        self.calls += 1
+        raise IntegrationRejected("Teams 404 ConversationNotFound: the host removed the app")
+
+
+class RecordingMailer:
+    def __init__(self) -> None:
+        self.sent: list[OutgoingEmail] = []
+
+    async def send(self, email: OutgoingEmail) -> str:
+        self.sent.append(email)
+        return email.message_id
+
+
+async def test_a_teams_card_to_a_host_who_removed_the_app_never_delays_the_clients_email(
+    database: Database, clock: FixedClock
+) -> None:
+    await add_tenant(database, "acme")
+    workflow = classic_workflow("m365", Connected(email=True, teams=True))
+    snapshot = {
+        "id": "b1",
+        "tenant_id": "acme",
+        "tenant_name": "Acme",
+        "type_name": "Call",
+        "starts_at": "2026-11-24T15:00:00+00:00",
+        "ends_at": "2026-11-24T15:30:00+00:00",
+        "status": "confirmed",
+        "hosts": [{"user_id": "u1", "name": "Hana Host", "email": "hana@acme.example"}],
+        "client": {"name": "Dana", "email": "dana@client.example", "time_zone": "UTC", "answers": {}, "guests": []},
+        "manage_url": "https://book.example/m/b1",
+    }
+    jobs = plan_jobs(
+        tenant_id="acme",
+        booking_id="b1",
+        trigger=Trigger.CLIENT_SCHEDULED,
+        occurrence=1,
+        workflow=workflow,
+        booking_snapshot=snapshot,
+    )
+    assert [job.kind for job in jobs] == ["notify_host", "send_email"]
+    assert [job.depends_on for job in jobs] == [(), ()], "a host's card is never a dependency of an email"
+    await database.run_write(lambda conn: enqueue_jobs(conn, jobs, now=clock.now()))
+
+    notifier, mailer = CardToAHostWhoRemovedTheApp(), RecordingMailer()
+
+    async def integrations_for(_tenant_id: str) -> TenantIntegrations:
+        return TenantIntegrations(notifier=notifier, mailer=mailer, from_address="bookings@acme.example")
+
+    runner = Runner(database, build_handlers(database, integrations_for), worker_id="w1", clock=clock.now)
+    await runner.run_until_idle()
+    assert len(mailer.sent) == 1
+    assert notifier.calls == 1
+    card, email = await list_runs(database, "acme", "b1")
+    assert (card.state, email.state) == ("failed", COMPLETED)
+    assert "went_without" not in (email.output or {})
+
+
+def test_dependencies_come_from_the_workflow_and_the_templates_variables() -> None:
+    from workflows.triggers import ActionSpec
+
+    assert template_outputs(
+        "#{{ ticket.number }}", "{{ opportunity.id }} {{ appointment.join_url }} {{ outputs.note_id }} ticket"
+    ) == {"ticket_number", "opportunity_id", "join_url", "note_id"}
+    actions = [
+        ActionSpec(action="find_or_create_opportunity"),
+        ActionSpec(action="create_m365_event"),
+        ActionSpec(action="create_activity"),
+        ActionSpec(action="notify_host"),
+        ActionSpec(
+            action="send_email", template="custom", subject="Hi", body="<p>Opportunity {{ opportunity.id }}</p>"
+        ),
+    ]
+    planned = plan_dependencies("b:client_scheduled:1", actions)
+    run = "b:client_scheduled:1"
+    assert planned[2] == (Dependency(run, 0, "find_or_create_opportunity", HARD, ("opportunity_id",)),)
+    assert planned[3] == (Dependency(run, 1, "create_m365_event", SOFT, ("join_url",)),)
+    assert planned[4] == (
+        Dependency(run, 0, "find_or_create_opportunity", SOFT, ("opportunity_id",)),
+        Dependency(run, 1, "create_m365_event", SOFT, ("join_url",)),
+    )
+    # A later run's update waits for the event the first run created.
+    [update] = plan_dependencies(
+        "b:rescheduled:1",
+        [ActionSpec(action="update_m365_event")],
+        [(run, 0, "find_or_create_opportunity"), (run, 1, "create_m365_event")],
+    )
+    assert update == (Dependency(run, 1, "create_m365_event", HARD, ("event_id",)),)
