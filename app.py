@@ -209,7 +209,7 @@ def create_app(settings: Settings, *, overrides: Overrides | None = None) -> web
     signer = LinkSigner(secret)
     manage_links = ManageLinks(signer, clock.now, base_url, settings.manage_link_days)
     # Every booking change enqueues its workflow in the same transaction (transactional outbox).
-    fanout = BookingFanOut(manage_links.url_for)
+    fanout = BookingFanOut(manage_links.url_for, clock.now)
     store = SqlBookingStore(database, on_change=metrics.count_booking_changes(fanout))
     # The tenants' adapters, built once the app's ClientSession is open (adapters_ctx); shared by the pages (ticket
     # look-ups for scheduling requests) and the runner, so both count against the same per-vendor limits.

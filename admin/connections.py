@@ -131,11 +131,11 @@ def _plan_webhook_secrets(
     problems: list[str] = []
     for index, spec in enumerate(file.appointment_types):
         workflow = WorkflowSpec.model_validate(spec.workflow or {})
-        for trigger, actions in workflow.triggers.items():
+        for _trigger, path, actions in workflow.trigger_actions():
             for position, action in enumerate(actions):
                 if action.action is not ActionKind.POST_WEBHOOK:
                     continue
-                where = f"appointment_types[{index}] ({spec.slug}) workflow.triggers.{trigger.value}[{position}]"
+                where = f"appointment_types[{index}] ({spec.slug}) {path}[{position}]"
                 variable = action.secret_from_env
                 if not variable:
                     problems.append(f"{where}: a webhook must be signed: add secret_from_env")
@@ -204,11 +204,11 @@ async def resolve_psa_defaults(
     problems: list[str] = []
     for index, spec in enumerate(file.appointment_types):
         workflow = WorkflowSpec.model_validate(spec.workflow or {})
-        for trigger, actions in workflow.triggers.items():
+        for _trigger, path, actions in workflow.trigger_actions():
             for position, action in enumerate(actions):
                 if action.action is not ActionKind.FIND_OR_CREATE_OPPORTUNITY:
                     continue
-                where = f"appointment_types[{index}] ({spec.slug}) workflow.triggers.{trigger.value}[{position}]"
+                where = f"appointment_types[{index}] ({spec.slug}) {path}[{position}]"
                 label = action.pipeline_stage or ""
                 try:
                     _stage_id, name = await resolve(label)

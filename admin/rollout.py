@@ -137,7 +137,13 @@ def _user_row(spec: UserSpec, row_id: str, tenant_id: str) -> dict[str, Any]:
 
 
 def _type_row(
-    spec: AppointmentTypeSpec, row_id: str, tenant_id: str, user_ids: Mapping[str, str], team_ids: Mapping[str, str]
+    spec: AppointmentTypeSpec,
+    row_id: str,
+    tenant_id: str,
+    user_ids: Mapping[str, str],
+    team_ids: Mapping[str, str],
+    *,
+    reminders: bool = True,
 ) -> dict[str, Any]:
     host = spec.host
     host_document: dict[str, Any]
@@ -164,6 +170,9 @@ def _type_row(
         "mode": spec.mode,
         "workflow": spec.workflow,
     }
+    if not reminders:
+        # Only when off, so the settings of every tenant that keeps the default stay as they were (no diff).
+        settings["classic_reminders"] = False
     return {"id": row_id, "tenant_id": tenant_id, "slug": spec.slug, "host_mode": host.host_mode, "settings": settings}
 
 
@@ -311,7 +320,14 @@ async def _compute_plan(conn: AsyncConnection, file: TenantFile) -> Plan:
     type_rows = [
         (
             kind.name,
-            _type_row(kind, types[kind.slug]["id"] if kind.slug in types else new_id(), tenant_id, user_ids, team_ids),
+            _type_row(
+                kind,
+                types[kind.slug]["id"] if kind.slug in types else new_id(),
+                tenant_id,
+                user_ids,
+                team_ids,
+                reminders=spec.reminders,
+            ),
         )
         for kind in file.appointment_types
     ]

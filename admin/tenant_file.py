@@ -215,6 +215,11 @@ class TenantSpec(_FileModel):
     holidays: list[IsoDate] = Field(default_factory=list)
     microsoft_tenant_id: MicrosoftTenantId | None = None
     """The Microsoft 365 tenant (directory) id whose Teams users may use the Slotwise bot."""
+    reminders: bool = Field(
+        default=True,
+        description="Classic mode emails the client (and guests) a reminder a day before when email is connected; "
+        "false turns that off. Workflow Mode types set their own under workflow.triggers.before_appointment.",
+    )
 
     @field_validator("holidays")
     @classmethod
@@ -410,8 +415,13 @@ def tenant_file_json_schema() -> dict[str, Any]:
 def render_loc(loc: Iterable[str | int]) -> str:
     """('users', 1, 'time_zone') -> 'users[1].time_zone'."""
     text = ""
-    for part in loc:
+    parts = list(loc)
+    for index, part in enumerate(parts):
         if part == "[key]":
+            continue
+        # A workflow trigger is validated as one of two written forms, tagged 'actions' or 'options' (see
+        # workflows/triggers.py); the tag is not part of the file.
+        if index >= 2 and parts[index - 2] == "triggers" and part in ("actions", "options"):
             continue
         text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
     return text or "(file)"

@@ -18,6 +18,7 @@ _HEADINGS = {
     BookingChange.BOOKED: ("New booking", "Good"),
     BookingChange.RESCHEDULED: ("Rescheduled", "Warning"),
     BookingChange.CANCELLED: ("Cancelled", "Attention"),
+    BookingChange.UPCOMING: ("Coming up", "Accent"),
 }
 
 

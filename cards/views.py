@@ -126,6 +126,8 @@ class BookingChange(StrEnum):
     BOOKED = "booked"
     RESCHEDULED = "rescheduled"
     CANCELLED = "cancelled"
+    UPCOMING = "upcoming"
+    """A `before_appointment` reminder."""
 
 
 @dataclass(frozen=True, slots=True)

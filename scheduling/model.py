@@ -470,7 +470,7 @@ class HostNotification:
     """What the host is told, in chat, when a client books, reschedules or cancels."""
 
     change: str
-    """'booked', 'rescheduled' or 'cancelled'."""
+    """'booked', 'rescheduled', 'cancelled' or 'upcoming' (a reminder before the start)."""
     booking_id: str
     type_name: str
     client_name: str

@@ -7,27 +7,51 @@ exists without its workflow and a job never exists without its booking, whatever
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.engine import Connection
 
 from scheduling.model import Booking, LocationKind
 from storage.tables import appointment_types, integration_connections, scheduling_requests, tenants, users
-from workflows.outbox import JobSpec, enqueue_jobs, workflow_jobs
-from workflows.triggers import Connected, Trigger, plan_jobs, workflow_for_type
+from workflows.outbox import (
+    AVAILABLE,
+    BLOCKED,
+    CANCELLED,
+    FAILED,
+    RETRYABLE,
+    WAITING,
+    JobSpec,
+    enqueue_jobs,
+    settle_dependants,
+    workflow_jobs,
+)
+from workflows.triggers import Connected, Trigger, WorkflowSpec, plan_jobs, plan_reminders, workflow_for_type
 
 ManageUrlFor = Callable[[Booking], str]
+_REMINDERS = Trigger.BEFORE_APPOINTMENT.value
+
+
+def _system_now() -> datetime:
+    return datetime.now(UTC)
 
 
 class BookingFanOut:
-    """A storage change hook: `(conn, trigger, booking)` → jobs in the same transaction."""
+    """A storage change hook: `(conn, trigger, booking)` → jobs in the same transaction.
 
-    def __init__(self, manage_url_for: ManageUrlFor) -> None:
+    Besides the trigger's own run, a booking or a reschedule plans the `before_appointment` runs (reminders) due
+    before the (new) start, and a reschedule or a cancellation first cancels the pending ones of the old time.
+    `clock` says what "now" is when deciding which reminders are already too late."""
+
+    def __init__(self, manage_url_for: ManageUrlFor, clock: Callable[[], datetime] = _system_now) -> None:
         self._manage_url_for = manage_url_for
+        self._clock = clock
 
     def __call__(self, conn: Connection, trigger: str, booking: Booking, previous: Booking | None = None) -> None:
         event = Trigger(trigger)
+        if event in (Trigger.RESCHEDULED, Trigger.CANCELLED):
+            cancel_pending_reminders(conn, booking)
         settings = _type_settings(conn, booking)
         if settings is None:
             return
@@ -38,8 +62,35 @@ class BookingFanOut:
         hosts = _hosts_of(conn, booking)
         primary = hosts[0]["calendar"] if hosts else "m365"
         workflow, _mode = workflow_for_type(settings, primary, connected)
-        if not workflow.actions_for(event):
-            return
+        if workflow.actions_for(event):
+            self._enqueue_run(conn, event, booking, previous, settings, hosts, workflow)
+        if event in (Trigger.CLIENT_SCHEDULED, Trigger.RESCHEDULED) and workflow.actions_for(
+            Trigger.BEFORE_APPOINTMENT
+        ):
+            # The invitation every email carries must not undo a reschedule: same sequence as the last one sent.
+            sequence = _next_occurrence(conn, booking, Trigger.RESCHEDULED.value) - 1
+            snapshot = self._snapshot(conn, booking, settings, hosts, Trigger.BEFORE_APPOINTMENT, sequence)
+            reminders = plan_reminders(
+                tenant_id=booking.tenant_id,
+                booking_id=booking.booking_id,
+                version=booking.version,
+                workflow=workflow,
+                booking_snapshot=snapshot,
+                starts_at=booking.starts_at,
+                now=self._clock(),
+            )
+            enqueue_jobs(conn, reminders)
+
+    def _enqueue_run(
+        self,
+        conn: Connection,
+        event: Trigger,
+        booking: Booking,
+        previous: Booking | None,
+        settings: dict[str, Any],
+        hosts: list[dict[str, Any]],
+        workflow: WorkflowSpec,
+    ) -> None:
         occurrence = _next_occurrence(conn, booking, event.value)
         snapshot = self._snapshot(conn, booking, settings, hosts, event, occurrence)
         if previous is not None:
@@ -144,6 +195,29 @@ class NoEmailConnection(Exception):
     """The tenant has no way to email clients."""
 
 
+def cancel_pending_reminders(conn: Connection, booking: Booking) -> int:
+    """Cancel the booking's reminder runs planned for an earlier version (its old time), except steps already
+    running or done; returns how many. A retried request for the current version keeps the reminders it planned."""
+    jobs = workflow_jobs.c
+    prefix = f"{booking.booking_id}:{_REMINDERS}:"
+    now = _system_now()
+    cancelled = conn.execute(
+        update(workflow_jobs)
+        .where(
+            jobs.tenant_id == booking.tenant_id,
+            jobs.booking_id == booking.booking_id,
+            jobs.run_key.like(f"{prefix}%"),
+            jobs.run_key.not_like(f"{prefix}{booking.version}:%"),
+            jobs.state.in_((WAITING, AVAILABLE, RETRYABLE, FAILED, BLOCKED)),
+        )
+        .values(state=CANCELLED, updated_at=now)
+        .returning(jobs.tenant_id, jobs.booking_id, jobs.run_key)
+    ).all()
+    if cancelled:
+        settle_dependants(conn, {(row.tenant_id, row.booking_id, row.run_key) for row in cancelled}, now=now)
+    return len(cancelled)
+
+
 def _type_settings(conn: Connection, booking: Booking) -> dict[str, Any] | None:
     """The booking's appointment type as the tenant file set it (None if the type is gone)."""
     row = conn.execute(
@@ -196,7 +270,12 @@ def _earlier_steps(conn: Connection, booking: Booking) -> list[tuple[str, int, s
         (str(row.run_key), int(row.step), str(row.kind))
         for row in conn.execute(
             select(jobs.run_key, jobs.step, jobs.kind)
-            .where(jobs.tenant_id == booking.tenant_id, jobs.booking_id == booking.booking_id)
+            .where(
+                jobs.tenant_id == booking.tenant_id,
+                jobs.booking_id == booking.booking_id,
+                # Reminders act at their own time; nothing the booking does later waits for them.
+                jobs.run_key.not_like(f"{booking.booking_id}:{_REMINDERS}:%"),
+            )
             .order_by(jobs.id)
         )
     ]

@@ -300,7 +300,12 @@ def _trigger_of(ctx: StepContext) -> str:
     return ctx.job.run_key.split(":")[1] if ctx.job.run_key.count(":") >= 2 else ""
 
 
-_CHANGES = {"client_scheduled": "booked", "rescheduled": "rescheduled", "cancelled": "cancelled"}
+_CHANGES = {
+    "client_scheduled": "booked",
+    "rescheduled": "rescheduled",
+    "cancelled": "cancelled",
+    "before_appointment": "upcoming",
+}
 
 
 async def _notify_host(ctx: StepContext) -> Mapping[str, Any]:

@@ -49,10 +49,22 @@ CANCELLED_BODY = """<p>Hi {{ client.name }},</p>
 {% if ticket.number %}<p>Ticket #{{ ticket.number }}</p>{% endif %}
 <p>{{ tenant.name }}</p>"""
 
+REMINDER_SUBJECT = "Reminder: {{ appointment.name }} on {{ appointment.starts_local }}"
+REMINDER_BODY = """<p>Hi {{ client.name }},</p>
+<p>A reminder: your {{ appointment.name }} with {{ host.names }} is on
+<strong>{{ appointment.starts_local }}</strong> ({{ appointment.time_zone }}),
+{{ appointment.duration_minutes }} minutes.</p>
+<p>Where: {{ appointment.location }}</p>
+{% if appointment.join_url %}<p>Join: <a href="{{ appointment.join_url }}">{{ appointment.join_url }}</a></p>{% endif %}
+{% if ticket.number %}<p>Ticket #{{ ticket.number }}</p>{% endif %}
+<p>Need to change it? <a href="{{ links.manage }}">Reschedule or cancel</a>.</p>
+<p>{{ tenant.name }}</p>"""
+
 DEFAULT_TEMPLATES: dict[str, tuple[str, str]] = {
     "client_scheduled": (DEFAULT_SUBJECT, DEFAULT_BODY),
     "rescheduled": (RESCHEDULED_SUBJECT, RESCHEDULED_BODY),
     "cancelled": (CANCELLED_SUBJECT, CANCELLED_BODY),
+    "before_appointment": (REMINDER_SUBJECT, REMINDER_BODY),
 }
 """The default email for each trigger: a client who cancels is not sent a "Confirmed" message."""
 

@@ -8,12 +8,13 @@ into outbox job specs whose idempotency keys make the fan-out exactly-once per (
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_validator, model_validator
 
 from workflows.outbox import HARD, SOFT, Dependency, JobSpec
 from workflows.templates import template_problem
@@ -96,15 +97,99 @@ class ActionSpec(BaseModel):
         return self
 
 
-class WorkflowSpec(BaseModel):
-    """Triggers → ordered actions, as written under an appointment type's `workflow:` in the tenant file."""
+OFFSET_PATTERN = r"^(\d{1,6}) +(minute|hour|day|week)s?$"
+_OFFSET_UNITS = {"minute": timedelta(minutes=1), "hour": timedelta(hours=1), "day": timedelta(days=1)}
+_OFFSET_UNITS["week"] = timedelta(weeks=1)
+MAX_OFFSET = timedelta(days=365)
+DEFAULT_REMINDER_OFFSET = "1 day"
+"""`before_appointment` without `offsets` runs a day before the start."""
+
+
+def parse_offset(text: str) -> timedelta:
+    """'1 day', '2 hours', '30 minutes', '1 week' -> timedelta; ValueError for anything else."""
+    match = re.fullmatch(OFFSET_PATTERN, text.strip().lower())
+    if match is None:
+        raise ValueError(
+            f"{text!r} is not a length of time: write '<n> <unit>' with unit minutes, hours, days or weeks"
+        )
+    return int(match.group(1)) * _OFFSET_UNITS[match.group(2)]
+
+
+class TriggerSpec(BaseModel):
+    """A trigger written as a mapping, for triggers that take options: `{offsets: [...], actions: [...]}`."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    triggers: dict[Trigger, list[ActionSpec]] = Field(default_factory=dict)
+    offsets: list[str] = Field(
+        default_factory=list,
+        max_length=10,
+        description="before_appointment: how long before the start each run goes, e.g. ['1 day', '1 hour'] "
+        "(default 1 day).",
+    )
+    actions: list[ActionSpec] = Field(default_factory=list)
+
+    @field_validator("offsets")
+    @classmethod
+    def _offsets_are_spans(cls, offsets: list[str]) -> list[str]:
+        seen: set[timedelta] = set()
+        normalised: list[str] = []
+        for text in offsets:
+            span = parse_offset(text)  # a ValueError names the text
+            if not timedelta(0) < span <= MAX_OFFSET:
+                raise ValueError(f"{text!r}: an offset must be more than zero and at most 365 days")
+            if span in seen:
+                raise ValueError(f"{text!r} is listed twice")
+            seen.add(span)
+            number, unit = text.lower().split()
+            normalised.append(f"{int(number)} {unit.rstrip('s')}{'' if int(number) == 1 else 's'}")
+        return normalised
+
+
+def _written_as(value: object) -> str:
+    return "options" if isinstance(value, Mapping | TriggerSpec) else "actions"
+
+
+# Tagged by what was written, so a mistake is reported once, for the form the admin chose.
+WrittenTrigger = Annotated[
+    Annotated[list[ActionSpec], Tag("actions")] | Annotated[TriggerSpec, Tag("options")], Discriminator(_written_as)
+]
+
+
+class WorkflowSpec(BaseModel):
+    """Triggers → ordered actions, as written under an appointment type's `workflow:` in the tenant file.
+
+    A trigger is a list of actions, or a mapping with options and `actions` (today only `before_appointment`
+    takes one: `offsets`)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    triggers: dict[Trigger, WrittenTrigger] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _options_fit_their_trigger(self) -> WorkflowSpec:
+        for trigger, written in self.triggers.items():
+            if isinstance(written, TriggerSpec) and written.offsets and trigger is not Trigger.BEFORE_APPOINTMENT:
+                raise ValueError(f"'offsets' apply only to before_appointment, not to {trigger.value}")
+        return self
 
     def actions_for(self, trigger: Trigger) -> list[ActionSpec]:
-        return list(self.triggers.get(trigger, []))
+        written = self.triggers.get(trigger, [])
+        return list(written.actions if isinstance(written, TriggerSpec) else written)
+
+    def offsets_for(self, trigger: Trigger) -> list[timedelta]:
+        """How long before the start each run of a `before_appointment` trigger goes, longest first."""
+        written = self.triggers.get(trigger)
+        texts = written.offsets if isinstance(written, TriggerSpec) and written.offsets else [DEFAULT_REMINDER_OFFSET]
+        return sorted((parse_offset(text) for text in texts), reverse=True)
+
+    def trigger_actions(self) -> Iterator[tuple[Trigger, str, list[ActionSpec]]]:
+        """(trigger, where its actions are written in the tenant file, the actions) for every trigger."""
+        for trigger, written in self.triggers.items():
+            where = f"workflow.triggers.{trigger.value}"
+            if isinstance(written, TriggerSpec):
+                yield trigger, f"{where}.actions", list(written.actions)
+            else:
+                yield trigger, where, list(written)
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,9 +208,9 @@ def validate_workflow(actions: WorkflowSpec, connected: Connected) -> list[str]:
     """Problems an admin must fix before applying: actions for systems that are not connected or not offered, and
     a webhook nobody could verify."""
     problems: list[str] = []
-    for trigger, steps in actions.triggers.items():
+    for _trigger, path, steps in actions.trigger_actions():
         for index, step in enumerate(steps):
-            where = f"workflow.triggers.{trigger.value}[{index}]"
+            where = f"{path}[{index}]"
             if step.action in PSA_ACTIONS and connected.psa is None:
                 problems.append(f"{where}: '{step.action.value}' needs a connected PSA")
             if step.action is ActionKind.FIND_OR_CREATE_OPPORTUNITY and connected.psa == "halopsa":
@@ -153,7 +238,7 @@ def teams_meeting_problem(type_slug: str, actions: WorkflowSpec, location_kind: 
     meeting: the booking page and the confirmation promise the client a Teams link, and only that event makes one."""
     if location_kind != "teams":
         return None
-    if any(step.action is ActionKind.CREATE_M365_EVENT for steps in actions.triggers.values() for step in steps):
+    if any(step.action is ActionKind.CREATE_M365_EVENT for _, _, steps in actions.trigger_actions() for step in steps):
         return None
     return (
         f"'{type_slug}' is a Teams meeting, but its workflow creates no Microsoft 365 event, so the client would be "
@@ -163,9 +248,12 @@ def teams_meeting_problem(type_slug: str, actions: WorkflowSpec, location_kind: 
     )
 
 
-def classic_workflow(primary_calendar: str, connected: Connected, *, teams_meeting: bool = False) -> WorkflowSpec:
+def classic_workflow(
+    primary_calendar: str, connected: Connected, *, teams_meeting: bool = False, reminders: bool = True
+) -> WorkflowSpec:
     """The sensible default: the booking lands on the host's primary calendar, the client gets the default
-    confirmation, and moves and cancellations follow the same path.
+    confirmation, and moves and cancellations follow the same path. With email connected the client (and guests)
+    also get a reminder a day before, unless the tenant turned `reminders` off.
 
     `teams_meeting`: the type's location is a Teams meeting. A host whose primary calendar is the PSA then also gets
     a Microsoft 365 event (when Microsoft 365 is connected), because only that event carries the meeting's join link."""
@@ -188,7 +276,9 @@ def classic_workflow(primary_calendar: str, connected: Connected, *, teams_meeti
     if connected.email:
         for steps in (scheduled, rescheduled, cancelled):
             steps.append(ActionSpec(action=ActionKind.SEND_EMAIL))
-    triggers: dict[Trigger, list[ActionSpec]] = {}
+    triggers: dict[Trigger, list[ActionSpec] | TriggerSpec] = {}
+    if connected.email and reminders:
+        triggers[Trigger.BEFORE_APPOINTMENT] = [ActionSpec(action=ActionKind.SEND_EMAIL)]
     for trigger, steps in (
         (Trigger.CLIENT_SCHEDULED, scheduled),
         (Trigger.RESCHEDULED, rescheduled),
@@ -380,15 +470,65 @@ def plan_jobs(
     ]
 
 
+def plan_reminders(
+    *,
+    tenant_id: str,
+    booking_id: str,
+    version: int,
+    workflow: WorkflowSpec,
+    booking_snapshot: Mapping[str, Any],
+    starts_at: datetime,
+    now: datetime,
+) -> list[JobSpec]:
+    """The `before_appointment` runs of a booking that starts at `starts_at`: one run per offset, its steps due at
+    `starts_at - offset`. An offset whose moment is not after `now` is skipped (a booking made 30 minutes ahead gets
+    no "1 day before" reminder, and no late one either).
+
+    Run keys carry the booking's `version`, so a reschedule (which bumps it) plans new runs while a retried request
+    for the same change enqueues nothing new. A reminder does not wait for earlier runs of the booking: it reads
+    whatever they produced by its time (the join link, the ticket number), and waiting would let the completion of
+    such a step release it early."""
+    actions = workflow.actions_for(Trigger.BEFORE_APPOINTMENT)
+    jobs: list[JobSpec] = []
+    if not actions:
+        return jobs
+    for offset in workflow.offsets_for(Trigger.BEFORE_APPOINTMENT):
+        due = starts_at - offset
+        if due <= now:
+            continue
+        minutes = int(offset / timedelta(minutes=1))
+        run_key = f"{booking_id}:{Trigger.BEFORE_APPOINTMENT.value}:{version}:{minutes}m"
+        dependencies = plan_dependencies(run_key, actions)
+        jobs += [
+            JobSpec(
+                tenant_id=tenant_id,
+                run_key=run_key,
+                step=index,
+                kind=step.action.value,
+                idempotency_key=f"{run_key}:{index}:{step.action.value}",
+                payload={"action": step.model_dump(mode="json", exclude_none=True), "booking": dict(booking_snapshot)},
+                booking_id=booking_id,
+                run_after=due,
+                depends_on=dependencies[index],
+            )
+            for index, step in enumerate(actions)
+        ]
+    return jobs
+
+
 def workflow_for_type(
     settings: Mapping[str, Any], primary_calendar: str, connected: Connected
 ) -> tuple[WorkflowSpec, str]:
-    """The workflow an appointment type runs, and which mode produced it ('classic' or 'workflow')."""
+    """The workflow an appointment type runs, and which mode produced it ('classic' or 'workflow').
+
+    `classic_reminders: false` in the settings (the tenant file's `tenant.reminders: false`) leaves out Classic
+    mode's reminder."""
     if settings.get("mode") == "workflow" and settings.get("workflow"):
         return WorkflowSpec.model_validate(settings["workflow"]), "workflow"
     location = settings.get("location") or {}
     teams_meeting = isinstance(location, Mapping) and location.get("kind") == "teams"
-    return classic_workflow(primary_calendar, connected, teams_meeting=teams_meeting), "classic"
+    reminders = settings.get("classic_reminders", True) is not False
+    return classic_workflow(primary_calendar, connected, teams_meeting=teams_meeting, reminders=reminders), "classic"
 
 
 def run_keys(jobs: Sequence[JobSpec]) -> list[str]:

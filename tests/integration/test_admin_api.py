@@ -38,7 +38,10 @@ async def test_a_failed_step_is_visible_with_its_error_and_can_be_retried(
     with running_smtp_server() as smtp:
         monkeypatch.setenv("ACME_SMTP_PASSWORD", smtp.password)
         await apply_tenant_file(
-            sqlite_database, make_settings(tmp_path), tenant_file_with_email(tmp_path, smtp), dry_run=False
+            sqlite_database,
+            make_settings(tmp_path),
+            tenant_file_with_email(tmp_path, smtp, reminders=False),
+            dry_run=False,
         )
         await apply_file(sqlite_database, FIXTURES / "other_tenant.yaml")
         keys = SqlAgentKeys(sqlite_database)

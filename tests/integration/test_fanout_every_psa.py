@@ -29,7 +29,9 @@ from tests.fakes.smtp import running_smtp_server
 from workflows.outbox import workflow_jobs
 
 TENANT = """
-tenant: {{slug: everypsa, name: Every PSA IT, time_zone: UTC, holidays: []}}
+# No reminders: the app's runner keeps real time while bookings follow the test clock, so a reminder would be due
+# at once and interleave with the emails counted here (tests/integration/test_reminders.py covers reminders).
+tenant: {{slug: everypsa, name: Every PSA IT, time_zone: UTC, holidays: [], reminders: false}}
 users:
   - slug: tech
     name: Terry Tech

@@ -71,7 +71,7 @@ async def test_metrics_show_jobs_lag_step_outcomes_and_route_latency_but_never_a
 ) -> None:
     monkeypatch.setenv("ACME_SMTP_PASSWORD", smtp.password)
     await apply_tenant_file(
-        sqlite_database, make_settings(tmp_path), tenant_file_with_email(tmp_path, smtp), dry_run=False
+        sqlite_database, make_settings(tmp_path), tenant_file_with_email(tmp_path, smtp, reminders=False), dry_run=False
     )
     client: TestClient = await start_client(sqlite_database, tmp_path, clock, run_workflows=True, metrics_token=TOKEN)
     try:

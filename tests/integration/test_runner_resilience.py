@@ -85,7 +85,7 @@ async def postgres_url(smtp: FakeSmtpServer, tmp_path: Path, monkeypatch: pytest
         await database.migrate()
         monkeypatch.setenv("ACME_SMTP_PASSWORD", smtp.password)
         await apply_tenant_file(
-            database, make_settings(tmp_path), tenant_file_with_email(tmp_path, smtp), dry_run=False
+            database, make_settings(tmp_path), tenant_file_with_email(tmp_path, smtp, reminders=False), dry_run=False
         )
         await database.dispose()
         yield url
@@ -280,7 +280,7 @@ async def test_bookings_through_a_ten_second_sqlite_exclusive_lock_each_get_exac
 ) -> None:
     monkeypatch.setenv("ACME_SMTP_PASSWORD", smtp.password)
     await apply_tenant_file(
-        sqlite_database, make_settings(tmp_path), tenant_file_with_email(tmp_path, smtp), dry_run=False
+        sqlite_database, make_settings(tmp_path), tenant_file_with_email(tmp_path, smtp, reminders=False), dry_run=False
     )
     client = await start_app(
         sqlite_database, tmp_path, clock, run_workflows=True, runner_lag_unhealthy_seconds=LAG_SECONDS
