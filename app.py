@@ -440,13 +440,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not asyncio.run(reach_database(settings, wait=args.wait_for_db)):
             return 3
         if args.command != "demo":
-            web.run_app(
-                create_app(settings),
-                host=settings.host,
-                port=settings.port,
-                print=print,
-                access_log_class=RouteAccessLogger,
-            )
+            _serve(settings)
             return 0
         if not settings.bot_app_id and "bot_allow_anonymous" not in settings.model_fields_set:
             # The demo is local development: the Teams bot runs unauthenticated for the local Teams emulator,
@@ -459,13 +453,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             code = asyncio.run(_demo_setup(settings))
             if code:
                 return code
-            web.run_app(
-                create_app(settings),
-                host=settings.host,
-                port=settings.port,
-                print=print,
-                access_log_class=RouteAccessLogger,
-            )
+            _serve(settings)
         finally:
             for process in stand_ins:
                 process.terminate()
@@ -475,6 +463,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 3
         return asyncio.run(run_worker(settings, args.lease_seconds, args.concurrency, args.worker_id))
     return asyncio.run(_run_command(args, settings))
+
+
+def _serve(settings: Settings) -> None:
+    """Run the web server until it is stopped; access logs carry route templates, never tokens."""
+    web.run_app(
+        create_app(settings), host=settings.host, port=settings.port, print=print, access_log_class=RouteAccessLogger
+    )
 
 
 async def reach_database(settings: Settings, *, wait: bool) -> bool:
