@@ -6,7 +6,7 @@ tested against the vendor before anything is saved, and stored only as an encryp
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -23,7 +23,7 @@ from storage.database import Database
 from storage.repositories import new_id
 from storage.secrets import SecretBox
 from storage.tables import integration_connections, tenants
-from workflows.triggers import ActionKind, WorkflowSpec
+from workflows.triggers import ActionKind, ActionSpec, WorkflowSpec
 from workflows.webhooks import WebhookSecretInvalid, decode_secret
 
 KINDS = ("psa", "m365", "email")
@@ -129,28 +129,22 @@ def _plan_webhook_secrets(
     sealed row per tenant, variable name -> secret, so the runner signs with what was read at apply."""
     secrets: dict[str, str] = {}
     problems: list[str] = []
-    for index, spec in enumerate(file.appointment_types):
-        workflow = WorkflowSpec.model_validate(spec.workflow or {})
-        for _trigger, path, actions in workflow.trigger_actions():
-            for position, action in enumerate(actions):
-                if action.action is not ActionKind.POST_WEBHOOK:
-                    continue
-                where = f"appointment_types[{index}] ({spec.slug}) {path}[{position}]"
-                variable = action.secret_from_env
-                if not variable:
-                    problems.append(f"{where}: a webhook must be signed: add secret_from_env")
-                    continue
-                value = env.get(variable)
-                if not value:
-                    problems.append(f"{where}.secret_from_env: environment variable {variable} is not set")
-                    continue
-                try:
-                    decode_secret(value)
-                except WebhookSecretInvalid as exc:
-                    # Never echo the value: it is (meant to be) a secret.
-                    problems.append(f"{where}.secret_from_env: environment variable {variable}: {exc}")
-                    continue
-                secrets[variable] = value
+    for where, action in _actions_of(file, ActionKind.POST_WEBHOOK):
+        variable = action.secret_from_env
+        if not variable:
+            problems.append(f"{where}: a webhook must be signed: add secret_from_env")
+            continue
+        value = env.get(variable)
+        if not value:
+            problems.append(f"{where}.secret_from_env: environment variable {variable} is not set")
+            continue
+        try:
+            decode_secret(value)
+        except WebhookSecretInvalid as exc:
+            # Never echo the value: it is (meant to be) a secret.
+            problems.append(f"{where}.secret_from_env: environment variable {variable}: {exc}")
+            continue
+        secrets[variable] = value
     if problems:
         raise RolloutError(problems)
     if not secrets:
@@ -202,25 +196,29 @@ async def resolve_psa_defaults(
         return [], []
     lines: list[str] = []
     problems: list[str] = []
+    for where, action in _actions_of(file, ActionKind.FIND_OR_CREATE_OPPORTUNITY):
+        label = action.pipeline_stage or ""
+        try:
+            _stage_id, name = await resolve(label)
+        except IntegrationRejected as exc:
+            problems.append(f"{where}: {exc}")
+            continue
+        except SlotwiseError as exc:
+            lines.append(f"  ? {where}: could not read the opportunity stages from {psa.vendor}: {exc}")
+            continue
+        source = "as set in pipeline_stage" if label else "the stage picklist's default"
+        lines.append(f"  = {where}: {psa.vendor} opportunities get the stage {name!r} ({source})")
+    return lines, problems
+
+
+def _actions_of(file: TenantFile, kind: ActionKind) -> Iterator[tuple[str, ActionSpec]]:
+    """Every action of `kind` in the file's workflows, with where it is written (for messages that name it)."""
     for index, spec in enumerate(file.appointment_types):
         workflow = WorkflowSpec.model_validate(spec.workflow or {})
         for _trigger, path, actions in workflow.trigger_actions():
             for position, action in enumerate(actions):
-                if action.action is not ActionKind.FIND_OR_CREATE_OPPORTUNITY:
-                    continue
-                where = f"appointment_types[{index}] ({spec.slug}) {path}[{position}]"
-                label = action.pipeline_stage or ""
-                try:
-                    _stage_id, name = await resolve(label)
-                except IntegrationRejected as exc:
-                    problems.append(f"{where}: {exc}")
-                    continue
-                except SlotwiseError as exc:
-                    lines.append(f"  ? {where}: could not read the opportunity stages from {psa.vendor}: {exc}")
-                    continue
-                source = "as set in pipeline_stage" if label else "the stage picklist's default"
-                lines.append(f"  = {where}: {psa.vendor} opportunities get the stage {name!r} ({source})")
-    return lines, problems
+                if action.action is kind:
+                    yield f"appointment_types[{index}] ({spec.slug}) {path}[{position}]", action
 
 
 def connection_writer(changes: list[ConnectionChange], box: SecretBox) -> Any:
