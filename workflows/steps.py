@@ -251,12 +251,9 @@ async def _cancel_m365_event(ctx: StepContext) -> Mapping[str, Any]:
 
 async def _email(ctx: StepContext) -> Mapping[str, Any]:
     mailer = ctx.mailer()
+    # An output the step went without (its soft dependency failed or its grace ran out) is nil there, so the
+    # default templates leave its line out.
     variables = snapshot_variables(ctx.booking, ctx.outputs)
-    # An output the step went without (its soft dependency failed or its grace ran out) is nil, not "": Liquid
-    # treats an empty string as true, so `{% if ticket.number %}` would print an empty "Ticket #" line.
-    for group, name in (("ticket", "number"), ("opportunity", "id"), ("appointment", "join_url")):
-        if not variables[group][name]:
-            variables[group][name] = None
     if ctx.action.get("template") == "custom":
         rendered = render_email(ctx.action["subject"], ctx.action["body"], variables)
     else:

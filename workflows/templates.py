@@ -79,11 +79,19 @@ class RenderedEmail:
 _LOCAL = "%A %-d %B %Y, %H:%M"
 
 
+def _present(value: Any) -> str | None:
+    """A value a template may test with `{% if %}`: its text, or nil when there is none. Liquid treats an empty
+    string as true, so "" would print an empty "Ticket #", "Join:" or "Reason:" line."""
+    text = "" if value is None else str(value)
+    return text or None
+
+
 def snapshot_variables(booking: Mapping[str, Any], outputs: Mapping[str, Any]) -> dict[str, Any]:
     """What a workflow's email template sees: the booking snapshot its step carries, and earlier steps' outputs.
 
     Times are shown in the client's zone. `appointment.previous_starts_local` is set for a reschedule and
-    `appointment.cancel_reason` for a cancellation; both are empty otherwise, so one template can serve all triggers.
+    `appointment.cancel_reason` for a cancellation; both are nil otherwise (so `{% if %}` leaves their lines
+    out), and one template can serve all triggers. Missing outputs (ticket number, join link) are nil too.
     """
     client = booking["client"]
     zone = ZoneInfo(client["time_zone"])
@@ -104,16 +112,16 @@ def snapshot_variables(booking: Mapping[str, Any], outputs: Mapping[str, Any]) -
             "duration_minutes": int((ends - starts) / timedelta(minutes=1)),
             "location": booking.get("location", ""),
             "status": booking.get("status", ""),
-            "cancel_reason": booking.get("cancel_reason") or "",
-            "join_url": str(outputs.get("join_url", "")),
+            "cancel_reason": _present(booking.get("cancel_reason")),
+            "join_url": _present(outputs.get("join_url")),
             "previous_starts_local": datetime.fromisoformat(previous).astimezone(zone).strftime(_LOCAL)
             if previous
-            else "",
+            else None,
         },
         "client": dict(client),
         "host": {"names": ", ".join(hosts), "list": hosts},
-        "ticket": {"number": str(outputs.get("ticket_number", ""))},
-        "opportunity": {"id": str(outputs.get("opportunity_id", ""))},
+        "ticket": {"number": _present(outputs.get("ticket_number"))},
+        "opportunity": {"id": _present(outputs.get("opportunity_id"))},
         "links": {"manage": booking.get("manage_url", "")},
         "outputs": dict(outputs),
     }

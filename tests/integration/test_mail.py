@@ -242,3 +242,20 @@ def test_no_template_can_read_a_file_that_exists_on_the_server(tmp_path: Path) -
         with pytest.raises(IntegrationRejected) as refused:
             render_email("Subject", template, variables)
         assert "TOP-SECRET" not in str(refused.value)
+
+
+def test_default_emails_leave_out_lines_whose_value_is_missing() -> None:
+    """Liquid treats "" as true; a missing ticket number, join link, cancel reason or previous time must leave its
+    line out of the default emails instead of printing an empty label."""
+    from workflows.templates import DEFAULT_TEMPLATES
+
+    target, booking = sample_booking()
+    for trigger, (subject, body) in DEFAULT_TEMPLATES.items():
+        variables = variables_for(target, booking, "https://x", ticket_number="", join_url="")
+        rendered = render_email(subject, body, variables)
+        for label in ("Ticket #", "Join:", "Reason:", "It was"):
+            assert label not in rendered.text, (trigger, label, rendered.text)
+    with_ticket = variables_for(target, booking, "https://x", ticket_number="T2026.1", join_url="https://t.example/j")
+    rendered = render_email(*DEFAULT_TEMPLATES["before_appointment"], with_ticket)
+    assert "Ticket #T2026.1" in rendered.text
+    assert "Join:" in rendered.text
