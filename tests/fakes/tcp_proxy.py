@@ -21,6 +21,17 @@ class TcpProxy:
         self._released = asyncio.Event()
         self._released.set()
 
+    @classmethod
+    def in_front_of(cls, database_url: str) -> TcpProxy:
+        """A proxy for the host and port of a `scheme://user@host:port/name` database URL."""
+        host, _, port = database_url.split("@", 1)[1].split("/", 1)[0].partition(":")
+        return cls(host, int(port or 5432))
+
+    def url_for(self, database_url: str) -> str:
+        """The same database URL, reached through this proxy."""
+        prefix, rest = database_url.split("@", 1)
+        return f"{prefix}@127.0.0.1:{self.port}/{rest.split('/', 1)[1]}"
+
     async def start(self) -> None:
         self._server = await asyncio.start_server(self._serve, "127.0.0.1", self.port)
         self.port = int(self._server.sockets[0].getsockname()[1])

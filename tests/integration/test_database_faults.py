@@ -66,17 +66,10 @@ async def postgres_url() -> AsyncIterator[str]:
 
 @pytest.fixture
 async def proxy(postgres_url: str) -> AsyncIterator[TcpProxy]:
-    host_port = postgres_url.split("@", 1)[1].split("/", 1)[0]
-    host, _, port = host_port.partition(":")
-    tcp = TcpProxy(host, int(port or 5432))
+    tcp = TcpProxy.in_front_of(postgres_url)
     await tcp.start()
     yield tcp
     await tcp.close()
-
-
-def through(proxy: TcpProxy, url: str) -> str:
-    prefix, rest = url.split("@", 1)
-    return f"{prefix}@127.0.0.1:{proxy.port}/{rest.split('/', 1)[1]}"
 
 
 async def start(database: Database, tmp_path: Path, clock: FixedClock) -> TestClient:
@@ -104,7 +97,7 @@ async def eventually_ok(client: TestClient, path: str, seconds: float = 15) -> N
 async def test_a_database_that_refuses_or_stalls_gets_a_503_in_bounded_time_and_recovery_needs_no_restart(
     fault: str, proxy: TcpProxy, postgres_url: str, tmp_path: Path, clock: FixedClock
 ) -> None:
-    database = Database(through(proxy, postgres_url), limits=FAST)
+    database = Database(proxy.url_for(postgres_url), limits=FAST)
     client = await start(database, tmp_path, clock)
     try:
         assert (await client.get(PAGE)).status == 200
@@ -213,7 +206,7 @@ async def test_serve_and_worker_facing_a_dead_database_say_so_in_one_line_and_ex
     command: list[str], proxy: TcpProxy, postgres_url: str, tmp_path: Path
 ) -> None:
     await proxy.refuse()
-    url = through(proxy, postgres_url)
+    url = proxy.url_for(postgres_url)
     result = await asyncio.to_thread(run_command, command, url, tmp_path)
     assert result.returncode == 3, result.stderr
     lines = [line for line in result.stderr.splitlines() if line.strip()]
@@ -233,7 +226,7 @@ async def test_serve_with_wait_for_db_starts_once_the_database_answers(
     await proxy.refuse()
     env = {
         **os.environ,
-        "SLOTWISE_DATABASE_URL": through(proxy, postgres_url),
+        "SLOTWISE_DATABASE_URL": proxy.url_for(postgres_url),
         "SLOTWISE_SECRET_KEY": "x" * 40,
         "SLOTWISE_DATABASE_CONNECT_TIMEOUT_SECONDS": "1",
         "SLOTWISE_RUN_WORKFLOWS": "false",

@@ -96,17 +96,10 @@ async def postgres_url(smtp: FakeSmtpServer, tmp_path: Path, monkeypatch: pytest
 
 @pytest.fixture
 async def proxy(postgres_url: str) -> AsyncIterator[TcpProxy]:
-    host_port = postgres_url.split("@", 1)[1].split("/", 1)[0]
-    host, _, port = host_port.partition(":")
-    tcp = TcpProxy(host, int(port or 5432))
+    tcp = TcpProxy.in_front_of(postgres_url)
     await tcp.start()
     yield tcp
     await tcp.close()
-
-
-def through(proxy: TcpProxy, url: str) -> str:
-    prefix, rest = url.split("@", 1)
-    return f"{prefix}@127.0.0.1:{proxy.port}/{rest.split('/', 1)[1]}"
 
 
 async def start_app(database: Database, tmp_path: Path, clock: FixedClock, **settings: object) -> TestClient:
@@ -214,7 +207,7 @@ async def test_bookings_through_a_ten_second_postgres_outage_each_get_exactly_on
     proxy: TcpProxy, postgres_url: str, smtp: FakeSmtpServer, tmp_path: Path, clock: FixedClock, caplog: Any
 ) -> None:
     caplog.set_level(logging.INFO)
-    database = Database(through(proxy, postgres_url), limits=FAST)
+    database = Database(proxy.url_for(postgres_url), limits=FAST)
     direct = Database(postgres_url)
     client = await start_app(database, tmp_path, clock, run_workflows=True, runner_lag_unhealthy_seconds=LAG_SECONDS)
     try:
@@ -330,7 +323,7 @@ async def test_slotwise_worker_keeps_running_through_a_database_outage_and_compl
     web = await start_app(database, tmp_path, clock, run_workflows=False)
     env = {
         **os.environ,
-        "SLOTWISE_DATABASE_URL": through(proxy, postgres_url),
+        "SLOTWISE_DATABASE_URL": proxy.url_for(postgres_url),
         "SLOTWISE_SECRET_KEY": SECRET,
         "SLOTWISE_DATABASE_CONNECT_TIMEOUT_SECONDS": "1",
         "SLOTWISE_DATABASE_STATEMENT_TIMEOUT_SECONDS": "3",
