@@ -27,6 +27,7 @@ from workflows.outbox import (
     settle_dependants,
     workflow_jobs,
 )
+from workflows.templates import RESCHEDULE_REQUESTED_BODY, RESCHEDULE_REQUESTED_SUBJECT
 from workflows.triggers import Connected, Trigger, WorkflowSpec, plan_jobs, plan_reminders, workflow_for_type
 
 ManageUrlFor = Callable[[Booking], str]
@@ -168,8 +169,8 @@ class BookingFanOut:
             "action": "send_email",
             "template": "custom",
             "recipients": "client",
-            "subject": "Please pick a new time: {{ appointment.name }} with {{ host.names }}",
-            "body": RESCHEDULE_BODY,
+            "subject": RESCHEDULE_REQUESTED_SUBJECT,
+            "body": RESCHEDULE_REQUESTED_BODY,
             "requested_by": requested_by,
         }
         return [
@@ -188,15 +189,6 @@ class BookingFanOut:
 
 
 RESCHEDULE_REQUESTED = "reschedule_requested"
-RESCHEDULE_BODY = """Hello {{ client.name }},
-
-{{ host.names }} asked us to find a new time for your {{ appointment.name }} on {{ appointment.starts_local }}.
-Please pick a time that suits you here: {{ links.manage }}
-
-Your current time stays booked until you choose a new one.
-
-{{ tenant.name }}
-"""
 
 
 class NoEmailConnection(Exception):

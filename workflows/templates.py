@@ -41,13 +41,13 @@ _DETAILS = """<table role="presentation" class="details" width="100%" cellpaddin
 {% if host.names %}<tr><td class="label">{{ host.label }}</td><td class="value">{{ host.names }}</td></tr>{% endif %}
 {% if appointment.location %}<tr><td class="label">Where</td>
 <td class="value">{{ appointment.location }}</td></tr>{% endif %}
-{% if appointment.join_url %}<tr><td class="label">Join</td><td class="value">
-<a href="{{ appointment.join_url }}">{{ appointment.join_url }}</a></td></tr>{% endif %}
 {% if ticket.number %}<tr><td class="label">Ticket</td><td class="value">#{{ ticket.number }}</td></tr>{% endif %}
 </table>"""
 
 _JOIN_BUTTON = """{% if appointment.join_url %}<p class="actions"><a class="button" href="{{ appointment.join_url }}">\
-Join the meeting</a></p>{% endif %}"""
+Join the meeting</a></p>
+<p class="muted link">Or open this link: <a href="{{ appointment.join_url }}">{{ appointment.join_url }}</a></p>\
+{% endif %}"""
 
 _MANAGE = """<p class="manage">Need to change it? <a href="{{ links.manage }}">Reschedule or cancel</a></p>"""
 
@@ -89,6 +89,17 @@ REMINDER_BODY = f"""<h1>Coming up: {{{{ appointment.name }}}}</h1>
 {_JOIN_BUTTON}
 {_MANAGE}"""
 
+RESCHEDULE_REQUESTED_SUBJECT = (
+    "Please pick a new time: {{ appointment.name }}{% if host.phrase %} {{ host.phrase }}{% endif %}"
+)
+RESCHEDULE_REQUESTED_BODY = """<h1>Please pick a new time</h1>
+<p>Hi {{ client.name }},</p>
+<p>{% if host.names %}{{ host.names }} asked us{% else %}We were asked{% endif %} to find a new time for your
+{{ appointment.name }} on <strong>{{ appointment.starts_local }}</strong>.</p>
+<p class="actions"><a class="button" href="{{ links.manage }}">Pick a new time</a></p>
+<p>Your current time stays booked until you choose a new one.</p>"""
+"""What a host's "Send reschedule link" (Teams) emails the client (workflows/dispatch.py)."""
+
 DEFAULT_TEMPLATES: dict[str, tuple[str, str]] = {
     "client_scheduled": (DEFAULT_SUBJECT, DEFAULT_BODY),
     "rescheduled": (RESCHEDULED_SUBJECT, RESCHEDULED_BODY),
@@ -121,6 +132,8 @@ LAYOUT_TEXT = {
     "footer": "Sent by {name} on behalf of {host}.",
     "footer_no_host": "Sent by {name}.",
     "powered": "Scheduling by Slotwise",
+    "privacy": "Privacy",
+    "terms": "Terms",
 }
 
 _UTC_ZONES = frozenset({"UTC", "Etc/UTC", "Etc/UCT", "UCT", "Zulu", "Etc/Zulu", "Universal", "Etc/Universal"})
@@ -222,7 +235,9 @@ def snapshot_variables(booking: Mapping[str, Any], outputs: Mapping[str, Any]) -
         "brand": {
             "name": display_name,
             "logo_url": _present(branding.get("logo_url")),
-            "accent": _present(branding.get("accent_color") or branding.get("accent")),
+            "accent": _present(branding.get("accent_colour") or branding.get("accent_color") or branding.get("accent")),
+            "privacy_url": _present(branding.get("privacy_url")),
+            "terms_url": _present(branding.get("terms_url")),
         },
         "appointment": {
             "id": booking["id"],
@@ -321,6 +336,24 @@ def render_email(subject_template: str, body_template: str, variables: Mapping[s
 _DEFAULT_ACCENT = "#2456a6"
 _HEX_COLOUR = re.compile(r"^#(?:[0-9a-fA-F]{3}){1,2}$")
 
+
+def _luminance(colour: str) -> float:
+    digits = colour.lstrip("#")
+    if len(digits) == 3:
+        digits = "".join(char * 2 for char in digits)
+    channels = [int(digits[index : index + 2], 16) / 255 for index in (0, 2, 4)]
+    linear = [value / 12.92 if value <= 0.04045 else ((value + 0.055) / 1.055) ** 2.4 for value in channels]
+    return 0.2126 * linear[0] + 0.7152 * linear[1] + 0.0722 * linear[2]
+
+
+def email_accent(colour: str) -> str:
+    """The tenant's accent when it is a hex colour that white button text and links on white can be read against
+    (WCAG 2.x AA, 4.5:1); otherwise our default. Anything else could also smuggle CSS into the style block."""
+    if not _HEX_COLOUR.match(colour):
+        return _DEFAULT_ACCENT
+    return colour if 1.05 / (_luminance(colour) + 0.05) >= 4.5 else _DEFAULT_ACCENT
+
+
 # Table-based and narrow (600 px) because Outlook for Windows renders with Word's engine: no flexbox, no grid,
 # and only inline styles survive Gmail's clipping, so css-inline copies the rules below onto every element and
 # keeps only the media query (phones) as a <style> block.
@@ -339,6 +372,7 @@ body { margin: 0; padding: 0; background: #f3f4f6; color: #1f2937;
 .details td { padding: 10px 14px; vertical-align: top; border-bottom: 1px solid #e5e7eb; }
 .details td.label { width: 96px; font-weight: bold; color: #4b5563; white-space: nowrap; }
 .muted { color: #6b7280; font-size: 14px; }
+.link { word-break: break-all; }
 .actions { margin: 8px 0 20px 0; }
 .button { display: inline-block; padding: 12px 20px; border-radius: 6px; color: #ffffff; font-weight: bold;
   text-decoration: none; }
@@ -379,7 +413,9 @@ a { color: {{ accent }}; }
 <tr><td class="content">
 {{ body }}
 </td></tr>
-<tr><td class="footer">{{ footer }}<br>{{ powered }}</td></tr>
+<tr><td class="footer">{{ footer }}<br>{{ powered }}
+{%- if privacy_url %} · <a href="{{ privacy_url }}">{{ privacy }}</a>{% endif %}
+{%- if terms_url %} · <a href="{{ terms_url }}">{{ terms }}</a>{% endif %}</td></tr>
 </table>
 </td></tr>
 </table>
@@ -387,6 +423,14 @@ a { color: {{ accent }}; }
 </html>
 """
 )
+
+
+def _https(value: object) -> str:
+    """Only https URLs from the tenant's branding reach an email: mail clients block http images, and any other
+    scheme (javascript:, data:) has no business in a client's inbox."""
+    text = str(value or "")
+    return text if text.startswith("https://") else ""
+
 
 _INLINER = css_inline.CSSInliner(keep_at_rules=True, load_remote_stylesheets=False)
 
@@ -408,13 +452,16 @@ def compose_email(subject_template: str, body_template: str, variables: Mapping[
     markup = _LAYOUT.render(
         subject=content.subject,
         styles=_STYLES,
-        accent=accent if _HEX_COLOUR.match(accent) else _DEFAULT_ACCENT,
-        # Only an https logo is shown: mail clients block http images, and anything else could be a script URL.
-        logo_url=logo if logo.startswith("https://") else "",
+        accent=email_accent(accent),
+        logo_url=_https(logo),
         brand=name,
         body=Markup(content.html),  # noqa: S704 (rendered by the autoescaping Liquid environment above)
         footer=footer,
         powered=LAYOUT_TEXT["powered"],
+        privacy_url=_https(brand.get("privacy_url")),
+        terms_url=_https(brand.get("terms_url")),
+        privacy=LAYOUT_TEXT["privacy"],
+        terms=LAYOUT_TEXT["terms"],
     )
     inlined = _INLINER.inline(markup)
     return RenderedEmail(subject=content.subject, html=inlined, text=html_to_text(inlined))
@@ -422,6 +469,7 @@ def compose_email(subject_template: str, body_template: str, variables: Mapping[
 
 _BLOCKS = frozenset({"p", "div", "tr", "table", "h1", "h2", "h3", "h4", "ul", "ol", "li", "blockquote", "br", "hr"})
 _SKIPPED = frozenset({"head", "style", "script", "title"})
+_PARAGRAPHS = frozenset({"p", "h1", "h2", "h3", "h4", "table"})
 
 
 class _TextWriter(HTMLParser):
@@ -442,7 +490,7 @@ class _TextWriter(HTMLParser):
             return
         attributes = dict(attrs)
         if tag in _BLOCKS:
-            self.out.append("\n\n" if tag in {"p", "h1", "h2", "h3", "h4", "table"} else "\n")
+            self.out.append("\n\n" if tag in _PARAGRAPHS else "\n")
         elif tag == "td":
             self._label_cell = "label" in (attributes.get("class") or "").split()
         elif tag == "a":
@@ -453,7 +501,7 @@ class _TextWriter(HTMLParser):
         if tag in _SKIPPED:
             self._skipping = max(0, self._skipping - 1)
             return
-        if tag in {"p", "h1", "h2", "h3", "h4", "table"}:
+        if tag in _PARAGRAPHS:
             self.out.append("\n\n")
         elif tag == "td":
             self.out.append(": " if self._label_cell else " ")
@@ -467,6 +515,8 @@ class _TextWriter(HTMLParser):
     def handle_data(self, data: str) -> None:
         if self._skipping:
             return
+        # As in a browser, line breaks in the markup are spaces; only blocks and <br> break lines.
+        data = re.sub(r"\s+", " ", data)
         if self._links:
             self._link_text.append(data)
         self.out.append(data)

@@ -258,4 +258,4 @@ def test_default_emails_leave_out_lines_whose_value_is_missing() -> None:
     with_ticket = variables_for(target, booking, "https://x", ticket_number="T2026.1", join_url="https://t.example/j")
     rendered = render_email(*DEFAULT_TEMPLATES["before_appointment"], with_ticket)
     assert "Ticket: #T2026.1" in rendered.text
-    assert "Join:" in rendered.text
+    assert "Join the meeting (https://t.example/j)" in rendered.text
