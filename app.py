@@ -549,13 +549,34 @@ async def run_worker(settings: Settings, lease_seconds: float, concurrency: int,
 
 
 # The demo's local stand-ins for the vendors: separate servers speaking the vendors' HTTP APIs (and SMTP), which our
-# real clients reach over loopback. Ports and credentials match examples/demo.yaml.
-DEMO_STAND_INS = (
-    ("tests.fakes.connectwise", 8101, "ConnectWise PSA"),
-    ("tests.fakes.autotask", 8102, "Datto Autotask"),
-    ("tests.fakes.halopsa", 8103, "HaloPSA"),
-    ("tests.fakes.graph", 8104, "Microsoft Graph"),
-    ("tests.fakes.smtp", 8125, "SMTP"),
+# real clients reach over loopback. Ports and credentials match examples/demo.yaml. Each PSA and Graph stand-in also
+# shares what it holds on a records port, and the SMTP stand-in spools what it receives, for the demo inspector
+# (tests/fakes/demo_inspector.py): its inbox and records pages show what a booking produced.
+DEMO_SPOOL = Path(__file__).resolve().parent / "var" / "demo-mail"
+DEMO_INSPECTOR_PORT = 8126
+DEMO_STAND_INS: tuple[tuple[str, int, str, tuple[str, ...]], ...] = (
+    ("tests.fakes.connectwise", 8101, "ConnectWise PSA", ("--records-port", "8111")),
+    ("tests.fakes.autotask", 8102, "Datto Autotask", ("--records-port", "8112")),
+    ("tests.fakes.halopsa", 8103, "HaloPSA", ("--records-port", "8113")),
+    ("tests.fakes.graph", 8104, "Microsoft Graph", ("--records-port", "8114")),
+    ("tests.fakes.smtp", 8125, "SMTP", ("--spool", str(DEMO_SPOOL))),
+    (
+        "tests.fakes.demo_inspector",
+        DEMO_INSPECTOR_PORT,
+        "Demo inspector",
+        (
+            "--spool",
+            str(DEMO_SPOOL),
+            "--records",
+            "ConnectWise PSA=http://127.0.0.1:8111/records",
+            "--records",
+            "Microsoft Graph=http://127.0.0.1:8114/records",
+            "--records",
+            "Datto Autotask=http://127.0.0.1:8112/records",
+            "--records",
+            "HaloPSA=http://127.0.0.1:8113/records",
+        ),
+    ),
 )
 DEMO_SECRETS = {
     "SLOTWISE_DEMO_CW_PRIVATE_KEY": "cwDemoPrivateKey01",
@@ -571,17 +592,17 @@ def start_stand_ins() -> list[subprocess.Popen[bytes]]:
         os.environ.setdefault(name, value)
     processes: list[subprocess.Popen[bytes]] = []
     root = Path(__file__).resolve().parent
-    for module, port, label in DEMO_STAND_INS:
+    for module, port, label, extra in DEMO_STAND_INS:
         with socket.socket() as probe:
             if probe.connect_ex(("127.0.0.1", port)) == 0:
                 raise SystemExit(f"Port {port} is in use, so the {label} stand-in cannot start; free it and retry.")
         processes.append(
             subprocess.Popen(  # noqa: S603 (our own module, fixed arguments)
-                [sys.executable, "-m", module, "--port", str(port)], cwd=root, stdout=subprocess.DEVNULL
+                [sys.executable, "-m", module, "--port", str(port), *extra], cwd=root, stdout=subprocess.DEVNULL
             )
         )
     deadline = time.monotonic() + 20
-    for _module, port, label in DEMO_STAND_INS:
+    for _module, port, label, _extra in DEMO_STAND_INS:
         while True:
             with socket.socket() as probe:
                 if probe.connect_ex(("127.0.0.1", port)) == 0:
@@ -645,6 +666,10 @@ async def _demo_setup(settings: Settings) -> int:
         print("\nDemo booking pages:")
         for link in await list_links(database, settings.base_url.rstrip("/"), "demo"):
             print(f"  {link['kind']:<9} {link['name']:<32} {link['url']}")
+        inspector = f"http://127.0.0.1:{DEMO_INSPECTOR_PORT}"
+        print("\nWhat bookings produce (emails as the client sees them; tickets, entries and events):")
+        print(f"  inbox     {'Emails the demo sent':<32} {inspector}/inbox")
+        print(f"  records   {'PSA and Microsoft 365 records':<32} {inspector}/records")
         if settings.bot_allow_anonymous:
             print("\nTeams bot (local development mode) at /api/messages. Talk to it as Alice in the Teams emulator:")
             endpoint = f"{settings.base_url.rstrip('/')}/api/messages"

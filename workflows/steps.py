@@ -210,7 +210,18 @@ async def _ticket_status(ctx: StepContext) -> Mapping[str, Any]:
 
 def _event_draft(ctx: StepContext) -> CalendarEventDraft:
     client = ctx.booking["client"]
-    attendees = ((client["name"], client["email"]), *((guest, guest) for guest in client.get("guests", [])))
+    # A panel's other hosts are attendees too: the event sits in the first host's calendar, and Exchange invites
+    # everyone else on it, so every panelist has the meeting (and its Teams link) in their own calendar.
+    panel = tuple(
+        (str(host.get("name", "")), str(host["email"]))
+        for host in ctx.booking.get("hosts", [])[1:]
+        if host.get("email")
+    )
+    attendees = (
+        (client["name"], client["email"]),
+        *((guest, guest) for guest in client.get("guests", [])),
+        *panel,
+    )
     return CalendarEventDraft(
         transaction_id=ctx.job.idempotency_key[:200],
         subject=f"{ctx.booking['type_name']}: {client['name']}",
