@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from playwright.async_api import Browser, async_playwright
 
+from workflows.request_emails import REQUEST_TEMPLATES, request_variables
 from workflows.templates import (
     DEFAULT_TEMPLATES,
     RESCHEDULE_REQUESTED_BODY,
@@ -176,4 +177,43 @@ async def check_email(browser: Browser, trigger: str, kind: str) -> None:
         width = await page.evaluate("() => document.documentElement.scrollWidth")
         assert width <= size["width"], f"{viewport}: the email is {width}px wide"
         await page.screenshot(path=str(ARTIFACTS / f"{trigger}-{kind}-{viewport}.png"), full_page=True)
+        await context.close()
+
+
+BOOK = "https://book.acme-it.example/r/gAAAAB-request"
+
+
+@pytest.mark.parametrize("trigger", ["request_sent", "no_response"])
+async def test_scheduling_request_emails_get_the_same_layout_and_keep_their_link(
+    browser: Browser, trigger: str
+) -> None:
+    request = {
+        "id": "r-1",
+        "tenant_name": "Acme Managed IT",
+        "type_name": "Onboarding call",
+        "duration_minutes": 45,
+        "time_zone": "America/New_York",
+        "window_starts_at": "2026-11-23T00:00:00+00:00",
+        "window_ends_at": "2026-11-27T00:00:00+00:00",
+        "expires_at": "2026-11-27T00:00:00+00:00",
+        "client": {"name": "Dana Client", "email": "dana@client.example", "guests": []},
+        "ticket": {"id": "1001", "number": "T20261120.0007"},
+        "book_url": BOOK,
+        "follow_up": 1,
+    }
+    subject, body = REQUEST_TEMPLATES[trigger]
+    email = compose_email(subject, body, request_variables(request, {}))
+    for href in links_of(email.html):
+        assert href in email.text, (href, email.text)
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    for viewport, size in VIEWPORTS.items():
+        context = await browser.new_context(viewport=size)
+        page = await context.new_page()
+        await page.route("**/*", lambda route: route.abort())
+        await page.set_content(email.html, wait_until="load")
+        assert await page.locator(f'a.button[href="{BOOK}"]').first.is_visible()
+        assert "America/New_York" not in await page.inner_text("body")
+        width = await page.evaluate("() => document.documentElement.scrollWidth")
+        assert width <= size["width"], f"{viewport}: the email is {width}px wide"
+        await page.screenshot(path=str(ARTIFACTS / f"{trigger}-{viewport}.png"), full_page=True)
         await context.close()
