@@ -418,6 +418,15 @@ def _parser() -> argparse.ArgumentParser:
     links = commands.add_parser("links", help="print every bookable URL")
     links.add_argument("--tenant", default=None)
     links.add_argument("--json", action="store_true")
+    preview = commands.add_parser("preview", help="render a type's email, invitation and host card to an HTML file")
+    preview.add_argument("--tenant", required=True)
+    preview.add_argument("--type", required=True, dest="type_slug")
+    preview.add_argument(
+        "--trigger",
+        default="client_scheduled",
+        choices=("client_scheduled", "rescheduled", "cancelled", "before_appointment"),
+    )
+    preview.add_argument("--out", default=None, help="the HTML file to write (default var/preview/…)")
     commands.add_parser("migrate", help="upgrade the database schema, keeping every row")
     worker = commands.add_parser("worker", help="run only the workflow runner (scale-out: one or more per database)")
     worker.add_argument("--lease-seconds", type=float, default=30.0)
@@ -723,6 +732,19 @@ async def _run_command(args: argparse.Namespace, settings: Settings) -> int:
             else:
                 for link in links:
                     print(f"{link['tenant']:<12} {link['kind']:<9} {link['name']:<32} {link['url']}")
+            return 0
+        if args.command == "preview":
+            from admin.preview import PreviewError, render_preview
+
+            try:
+                shown = await render_preview(database, settings.base_url, args.tenant, args.type_slug, args.trigger)
+            except PreviewError as exc:
+                print(str(exc), file=sys.stderr)
+                return 1
+            out = Path(args.out or f"var/preview/{args.tenant}-{args.type_slug}-{args.trigger}.html")
+            out.parent.mkdir(parents=True, exist_ok=True)
+            await asyncio.to_thread(out.write_text, shown.page, encoding="utf-8")
+            print(f"{shown.subject}\n" + "".join(f"  {note}\n" for note in shown.notes) + f"Wrote {out}")
             return 0
         if args.command == "apikey":
             raw = await SqlAgentKeys(database).create_key(args.tenant, args.name, args.role)

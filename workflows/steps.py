@@ -32,6 +32,7 @@ from workflows.outbox import BLOCKED, CANCELLED, COMPLETED, FAILED, RETRYABLE, S
 from workflows.request_steps import request_steps
 from workflows.templates import (
     DEFAULT_TEMPLATES,
+    answer_rows,
     compose_email,
     describe_booking_for_host,
     describe_location,
@@ -284,7 +285,7 @@ async def _email(ctx: StepContext) -> Mapping[str, Any]:
         text=rendered.text,
         html=rendered.html,
         reply_to=host.get("email") or None,
-        invite=_invite(ctx, trigger, recipient_kind),
+        invite=booking_invite(ctx.booking, ctx.outputs, trigger, recipient_kind, ctx.integrations.from_address),
     )
     message_id = await mailer.send(email)
     return {"message_id": message_id, "recipients": list(email.to), "invite": email.invite is not None}
@@ -293,7 +294,9 @@ async def _email(ctx: StepContext) -> Mapping[str, Any]:
 _NO_INVITE_TRIGGERS = frozenset({"before_appointment", "reschedule_requested"})
 
 
-def _invite(ctx: StepContext, trigger: str, recipient_kind: str) -> CalendarInvite | None:
+def booking_invite(
+    booking: Mapping[str, Any], outputs: Mapping[str, Any], trigger: str, recipient_kind: str, from_address: str
+) -> CalendarInvite | None:
     """The calendar invitation an email carries, or None when it must carry none.
 
     One UID for the booking's whole life (`<booking id>@slotwise`) and the booking's revision as SEQUENCE (the
@@ -308,34 +311,34 @@ def _invite(ctx: StepContext, trigger: str, recipient_kind: str) -> CalendarInvi
     - for a reminder or a "please pick a new time" email, which change nothing on the calendar;
     - for an email to the host, who is the organizer of the meeting, not an attendee.
     """
-    if trigger in _NO_INVITE_TRIGGERS or recipient_kind == "host" or ctx.outputs.get("event_id"):
+    if trigger in _NO_INVITE_TRIGGERS or recipient_kind == "host" or outputs.get("event_id"):
         return None
-    client = ctx.booking["client"]
-    host = ctx.host
-    join_url = str(ctx.outputs.get("join_url") or "")
-    manage_url = str(ctx.booking.get("manage_url") or "")
+    client = booking["client"]
+    host = dict((booking.get("hosts") or [{}])[0])
+    join_url = str(outputs.get("join_url") or "")
+    manage_url = str(booking.get("manage_url") or "")
     location = describe_location(
-        str(ctx.booking.get("location_kind") or ""),
-        "" if ctx.booking.get("location") == ctx.booking.get("location_kind") else str(ctx.booking.get("location")),
+        str(booking.get("location_kind") or ""),
+        "" if booking.get("location") == booking.get("location_kind") else str(booking.get("location")),
     )
-    lines = [f"{ctx.booking['type_name']} with {host.get('name', '')}".strip(), f"Where: {location}"]
+    lines = [f"{booking['type_name']} with {host.get('name', '')}".strip(), f"Where: {location}"]
     if join_url:
         lines.append(f"Join: {join_url}")
-    if manage_url and ctx.booking.get("status") != "cancelled":
+    if manage_url and booking.get("status") != "cancelled":
         lines.append(f"Reschedule or cancel: {manage_url}")
     guests = tuple((str(guest), str(guest)) for guest in client.get("guests", []))
     return CalendarInvite(
-        uid=f"{ctx.booking['id']}@slotwise",
-        starts_at=ctx.starts_at,
-        ends_at=ctx.ends_at,
-        summary=ctx.booking["type_name"],
+        uid=f"{booking['id']}@slotwise",
+        starts_at=datetime.fromisoformat(booking["starts_at"]),
+        ends_at=datetime.fromisoformat(booking["ends_at"]),
+        summary=booking["type_name"],
         description="\n".join(lines),
         location=join_url or location,
         organizer_name=host.get("name", ""),
-        organizer_email=host.get("email", "") or ctx.integrations.from_address,
+        organizer_email=host.get("email", "") or from_address,
         attendees=((client["name"], client["email"]), *guests),
-        sequence=int(ctx.booking.get("sequence", 0)),
-        cancelled=ctx.booking.get("status") == "cancelled",
+        sequence=int(booking.get("sequence", 0)),
+        cancelled=booking.get("status") == "cancelled",
     )
 
 
@@ -352,6 +355,26 @@ _CHANGES = {
 }
 
 
+def host_notification(booking: Mapping[str, Any], outputs: Mapping[str, Any], trigger: str) -> HostNotification:
+    """What the host's Teams card says about this booking change; answers under the questions' labels."""
+    client = booking["client"]
+    return HostNotification(
+        change=_CHANGES.get(trigger, "booked"),
+        booking_id=str(booking["id"]),
+        type_name=str(booking.get("type_name", "")),
+        client_name=str(client.get("name", "")),
+        client_email=str(client.get("email", "")),
+        starts_at=datetime.fromisoformat(booking["starts_at"]),
+        ends_at=datetime.fromisoformat(booking["ends_at"]),
+        join_url=str(outputs.get("join_url", "")),
+        reason=str(booking.get("cancel_reason", "")),
+        answers=tuple(answer_rows(booking)),
+        previous_starts_at=(
+            datetime.fromisoformat(booking["previous_starts_at"]) if booking.get("previous_starts_at") else None
+        ),
+    )
+
+
 async def _notify_host(ctx: StepContext) -> Mapping[str, Any]:
     """A card in each host's Teams chat. A host who never opened a chat with the bot cannot be reached, which is
     recorded in the output rather than failed: there is nothing to retry until they install the app."""
@@ -361,23 +384,7 @@ async def _notify_host(ctx: StepContext) -> Mapping[str, Any]:
             "Teams notifications need the Slotwise bot: this deployment has no bot registration "
             "(set SLOTWISE_BOT_APP_ID and SLOTWISE_BOT_APP_PASSWORD), so the host was not told"
         )
-    trigger = _trigger_of(ctx)
-    client = ctx.booking["client"]
-    notification = HostNotification(
-        change=_CHANGES.get(trigger, "booked"),
-        booking_id=str(ctx.booking["id"]),
-        type_name=str(ctx.booking.get("type_name", "")),
-        client_name=str(client.get("name", "")),
-        client_email=str(client.get("email", "")),
-        starts_at=ctx.starts_at,
-        ends_at=ctx.ends_at,
-        join_url=str(ctx.outputs.get("join_url", "")),
-        reason=str(ctx.booking.get("cancel_reason", "")),
-        answers=tuple((str(key), str(value)) for key, value in (client.get("answers") or {}).items()),
-        previous_starts_at=(
-            datetime.fromisoformat(ctx.booking["previous_starts_at"]) if ctx.booking.get("previous_starts_at") else None
-        ),
-    )
+    notification = host_notification(ctx.booking, ctx.outputs, _trigger_of(ctx))
     # A panel has several hosts: one whose card went out on an earlier attempt is not sent a second one.
     sent: dict[str, Any] = {key: value for key, value in ctx.progress.items() if key.startswith("teams_activity:")}
     unreachable: list[str] = []
