@@ -20,7 +20,10 @@ from typing import Any
 
 import aiohttp
 from aiohttp import web
+from yarl import URL
 
+from addin.auth import AddinAuthSettings
+from addin.routes import AddinContext, setup_addin
 from admin.connections import load_connection_configs, load_webhook_secrets
 from admin.routes import setup_admin_api
 from bot.app import SlotwiseBot, create_notifier, setup_bot
@@ -38,6 +41,7 @@ from scheduling.model import Booking
 from scheduling.ports import Clock, Notifier, PsaClient, RateLimiter, VendorLimits
 from scheduling.service import Scheduler
 from settings import Settings
+from storage.addin_directory import SqlAddinDirectory
 from storage.database import Database, PoolLimits, is_database_fault
 from storage.directory import SqlTeamsDirectory
 from storage.repositories import SqlAgentKeys, SqlBookingStore, SqlRequestStore, SqlTenantCatalog
@@ -242,6 +246,15 @@ def create_app(settings: Settings, *, overrides: Overrides | None = None) -> web
     bot = build_bot(settings, database, context.scheduler, clock, manage_links.url_for, fanout, vendor_limits)
     if bot is not None:
         setup_bot(app, bot, lambda: aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)))
+    setup_addin(
+        app,
+        AddinContext(
+            auth=addin_auth_settings(settings),
+            directory=SqlAddinDirectory(database),
+            base_url=base_url,
+            session_factory=lambda: aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)),
+        ),
+    )
     app[RUNNER_WATCH] = RunnerWatch()
     # Outermost, so the latency includes the error pages the inner middlewares render.
     app.middlewares.insert(0, metrics.middleware())
@@ -315,6 +328,18 @@ def bot_auth_settings(settings: Settings) -> BotAuthSettings:
         allowed_service_hosts=tuple(settings.bot_allowed_service_hosts),
         allow_http_loopback=settings.bot_allow_http_loopback,
         allowed_callers=tuple(settings.bot_allowed_callers),
+    )
+
+
+def addin_auth_settings(settings: Settings) -> AddinAuthSettings:
+    """The add-in API's Entra app: its own registration when set, else the bot's (the default: one app)."""
+    client_id = settings.addin_client_id or settings.bot_app_id or None
+    app_id_uri = settings.addin_app_id_uri
+    if app_id_uri is None and client_id:
+        host = URL(settings.base_url).host or ""
+        app_id_uri = f"api://{host}/{client_id}"
+    return AddinAuthSettings(
+        client_id=client_id, app_id_uri=app_id_uri, openid_metadata_url=settings.addin_openid_metadata_url
     )
 
 
