@@ -440,6 +440,12 @@ def _parser() -> argparse.ArgumentParser:
     worker.add_argument("--concurrency", type=int, default=20)
     worker.add_argument("--worker-id", default=None)
     worker.add_argument("--wait-for-db", action="store_true", help="wait for the database instead of exiting")
+    package = commands.add_parser("manifest", help="the app package: Teams bot, message extension, Outlook add-in")
+    package_commands = package.add_subparsers(dest="manifest_command", required=True)
+    build = package_commands.add_parser(
+        "build", help="write the app package zip for this deployment (ids, host and version from settings)"
+    )
+    build.add_argument("--out", type=Path, default=Path("slotwise.zip"))
     key = commands.add_parser("apikey", help="create an agent API key for a tenant (printed once)")
     key.add_argument("--tenant", required=True)
     key.add_argument("--name", default="agent")
@@ -483,11 +489,47 @@ def main(argv: Sequence[str] | None = None) -> int:
             for process in stand_ins:
                 process.terminate()
         return 0
+    if args.command == "manifest":
+        return build_app_package(settings, args.out)
     if args.command == "worker":
         if not asyncio.run(reach_database(settings, wait=args.wait_for_db)):
             return 3
         return asyncio.run(run_worker(settings, args.lease_seconds, args.concurrency, args.worker_id))
     return asyncio.run(_run_command(args, settings))
+
+
+def build_app_package(settings: Settings, out: Path) -> int:
+    """`slotwise manifest build`: the zip an admin uploads, filled from this deployment's settings."""
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as installed_version
+
+    from manifest.build import PACKAGE_FILES, build_package, project_version
+
+    if not settings.bot_app_id:
+        print("slotwise manifest build: set SLOTWISE_BOT_APP_ID (the bot's Entra app id) first", file=sys.stderr)
+        return 2
+    version = settings.app_version or project_version()
+    if version is None:
+        try:
+            version = installed_version("slotwise")
+        except PackageNotFoundError:
+            print("slotwise manifest build: set SLOTWISE_APP_VERSION (semver)", file=sys.stderr)
+            return 2
+    try:
+        path = build_package(
+            out,
+            app_id=settings.app_package_id,
+            bot_app_id=settings.bot_app_id,
+            base_url=settings.base_url,
+            version=version,
+            addin_client_id=settings.addin_client_id,
+            addin_app_id_uri=settings.addin_app_id_uri,
+        )
+    except ValueError as exc:
+        print(f"slotwise manifest build: {exc}", file=sys.stderr)
+        return 2
+    print(f"wrote {path} ({', '.join(PACKAGE_FILES)}) for {settings.base_url}, version {version}")
+    return 0
 
 
 def _serve(settings: Settings) -> None:

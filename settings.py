@@ -102,6 +102,14 @@ class Settings(BaseSettings):
         default="https://login.microsoftonline.com/common/v2.0/.well-known/openid-configuration",
         description="Where the signing keys of add-in access tokens are published (tests point it at a local server).",
     )
+    app_package_id: str | None = Field(
+        default=None,
+        description="The app package's id (GUID) for `slotwise manifest build`. Default: derived from base_url, so "
+        "a rebuilt package updates the installed app.",
+    )
+    app_version: str | None = Field(
+        default=None, description="The app package's version (semver). Default: this Slotwise version."
+    )
     office_js_url: str = Field(
         default="https://appsforoffice.microsoft.com/lib/1/hosted/office.js",
         description="Office.js for the task pane: Microsoft's CDN (AppSource requires it); tests use a local stand-in.",

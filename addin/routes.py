@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Final
 
 import aiohttp
@@ -33,6 +34,8 @@ class _AddinState:
 
 
 ADDIN: Final = web.AppKey("addin", _AddinState)
+STATIC_DIR: Final = Path(__file__).resolve().parent / "static"
+"""The task pane's script and style, and the Outlook icons the manifest names by URL (manifest/build.py)."""
 _MAX_BODY_BYTES: Final = 16 * 1024
 
 ApiHandler = Callable[[web.Request, TeamsIdentity], Awaitable[web.Response]]
@@ -139,6 +142,7 @@ def setup_addin(app: web.Application, context: AddinContext) -> None:
     the application."""
     state = _AddinState(context)
     app[ADDIN] = state
+    app.router.add_static("/addin/static/", STATIC_DIR)
     app.router.add_get("/addin/api/me", _authenticated(me))
     app.router.add_get("/addin/api/appointment-types", _authenticated(appointment_types))
     app.router.add_post("/addin/api/link", _authenticated(link_snippet))
