@@ -253,6 +253,8 @@ def create_app(settings: Settings, *, overrides: Overrides | None = None) -> web
             directory=SqlAddinDirectory(database),
             base_url=base_url,
             session_factory=lambda: aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)),
+            office_js_url=settings.office_js_url,
+            msal_script=settings.msal_browser_script,
         ),
     )
     app[RUNNER_WATCH] = RunnerWatch()

@@ -114,6 +114,11 @@ class Settings(BaseSettings):
         default="https://appsforoffice.microsoft.com/lib/1/hosted/office.js",
         description="Office.js for the task pane: Microsoft's CDN (AppSource requires it); tests use a local stand-in.",
     )
+    msal_browser_script: Path = Field(
+        default=Path(__file__).resolve().parent / "node_modules/@azure/msal-browser/lib/msal-browser.min.js",
+        description="MSAL.js for the Outlook task pane: pinned in package.json, installed by scripts/bootstrap "
+        "(npm ci) and served from Slotwise's own origin.",
+    )
     webhooks_allow_private: bool = Field(
         default=False,
         description="Local development only: let post_webhook reach loopback, private, link-local and other "

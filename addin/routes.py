@@ -12,7 +12,9 @@ from pathlib import Path
 from typing import Any, Final
 
 import aiohttp
+import jinja2
 from aiohttp import web
+from yarl import URL
 
 from addin.auth import AddinAuthenticator, AddinAuthError, AddinAuthSettings, AddinDirectory
 from addin.snippets import LinkSnippet, render_link_html, render_link_text
@@ -25,6 +27,10 @@ class AddinContext:
     directory: AddinDirectory
     base_url: str
     session_factory: Callable[[], aiohttp.ClientSession]
+    office_js_url: str
+    """Microsoft's CDN in production (AppSource requires it); the only script the pane loads from elsewhere."""
+    msal_script: Path
+    """MSAL.js as `npm ci` (scripts/bootstrap) put it in node_modules, served from our origin."""
 
 
 @dataclass
@@ -36,6 +42,12 @@ class _AddinState:
 ADDIN: Final = web.AppKey("addin", _AddinState)
 STATIC_DIR: Final = Path(__file__).resolve().parent / "static"
 """The task pane's script and style, and the Outlook icons the manifest names by URL (manifest/build.py)."""
+TEMPLATES: Final = jinja2.Environment(
+    loader=jinja2.FileSystemLoader(Path(__file__).resolve().parent / "templates"), autoescape=True
+)
+DIALOG_PATH: Final = "/addin/auth-dialog.html"
+ENTRA_AUTHORITY: Final = "https://login.microsoftonline.com/organizations"
+"""Work and school accounts only: the API maps reps by their Entra tenant, so personal accounts cannot sign in."""
 _MAX_BODY_BYTES: Final = 16 * 1024
 
 ApiHandler = Callable[[web.Request, TeamsIdentity], Awaitable[web.Response]]
@@ -137,12 +149,58 @@ async def _json_object(request: web.Request) -> dict[str, Any] | web.Response:
     return body
 
 
+def _page_config(context: AddinContext) -> dict[str, Any]:
+    scope_base = context.auth.app_id_uri or context.auth.client_id or ""
+    return {
+        "clientId": context.auth.client_id or "",
+        "authority": ENTRA_AUTHORITY,
+        "scopes": [f"{scope_base}/{context.auth.scope}"],
+        "apiBase": "",
+        "dialogPath": DIALOG_PATH,
+    }
+
+
+def _page(template: str) -> Callable[[web.Request], Awaitable[web.Response]]:
+    async def render(request: web.Request) -> web.Response:
+        context = request.app[ADDIN].context
+        html = TEMPLATES.get_template(template).render(
+            office_js_url=context.office_js_url, config=_page_config(context)
+        )
+        response = web.Response(text=html, content_type="text/html")
+        # Outlook frames the pane, so no frame-ancestors here; scripts come from us and the Office.js URL only.
+        office_origin = str(URL(context.office_js_url).origin())
+        response.headers["Content-Security-Policy"] = (
+            f"script-src 'self' {office_origin}; object-src 'none'; base-uri 'none'; form-action 'none'"
+        )
+        response.headers["X-Content-Type-Options"] = "nosniff"
+        response.headers["Referrer-Policy"] = "no-referrer"
+        response.headers["Cache-Control"] = "no-cache"
+        return response
+
+    return render
+
+
+async def msal_script(request: web.Request) -> web.StreamResponse:
+    """MSAL.js from our own origin. Missing (scripts/bootstrap not run) is a 404 the pane turns into a clear message."""
+    path = request.app[ADDIN].context.msal_script
+    if not path.is_file():
+        return web.Response(
+            status=404,
+            text="// MSAL.js is not installed on this Slotwise server: run scripts/bootstrap\n",
+            content_type="text/javascript",
+        )
+    return web.FileResponse(path, headers={"Content-Type": "text/javascript", "Cache-Control": "max-age=3600"})
+
+
 def setup_addin(app: web.Application, context: AddinContext) -> None:
     """Mount the add-in API; its authenticator (and the HTTP session it fetches signing keys with) lives as long as
     the application."""
     state = _AddinState(context)
     app[ADDIN] = state
     app.router.add_static("/addin/static/", STATIC_DIR)
+    app.router.add_get("/addin/taskpane.html", _page("taskpane.html"))
+    app.router.add_get(DIALOG_PATH, _page("auth-dialog.html"))
+    app.router.add_get("/addin/vendor/msal-browser.min.js", msal_script)
     app.router.add_get("/addin/api/me", _authenticated(me))
     app.router.add_get("/addin/api/appointment-types", _authenticated(appointment_types))
     app.router.add_post("/addin/api/link", _authenticated(link_snippet))
