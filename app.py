@@ -23,7 +23,8 @@ from aiohttp import web
 from yarl import URL
 
 from addin.auth import AddinAuthSettings
-from addin.routes import AddinContext, setup_addin
+from addin.routes import AddinContext, BookingDeps, setup_addin
+from addin.suggestions import SuggestionLinks
 from admin.connections import load_connection_configs, load_webhook_secrets
 from admin.routes import setup_admin_api
 from bot.app import SlotwiseBot, create_notifier, setup_bot
@@ -264,6 +265,15 @@ def create_app(settings: Settings, *, overrides: Overrides | None = None) -> web
             session_factory=lambda: aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)),
             office_js_url=settings.office_js_url,
             msal_script=settings.msal_browser_script,
+            booking=BookingDeps(
+                scheduler=context.scheduler,
+                catalog=context.catalog,
+                store=store,
+                clock=clock,
+                links=SuggestionLinks(secret),
+                manage_url_for=manage_links.url_for,
+                link_days=settings.request_link_days,
+            ),
         ),
     )
     app[RUNNER_WATCH] = RunnerWatch()

@@ -6,10 +6,13 @@ scoped by the tenant that identity resolved to, never by anything in the request
 from __future__ import annotations
 
 import json
+import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, Final
+from zoneinfo import ZoneInfo
 
 import aiohttp
 import jinja2
@@ -18,7 +21,22 @@ from yarl import URL
 
 from addin.auth import AddinAuthenticator, AddinAuthError, AddinAuthSettings, AddinDirectory
 from addin.snippets import LinkSnippet, render_link_html, render_link_text
-from scheduling.model import TeamsIdentity, TypeSummary
+from addin.suggestions import (
+    SuggestedTime,
+    SuggestionLinkExpired,
+    SuggestionLinkInvalid,
+    SuggestionLinks,
+    TimesBlock,
+    describe_start,
+    new_block_id,
+    render_times_html,
+    render_times_text,
+)
+from addin.zones import zone_named
+from scheduling.errors import InvalidRequest, SlotUnavailable, SlotwiseError
+from scheduling.model import Booking, BookingStatus, BookingTarget, ClientDetails, TeamsIdentity, TypeSummary
+from scheduling.ports import BookingStore, Clock, TenantCatalog
+from scheduling.service import Scheduler
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,6 +49,21 @@ class AddinContext:
     """Microsoft's CDN in production (AppSource requires it); the only script the pane loads from elsewhere."""
     msal_script: Path
     """MSAL.js as `npm ci` (scripts/bootstrap) put it in node_modules, served from our origin."""
+    booking: BookingDeps | None = None
+    """What suggested times need; None leaves them out (the API answers 503)."""
+
+
+@dataclass(frozen=True, slots=True)
+class BookingDeps:
+    scheduler: Scheduler
+    catalog: TenantCatalog
+    store: BookingStore
+    clock: Clock
+    links: SuggestionLinks
+    manage_url_for: Callable[[Booking], str]
+    link_days: int = 14
+    search_days: int = 14
+    """How far ahead suggested times are looked for."""
 
 
 @dataclass
@@ -134,6 +167,214 @@ async def link_snippet(request: web.Request, identity: TeamsIdentity) -> web.Res
     return web.json_response({"coercion": body_type, "content": content, "url": snippet.url})
 
 
+_CSRF_COOKIE: Final = "slotwise_time_csrf"
+_MAX_SUGGESTED: Final = 5
+
+
+async def suggested_times(request: web.Request, identity: TeamsIdentity) -> web.Response:
+    """`{"type_id", "count": 1-5, "time_zone": IANA or Windows name, "recipient": {"name", "email"}}` → the next free
+    times of one of the rep's types, each with its own signed link, and the block to insert (HTML and text)."""
+    context = request.app[ADDIN].context
+    deps = context.booking
+    if deps is None:
+        return api_error(503, "unavailable", "suggested times are not available on this server")
+    body = await _json_object(request)
+    if isinstance(body, web.Response):
+        return body
+    type_id, count, zone_text = body.get("type_id"), body.get("count", 3), body.get("time_zone") or identity.time_zone
+    recipient = body.get("recipient") or {}
+    if not isinstance(type_id, str) or not type_id:
+        return api_error(400, "invalid_request", "type_id must name one of your appointment types")
+    if not isinstance(count, int) or isinstance(count, bool) or not 1 <= count <= _MAX_SUGGESTED:
+        return api_error(400, "invalid_request", f"count must be a whole number from 1 to {_MAX_SUGGESTED}")
+    zone = zone_named(zone_text) if isinstance(zone_text, str) else None
+    if zone is None:
+        return api_error(400, "invalid_time_zone", "time_zone must be an IANA zone (Europe/London) or a Windows zone")
+    if not isinstance(recipient, dict):
+        return api_error(400, "invalid_request", "recipient must be an object with name and email")
+    name, email = recipient.get("name", ""), recipient.get("email", "")
+    if not isinstance(name, str) or not isinstance(email, str) or len(name) > 200 or len(email) > 254:
+        return api_error(400, "invalid_request", "recipient name and email must be short text")
+    summaries = await context.directory.types_for_user(identity.tenant_id, identity.user_id)
+    if not any(summary.type_id == type_id for summary in summaries):
+        return api_error(404, "unknown_type", "that appointment type is not one of yours")
+    target = await deps.catalog.find_target_for_type(identity.tenant_id, type_id)
+    if target is None:
+        return api_error(404, "unknown_type", "that appointment type is not one of yours")
+    now = deps.clock.now()
+    slots = await deps.scheduler.list_slots(target, now, now + timedelta(days=deps.search_days))
+    block_id = new_block_id()
+    expires_at = now + timedelta(days=deps.link_days)
+    times = []
+    for slot in slots[:count]:
+        token = deps.links.seal(
+            SuggestedTime(
+                identity.tenant_id, type_id, slot.starts_at, block_id, name.strip(), email.strip(), zone.key, expires_at
+            )
+        )
+        times.append((slot.starts_at, describe_start(slot.starts_at, zone), f"{context.base_url}/addin/t/{token}"))
+    block = TimesBlock(
+        type_name=target.appointment_type.name,
+        duration_minutes=int(target.duration.total_seconds() // 60),
+        zone_name=zone.key,
+        times=tuple((label, url) for _, label, url in times),
+        see_all_url=f"{context.base_url}/book/{target.tenant_slug}/{target.appointment_type.slug}",
+    )
+    return web.json_response(
+        {
+            "time_zone": zone.key,
+            "times": [{"starts_at": start.isoformat(), "label": label, "url": url} for start, label, url in times],
+            "see_all_url": block.see_all_url,
+            "html": render_times_html(block),
+            "text": render_times_text(block),
+        }
+    )
+
+
+def _time_page(
+    request: web.Request,
+    title: str,
+    lines: list[str],
+    *,
+    status: int = 200,
+    confirm: bool = False,
+    alternatives: list[tuple[str, str]] | None = None,
+    links: list[tuple[str, str]] | None = None,
+) -> web.Response:
+    csrf = request.cookies.get(_CSRF_COOKIE) or secrets.token_urlsafe(24)
+    html = TEMPLATES.get_template("suggested_time.html").render(
+        title=title, lines=lines, confirm=confirm, csrf_token=csrf, alternatives=alternatives or [], links=links or []
+    )
+    response = web.Response(text=html, status=status, content_type="text/html")
+    response.headers["Content-Security-Policy"] = (
+        "default-src 'self'; script-src 'none'; form-action 'self'; frame-ancestors 'none'"
+    )
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    response.headers["Referrer-Policy"] = "no-referrer"
+    response.headers["Cache-Control"] = "no-store"
+    if _CSRF_COOKIE not in request.cookies:
+        response.set_cookie(_CSRF_COOKIE, csrf, httponly=True, samesite="Strict", path="/addin/t/")
+    return response
+
+
+async def _open_time(request: web.Request) -> tuple[BookingDeps, SuggestedTime, BookingTarget] | web.Response:
+    deps = request.app[ADDIN].context.booking
+    if deps is None:
+        return _time_page(request, "Not available", ["Booking from email is not available here."], status=503)
+    try:
+        chosen = deps.links.open(request.match_info["token"], deps.clock.now())
+    except SuggestionLinkInvalid:
+        return _time_page(
+            request, "Link not valid", ["This link is not valid. Check that you opened the whole link."], status=400
+        )
+    except SuggestionLinkExpired:
+        return _time_page(request, "Link expired", ["This link has expired. Ask the sender for new times."], status=410)
+    target = await deps.catalog.find_target_for_type(chosen.tenant_id, chosen.type_id)
+    if target is None:
+        return _time_page(request, "No longer offered", ["This appointment type is no longer offered."], status=410)
+    return deps, chosen, target
+
+
+def _block_key(chosen: SuggestedTime) -> str:
+    return f"suggested:{chosen.block_id}"
+
+
+def _booked_page(
+    request: web.Request, deps: BookingDeps, booking: Booking, zone: ZoneInfo, *, just_now: bool
+) -> web.Response:
+    when = describe_start(booking.starts_at, zone)
+    lines = (
+        [f"You're booked for {when} ({zone.key}).", f"A confirmation goes to {booking.client.email}."]
+        if just_now
+        else [
+            f"A time from this email is already booked: {when} ({zone.key}).",
+            "Each email's times book once; use the link below to change or cancel that booking.",
+        ]
+    )
+    return _time_page(
+        request,
+        "Booked" if just_now else "Already booked",
+        lines,
+        links=[("Change or cancel this booking", deps.manage_url_for(booking))],
+    )
+
+
+async def time_link(request: web.Request) -> web.Response:
+    """GET: show the time and a Confirm button. Never books (link scanners open every URL in an email)."""
+    opened = await _open_time(request)
+    if isinstance(opened, web.Response):
+        return opened
+    deps, chosen, target = opened
+    zone = ZoneInfo(chosen.zone)
+    existing = await deps.store.find_by_idempotency_key(chosen.tenant_id, _block_key(chosen))
+    if existing is not None and existing.status is BookingStatus.CONFIRMED:
+        return _booked_page(request, deps, existing, zone, just_now=False)
+    when = describe_start(chosen.starts_at, zone)
+    lines = [
+        f"{target.appointment_type.name} with {target.tenant_name}: {when} ({zone.key}), "
+        f"{int(target.duration.total_seconds() // 60)} minutes.",
+        f"Booking for {chosen.name or chosen.email} <{chosen.email}>." if chosen.email else "",
+    ]
+    return _time_page(request, "Confirm your time", [line for line in lines if line], confirm=True)
+
+
+async def book_time_link(request: web.Request) -> web.Response:
+    """POST (the Confirm button): book the chosen time once per email block; a taken time shows the next free ones."""
+    opened = await _open_time(request)
+    if isinstance(opened, web.Response):
+        return opened
+    deps, chosen, target = opened
+    form = await request.post()
+    submitted = form.get("csrf_token")
+    cookie = request.cookies.get(_CSRF_COOKIE)
+    if not cookie or not isinstance(submitted, str) or not secrets.compare_digest(cookie, submitted):
+        return _time_page(
+            request, "Please try again", ["The form expired. Open the link again and confirm."], status=403
+        )
+    zone = ZoneInfo(chosen.zone)
+    client = ClientDetails(name=chosen.name or chosen.email, email=chosen.email, time_zone=chosen.zone, answers={})
+    try:
+        booking, created = await deps.scheduler.book(
+            target, chosen.starts_at, client, idempotency_key=_block_key(chosen)
+        )
+    except SlotUnavailable as taken:
+        alternatives = []
+        for start in list(taken.next_free)[:_MAX_SUGGESTED]:
+            token = deps.links.seal(
+                SuggestedTime(
+                    chosen.tenant_id,
+                    chosen.type_id,
+                    start,
+                    chosen.block_id,
+                    chosen.name,
+                    chosen.email,
+                    chosen.zone,
+                    chosen.expires_at,
+                )
+            )
+            alternatives.append((describe_start(start, zone), f"/addin/t/{token}"))
+        return _time_page(
+            request,
+            "That time was just taken",
+            [f"{describe_start(chosen.starts_at, zone)} is no longer free. Pick another time ({zone.key}):"],
+            status=409,
+            alternatives=alternatives,
+            links=[("See all times", f"/book/{target.tenant_slug}/{target.appointment_type.slug}")],
+        )
+    except InvalidRequest as problem:
+        return _time_page(
+            request,
+            "More details needed",
+            [str(problem), "Please book on the booking page instead."],
+            status=422,
+            links=[("Open the booking page", f"/book/{target.tenant_slug}/{target.appointment_type.slug}")],
+        )
+    except SlotwiseError as problem:
+        return _time_page(request, "Not booked", [str(problem)], status=409)
+    just_now = created or booking.starts_at == chosen.starts_at
+    return _booked_page(request, deps, booking, zone, just_now=just_now)
+
+
 async def _json_object(request: web.Request) -> dict[str, Any] | web.Response:
     if request.content_type != "application/json":
         return api_error(415, "unsupported_media_type", "send the request body as application/json")
@@ -204,6 +445,9 @@ def setup_addin(app: web.Application, context: AddinContext) -> None:
     app.router.add_get("/addin/api/me", _authenticated(me))
     app.router.add_get("/addin/api/appointment-types", _authenticated(appointment_types))
     app.router.add_post("/addin/api/link", _authenticated(link_snippet))
+    app.router.add_post("/addin/api/suggested-times", _authenticated(suggested_times))
+    app.router.add_get("/addin/t/{token}", time_link)
+    app.router.add_post("/addin/t/{token}", book_time_link)
 
     async def addin_ctx(_app: web.Application) -> AsyncIterator[None]:
         session = context.session_factory()
