@@ -17,6 +17,8 @@
   const section = document.getElementById("types-section");
   const list = document.getElementById("types");
   const noTypes = document.getElementById("no-types");
+  const zoneInput = document.getElementById("zone");
+  const SUGGESTED = 3;
 
   class Problem extends Error {}
 
@@ -181,6 +183,46 @@
     }
   }
 
+  async function firstRecipient(item) {
+    // Only resolved recipients are returned (get-set-or-add-recipients); with none, the links carry no name.
+    try {
+      const recipients = await officeCall((done) => item.to.getAsync(done));
+      const first = recipients && recipients[0];
+      return first ? { name: first.displayName || "", email: first.emailAddress || "" } : { name: "", email: "" };
+    } catch (error) {
+      return { name: "", email: "" };
+    }
+  }
+
+  async function insertTimes(type, button) {
+    button.disabled = true;
+    showProblem("");
+    try {
+      const item = Office.context.mailbox.item;
+      const bodyType = await officeCall((done) => item.body.getTypeAsync(done));
+      const format = bodyType === Office.CoercionType.Html ? "html" : "text";
+      const recipient = await firstRecipient(item);
+      const answer = await api("/addin/api/suggested-times", {
+        type_id: type.id,
+        count: SUGGESTED,
+        time_zone: zoneInput.value.trim(),
+        recipient: recipient,
+      });
+      if (!answer.times.length) {
+        say("No free times for " + type.name + " in the next two weeks; insert the link instead.");
+        return;
+      }
+      const coercion = format === "html" ? Office.CoercionType.Html : Office.CoercionType.Text;
+      const content = format === "html" ? answer.html : answer.text;
+      await officeCall((done) => item.body.setSelectedDataAsync(content, { coercionType: coercion }, done));
+      say("Inserted " + answer.times.length + " times for " + type.name + " (" + answer.time_zone + ").");
+    } catch (error) {
+      showProblem(error instanceof Problem ? error.message : "Outlook could not insert the times: " + (error.message || error) + ".");
+    } finally {
+      button.disabled = false;
+    }
+  }
+
   function renderTypes(types) {
     list.replaceChildren();
     for (const type of types) {
@@ -196,7 +238,12 @@
       button.textContent = "Insert link";
       button.setAttribute("aria-label", "Insert link to " + type.name);
       button.addEventListener("click", () => insertLink(type, button));
-      row.append(name, details, button);
+      const times = document.createElement("button");
+      times.type = "button";
+      times.textContent = "Insert " + SUGGESTED + " times";
+      times.setAttribute("aria-label", "Insert suggested times for " + type.name);
+      times.addEventListener("click", () => insertTimes(type, times));
+      row.append(name, details, button, times);
       list.append(row);
     }
     noTypes.hidden = types.length > 0;
@@ -209,6 +256,8 @@
       showProblem("Open Slotwise from Outlook while you write an email: this pane works inside Outlook only.");
       return;
     }
+    // userProfile.timeZone is a Windows zone name; the server maps it to IANA (CLDR). The rep may type another zone.
+    zoneInput.value = Office.context.mailbox.userProfile.timeZone || "";
     say("Signing in…");
     try {
       const answer = await api("/addin/api/appointment-types");

@@ -7,6 +7,7 @@ from __future__ import annotations
 import functools
 import json
 import shutil
+import socket
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -17,9 +18,12 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from cryptography.hazmat.primitives.asymmetric import rsa
 from playwright.async_api import Browser, BrowserContext, Page, Route, async_playwright, expect
+from sqlalchemy import func, select
 
+from app import Overrides, create_app
 from storage.database import Database
-from tests.conftest import FIXTURES, FixedClock, apply_file, start_client
+from storage.tables import bookings
+from tests.conftest import FIXTURES, FixedClock, apply_file, make_settings, start_client
 from tests.fakes.bot_identity import FakeBotIdentity, SigningKey, generate_rsa_key, mint
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -270,3 +274,73 @@ async def test_the_real_msal_library_is_served_from_our_origin(
         await context.close()
     finally:
         await client.close()
+
+
+@pytest.fixture
+async def live_pane(sqlite_database: Database, tmp_path: Path, clock: FixedClock) -> AsyncIterator[Pane]:
+    """Like `pane`, but Slotwise's base URL is the address it really listens on, so links in the email work."""
+    await apply_file(sqlite_database, FIXTURES / "teams_tenant.yaml")
+    identity = FakeBotIdentity()
+    key = identity.add_tenant_key("common", "pane-key", private_key=signing_key())
+    keys = TestServer(identity.build_app())
+    await keys.start_server()
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    settings = make_settings(
+        tmp_path,
+        base_url=f"http://127.0.0.1:{port}",
+        addin_client_id=API_CLIENT_ID,
+        addin_app_id_uri=f"api://slotwise.test/{API_CLIENT_ID}",
+        addin_openid_metadata_url=str(keys.make_url("/common/v2.0/.well-known/openid-configuration")),
+        office_js_url=OFFICE_JS_URL,
+    )
+    client = TestClient(
+        TestServer(create_app(settings, overrides=Overrides(clock=clock, database=sqlite_database)), port=port)
+    )
+    await client.start_server()
+    yield Pane(client, key, [])
+    await client.close()
+    await keys.close()
+
+
+async def test_a_rep_inserts_suggested_times_and_the_client_books_one_from_the_email(
+    browser: Browser, live_pane: Pane, sqlite_database: Database
+) -> None:
+    office = {
+        "bodyType": "html",
+        "to": [{"displayName": "Jane <b>Client</b>", "emailAddress": "jane@client.test"}],
+        "timeZone": "GMT Standard Time",
+    }
+    context, page = await open_pane(browser, live_pane, office=office)
+    await expect(page.get_by_label("Recipient's time zone (for suggested times)")).to_have_value("GMT Standard Time")
+    await page.get_by_role("button", name="Insert suggested times for Discovery call").click()
+    await expect(page.get_by_role("status")).to_have_text("Inserted 3 times for Discovery call (Europe/London).")
+    email_html = (await recording(page))["body"]
+    assert email_html.count("/addin/t/") == 3
+    assert "See all times" in email_html
+    assert (await recording(page))["calls"][-1]["coercionType"] == "html"
+
+    # The client opens the email and clicks the first time.
+    client_page = await context.new_page()
+    await client_page.set_content(email_html)
+    first_time = client_page.get_by_role("link").first
+    label = await first_time.inner_text()
+    await first_time.click()
+    await expect(client_page.get_by_role("heading", name="Confirm your time")).to_be_visible()
+    await expect(client_page.get_by_text("Booking for Jane <b>Client</b> <jane@client.test>.")).to_be_visible()
+    assert await count(sqlite_database) == 0  # opening the link booked nothing
+    await client_page.get_by_role("button", name="Confirm this time").click()
+    await expect(client_page.get_by_role("heading", name="Booked")).to_be_visible()
+    await expect(client_page.get_by_text(f"You're booked for {label} (Europe/London).")).to_be_visible()
+    assert await count(sqlite_database) == 1
+
+    await client_page.set_content(email_html)
+    await client_page.get_by_role("link").nth(1).click()
+    await expect(client_page.get_by_role("heading", name="Already booked")).to_be_visible()
+    assert await count(sqlite_database) == 1
+    await context.close()
+
+
+async def count(database: Database) -> int:
+    return await database.run_read(lambda conn: conn.execute(select(func.count()).select_from(bookings)).scalar_one())

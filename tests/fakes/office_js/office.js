@@ -16,6 +16,10 @@
 // - The coercion type is "html" or "text" (Office.CoercionType.Html / .Text); an unknown one is refused.
 // - requirements.isSetSupported(name, version) compares dotted versions
 //   (https://learn.microsoft.com/javascript/api/office/office.requirementsetsupport).
+// - item.to.getAsync answers the resolved To recipients as EmailAddressDetails {displayName, emailAddress,
+//   recipientType} (https://learn.microsoft.com/office/dev/add-ins/outlook/get-set-or-add-recipients).
+// - userProfile.timeZone is a Windows zone name such as "Central Standard Time"
+//   (https://learn.microsoft.com/javascript/api/outlook/office.userprofile).
 // - ui.displayDialogAsync opens a dialog and calls back with an AsyncResult whose value is a Dialog; the dialog's
 //   messageParent arrives as DialogMessageReceived {message, origin}
 //   (https://learn.microsoft.com/office/dev/add-ins/develop/dialog-api-in-office-add-ins).
@@ -23,7 +27,16 @@
 
 (function () {
   const setup = Object.assign(
-    { bodyType: "html", body: "", cursor: 0, nestedAppAuth: true, dialogMessage: null, mailbox: "1.13" },
+    {
+      bodyType: "html",
+      body: "",
+      cursor: 0,
+      nestedAppAuth: true,
+      dialogMessage: null,
+      mailbox: "1.13",
+      to: [],
+      timeZone: "Central Standard Time",
+    },
     window.__officeStandIn || {},
   );
   const recording = { calls: [], body: setup.body, bodyType: setup.bodyType, cursor: setup.cursor, dialogs: [] };
@@ -124,8 +137,18 @@
         },
       },
       mailbox: {
-        item: { body: body, itemType: "message" },
-        userProfile: { displayName: "Dana Diaz", emailAddress: "dana@contoso-it.example", timeZone: "Central Standard Time" },
+        item: {
+          body: body,
+          itemType: "message",
+          to: {
+            getAsync(...args) {
+              recording.calls.push({ method: "to.getAsync" });
+              const recipients = setup.to.map((entry) => Object.assign({ recipientType: "externalUser" }, entry));
+              finish(callbackOf(args), result(Succeeded, recipients));
+            },
+          },
+        },
+        userProfile: { displayName: "Dana Diaz", emailAddress: "dana@contoso-it.example", timeZone: setup.timeZone },
         diagnostics: { hostName: "OutlookWebApp", hostVersion: "16.0" },
       },
       ui: {
