@@ -3,6 +3,7 @@ never books; confirming books once per email; a taken time offers the next free 
 
 from __future__ import annotations
 
+import base64
 import re
 from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
@@ -273,3 +274,13 @@ async def test_another_tenants_type_cannot_be_suggested(api: TestClient, entra: 
 def test_windows_zone_names_map_to_iana_through_cldr(name: str, expected: str | None) -> None:
     zone = zone_named(name)
     assert (zone.key if zone else None) == expected
+
+
+async def test_a_link_reveals_neither_the_recipient_nor_the_time(api: TestClient, entra: Entra) -> None:
+    _, body = await suggest(api, entra)
+    token = path_of(body["times"][0]["url"]).rsplit("/", 1)[1]
+    decoded = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+    for secret in (b"jane", b"client.test", b"Client", body["times"][0]["starts_at"][:10].encode()):
+        assert secret not in decoded
+        assert secret.decode() not in token
+    assert len({path_of(item["url"]) for item in body["times"]}) == 3
