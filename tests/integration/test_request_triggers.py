@@ -6,24 +6,28 @@ stand-in and SMTP, with the runner on the test's clock; on SQLite and PostgreSQL
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 from aiohttp.test_utils import TestClient
 from sqlalchemy import delete, func, select
 
+from app import TenantAdapters
 from storage.database import Database
+from storage.secrets import SecretBox
 from storage.tables import integration_connections, scheduling_requests, workflow_jobs
 from tests.conftest import FixedClock
 from tests.fakes.smtp import FakeSmtpServer, running_smtp_server
-from tests.integration.test_fanout_every_psa import Vendor, running_vendor
-from tests.integration.test_reminders import run_at
+from tests.integration.test_fanout_every_psa import Vendor, eventually, running_vendor
+from tests.integration.test_reminders import SECRET, run_at
 from tests.integration.test_ticket_bound_scheduling import (
     API,
     TENANT,
@@ -33,6 +37,8 @@ from tests.integration.test_ticket_bound_scheduling import (
     start_wired_client,
     status_of,
 )
+from workflows.runner import Runner
+from workflows.steps import build_handlers
 
 REQUEST_TRIGGERS = """        request_created:
           - {{action: add_ticket_note, note: Scheduling link created for the client.}}
@@ -296,3 +302,34 @@ async def test_send_without_an_email_connection_makes_no_request(
         assert "no email connection" in error["message"]
         async with database.read() as conn:
             assert (await conn.execute(select(func.count()).select_from(scheduling_requests))).scalar_one() == 0
+
+
+async def test_a_follow_up_fires_on_time_in_a_short_real_time_run(
+    database: Database, tmp_path: Path, clock: FixedClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No injected clock in the runner: the request is made 58 seconds "ago" with a follow-up after 1 minute, so it
+    is due about two seconds from now, and a runner on the system clock must send it then, not before."""
+    triggers = REQUEST_TRIGGERS.replace("after: 1 business day\n          repeat: 2", "after: 1 minute")
+    async with service_desk(database, tmp_path, clock, monkeypatch, triggers=triggers) as desk:
+        clock.moment = datetime.now(UTC) - timedelta(seconds=58)
+        created = await desk.request(send=True, recipient="dana@client.test")
+        [(_, _, _, due)] = [step for step in await request_steps(database, created["id"]) if "no_response" in step[0]]
+        stop = asyncio.Event()
+        async with aiohttp.ClientSession() as session:
+            adapters = TenantAdapters(database, SecretBox(SECRET), session)
+            runner = Runner(database, build_handlers(database, adapters), worker_id="real-time")
+            task = asyncio.create_task(runner.run_forever(stop))
+            try:
+                await eventually(lambda: len(desk.smtp.received) >= 1, "the link email")
+                # Until it is due, the follow-up stays unsent.
+                while datetime.now(UTC) < due - timedelta(milliseconds=100):
+                    assert len(desk.smtp.received) == 1
+                    await asyncio.sleep(0.05)
+                await eventually(lambda: len(desk.smtp.received) >= 2, "the follow-up", seconds=15)
+                sent = datetime.now(UTC)
+            finally:
+                stop.set()
+                await task
+        assert sent >= due
+        assert sent - due < timedelta(seconds=5)
+        assert subjects(desk.smtp)[1].startswith("Reminder: please choose a time")
