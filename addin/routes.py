@@ -33,7 +33,7 @@ from addin.suggestions import (
     render_times_text,
 )
 from addin.zones import zone_named
-from scheduling.errors import InvalidRequest, SlotUnavailable, SlotwiseError
+from scheduling.errors import IdempotencyKeyReused, InvalidRequest, SlotUnavailable, SlotwiseError
 from scheduling.model import Booking, BookingStatus, BookingTarget, ClientDetails, TeamsIdentity, TypeSummary
 from scheduling.ports import BookingStore, Clock, TenantCatalog
 from scheduling.service import Scheduler
@@ -238,12 +238,19 @@ def _time_page(
     *,
     status: int = 200,
     confirm: bool = False,
+    ask_details: bool = False,
     alternatives: list[tuple[str, str]] | None = None,
     links: list[tuple[str, str]] | None = None,
 ) -> web.Response:
     csrf = request.cookies.get(_CSRF_COOKIE) or secrets.token_urlsafe(24)
     html = TEMPLATES.get_template("suggested_time.html").render(
-        title=title, lines=lines, confirm=confirm, csrf_token=csrf, alternatives=alternatives or [], links=links or []
+        title=title,
+        lines=lines,
+        confirm=confirm,
+        ask_details=ask_details,
+        csrf_token=csrf,
+        alternatives=alternatives or [],
+        links=links or [],
     )
     response = web.Response(text=html, status=status, content_type="text/html")
     response.headers["Content-Security-Policy"] = (
@@ -308,14 +315,22 @@ async def time_link(request: web.Request) -> web.Response:
     zone = ZoneInfo(chosen.zone)
     existing = await deps.store.find_by_idempotency_key(chosen.tenant_id, _block_key(chosen))
     if existing is not None and existing.status is BookingStatus.CONFIRMED:
-        return _booked_page(request, deps, existing, zone, just_now=False)
+        if chosen.email and existing.client.email.casefold() == chosen.email.casefold():
+            return _booked_page(request, deps, existing, zone, just_now=False)
+        # Booked by someone who typed their own details: its time and manage link are theirs alone.
+        return _time_page(
+            request, "Already booked", ["A time from this email is already booked. Each email's times book once."]
+        )
     when = describe_start(chosen.starts_at, zone)
     lines = [
         f"{target.appointment_type.name} with {target.tenant_name}: {when} ({zone.key}), "
         f"{int(target.duration.total_seconds() // 60)} minutes.",
         f"Booking for {chosen.name or chosen.email} <{chosen.email}>." if chosen.email else "",
     ]
-    return _time_page(request, "Confirm your time", [line for line in lines if line], confirm=True)
+    # Times inserted before the email had a recipient carry no one: the client types their own details then.
+    return _time_page(
+        request, "Confirm your time", [line for line in lines if line], confirm=True, ask_details=not chosen.email
+    )
 
 
 async def book_time_link(request: web.Request) -> web.Response:
@@ -332,7 +347,13 @@ async def book_time_link(request: web.Request) -> web.Response:
             request, "Please try again", ["The form expired. Open the link again and confirm."], status=403
         )
     zone = ZoneInfo(chosen.zone)
-    client = ClientDetails(name=chosen.name or chosen.email, email=chosen.email, time_zone=chosen.zone, answers={})
+    if chosen.email:
+        name, email = chosen.name or chosen.email, chosen.email
+    else:
+        typed_name, typed_email = form.get("name"), form.get("email")
+        name = typed_name.strip() if isinstance(typed_name, str) else ""
+        email = typed_email.strip() if isinstance(typed_email, str) else ""
+    client = ClientDetails(name=name, email=email, time_zone=chosen.zone, answers={})
     try:
         booking, created = await deps.scheduler.book(
             target, chosen.starts_at, client, idempotency_key=_block_key(chosen)
@@ -359,6 +380,15 @@ async def book_time_link(request: web.Request) -> web.Response:
             [f"{describe_start(chosen.starts_at, zone)} is no longer free. Pick another time ({zone.key}):"],
             status=409,
             alternatives=alternatives,
+            links=[("See all times", f"/book/{target.tenant_slug}/{target.appointment_type.slug}")],
+        )
+    except IdempotencyKeyReused:
+        # Someone else already booked from this email's times: say so, without showing their booking.
+        return _time_page(
+            request,
+            "Already booked",
+            ["A time from this email is already booked. Each email's times book once."],
+            status=409,
             links=[("See all times", f"/book/{target.tenant_slug}/{target.appointment_type.slug}")],
         )
     except InvalidRequest as problem:

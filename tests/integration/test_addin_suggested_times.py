@@ -284,3 +284,35 @@ async def test_a_link_reveals_neither_the_recipient_nor_the_time(api: TestClient
         assert secret not in decoded
         assert secret.decode() not in token
     assert len({path_of(item["url"]) for item in body["times"]}) == 3
+
+
+async def test_times_inserted_without_a_recipient_ask_the_client_for_their_details(
+    api: TestClient, entra: Entra, addin_db: Database
+) -> None:
+    _, body = await suggest(api, entra, recipient={})
+    url = body["times"][0]["url"]
+    page = await api.get(path_of(url))
+    html = await page.text()
+    assert 'name="email"' in html
+    csrf = re.search(r'name="csrf_token" value="([^"]+)"', html).group(1)
+    missing = await api.post(path_of(url), data={"csrf_token": csrf, "name": "Jane", "email": "not-an-address"})
+    assert missing.status == 422
+    assert await count_bookings(addin_db) == 0
+    booked = await api.post(path_of(url), data={"csrf_token": csrf, "name": "Jane Typed", "email": "jane@typed.test"})
+    assert booked.status == 200, await booked.text()
+    emails = await addin_db.run_read(lambda conn: [row.client_email for row in conn.execute(select(bookings))])
+    assert emails == ["jane@typed.test"]
+    other = await api.post(
+        path_of(body["times"][1]["url"]), data={"csrf_token": csrf, "name": "Mallory", "email": "mallory@evil.test"}
+    )
+    html = await other.text()
+    assert other.status == 409
+    assert "already booked" in html
+    assert "jane@typed.test" not in html
+    assert "/m/" not in html
+    assert await count_bookings(addin_db) == 1
+    page = await api.get(path_of(body["times"][1]["url"]))
+    html = await page.text()
+    assert "already booked" in html
+    assert "jane@typed.test" not in html
+    assert "/m/" not in html
