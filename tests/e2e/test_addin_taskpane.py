@@ -344,3 +344,39 @@ async def test_a_rep_inserts_suggested_times_and_the_client_books_one_from_the_e
 
 async def count(database: Database) -> int:
     return await database.run_read(lambda conn: conn.execute(select(func.count()).select_from(bookings)).scalar_one())
+
+
+async def test_type_names_are_shown_and_inserted_as_text_never_as_markup(
+    browser: Browser, sqlite_database: Database, tmp_path: Path, clock: FixedClock
+) -> None:
+    hostile = "<img src=x onerror=window.__xss=1> Discovery & more"
+    tenant = (FIXTURES / "teams_tenant.yaml").read_text(encoding="utf-8")
+    (tmp_path / "tenant.yaml").write_text(
+        tenant.replace("name: Discovery call", f'name: "{hostile}"'), encoding="utf-8"
+    )
+    await apply_file(sqlite_database, tmp_path / "tenant.yaml")
+    identity = FakeBotIdentity()
+    key = identity.add_tenant_key("common", "pane-key", private_key=signing_key())
+    keys = TestServer(identity.build_app())
+    await keys.start_server()
+    client = await start_client(
+        sqlite_database,
+        tmp_path,
+        clock,
+        base_url=BASE_URL,
+        addin_client_id=API_CLIENT_ID,
+        addin_openid_metadata_url=str(keys.make_url("/common/v2.0/.well-known/openid-configuration")),
+        office_js_url=OFFICE_JS_URL,
+    )
+    try:
+        context, page = await open_pane(browser, Pane(client, key, []))
+        await expect(page.get_by_role("listitem").first).to_contain_text(hostile)
+        await page.get_by_role("button", name=f"Insert link to {hostile}").click()
+        await expect(page.get_by_role("status")).to_have_text(f"Inserted the link to {hostile}.")
+        body = (await recording(page))["body"]
+        assert "<b>&lt;img src=x onerror=window.__xss=1&gt; Discovery &amp; more</b>" in body
+        assert await page.evaluate("window.__xss") is None
+        await context.close()
+    finally:
+        await client.close()
+        await keys.close()
