@@ -372,6 +372,7 @@ def host_notification(booking: Mapping[str, Any], outputs: Mapping[str, Any], tr
         previous_starts_at=(
             datetime.fromisoformat(booking["previous_starts_at"]) if booking.get("previous_starts_at") else None
         ),
+        ticket_number=str(outputs.get("ticket_number") or ""),
     )
 
 
