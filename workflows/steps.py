@@ -307,7 +307,8 @@ def booking_invite(
       invited the client and guests as its attendees and sends them the updates and the cancellation of that event
       itself, under its own UID and sequence. A second invitation of ours would be a second calendar entry, and
       borrowing Exchange's UID would fight its SEQUENCE, so our email only describes the meeting (with its join
-      link). One invitation per person;
+      link). One invitation per person. (If that event could not be made, the email went without it and carries
+      our own invitation, as does every later email of the booking while no event exists;)
     - for a reminder or a "please pick a new time" email, which change nothing on the calendar;
     - for an email to the host, who is the organizer of the meeting, not an attendee.
     """
