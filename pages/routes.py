@@ -6,7 +6,7 @@ import json
 import logging
 import math
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 from typing import Any
@@ -16,7 +16,10 @@ from zoneinfo import ZoneInfo
 import jinja2
 from aiohttp import web
 
+from pages.branding import DEFAULT_BRANDING, Branding, initials
 from pages.links import LinkSigner, ManageLinks, csrf_matches, new_csrf_token
+from pages.locale import Formatter
+from scheduling.availability import epoch_ceil, from_epoch, window_ends
 from scheduling.errors import (
     BookingChanged,
     IdempotencyKeyReused,
@@ -41,7 +44,7 @@ from scheduling.model import (
     Slot,
 )
 from scheduling.ports import AgentKeys, Clock, PsaClient, RateLimiter, RequestStore, TenantCatalog
-from scheduling.service import Scheduler, check_day, parse_time_zone, validate_email
+from scheduling.service import Scheduler, check_day, effective_rules, parse_time_zone, validate_email
 
 log = logging.getLogger("slotwise.pages")
 CSRF_COOKIE = "sw_csrf"
@@ -66,7 +69,22 @@ class PagesContext:
     tenant_psa: TenantPsa | None = None
     """The tenant's PSA, for resolving the ticket a scheduling request names; None (or an answer of None) means the
     tenant has no PSA connected, and the ticket is then kept as a label."""
+    tenant_looks: TenantLooks | None = None
+    """Branding and host photos; None: every tenant looks like Slotwise's default."""
 
+
+@dataclass(frozen=True)
+class TenantLook:
+    """How a tenant's pages look: its branding and its people's photo URLs (by user id)."""
+
+    branding: Branding = DEFAULT_BRANDING
+    photos: Mapping[str, str] = field(default_factory=dict)
+    teams: Mapping[str, str] = field(default_factory=dict)
+    """Team names by team id, so a round-robin page names the team rather than whoever happens to be free."""
+
+
+TenantLooks = Callable[[str], Awaitable[TenantLook]]
+"""A tenant's look by tenant slug (the tenant file's `branding` section and users' `photo_url`)."""
 
 TenantPsa = Callable[[str], Awaitable[PsaClient | None]]
 """The PSA adapter of a tenant (by tenant id), or None when the tenant has not connected one."""
@@ -82,20 +100,20 @@ def build_templates() -> jinja2.Environment:
         trim_blocks=True,
         lstrip_blocks=True,
     )
-    environment.filters["localtime"] = lambda moment, zone: moment.astimezone(ZoneInfo(zone)).strftime("%H:%M")
-    environment.filters["localdatetime"] = lambda moment, zone: moment.astimezone(ZoneInfo(zone)).strftime(
-        "%A %-d %B %Y, %H:%M"
-    )
     environment.filters["qs"] = _query_string
     return environment
 
 
-def _query_string(params: Mapping[str, str], action: str = "") -> str:
-    """Query string for page links; keeps the reschedule action so day and slot links stay in that flow."""
-    values = {key: value for key, value in params.items() if value}
-    if action:
-        values["action"] = action
+def _query_string(params: Mapping[str, str], keep: Mapping[str, str]) -> str:
+    """Query string for page links: `keep` (zone, clock, reschedule action) so links stay in the client's choices;
+    `params` win over it."""
+    values = {key: value for key, value in {**keep, **params}.items() if value}
     return urlencode(values)
+
+
+def _formatter(request: web.Request, zone: ZoneInfo) -> Formatter:
+    clock = request.query.get("clock", "")
+    return Formatter.for_client(zone, request.headers.get("Accept-Language", "")[:500], clock)
 
 
 # ---------------------------------------------------------------- errors
@@ -156,7 +174,8 @@ async def error_middleware(
             response.headers["Retry-After"] = str(exc.retry_after_seconds)
         return response
     except web.HTTPException as exc:
-        if exc.status >= 400 and _wants_json(request):
+        if exc.status >= 400:
+            # JSON for the API; for people a styled page that says what happened and what to do next.
             response = _error_response(
                 request, exc.status, exc.reason.lower().replace(" ", "_"), exc.text or exc.reason, {}
             )
@@ -171,11 +190,48 @@ async def error_middleware(
 def _error_response(request: web.Request, status: int, code: str, message: str, extra: dict[str, Any]) -> web.Response:
     if _wants_json(request):
         return web.json_response(error_body(code, message, **extra), status=status)
-    ctx = request.app[PAGES]
-    html = ctx.templates.get_template("error.html").render(
-        status=status, message=message, title="Something needs attention"
+    title, next_step = _ERROR_PAGES.get(status, _ERROR_PAGES[400])
+    back = _page_of(request.path)
+    return _html(
+        request,
+        "error.html",
+        status=status,
+        title=title,
+        message=message,
+        next_step=next_step,
+        # A link back to the page the form was on; none when this page is that page (a GET of an expired link).
+        back=back if back != request.path or request.method != "GET" else None,
     )
-    return web.Response(text=html, status=status, content_type="text/html")
+
+
+_ERROR_PAGES: dict[int, tuple[str, str]] = {
+    400: ("Something needs attention", "Nothing was booked or changed. Go back, check what you entered and try again."),
+    403: (
+        "Your session expired",
+        "Nothing was booked or changed. Go back to the page, check your details and send the form again.",
+    ),
+    404: ("We couldn't find that page", "Check the link with the person who sent it, or ask them for a new one."),
+    405: ("That didn't work", "Go back to the page and use its buttons and links."),
+    409: ("That time is no longer available", "Go back to the page to see the times that are still free."),
+    410: (
+        "This link has expired",
+        "Ask the person who sent it for a new link. If you still need a meeting, book again from their booking page.",
+    ),
+    413: ("That was too much to send", "Go back, shorten what you entered and try again."),
+    415: ("That didn't work", "Go back to the page and send the form again."),
+    422: ("Something needs attention", "Go back, check what you entered and try again."),
+    429: ("Too many attempts", "Nothing was booked or changed. Wait a minute, then go back and try again."),
+    503: ("We can't take bookings right now", "Nothing was booked or changed. Wait a minute, then try again."),
+}
+"""Title and next step of each error page a person can meet; the specific message sits between them."""
+
+
+def _page_of(path: str) -> str:
+    """The page a form on `path` was posted from: /book/t/x/bookings → /book/t/x, /m/token/cancel → /m/token."""
+    for suffix in ("/bookings", "/cancel", "/reschedule", "/slots"):
+        if path.endswith(suffix):
+            return path.removesuffix(suffix)
+    return path
 
 
 _PRIVACY = (
@@ -195,13 +251,11 @@ _TERMS = (
 
 
 async def privacy_page(request: web.Request) -> web.Response:
-    html = request.app[PAGES].templates.get_template("policy.html").render(title="Privacy", paragraphs=_PRIVACY)
-    return web.Response(text=html, content_type="text/html")
+    return _html(request, "policy.html", title="Privacy", paragraphs=_PRIVACY)
 
 
 async def terms_page(request: web.Request) -> web.Response:
-    html = request.app[PAGES].templates.get_template("policy.html").render(title="Terms of use", paragraphs=_TERMS)
-    return web.Response(text=html, content_type="text/html")
+    return _html(request, "policy.html", title="Terms of use", paragraphs=_TERMS)
 
 
 # ---------------------------------------------------------------- helpers
@@ -492,14 +546,17 @@ async def _form_booking(request: web.Request, target: BookingTarget, default_zon
     client = _client_from(body, default_zone)
     zone = parse_time_zone(client.time_zone)
     start = parse_instant(str(form.get("start", "")))
+    # The form's key names the visit; with the start it names this attempt, so booking an offered alternative
+    # after a lost time is a new booking and pressing the same button twice is one.
+    base_key = str(form.get("idempotency_key") or "")[:120]
     try:
         booking, _created = await ctx.scheduler.book(
-            target, start, client, idempotency_key=str(form.get("idempotency_key") or "") or None
+            target, start, client, idempotency_key=f"{base_key}@{start.isoformat()}" if base_key else None
         )
     except (InvalidRequest, SlotUnavailable) as exc:
         status = 409 if isinstance(exc, SlotUnavailable) else 400
         return await _render_booking_page(
-            request, target, zone, start.astimezone(zone).date(), start, str(exc), status, form
+            request, target, zone, start.astimezone(zone).date(), start, exc, status, form
         )
     raise web.HTTPSeeOther(manage_path(ctx, booking) + "?" + urlencode({"booked": "1", "tz": str(zone)}))
 
@@ -661,19 +718,49 @@ def _csrf(request: web.Request) -> str:
     return request.cookies.get(CSRF_COOKIE) or new_csrf_token()
 
 
-def _html(request: web.Request, template: str, status: int = 200, **values: Any) -> web.Response:
+def _html(
+    request: web.Request, template: str, status: int = 200, brand: Branding = DEFAULT_BRANDING, **values: Any
+) -> web.Response:
     ctx = request.app[PAGES]
     token = _csrf(request)
-    html = ctx.templates.get_template(template).render(csrf_token=token, **values)
+    # The tenant's accent colour is the one inline style; a per-response nonce admits only that <style> element.
+    nonce = new_csrf_token()[:22]
+    html = ctx.templates.get_template(template).render(csrf_token=token, brand=brand, style_nonce=nonce, **values)
     response = web.Response(text=html, status=status, content_type="text/html")
     response.headers["Content-Security-Policy"] = (
-        "default-src 'self'; style-src 'self'; script-src 'self'; img-src 'self' data:; form-action 'self'"
+        f"default-src 'self'; style-src 'self' 'nonce-{nonce}'; script-src 'self'; img-src 'self' data: https:; "
+        "form-action 'self'; base-uri 'none'"
     )
     response.headers["X-Content-Type-Options"] = "nosniff"
     response.headers["Referrer-Policy"] = "no-referrer"
     if CSRF_COOKIE not in request.cookies:
         response.set_cookie(CSRF_COOKIE, token, httponly=True, samesite="Lax", path="/")
     return response
+
+
+async def _look(request: web.Request, tenant_slug: str) -> TenantLook:
+    ctx = request.app[PAGES]
+    if ctx.tenant_looks is None:
+        return TenantLook()
+    return await ctx.tenant_looks(tenant_slug)
+
+
+@dataclass(frozen=True)
+class HostFace:
+    """A host as the page shows them: name, photo URL or initials."""
+
+    name: str
+    photo_url: str
+    initials: str
+
+
+def _faces(look: TenantLook, target: BookingTarget) -> list[HostFace]:
+    """The people a client meets: each host of a user or panel type; for round robin the team (one face, its name)."""
+    kind = target.appointment_type
+    if kind.mode.value == "round_robin":
+        team = look.teams.get(kind.team_id or "", "") or target.tenant_name
+        return [HostFace(team, "", initials(team))]
+    return [HostFace(host.name, look.photos.get(host.user_id, ""), initials(host.name)) for host in target.hosts]
 
 
 def _group_by_day(slots: list[Slot], zone: ZoneInfo) -> dict[date, list[Slot]]:
@@ -689,48 +776,114 @@ async def _render_booking_page(
     zone: ZoneInfo,
     chosen_day: date | None,
     chosen_start: datetime | None,
-    error: str | None,
+    error: SlotwiseError | None,
     status: int,
     form: Mapping[str, Any] | None = None,
     *,
     mode: str = "book",
     booking: Booking | None = None,
 ) -> web.Response:
+    """The booking page: a month of days (those without times disabled), the chosen day's times and, once a time
+    is chosen, the details form. `error` is what went wrong with a post of that form: a field's error is shown
+    next to the field; a time lost meanwhile shows the next free times in place of the lost one."""
     ctx = request.app[PAGES]
-    today = ctx.clock.now().astimezone(zone).date()
-    # Two weeks of days from the chosen day's Monday (never before today), so the strip doesn't jump per click.
-    first = max(today, chosen_day - timedelta(days=chosen_day.weekday())) if chosen_day else today
+    now = ctx.clock.now()
+    today = now.astimezone(zone).date()
+    last_day = (window_end(target, now) - timedelta(microseconds=1)).astimezone(zone).date()
+    wanted = chosen_day or today
+    # The shown month: the chosen day's, kept between today's month and the scheduling window's last month.
+    month = min(max(wanted, today), max(last_day, today)).replace(day=1)
+    next_month = (month + timedelta(days=32)).replace(day=1)
+    first = max(month, today)
     range_start = datetime.combine(first, time(0), tzinfo=zone)
-    range_end = datetime.combine(first + timedelta(days=DAYS_SHOWN), time(0), tzinfo=zone)
-    slots = await ctx.scheduler.list_slots(target, range_start, range_end)
+    range_end = datetime.combine(next_month, time(0), tzinfo=zone)
+    slots = await ctx.scheduler.list_slots(target, range_start, range_end) if first < next_month else []
     by_day = _group_by_day(slots, zone)
     if chosen_day not in by_day:
         # The asked-for day has nothing left: show the first day that does, rather than an empty list.
-        chosen_day = min(by_day) if by_day else first
-    days = [first + timedelta(days=offset) for offset in range(DAYS_SHOWN)]
+        chosen_day = min(by_day) if by_day else None
+    lost = isinstance(error, SlotUnavailable)
+    alternatives = list(error.next_free) if isinstance(error, SlotUnavailable) else []
+    field = _form_field(error.field) if isinstance(error, InvalidRequest) and error.field else None
+    look = await _look(request, target.tenant_slug)
+    fmt = _formatter(request, zone)
     return _html(
         request,
         "booking.html",
         status=status,
+        fmt=fmt,
+        keep={
+            "tz": str(zone),
+            "clock": request.query.get("clock", ""),
+            "action": "reschedule" if mode == "reschedule" else "",
+        },
+        brand=look.branding,
+        host_faces=_faces(look, target),
         target=target,
         kind=target.appointment_type,
         hosts=target.hosts,
         zone=str(zone),
-        zones=_zone_choices(str(zone)),
-        days=days,
+        zones=_zone_choices(str(zone), now),
+        weeks=_month_weeks(month),
+        month=month,
+        today=today,
         by_day=by_day,
         chosen_day=chosen_day,
-        chosen_start=chosen_start,
-        error=error,
+        # A lost time is never offered again: the form then books one of the alternatives instead.
+        chosen_start=None if lost else chosen_start,
+        lost_start=chosen_start if lost else None,
+        alternatives=alternatives,
+        error=str(error) if error is not None and field is None else None,
+        field_error=(field, str(error)) if field else None,
         form=form or {},
-        page_path=request.path.rsplit("/bookings", 1)[0].rsplit("/reschedule", 1)[0],
-        prev_day=first - timedelta(days=DAYS_SHOWN) if first > today else None,
-        next_day=first + timedelta(days=DAYS_SHOWN),
+        page_path=_page_of(request.path),
+        prev_month=(month - timedelta(days=1)).replace(day=1) if month > today.replace(day=1) else None,
+        next_month=next_month if next_month <= last_day else None,
         mode=mode,
         action="reschedule" if mode == "reschedule" else "",
         booking=booking,
         duration_minutes=int(target.duration.total_seconds() // 60),
     )
+
+
+def window_end(target: BookingTarget, now: datetime) -> datetime:
+    """The instant before which every offered time starts: the latest host's scheduling window (a request's own
+    window end when it has one). Paging stops here instead of walking into empty months."""
+    window = effective_rules(target).window
+    ends = max(
+        (window_ends(host.schedule, target.holidays, epoch_ceil(now), window) for host in target.hosts),
+        default=epoch_ceil(now),
+    )
+    end = from_epoch(ends)
+    if target.request is not None and target.request.window_ends_at is not None:
+        end = min(end, target.request.window_ends_at)
+    return max(end, now)
+
+
+def _month_weeks(month: date) -> list[list[date | None]]:
+    """The month's days as weeks from Monday; None pads the first and last week."""
+    weeks: list[list[date | None]] = []
+    week: list[date | None] = [None] * month.weekday()
+    day = month
+    while day.month == month.month:
+        week.append(day)
+        if len(week) == 7:
+            weeks.append(week)
+            week = []
+        day += timedelta(days=1)
+    if week:
+        weeks.append(week + [None] * (7 - len(week)))
+    return weeks
+
+
+_FORM_FIELDS = {"name": "name", "email": "email", "guests": "guests", "notes": "notes", "reason": "reason"}
+
+
+def _form_field(field: str) -> str | None:
+    """The id of the form input an error's `field` names (answers.company → answer_company); None for others."""
+    if field.startswith("answers."):
+        return "answer_" + field.removeprefix("answers.")
+    return _FORM_FIELDS.get(field)
 
 
 _COMMON_ZONES = (
@@ -756,8 +909,20 @@ _COMMON_ZONES = (
 )
 
 
-def _zone_choices(current: str) -> list[str]:
-    return sorted({*_COMMON_ZONES, current})
+def _zone_choices(current: str, now: datetime | None = None) -> list[tuple[str, str]]:
+    """The picker's zones (the common ones and the current one) labelled with their offset now, west to east."""
+    moment = now or datetime.now(UTC)
+    zones = [
+        (name, moment.astimezone(ZoneInfo(name)).utcoffset() or timedelta(0)) for name in {*_COMMON_ZONES, current}
+    ]
+    zones.sort(key=lambda item: (item[1], item[0]))
+    return [(name, f"{name.replace('_', ' ')} (UTC{_offset(offset)})") for name, offset in zones]
+
+
+def _offset(offset: timedelta) -> str:
+    minutes = int(offset.total_seconds() // 60)
+    sign = "+" if minutes >= 0 else "\u2212"
+    return f"{sign}{abs(minutes) // 60:02d}:{abs(minutes) % 60:02d}"
 
 
 def _page_handler(load: TargetLoader) -> Callable[[web.Request], Awaitable[web.Response]]:
@@ -780,9 +945,12 @@ async def personal_page(request: web.Request) -> web.Response:
         raise NotFound("We couldn't find that page. Check the link with the person who sent it.")
     host, types = found
     tenant = request.match_info["tenant"]
+    look = await _look(request, tenant)
     return _html(
         request,
         "listing.html",
+        brand=look.branding,
+        face=HostFace(host.name, look.photos.get(host.user_id, ""), initials(host.name)),
         title=f"Book time with {host.name}",
         heading=host.name,
         types=types,
@@ -798,9 +966,12 @@ async def team_page(request: web.Request) -> web.Response:
         raise NotFound("We couldn't find that page. Check the link with the person who sent it.")
     name, types = found
     tenant = request.match_info["tenant"]
+    look = await _look(request, tenant)
     return _html(
         request,
         "listing.html",
+        brand=look.branding,
+        face=HostFace(name, "", initials(name)),
         title=f"Book time with {name}",
         heading=name,
         types=types,
@@ -828,17 +999,18 @@ async def manage_page(request: web.Request) -> web.Response:
             mode="reschedule",
             booking=booking,
         )
-    return _manage_html(
+    return await _manage_html(
         request,
         target,
         booking,
         zone,
         just_booked=request.query.get("booked") == "1",
         just_moved=request.query.get("moved") == "1",
+        confirm_cancel=request.query.get("action") == "cancel",
     )
 
 
-def _manage_html(
+async def _manage_html(
     request: web.Request,
     target: BookingTarget,
     booking: Booking,
@@ -848,13 +1020,20 @@ def _manage_html(
     error: str | None = None,
     just_booked: bool = False,
     just_moved: bool = False,
+    confirm_cancel: bool = False,
+    reason_error: str | None = None,
 ) -> web.Response:
     ctx = request.app[PAGES]
     names = {host.user_id: host.name for host in target.hosts}
+    look = await _look(request, target.tenant_slug)
     return _html(
         request,
         "manage.html",
         status=status,
+        brand=look.branding,
+        fmt=_formatter(request, zone),
+        confirm_cancel=confirm_cancel or reason_error is not None,
+        reason_error=reason_error,
         target=target,
         kind=target.appointment_type,
         booking=booking,
@@ -909,7 +1088,7 @@ def _version_from(request: web.Request, given: object) -> int | None:
     return int(text)
 
 
-def _changed_response(
+async def _changed_response(
     request: web.Request, target: BookingTarget, changed: BookingChanged, zone: ZoneInfo
 ) -> web.Response:
     """409 with the booking as it is now: JSON for the API, the manage page (with the message) for people."""
@@ -918,7 +1097,7 @@ def _changed_response(
     if request.content_type == "application/json":
         body = error_body("booking_changed", str(changed), booking=booking_json(ctx, target, current, zone))
         return web.json_response(body, status=409)
-    return _manage_html(request, target, current, zone, status=409, error=str(changed))
+    return await _manage_html(request, target, current, zone, status=409, error=str(changed))
 
 
 async def manage_reschedule(request: web.Request) -> web.StreamResponse:
@@ -935,7 +1114,7 @@ async def manage_reschedule(request: web.Request) -> web.StreamResponse:
         try:
             moved = await ctx.scheduler.reschedule(target, booking, start, version=version)
         except BookingChanged as changed:
-            return _changed_response(request, target, changed, zone)
+            return await _changed_response(request, target, changed, zone)
         return web.json_response(booking_json(ctx, target, moved, zone))
     form = await read_form(request)
     if not csrf_matches(request.cookies.get(CSRF_COOKIE), str(form.get("csrf_token", ""))):
@@ -946,7 +1125,7 @@ async def manage_reschedule(request: web.Request) -> web.StreamResponse:
     try:
         moved = await ctx.scheduler.reschedule(target, booking, start, version=version)
     except BookingChanged as changed:
-        return _changed_response(request, target, changed, zone)
+        return await _changed_response(request, target, changed, zone)
     except (InvalidRequest, SlotUnavailable) as exc:
         status = 409 if isinstance(exc, SlotUnavailable) else 400
         return await _render_booking_page(
@@ -955,7 +1134,7 @@ async def manage_reschedule(request: web.Request) -> web.StreamResponse:
             zone,
             start.astimezone(zone).date(),
             start,
-            str(exc),
+            exc,
             status,
             form,
             mode="reschedule",
@@ -981,7 +1160,7 @@ async def manage_cancel(request: web.Request) -> web.StreamResponse:
         try:
             cancelled = await ctx.scheduler.cancel(booking, reason, version=version)
         except BookingChanged as changed:
-            return _changed_response(request, target, changed, zone)
+            return await _changed_response(request, target, changed, zone)
         return web.json_response(booking_json(ctx, target, cancelled, zone))
     form = await read_form(request)
     if not csrf_matches(request.cookies.get(CSRF_COOKIE), str(form.get("csrf_token", ""))):
@@ -989,10 +1168,16 @@ async def manage_cancel(request: web.Request) -> web.StreamResponse:
     zone_name = str(form.get("time_zone") or booking.client.time_zone)
     zone = parse_time_zone(zone_name)
     version = _version_from(request, form.get("version"))
+    reason = str(form.get("reason", "")).strip()
+    if not reason and booking.status is BookingStatus.CONFIRMED:
+        # People confirm a cancellation by saying why; the host reads it (the JSON API keeps it optional).
+        return await _manage_html(
+            request, target, booking, zone, status=400, reason_error="Please tell us why you are cancelling."
+        )
     try:
-        await ctx.scheduler.cancel(booking, str(form.get("reason", "")), version=version)
+        await ctx.scheduler.cancel(booking, reason, version=version)
     except BookingChanged as changed:
-        return _changed_response(request, target, changed, zone)
+        return await _changed_response(request, target, changed, zone)
     page = request.path.removesuffix("/cancel")
     raise web.HTTPSeeOther(f"{page}?" + urlencode({"tz": zone_name}))
 
