@@ -833,7 +833,7 @@ async def _render_booking_page(
         chosen_start=None if lost else chosen_start,
         lost_start=chosen_start if lost else None,
         alternatives=alternatives,
-        error=str(error) if error is not None and field is None else None,
+        error=str(error) if error is not None and field is None and not lost else None,
         field_error=(field, str(error)) if field else None,
         form=form or {},
         page_path=_page_of(request.path),
