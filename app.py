@@ -32,7 +32,7 @@ from pages.access_log import RouteAccessLogger
 from pages.links import LinkSigner, ManageLinks
 from pages.openapi import openapi_document
 from pages.ratelimit import InMemoryRateLimiter
-from pages.routes import PagesContext, build_templates, setup_pages
+from pages.routes import PagesContext, build_templates, setup_pages, tenant_looks_of
 from scheduling.errors import ServiceUnavailable
 from scheduling.model import Booking
 from scheduling.ports import Clock, Notifier, PsaClient, RateLimiter, VendorLimits
@@ -40,7 +40,7 @@ from scheduling.service import Scheduler
 from settings import Settings
 from storage.database import Database, PoolLimits, is_database_fault
 from storage.directory import SqlTeamsDirectory
-from storage.repositories import SqlAgentKeys, SqlBookingStore, SqlRequestStore, SqlTenantCatalog
+from storage.repositories import SqlAgentKeys, SqlBookingStore, SqlRequestStore, SqlTenantCatalog, SqlTenantLooks
 from storage.secrets import SecretBox
 from storage.vendor_limits import PostgresVendorLimits
 from workflows.busy_sync import BusyRefresher
@@ -234,6 +234,7 @@ def create_app(settings: Settings, *, overrides: Overrides | None = None) -> web
         request_link_days=settings.request_link_days,
         templates=build_templates(),
         tenant_psa=tenant_psa,
+        tenant_looks=tenant_looks_of(SqlTenantLooks(database)),
     )
     setup_pages(app, context)
     # Inside the pages' error middleware, so the ServiceUnavailable it raises is rendered like every other error.

@@ -9,14 +9,14 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urlencode
 from zoneinfo import ZoneInfo
 
 import jinja2
 from aiohttp import web
 
-from pages.branding import DEFAULT_BRANDING, Branding, initials
+from pages.branding import DEFAULT_BRANDING, Branding, branding_from, initials
 from pages.links import LinkSigner, ManageLinks, csrf_matches, new_csrf_token
 from pages.locale import Formatter
 from scheduling.availability import epoch_ceil, from_epoch, window_ends
@@ -85,6 +85,25 @@ class TenantLook:
 
 TenantLooks = Callable[[str], Awaitable[TenantLook]]
 """A tenant's look by tenant slug (the tenant file's `branding` section and users' `photo_url`)."""
+
+
+class LookSource(Protocol):
+    """Where a tenant's look is stored (storage's SqlTenantLooks): plain data, turned into a TenantLook here."""
+
+    async def look(self, tenant_slug: str) -> Mapping[str, Any]: ...
+
+
+def tenant_looks_of(source: LookSource) -> TenantLooks:
+    async def looks(tenant_slug: str) -> TenantLook:
+        stored = await source.look(tenant_slug)
+        return TenantLook(
+            branding=branding_from(stored.get("branding")),
+            photos=dict(stored.get("photos") or {}),
+            teams=dict(stored.get("teams") or {}),
+        )
+
+    return looks
+
 
 TenantPsa = Callable[[str], Awaitable[PsaClient | None]]
 """The PSA adapter of a tenant (by tenant id), or None when the tenant has not connected one."""
