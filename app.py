@@ -47,6 +47,7 @@ from workflows.busy_sync import BusyRefresher
 from workflows.dispatch import BookingFanOut
 from workflows.metrics import SlotwiseMetrics
 from workflows.outbox import enqueue_jobs
+from workflows.requests import RequestFanOut
 from workflows.runner import Runner, RunnerWatch
 from workflows.steps import TenantIntegrations, build_handlers
 from workflows.webhooks import WebhookPoster, WebhookSender
@@ -227,7 +228,15 @@ def create_app(settings: Settings, *, overrides: Overrides | None = None) -> web
         ip_limiter=overrides.ip_limiter or InMemoryRateLimiter(settings.rate_limit_per_ip_per_minute),
         page_limiter=overrides.page_limiter or InMemoryRateLimiter(settings.rate_limit_per_page_per_minute),
         agent_keys=SqlAgentKeys(database),
-        requests=SqlRequestStore(database),
+        requests=SqlRequestStore(
+            database,
+            # A request's triggers (request_created, request_sent, no_response) are enqueued with the request.
+            on_created=RequestFanOut(
+                lambda tenant_id, request_id, expires: (
+                    f"{base_url}/r/" + signer.sign("request", tenant_id, request_id, expires)
+                )
+            ),
+        ),
         clock=clock,
         base_url=base_url,
         manage_links=manage_links,

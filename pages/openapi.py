@@ -245,6 +245,17 @@ def openapi_document(base_url: str) -> dict[str, Any]:
                                 },
                                 "notice": {"type": "string", "description": "Why the ticket is only a label"},
                                 "expires_at": {"type": "string", "format": "date-time"},
+                                "sent_to": {
+                                    "anyOf": [
+                                        {
+                                            "type": "object",
+                                            "required": ["name", "email"],
+                                            "properties": {"name": {"type": "string"}, "email": {"type": "string"}},
+                                        },
+                                        {"type": "null"},
+                                    ],
+                                    "description": "Whom Slotwise emailed the link to (`send: true`), else null",
+                                },
                             },
                         },
                         "Created",
@@ -560,6 +571,24 @@ def _schemas() -> dict[str, Any]:
                 "window_start": {"anyOf": [_INSTANT, {"const": ""}, {"type": "null"}]},
                 "window_end": {"anyOf": [_INSTANT, {"const": ""}, {"type": "null"}]},
                 "guests": {"type": ["array", "null"], "items": _EMAIL, "maxItems": 10},
+                "send": {
+                    "type": ["boolean", "null"],
+                    "description": "true: Slotwise emails the link and the window to `recipient` now (the "
+                    "`request_sent` trigger runs, and `no_response` follow-ups are planned when the workflow has "
+                    "them). Needs an email connection. Default false: the agent shares the link.",
+                },
+                "recipient": {
+                    "anyOf": [
+                        _EMAIL,
+                        {
+                            "type": "object",
+                            "required": ["email"],
+                            "properties": {"email": _EMAIL, "name": {"type": ["string", "null"], "maxLength": 200}},
+                        },
+                        {"type": "null"},
+                    ],
+                    "description": "With `send: true`: the client to email the link to (an address, or {email, name}).",
+                },
             },
         },
     }

@@ -653,6 +653,7 @@ async def create_request_handler(request: web.Request) -> web.Response:
     if not isinstance(guests, list) or len(guests) > 10:
         raise InvalidRequest("'guests' must be a list of at most 10 email addresses", field="guests")
     clean_guests = [validate_email(str(guest), field="guests") for guest in guests]
+    recipient = _recipient_of(body)
     reference = ticket.strip()
     found = await _resolve_ticket(ctx, tenant_id, reference)
     if found is _UNKNOWN_TICKET:
@@ -682,6 +683,8 @@ async def create_request_handler(request: web.Request) -> web.Response:
         expires_at=expires,
         ticket_id=bound.record_id if bound else "",
         ticket_number=bound.number if bound else "",
+        recipient=recipient,
+        now=now,
     )
     token = ctx.signer.sign("request", tenant_id, request_id, expires)
     answer: dict[str, Any] = {
@@ -692,6 +695,7 @@ async def create_request_handler(request: web.Request) -> web.Response:
         "ticket_bound": bound is not None,
         "url": f"{ctx.base_url}/r/{token}",
         "expires_at": expires.isoformat(),
+        "sent_to": {"name": recipient[0], "email": recipient[1]} if recipient else None,
     }
     if bound is None:
         answer["notice"] = (
@@ -699,6 +703,39 @@ async def create_request_handler(request: web.Request) -> web.Response:
             "it, but nothing is added to a ticket. Connect a PSA to book onto the ticket."
         )
     return web.json_response(answer, status=201)
+
+
+def _recipient_of(body: Mapping[str, Any]) -> tuple[str, str] | None:
+    """`send: true` with `recipient` ({"email", "name"} or an address): Slotwise emails the link (request_sent).
+    Without `send`, the agent shares the link and no recipient is kept."""
+    send = body.get("send", False)
+    if send is None:
+        send = False
+    if not isinstance(send, bool):
+        raise InvalidRequest("'send' must be true or false", field="send")
+    given = body.get("recipient")
+    if not send:
+        if given not in (None, "", {}):
+            raise InvalidRequest(
+                "'recipient' is who Slotwise emails the link to: add \"send\": true, or leave 'recipient' out and "
+                "share the link yourself",
+                field="recipient",
+            )
+        return None
+    if isinstance(given, str):
+        given = {"email": given}
+    if not isinstance(given, dict) or not isinstance(given.get("email"), str):
+        raise InvalidRequest(
+            'With "send": true, give \'recipient\': {"email": ..., "name": ...}, the client Slotwise emails '
+            "the link to",
+            field="recipient",
+        )
+    name = given.get("name", "")
+    if name is None:
+        name = ""
+    if not isinstance(name, str) or len(name) > 200:
+        raise InvalidRequest("'recipient.name' must be text of at most 200 characters", field="recipient")
+    return check_text(name.strip(), "recipient"), validate_email(given["email"], field="recipient")
 
 
 _UNKNOWN_TICKET = object()

@@ -134,11 +134,14 @@ class RequestStore(Protocol):
         expires_at: datetime,
         ticket_id: str = "",
         ticket_number: str = "",
+        recipient: tuple[str, str] | None = None,
+        now: datetime | None = None,
     ) -> str:
         """Returns the new request id; raises NotFound for an unknown type of this tenant.
 
         `ticket` is what people see (the displayed number when the PSA resolved it); `ticket_id` and `ticket_number`
-        are the PSA's ticket, empty when the tenant has no PSA and the ticket is only a label."""
+        are the PSA's ticket, empty when the tenant has no PSA and the ticket is only a label. `recipient` (name,
+        email): Slotwise emails the link to them now (`request_sent`), and `no_response` counts from `now`."""
         ...
 
 

@@ -855,11 +855,20 @@ def hash_api_key(raw_key: str) -> str:
     return hashlib.sha256(raw_key.encode()).hexdigest()
 
 
+class RequestChangeHook(Protocol):
+    """Called inside the write transaction that creates a scheduling request, with the tenant and request ids; the
+    workflow outbox uses it so the request's triggers (request_created, request_sent, no_response) commit, or roll
+    back, with the request."""
+
+    def __call__(self, conn: Connection, tenant_id: str, request_id: str) -> None: ...
+
+
 class SqlRequestStore:
     """RequestStore on scheduling_requests."""
 
-    def __init__(self, database: Database) -> None:
+    def __init__(self, database: Database, *, on_created: RequestChangeHook | None = None) -> None:
         self._db = database
+        self._on_created = on_created
 
     async def create_request(
         self,
@@ -875,20 +884,22 @@ class SqlRequestStore:
         expires_at: datetime,
         ticket_id: str = "",
         ticket_number: str = "",
+        recipient: tuple[str, str] | None = None,
+        now: datetime | None = None,
     ) -> str:
         request_id = new_id()
-        async with self._db.write() as conn:
-            type_id = (
-                await conn.execute(
-                    select(appointment_types.c.id).where(
-                        appointment_types.c.tenant_id == tenant_id,
-                        appointment_types.c.slug == type_slug,
-                    )
+        created_at = now or datetime.now(UTC)
+
+        def transaction(conn: Connection) -> None:
+            type_id = conn.execute(
+                select(appointment_types.c.id).where(
+                    appointment_types.c.tenant_id == tenant_id,
+                    appointment_types.c.slug == type_slug,
                 )
             ).scalar_one_or_none()
             if type_id is None:
                 raise NotFound(f"No appointment type '{type_slug[:64]}'")
-            await conn.execute(
+            conn.execute(
                 scheduling_requests.insert().values(
                     id=request_id,
                     tenant_id=tenant_id,
@@ -901,10 +912,17 @@ class SqlRequestStore:
                     window_ends_at=window_ends_at,
                     guests=list(guests),
                     created_by=created_by,
-                    created_at=datetime.now(UTC),
+                    created_at=created_at,
                     expires_at=expires_at,
                     used_at=None,
                     booking_id=None,
+                    recipient_name=recipient[0] if recipient else None,
+                    recipient_email=recipient[1] if recipient else None,
+                    sent_at=created_at if recipient else None,
                 )
             )
+            if self._on_created is not None:
+                self._on_created(conn, tenant_id, request_id)
+
+        await self._db.run_write(transaction)
         return request_id

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, Column, DateTime, Index, Integer, String, Table, Text, UniqueConstraint, text
+from sqlalchemy import JSON, Column, DateTime, ForeignKey, Index, Integer, String, Table, Text, UniqueConstraint, text
 from sqlalchemy.engine import Dialect
 from sqlalchemy.types import TypeDecorator
 from sqlmodel import Field, SQLModel
@@ -179,6 +179,11 @@ class SchedulingRequestRow(SQLModel, table=True):
     expires_at: datetime = _utc_column()
     used_at: datetime | None = _utc_column(nullable=True)
     booking_id: str | None = Field(default=None, max_length=40)
+    recipient_name: str | None = Field(default=None, max_length=200)
+    recipient_email: str | None = Field(default=None, max_length=320)
+    """Whom Slotwise emailed the link to (None: the agent shares the link themselves)."""
+    sent_at: datetime | None = _utc_column(nullable=True)
+    """When Slotwise sent it; `no_response` follow-ups count from here."""
 
 
 class BusyCacheRow(SQLModel, table=True):
@@ -259,3 +264,42 @@ busy_cache: Table = metadata.tables["busy_cache"]
 api_keys: Table = metadata.tables["api_keys"]
 integration_connections: Table = metadata.tables["integration_connections"]
 teams_conversations: Table = metadata.tables["teams_conversations"]
+
+
+MAX_ERROR_LENGTH = 2000
+"""How much of a step's last error is kept (workflows/outbox.py cuts it to this)."""
+
+# The workflow outbox (workflows/outbox.py): job steps stored next to the bookings they belong to, claimed with leases.
+# Defined here with the other tables, so the migrations see it without importing the workflow layer.
+workflow_jobs = Table(
+    "workflow_jobs",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("tenant_id", String(40), ForeignKey("tenants.id"), nullable=False),
+    Column("booking_id", String(40), nullable=True),
+    Column("run_key", String(80), nullable=False),
+    Column("step", Integer, nullable=False),
+    Column("kind", String(64), nullable=False),
+    Column("idempotency_key", String(200), nullable=False),
+    Column("payload", JSON, nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("max_attempts", Integer, nullable=False),
+    Column("run_after", UtcDateTime(), nullable=False),
+    Column("locked_by", String(64), nullable=True),
+    Column("lease_expires_at", UtcDateTime(), nullable=True),
+    Column("last_error", String(MAX_ERROR_LENGTH), nullable=False),
+    Column("output", JSON, nullable=True),
+    Column("created_at", UtcDateTime(), nullable=False),
+    Column("updated_at", UtcDateTime(), nullable=False),
+    Column("depends_on", JSON, nullable=True),
+    Column("blocked_by", String(300), nullable=True),
+    Column("grace_from", UtcDateTime(), nullable=True),
+    UniqueConstraint("idempotency_key", name="uq_workflow_jobs_idempotency_key"),
+    # Step numbers are unique within a run, which keeps "the next step" well defined; the index also serves promotion.
+    UniqueConstraint("run_key", "step", name="uq_workflow_jobs_run_step"),
+    Index("ix_workflow_jobs_state_run_after", "state", "run_after"),
+    Index("ix_workflow_jobs_tenant_booking", "tenant_id", "booking_id"),
+    # Finds the waiting steps whose soft-dependency grace may have run out without scanning every waiting step.
+    Index("ix_workflow_jobs_state_grace_from", "state", "grace_from"),
+)

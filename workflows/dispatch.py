@@ -14,7 +14,14 @@ from sqlalchemy import func, select, update
 from sqlalchemy.engine import Connection
 
 from scheduling.model import Booking, LocationKind
-from storage.tables import appointment_types, integration_connections, scheduling_requests, tenants, users
+from storage.tables import (
+    appointment_types,
+    integration_connections,
+    scheduling_requests,
+    tenants,
+    users,
+    workflow_jobs,
+)
 from workflows.outbox import (
     AVAILABLE,
     BLOCKED,
@@ -25,7 +32,6 @@ from workflows.outbox import (
     JobSpec,
     enqueue_jobs,
     settle_dependants,
-    workflow_jobs,
 )
 from workflows.triggers import Connected, Trigger, WorkflowSpec, plan_jobs, plan_reminders, workflow_for_type
 
@@ -52,6 +58,9 @@ class BookingFanOut:
         event = Trigger(trigger)
         if event in (Trigger.RESCHEDULED, Trigger.CANCELLED):
             cancel_pending_reminders(conn, booking)
+        if event is Trigger.CLIENT_SCHEDULED and booking.request_id is not None:
+            # The client answered: the request's follow-ups stop, in the transaction that books.
+            cancel_follow_ups(conn, booking.tenant_id, booking.request_id)
         settings = _type_settings(conn, booking)
         if settings is None:
             return
@@ -209,6 +218,26 @@ def cancel_pending_reminders(conn: Connection, booking: Booking) -> int:
             jobs.run_key.like(f"{prefix}%"),
             jobs.run_key.not_like(f"{prefix}{booking.version}:%"),
             jobs.state.in_((WAITING, AVAILABLE, RETRYABLE, FAILED, BLOCKED)),
+        )
+        .values(state=CANCELLED, updated_at=now)
+        .returning(jobs.tenant_id, jobs.booking_id, jobs.run_key)
+    ).all()
+    if cancelled:
+        settle_dependants(conn, {(row.tenant_id, row.booking_id, row.run_key) for row in cancelled}, now=now)
+    return len(cancelled)
+
+
+def cancel_follow_ups(conn: Connection, tenant_id: str, request_id: str) -> int:
+    """Cancel a scheduling request's `no_response` runs that have not started; returns how many steps."""
+    jobs = workflow_jobs.c
+    now = _system_now()
+    cancelled = conn.execute(
+        update(workflow_jobs)
+        .where(
+            jobs.tenant_id == tenant_id,
+            jobs.booking_id == request_id,
+            jobs.run_key.like(f"{request_id}:{Trigger.NO_RESPONSE.value}:%"),
+            jobs.state.in_((WAITING, AVAILABLE, RETRYABLE, BLOCKED)),
         )
         .values(state=CANCELLED, updated_at=now)
         .returning(jobs.tenant_id, jobs.booking_id, jobs.run_key)

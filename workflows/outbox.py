@@ -50,14 +50,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Final, Literal
 
 from sqlalchemy import (
-    JSON,
-    Column,
-    ForeignKey,
-    Index,
     Integer,
-    String,
-    Table,
-    UniqueConstraint,
     and_,
     bindparam,
     case,
@@ -73,7 +66,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.sql.dml import Update
 
 from storage.database import Database
-from storage.tables import UtcDateTime, metadata
+from storage.tables import MAX_ERROR_LENGTH, workflow_jobs
 
 WAITING: Final = "waiting"
 AVAILABLE: Final = "available"
@@ -92,7 +85,6 @@ _PENDING: Final = (WAITING, AVAILABLE, RUNNING, RETRYABLE)
 _GONE: Final = (FAILED, BLOCKED, CANCELLED)
 """A hard dependency in one of these states will not produce its output until someone retries it."""
 
-MAX_ERROR_LENGTH: Final = 2000
 BACKOFF_BASE_SECONDS: Final = 1.0
 BACKOFF_CAP_SECONDS: Final = 300.0
 BACKOFF_JITTER: Final = 0.2
@@ -100,39 +92,6 @@ DEFAULT_MAX_ATTEMPTS: Final = 10
 
 # UPDATE ... RETURNING, which the SQLite claim is built on, arrived in SQLite 3.35.
 _SQLITE_RETURNING = (3, 35, 0)
-
-workflow_jobs = Table(
-    "workflow_jobs",
-    metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("tenant_id", String(40), ForeignKey("tenants.id"), nullable=False),
-    Column("booking_id", String(40), nullable=True),
-    Column("run_key", String(80), nullable=False),
-    Column("step", Integer, nullable=False),
-    Column("kind", String(64), nullable=False),
-    Column("idempotency_key", String(200), nullable=False),
-    Column("payload", JSON, nullable=False),
-    Column("state", String(16), nullable=False),
-    Column("attempts", Integer, nullable=False),
-    Column("max_attempts", Integer, nullable=False),
-    Column("run_after", UtcDateTime(), nullable=False),
-    Column("locked_by", String(64), nullable=True),
-    Column("lease_expires_at", UtcDateTime(), nullable=True),
-    Column("last_error", String(MAX_ERROR_LENGTH), nullable=False),
-    Column("output", JSON, nullable=True),
-    Column("created_at", UtcDateTime(), nullable=False),
-    Column("updated_at", UtcDateTime(), nullable=False),
-    Column("depends_on", JSON, nullable=True),
-    Column("blocked_by", String(300), nullable=True),
-    Column("grace_from", UtcDateTime(), nullable=True),
-    UniqueConstraint("idempotency_key", name="uq_workflow_jobs_idempotency_key"),
-    # Step numbers are unique within a run, which keeps "the next step" well defined; the index also serves promotion.
-    UniqueConstraint("run_key", "step", name="uq_workflow_jobs_run_step"),
-    Index("ix_workflow_jobs_state_run_after", "state", "run_after"),
-    Index("ix_workflow_jobs_tenant_booking", "tenant_id", "booking_id"),
-    # Finds the waiting steps whose soft-dependency grace may have run out without scanning every waiting step.
-    Index("ix_workflow_jobs_state_grace_from", "state", "grace_from"),
-)
 
 
 @dataclass(frozen=True)

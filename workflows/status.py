@@ -8,7 +8,8 @@ from sqlalchemy import select
 from sqlalchemy.engine import Connection
 
 from storage.database import Database
-from workflows.outbox import COMPLETED, FAILED, Job, workflow_jobs
+from storage.tables import workflow_jobs
+from workflows.outbox import COMPLETED, FAILED, Job
 
 
 async def failed_steps(database: Database, tenant_id: str, limit: int = 50) -> list[Job]:

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from sqlalchemy import select
+
 from scheduling.errors import IntegrationError, IntegrationRejected
 from scheduling.model import (
     CalendarEventDraft,
@@ -25,7 +27,9 @@ from scheduling.model import (
 )
 from scheduling.ports import BusySource, CalendarWriter, Mailer, Notifier, PsaClient
 from storage.database import Database
+from storage.tables import scheduling_requests
 from workflows.outbox import BLOCKED, CANCELLED, COMPLETED, FAILED, RETRYABLE, SOFT, Job, list_runs
+from workflows.request_steps import request_steps
 from workflows.templates import DEFAULT_TEMPLATES, render_email, snapshot_variables
 from workflows.triggers import ActionKind
 from workflows.webhooks import WebhookSender, post_webhook
@@ -376,8 +380,21 @@ def build_handlers(
     alongside it or after it in their run do not leak in. A soft dependency that did not complete is recorded in the
     step's output as `went_without`."""
 
-    def wrap(step: Step) -> Callable[[Job], Awaitable[Mapping[str, Any]]]:
+    async def booked(tenant_id: str, request_id: str) -> bool:
+        return await request_booked(database, tenant_id, request_id)
+
+    for_requests = request_steps(booked)
+
+    def wrap(kind: str, step: Step) -> Callable[[Job], Awaitable[Mapping[str, Any]]]:
         async def handle(job: Job) -> Mapping[str, Any]:
+            if job.payload.get("booking", {}).get("kind") == "request":
+                # A scheduling request's trigger (nothing booked yet) runs the request's own handler.
+                request_step = for_requests.get(kind)
+                if request_step is None:
+                    raise IntegrationRejected(f"'{kind}' cannot run on a scheduling request's trigger")
+                step_now = request_step
+            else:
+                step_now = step
             outputs: dict[str, Any] = {}
             states: dict[tuple[str, int], str] = {}
             if job.booking_id is not None:
@@ -388,13 +405,26 @@ def build_handlers(
                     states[(earlier.run_key, earlier.step)] = earlier.state
                     if earlier.output and earlier.state == COMPLETED and earlier.id < job.id:
                         outputs.update(earlier.output)
-            result = await step(StepContext(job, outputs, await integrations_for(job.tenant_id)))
+            result = await step_now(StepContext(job, outputs, await integrations_for(job.tenant_id)))
             missing = went_without(job, states)
             return {**result, "went_without": missing} if missing else result
 
         return handle
 
-    return {kind: wrap(step) for kind, step in STEPS.items()}
+    return {kind: wrap(kind, step) for kind, step in STEPS.items()}
+
+
+async def request_booked(database: Database, tenant_id: str, request_id: str) -> bool:
+    """Whether a client has booked through the scheduling request."""
+    async with database.read() as conn:
+        used = (
+            await conn.execute(
+                select(scheduling_requests.c.used_at).where(
+                    scheduling_requests.c.tenant_id == tenant_id, scheduling_requests.c.id == request_id
+                )
+            )
+        ).scalar()
+    return used is not None
 
 
 _WHY = {

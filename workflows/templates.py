@@ -157,10 +157,11 @@ _SAMPLE_BOOKING: dict[str, Any] = {
 }
 
 
-def template_problem(subject_template: str, body_template: str) -> str | None:
+def template_problem(subject_template: str, body_template: str, sample: Mapping[str, Any] | None = None) -> str | None:
     """Why this email template would fail at send time (a Liquid syntax error, or a variable that does not exist),
-    found by rendering it once against a sample booking; None when it renders."""
-    variables = snapshot_variables(_SAMPLE_BOOKING, {})
+    found by rendering it once against a sample booking (or the given sample variables, e.g. a scheduling
+    request's); None when it renders."""
+    variables = dict(sample) if sample is not None else snapshot_variables(_SAMPLE_BOOKING, {})
     variables["outputs"] = _AnyOutputs()
     try:
         render_email(subject_template, body_template, variables)

@@ -10,13 +10,15 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from enum import StrEnum
 from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_validator, model_validator
 
 from workflows.outbox import HARD, SOFT, Dependency, JobSpec
+from workflows.request_emails import request_sample_variables
 from workflows.templates import template_problem
 
 
@@ -60,6 +62,13 @@ PSA_ACTIONS = frozenset(
     }
 )
 M365_ACTIONS = frozenset({ActionKind.CREATE_M365_EVENT, ActionKind.UPDATE_M365_EVENT, ActionKind.CANCEL_M365_EVENT})
+REQUEST_TRIGGERS = frozenset({Trigger.REQUEST_CREATED, Trigger.REQUEST_SENT, Trigger.NO_RESPONSE})
+"""Triggers of a scheduling request, before anything is booked: their runs have no time, host or booking."""
+REQUEST_ACTIONS = frozenset(
+    {ActionKind.SEND_EMAIL, ActionKind.ADD_TICKET_NOTE, ActionKind.SET_TICKET_STATUS, ActionKind.POST_WEBHOOK}
+)
+"""What a request trigger can do: tell the client (the link), note or set the status of the request's ticket, or tell
+another system."""
 
 
 class ActionSpec(BaseModel):
@@ -126,7 +135,29 @@ class TriggerSpec(BaseModel):
         description="before_appointment: how long before the start each run goes, e.g. ['1 day', '1 hour'] "
         "(default 1 day).",
     )
+    after: str | None = Field(
+        default=None,
+        max_length=40,
+        description="no_response: how long after the request was sent each follow-up goes, e.g. '2 business days' "
+        "or '24 hours' (default 2 business days).",
+    )
+    repeat: int | None = Field(
+        default=None,
+        ge=1,
+        le=10,
+        description="no_response: how many follow-ups at most, each `after` the one before (default 1).",
+    )
     actions: list[ActionSpec] = Field(default_factory=list)
+
+    @field_validator("after")
+    @classmethod
+    def _after_is_a_span(cls, after: str | None) -> str | None:
+        if after is None:
+            return None
+        span = parse_follow_up(after)  # a ValueError names the text
+        if not timedelta(0) < span.amount <= MAX_OFFSET:
+            raise ValueError(f"{after!r}: a follow-up must come more than zero and at most 365 days later")
+        return str(span)
 
     @field_validator("offsets")
     @classmethod
@@ -143,6 +174,45 @@ class TriggerSpec(BaseModel):
             number, unit = text.lower().split()
             normalised.append(f"{int(number)} {unit.rstrip('s')}{'' if int(number) == 1 else 's'}")
         return normalised
+
+
+@dataclass(frozen=True, slots=True)
+class FollowUpSpan:
+    """How long after a request was sent its `no_response` follow-ups go: a plain length of time, or a number of
+    business days (Monday to Friday, skipping the tenant's holidays, at the same local time)."""
+
+    amount: timedelta
+    business_days: int = 0
+
+    def __str__(self) -> str:
+        if self.business_days:
+            return f"{self.business_days} business day{'' if self.business_days == 1 else 's'}"
+        minutes = int(self.amount / timedelta(minutes=1))
+        for unit, size in (("week", 7 * 24 * 60), ("day", 24 * 60), ("hour", 60), ("minute", 1)):
+            if minutes % size == 0:
+                count = minutes // size
+                return f"{count} {unit}{'' if count == 1 else 's'}"
+        return f"{minutes} minutes"  # pragma: no cover (every whole number of minutes matches "minute")
+
+
+FOLLOW_UP_PATTERN = r"^(\d{1,3}) +business +days?$"
+DEFAULT_FOLLOW_UP = "2 business days"
+"""`no_response` without `after` follows up two business days after the request was sent."""
+
+
+def parse_follow_up(text: str) -> FollowUpSpan:
+    """'2 business days' or any offset ('24 hours', '3 days') -> FollowUpSpan; ValueError for anything else."""
+    match = re.fullmatch(FOLLOW_UP_PATTERN, text.strip().lower())
+    if match is not None:
+        count = int(match.group(1))
+        return FollowUpSpan(amount=timedelta(days=count), business_days=count)
+    try:
+        return FollowUpSpan(amount=parse_offset(text))
+    except ValueError:
+        raise ValueError(
+            f"{text!r} is not a length of time: write '<n> business days' or '<n> <unit>' with unit minutes, hours, "
+            "days or weeks"
+        ) from None
 
 
 def _written_as(value: object) -> str:
@@ -168,9 +238,28 @@ class WorkflowSpec(BaseModel):
     @model_validator(mode="after")
     def _options_fit_their_trigger(self) -> WorkflowSpec:
         for trigger, written in self.triggers.items():
-            if isinstance(written, TriggerSpec) and written.offsets and trigger is not Trigger.BEFORE_APPOINTMENT:
+            if not isinstance(written, TriggerSpec):
+                continue
+            if written.offsets and trigger is not Trigger.BEFORE_APPOINTMENT:
                 raise ValueError(f"'offsets' apply only to before_appointment, not to {trigger.value}")
+            for option in ("after", "repeat"):
+                if getattr(written, option) is not None and trigger is not Trigger.NO_RESPONSE:
+                    raise ValueError(f"'{option}' applies only to no_response, not to {trigger.value}")
         return self
+
+    def follow_ups(self) -> list[FollowUpSpan]:
+        """When each `no_response` run goes, counted from the moment the request was sent: `after`, twice `after`,
+        ... up to `repeat` runs. Empty when the workflow has no no_response trigger."""
+        written = self.triggers.get(Trigger.NO_RESPONSE)
+        if written is None or (isinstance(written, list) and not written):
+            return []
+        after = written.after if isinstance(written, TriggerSpec) and written.after else DEFAULT_FOLLOW_UP
+        repeat = written.repeat if isinstance(written, TriggerSpec) and written.repeat else 1
+        span = parse_follow_up(after)
+        return [
+            FollowUpSpan(amount=span.amount * count, business_days=span.business_days * count)
+            for count in range(1, repeat + 1)
+        ]
 
     def actions_for(self, trigger: Trigger) -> list[ActionSpec]:
         written = self.triggers.get(trigger, [])
@@ -208,9 +297,19 @@ def validate_workflow(actions: WorkflowSpec, connected: Connected) -> list[str]:
     """Problems an admin must fix before applying: actions for systems that are not connected or not offered, and
     a webhook nobody could verify."""
     problems: list[str] = []
-    for _trigger, path, steps in actions.trigger_actions():
+    if actions.follow_ups() and not actions.actions_for(Trigger.NO_RESPONSE) and not connected.email:
+        problems.append(
+            "workflow.triggers.no_response: a follow-up without actions is an email to the client, which needs an "
+            "email connection (SMTP or Microsoft 365)"
+        )
+    for trigger, path, steps in actions.trigger_actions():
         for index, step in enumerate(steps):
             where = f"{path}[{index}]"
+            if trigger in REQUEST_TRIGGERS:
+                problem = _request_action_problem(trigger, step)
+                if problem:
+                    problems.append(f"{where}: {problem}")
+                    continue
             if step.action in PSA_ACTIONS and connected.psa is None:
                 problems.append(f"{where}: '{step.action.value}' needs a connected PSA")
             if step.action is ActionKind.FIND_OR_CREATE_OPPORTUNITY and connected.psa == "halopsa":
@@ -227,10 +326,23 @@ def validate_workflow(actions: WorkflowSpec, connected: Connected) -> list[str]:
                     "holds its secret (whsec_ followed by base64 of 24 to 64 random bytes)"
                 )
             if step.action is ActionKind.SEND_EMAIL and step.template == "custom" and step.subject and step.body:
-                problem = template_problem(step.subject, step.body)
+                sample = request_sample_variables() if trigger in REQUEST_TRIGGERS else None
+                problem = template_problem(step.subject, step.body, sample)
                 if problem:
                     problems.append(f"{where}: the email template does not render: {problem}")
     return problems
+
+
+def _request_action_problem(trigger: Trigger, step: ActionSpec) -> str | None:
+    if step.action not in REQUEST_ACTIONS:
+        return (
+            f"'{step.action.value}' cannot run on {trigger.value}: nothing is booked yet, so there is no time, host "
+            "or booking to act on; request triggers take send_email, add_ticket_note, set_ticket_status and "
+            "post_webhook"
+        )
+    if step.action is ActionKind.SEND_EMAIL and step.recipients == "host":
+        return f"a {trigger.value} email goes to the client the request was sent to; 'recipients: host' has no host yet"
+    return None
 
 
 def teams_meeting_problem(type_slug: str, actions: WorkflowSpec, location_kind: str) -> str | None:
@@ -533,3 +645,84 @@ def workflow_for_type(
 
 def run_keys(jobs: Sequence[JobSpec]) -> list[str]:
     return sorted({job.run_key for job in jobs})
+
+
+def follow_up_due(sent_at: datetime, span: FollowUpSpan, zone: ZoneInfo, holidays: frozenset[date]) -> datetime:
+    """When a `no_response` follow-up goes: `span` after `sent_at`; business days skip Saturdays, Sundays and the
+    tenant's holidays and keep the local time of day the request was sent (a Friday 16:00 request with "1 business
+    day" follows up on Monday at 16:00)."""
+    if not span.business_days:
+        return sent_at + span.amount
+    local = sent_at.astimezone(zone)
+    day = local.date()
+    counted = 0
+    while counted < span.business_days:
+        day += timedelta(days=1)
+        if day.weekday() < 5 and day not in holidays:
+            counted += 1
+    return datetime.combine(day, local.time().replace(tzinfo=None), tzinfo=zone).astimezone(sent_at.tzinfo)
+
+
+DEFAULT_REQUEST_EMAIL = ActionSpec(action=ActionKind.SEND_EMAIL, recipients="client_and_guests")
+
+
+def plan_request_runs(
+    *,
+    tenant_id: str,
+    request_id: str,
+    workflow: WorkflowSpec,
+    request_snapshot: Mapping[str, Any],
+    sent_at: datetime | None,
+    expires_at: datetime,
+    zone: ZoneInfo,
+    holidays: frozenset[date],
+) -> list[JobSpec]:
+    """The runs a new scheduling request starts:
+
+    * `request_created` now, with the workflow's actions (a ticket note "scheduling link created", say);
+    * when Slotwise sent the link (`sent_at`), `request_sent` now: the email with the link and the window first
+      (unless the workflow's own request_sent actions include an email), then the workflow's other actions;
+    * when it was sent, a `no_response` run per follow-up (`workflow.follow_ups()`), due that long after sending;
+      a follow-up due after the link expires is not planned (it would point at a dead link).
+
+    Jobs carry the request id where a booking's carry the booking id: they are the request's step log, and a
+    booking through the request cancels the follow-ups still pending (workflows/dispatch.py)."""
+    runs: list[tuple[str, list[ActionSpec], datetime | None, dict[str, Any]]] = []
+    created = workflow.actions_for(Trigger.REQUEST_CREATED)
+    if created:
+        runs.append((f"{request_id}:{Trigger.REQUEST_CREATED.value}:1", created, None, {}))
+    if sent_at is not None:
+        sent = workflow.actions_for(Trigger.REQUEST_SENT)
+        if not any(step.action is ActionKind.SEND_EMAIL for step in sent):
+            sent = [DEFAULT_REQUEST_EMAIL, *sent]
+        runs.append((f"{request_id}:{Trigger.REQUEST_SENT.value}:1", sent, None, {}))
+        # `no_response: {after: 2 business days}` with no actions of its own means the follow-up email.
+        follow_up_actions = workflow.actions_for(Trigger.NO_RESPONSE) or [DEFAULT_REQUEST_EMAIL]
+        for number, span in enumerate(workflow.follow_ups(), start=1):
+            due = follow_up_due(sent_at, span, zone, holidays)
+            if due >= expires_at:
+                break
+            run_key = f"{request_id}:{Trigger.NO_RESPONSE.value}:{number}"
+            runs.append((run_key, follow_up_actions, due, {"follow_up": number}))
+    jobs: list[JobSpec] = []
+    bound = bool((request_snapshot.get("ticket") or {}).get("id"))
+    for run_key, actions, run_after, extra in runs:
+        dependencies = plan_dependencies(run_key, actions, bound_ticket=bound)
+        jobs += [
+            JobSpec(
+                tenant_id=tenant_id,
+                run_key=run_key,
+                step=index,
+                kind=step.action.value,
+                idempotency_key=f"{run_key}:{index}:{step.action.value}",
+                payload={
+                    "action": step.model_dump(mode="json", exclude_none=True),
+                    "booking": {**request_snapshot, **extra},
+                },
+                booking_id=request_id,
+                run_after=run_after,
+                depends_on=dependencies[index],
+            )
+            for index, step in enumerate(actions)
+        ]
+    return jobs

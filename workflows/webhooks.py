@@ -297,19 +297,24 @@ def message_id(idempotency_key: str) -> str:
 
 
 # The manage link lets whoever holds it move or cancel the booking; a receiver gets the booking, not that power.
-_PRIVATE_SNAPSHOT_KEYS = frozenset({"manage_url"})
+_PRIVATE_SNAPSHOT_KEYS = frozenset({"manage_url", "book_url"})
+"""Client links are bearer tokens: they go to the client, not to another system."""
 
 
 def build_event(
     trigger: str, booking: Mapping[str, Any], outputs: Mapping[str, Any], occurred_at: datetime
 ) -> dict[str, Any]:
-    """The JSON event (Standard Webhooks' suggested shape: type, timestamp, data)."""
+    """The JSON event (Standard Webhooks' suggested shape: type, timestamp, data). A scheduling request's triggers
+    send `scheduling_request.<trigger>` with the request under `request`."""
+    subject = "scheduling_request" if booking.get("kind") == "request" else "booking"
     return {
-        "type": f"booking.{trigger}",
+        "type": f"{subject}.{trigger}",
         "timestamp": occurred_at.astimezone(UTC).isoformat().replace("+00:00", "Z"),
         "data": {
             "trigger": trigger,
-            "booking": {key: value for key, value in booking.items() if key not in _PRIVATE_SNAPSHOT_KEYS},
+            "request" if subject == "scheduling_request" else "booking": {
+                key: value for key, value in booking.items() if key not in _PRIVATE_SNAPSHOT_KEYS
+            },
             "outputs": dict(outputs),
         },
     }

@@ -2,7 +2,6 @@
 
 from alembic import context
 
-import workflows.outbox  # noqa: F401  (registers workflow_jobs on the metadata, so autogenerate sees it)
 from storage.tables import metadata
 
 connection = context.config.attributes["connection"]

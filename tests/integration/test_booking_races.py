@@ -26,10 +26,9 @@ from sqlalchemy import select
 
 from app import apply_tenant_file
 from storage.database import Database
-from storage.tables import bookings, host_slots
+from storage.tables import bookings, host_slots, workflow_jobs
 from tests.conftest import make_settings
 from tests.fakes.smtp import running_smtp_server
-from workflows.outbox import workflow_jobs
 
 ROOT = Path(__file__).resolve().parents[2]
 PROCESSES = 3

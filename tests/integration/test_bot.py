@@ -19,13 +19,13 @@ from sqlalchemy import select
 from admin.tenant_file import RolloutError
 from admin.tenant_yaml import parse_tenant_text
 from storage.database import Database
-from storage.tables import bookings, teams_conversations
+from storage.tables import bookings, teams_conversations, workflow_jobs
 from tests.conftest import FIXTURES, FixedClock, apply_file, start_client
 from tests.fakes.bot_identity import BOT_APP_ID, CHANNEL_METADATA_PATH, FakeBotIdentity, channel_claims, mint
 from tests.fakes.bot_identity import TENANT_ID as BOT_TENANT
 from tests.fakes.graph import FakeGraphServer, serve_fake_graph
 from tests.fakes.teams_connector import FakeTeamsConnector
-from workflows.outbox import FAILED, retry_job, workflow_jobs
+from workflows.outbox import FAILED, retry_job
 
 MS_TENANT = "72f988bf-86f1-41af-91ab-2d7cd011db47"
 OTHER_MS_TENANT = "0b0b0b0b-1111-4222-8333-444444444444"

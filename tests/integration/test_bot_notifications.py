@@ -12,12 +12,13 @@ from typing import Any
 from sqlalchemy import select
 
 from storage.database import Database
+from storage.tables import workflow_jobs
 from tests.conftest import FixedClock, start_client
 from tests.fakes.teams_connector import FakeTeamsConnector
 from tests.integration.test_bot import BOT_SETTINGS, bot_db, connector, say
 
 __all__ = ["bot_db", "connector"]  # fixtures shared with the bot tests
-from workflows.outbox import workflow_jobs
+
 
 DANA_CHAT = "a:1dana-personal"
 

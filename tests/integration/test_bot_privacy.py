@@ -19,7 +19,7 @@ from sqlalchemy import select, text
 from app import Overrides, create_app
 from bot.app import BOT
 from storage.database import Database
-from storage.tables import bookings
+from storage.tables import bookings, workflow_jobs
 from tests.conftest import FIXTURES, FixedClock, apply_file, make_settings, start_client
 from tests.fakes.bot_identity import (
     BOT_APP_ID,
@@ -35,7 +35,7 @@ from tests.fakes.bot_identity import (
 from tests.fakes.graph import FakeGraphServer, serve_fake_graph
 from tests.fakes.teams_connector import FakeTeamsConnector
 from tests.integration.test_bot import BOT_SETTINGS, DANA, MAYA, MS_TENANT, OTHER_MS_TENANT, activity, card_text
-from workflows.outbox import FAILED, workflow_jobs
+from workflows.outbox import FAILED
 
 FABRIKAM_DANA = "22222222-bbbb-4bbb-8bbb-000000000001"
 """A user of the other Slotwise tenant (fabrikam), bound to Microsoft 365 tenant OTHER_MS_TENANT."""

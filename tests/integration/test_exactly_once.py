@@ -37,12 +37,12 @@ from scheduling.model import ClientDetails, PsaRecordKind
 from scheduling.service import Scheduler
 from storage.database import Database
 from storage.repositories import SqlBookingStore, SqlTenantCatalog
+from storage.tables import workflow_jobs
 from tests.conftest import FixedClock, make_settings
 from tests.fakes.chaos import ChaosProxy
 from tests.fakes.connectwise import DEMO_FALLBACK_COMPANY_ID, DEMO_MEMBER, FakeConnectWiseServer
 from tests.fakes.smtp import FakeSmtpServer, ReceivedMail, running_smtp_server
 from workflows.dispatch import BookingFanOut
-from workflows.outbox import workflow_jobs
 
 BOOKINGS = int(os.environ.get("SLOTWISE_CRASH_BOOKINGS", "1000"))
 ROOT = Path(__file__).resolve().parents[2]

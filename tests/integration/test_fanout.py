@@ -15,11 +15,10 @@ from sqlalchemy import func, select
 from admin.tenant_file import RolloutError
 from app import apply_tenant_file
 from storage.database import Database
-from storage.tables import bookings, integration_connections, tenants
+from storage.tables import bookings, integration_connections, tenants, workflow_jobs
 from tests.conftest import FIXTURES, FixedClock, make_settings, start_client
 from tests.fakes.smtp import FakeSmtpServer, running_smtp_server
 from tests.integration.test_booking_api import PAGE, booking_body
-from workflows.outbox import workflow_jobs
 
 
 @pytest.fixture

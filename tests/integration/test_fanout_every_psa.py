@@ -23,10 +23,10 @@ from sqlalchemy import select
 from app import apply_tenant_file
 from scheduling.model import PsaRecordKind
 from storage.database import Database
+from storage.tables import workflow_jobs
 from tests.conftest import FixedClock, make_settings, start_client
 from tests.fakes import autotask, connectwise, halopsa
 from tests.fakes.smtp import running_smtp_server
-from workflows.outbox import workflow_jobs
 
 TENANT = """
 # No reminders: the app's runner keeps real time while bookings follow the test clock, so a reminder would be due

@@ -17,10 +17,10 @@ from sqlalchemy import select
 
 from app import apply_tenant_file
 from storage.database import Database
+from storage.tables import workflow_jobs
 from tests.conftest import FixedClock, make_settings, start_client
 from tests.fakes.graph import FakeGraphServer, serve_fake_graph
 from tests.fakes.smtp import running_smtp_server
-from workflows.outbox import workflow_jobs
 
 HOST = "morgan@m365-it.example"
 TENANT = """

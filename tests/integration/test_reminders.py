@@ -19,11 +19,11 @@ from admin.tenant_yaml import load_tenant_file
 from app import TenantAdapters, apply_tenant_file
 from storage.database import Database
 from storage.secrets import SecretBox
+from storage.tables import workflow_jobs
 from tests.conftest import FIXTURES, FixedClock, make_settings, start_client
 from tests.fakes.smtp import FakeSmtpServer, running_smtp_server
 from tests.integration.test_booking_api import PAGE, booking_body
 from tests.integration.test_fanout import tenant_file_with_email
-from workflows.outbox import workflow_jobs
 from workflows.runner import Runner
 from workflows.steps import build_handlers
 

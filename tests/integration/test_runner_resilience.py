@@ -29,7 +29,7 @@ from sqlalchemy import select
 
 from app import Overrides, apply_tenant_file, create_app
 from storage.database import Database, PoolLimits
-from storage.tables import tenants
+from storage.tables import tenants, workflow_jobs
 from tests.conftest import (
     FIXTURES,
     POSTGRES_URL,
@@ -43,7 +43,7 @@ from tests.fakes.smtp import FakeSmtpServer, running_smtp_server
 from tests.fakes.tcp_proxy import TcpProxy
 from tests.integration.test_booking_api import PAGE, booking_body
 from tests.integration.test_fanout import tenant_file_with_email
-from workflows.outbox import COMPLETED, FAILED, Job, JobSpec, enqueue_jobs, list_runs, workflow_jobs
+from workflows.outbox import COMPLETED, FAILED, Job, JobSpec, enqueue_jobs, list_runs
 from workflows.runner import Runner
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -22,12 +22,11 @@ from sqlalchemy import func, select
 from app import Overrides, apply_tenant_file, create_app
 from storage.database import Database
 from storage.repositories import SqlAgentKeys
-from storage.tables import scheduling_requests
+from storage.tables import scheduling_requests, workflow_jobs
 from tests.conftest import FixedClock, make_settings
 from tests.fakes import autotask
 from tests.fakes.smtp import running_smtp_server
 from tests.integration.test_fanout_every_psa import Vendor, eventually, running_vendor
-from workflows.outbox import workflow_jobs
 
 TENANT = """
 tenant: {{slug: onticket, name: On Ticket IT, time_zone: UTC, holidays: []}}

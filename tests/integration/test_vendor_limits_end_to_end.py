@@ -15,10 +15,10 @@ from sqlalchemy import func, select
 
 from app import apply_tenant_file
 from storage.database import Database
+from storage.tables import workflow_jobs
 from tests.conftest import POSTGRES_URL, FixedClock, make_settings, start_client
 from tests.fakes.autotask import DEMO_QUEUE_ID, DEMO_RESOURCE_ID, DEMO_ROLE_ID, FakeAutotaskServer
 from tests.integration.test_exactly_once import start_worker
-from workflows.outbox import workflow_jobs
 
 pytestmark = pytest.mark.skipif(
     not POSTGRES_URL,

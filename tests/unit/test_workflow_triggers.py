@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from datetime import UTC, date, datetime, timedelta
+from zoneinfo import ZoneInfo
+
 import pytest
 from pydantic import ValidationError
 
@@ -9,14 +12,17 @@ from workflows.triggers import (
     ActionKind,
     ActionSpec,
     Connected,
+    FollowUpSpan,
     Trigger,
     WorkflowSpec,
     classic_workflow,
+    follow_up_due,
     plan_jobs,
     teams_meeting_problem,
     validate_workflow,
     workflow_for_type,
 )
+from workflows.webhooks import build_event
 
 
 def kinds(spec: WorkflowSpec, trigger: Trigger) -> list[str]:
@@ -199,3 +205,89 @@ def test_a_webhook_must_name_the_variable_holding_its_signing_secret() -> None:
         ActionSpec(action=ActionKind.SEND_EMAIL, secret_from_env="ACME_HOOK")
     with pytest.raises(ValidationError):
         ActionSpec(action=ActionKind.POST_WEBHOOK, url="https://hooks.example.com/in", secret_from_env="lower-case")
+
+
+def test_request_triggers_take_only_what_can_run_before_anything_is_booked() -> None:
+    spec = WorkflowSpec.model_validate(
+        {
+            "triggers": {
+                "request_created": [{"action": "add_ticket_note"}, {"action": "create_schedule_entry"}],
+                "request_sent": [{"action": "send_email", "recipients": "host"}],
+                "no_response": {"after": "2 business days", "actions": [{"action": "create_m365_event"}]},
+            }
+        }
+    )
+    problems = validate_workflow(spec, Connected(psa="connectwise", m365=True, email=True))
+    assert problems == [
+        "workflow.triggers.request_created[1]: 'create_schedule_entry' cannot run on request_created: nothing is "
+        "booked yet, so there is no time, host or booking to act on; request triggers take send_email, "
+        "add_ticket_note, set_ticket_status and post_webhook",
+        "workflow.triggers.request_sent[0]: a request_sent email goes to the client the request was sent to; "
+        "'recipients: host' has no host yet",
+        "workflow.triggers.no_response.actions[0]: 'create_m365_event' cannot run on no_response: nothing is booked "
+        "yet, so there is no time, host or booking to act on; request triggers take send_email, add_ticket_note, "
+        "set_ticket_status and post_webhook",
+    ]
+
+
+def test_a_request_email_template_is_checked_against_a_request_not_a_booking() -> None:
+    def sent(body: str) -> WorkflowSpec:
+        action = {"action": "send_email", "template": "custom", "subject": "Pick a time", "body": body}
+        return WorkflowSpec.model_validate({"triggers": {"request_sent": [action]}})
+
+    connected = Connected(email=True)
+    assert validate_workflow(sent("<a href='{{ links.book }}'>Choose</a> {{ request.window }}"), connected) == []
+    [problem] = validate_workflow(sent("See you {{ appointment.starts_local }}"), connected)
+    assert problem.startswith("workflow.triggers.request_sent[0]: the email template does not render: ")
+    assert "starts_local" in problem
+
+
+def test_follow_up_options_belong_to_no_response_and_read_as_lengths_of_time() -> None:
+    with pytest.raises(ValidationError, match="'after' applies only to no_response, not to client_scheduled"):
+        WorkflowSpec.model_validate({"triggers": {"client_scheduled": {"after": "1 day", "actions": []}}})
+    with pytest.raises(ValidationError, match="'offsets' apply only to before_appointment, not to no_response"):
+        WorkflowSpec.model_validate({"triggers": {"no_response": {"offsets": ["1 day"]}}})
+    with pytest.raises(ValidationError, match="'2 fortnights' is not a length of time: write '<n> business days'"):
+        WorkflowSpec.model_validate({"triggers": {"no_response": {"after": "2 fortnights"}}})
+    with pytest.raises(ValidationError, match="less than or equal to 10"):
+        WorkflowSpec.model_validate({"triggers": {"no_response": {"after": "1 day", "repeat": 11}}})
+    spec = WorkflowSpec.model_validate({"triggers": {"no_response": {"after": "36 HOURS", "repeat": 3}}})
+    assert [str(span) for span in spec.follow_ups()] == ["36 hours", "3 days", "108 hours"]
+    assert [str(span) for span in WorkflowSpec.model_validate({"triggers": {"no_response": {}}}).follow_ups()] == [
+        "2 business days"
+    ]
+    assert WorkflowSpec.model_validate({"triggers": {"no_response": []}}).follow_ups() == []
+    # An implicit follow-up email needs email connected; written actions are checked as usual.
+    assert validate_workflow(WorkflowSpec.model_validate({"triggers": {"no_response": {}}}), Connected()) == [
+        "workflow.triggers.no_response: a follow-up without actions is an email to the client, which needs an "
+        "email connection (SMTP or Microsoft 365)"
+    ]
+
+
+def test_business_days_skip_weekends_and_holidays_and_keep_the_local_time() -> None:
+    berlin = ZoneInfo("Europe/Berlin")
+    friday = datetime(2026, 3, 27, 15, 0, tzinfo=UTC)  # 16:00 in Berlin, before the clocks go forward
+    one = FollowUpSpan(amount=timedelta(days=1), business_days=1)
+    # Monday 16:00 in Berlin, which is now summer time (UTC+2).
+    assert follow_up_due(friday, one, berlin, frozenset()) == datetime(2026, 3, 30, 14, 0, tzinfo=UTC)
+    easter_monday = frozenset({date(2026, 4, 6)})
+    thursday = datetime(2026, 4, 2, 8, 0, tzinfo=UTC)
+    two = FollowUpSpan(amount=timedelta(days=2), business_days=2)
+    # Friday 3 April, then (skipping the weekend and Easter Monday) Tuesday 7 April.
+    assert follow_up_due(thursday, two, berlin, easter_monday) == datetime(2026, 4, 7, 8, 0, tzinfo=UTC)
+    assert follow_up_due(thursday, FollowUpSpan(amount=timedelta(hours=30)), berlin, easter_monday) == datetime(
+        2026, 4, 3, 14, 0, tzinfo=UTC
+    )
+
+
+def test_a_request_webhook_event_carries_the_request_but_not_its_link() -> None:
+    occurred = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
+    event = build_event(
+        "request_sent",
+        {"kind": "request", "id": "r1", "book_url": "https://book.example/r/secret", "type_name": "Visit"},
+        {"note_id": "5"},
+        occurred,
+    )
+    assert event["type"] == "scheduling_request.request_sent"
+    assert event["data"]["request"] == {"kind": "request", "id": "r1", "type_name": "Visit"}
+    assert "booking" not in event["data"]
