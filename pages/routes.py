@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
@@ -10,7 +11,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 from typing import Any, Protocol
-from urllib.parse import urlencode
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+import zoneinfo
 from zoneinfo import ZoneInfo
 
 import jinja2
@@ -981,6 +983,49 @@ def _offset(offset: timedelta) -> str:
     return f"{sign}{abs(minutes) // 60:02d}:{abs(minutes) % 60:02d}"
 
 
+@functools.cache
+def _all_zones() -> tuple[str, ...]:
+    """Every IANA zone this Python knows (tzdata), without the legacy aliases a person would not look for."""
+    legacy = ("Etc/", "SystemV/", "US/", "posixrules", "Factory", "localtime")
+    return tuple(
+        sorted(
+            name
+            for name in zoneinfo.available_timezones()
+            if "/" in name and not name.startswith(legacy) or name == "UTC"
+        )
+    )
+
+
+def _safe_back(value: str) -> str:
+    """Where the zone list returns to: a path on this site only (never //host or a scheme), else the site root."""
+    parts = urlsplit(value)
+    if parts.scheme or parts.netloc or not value.startswith("/") or value.startswith("//") or "\\" in value:
+        return "/"
+    return value
+
+
+def _with_zone(back: str, zone: str) -> str:
+    parts = urlsplit(back)
+    query = [(key, value) for key, value in parse_qsl(parts.query) if key != "tz"]
+    return urlunsplit(("", "", parts.path, urlencode([*query, ("tz", zone)]), ""))
+
+
+async def zones_page(request: web.Request) -> web.Response:
+    """The full IANA zone list with each zone's offset now, searchable without JavaScript (the search is a GET
+    form); picking one returns to the page the client came from, showing times in that zone."""
+    ctx = request.app[PAGES]
+    back = _safe_back(request.query.get("back", "/"))
+    search = request.query.get("q", "").strip()[:100]
+    wanted = search.lower().replace(" ", "_")
+    now = ctx.clock.now()
+    zones = [
+        (name, f"UTC{_offset(now.astimezone(ZoneInfo(name)).utcoffset() or timedelta(0))}", _with_zone(back, name))
+        for name in _all_zones()
+        if wanted in name.lower()
+    ]
+    return _html(request, "zones.html", title="Choose your time zone", zones=zones, search=search, back=back)
+
+
 def _page_handler(load: TargetLoader) -> Callable[[web.Request], Awaitable[web.Response]]:
     async def handler(request: web.Request) -> web.Response:
         target = await load(request)
@@ -1244,6 +1289,7 @@ def setup_pages(app: web.Application, ctx: PagesContext) -> None:
     r = app.router
     r.add_get("/privacy", privacy_page)
     r.add_get("/terms", terms_page)
+    r.add_get("/zones", zones_page)
     r.add_get("/book/{tenant}/{type}", _page_handler(_type_target))
     r.add_get("/book/{tenant}/{type}/slots", _slots_handler(_type_target))
     r.add_post("/book/{tenant}/{type}/bookings", _bookings_handler(_type_target))

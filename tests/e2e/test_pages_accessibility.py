@@ -21,6 +21,7 @@ from storage.database import Database
 from storage.repositories import SqlAgentKeys
 from tests.conftest import FIXTURES, FixedClock, apply_file, start_client
 from tests.e2e.test_booking_in_a_browser import base_of, browser
+from tests.integration.test_pages_branding import branded_file
 
 __all__ = ["browser"]
 
@@ -89,6 +90,7 @@ async def test_every_page_type_has_no_serious_accessibility_violation(
         await visit("privacy", "/privacy")
         await visit("terms", "/terms")
         await visit("not-found", "/book/acme/no-such-type", 404)
+        await visit("zones", "/zones?back=/book/acme/intro-call&q=america")
 
         key = await SqlAgentKeys(sqlite_database).create_key("acme", "desk")
         made = await client.post(
@@ -112,6 +114,17 @@ async def test_every_page_type_has_no_serious_accessibility_violation(
         manage_path = page.url.removeprefix(base).split("?")[0]
         await visit("manage", manage_path)
         await visit("reschedule", f"{manage_path}?action=reschedule&tz=America/New_York")
+        await visit("cancel", f"{manage_path}?action=cancel&tz=America/New_York")
+
+        # A field error shown at its field.
+        await page.goto(f"{base}/book/acme/intro-call?tz=America/New_York&date={DAY}&start=2026-11-24T17:00:00%2B00:00")
+        await page.get_by_label("Your name").fill("Dana Client")
+        await page.get_by_label("Email", exact=True).fill("dana@client.test")
+        await page.get_by_label("Company name").fill("   ")
+        async with page.expect_navigation() as navigation:
+            await page.locator("form.details button[type=submit]").click()
+        invalid = await navigation.value
+        await check(page, "field-error", viewport, 400, invalid.status if invalid else None, problems)
 
         # The session cookie is gone (as after a browser restart): the form post is refused with a page.
         await page.goto(f"{base}/book/acme/intro-call?tz=America/New_York&date={DAY}&start=2026-11-24T16:00:00%2B00:00")
@@ -156,6 +169,28 @@ async def test_the_rate_limited_page_has_no_serious_accessibility_violation(
             await page.locator("form.details button[type=submit]").click()
         refused = await navigation.value
         await check(page, "rate-limited", viewport, 429, refused.status if refused else None, problems)
+    finally:
+        await context.close()
+        await client.close()
+    assert problems == [], "\n".join(problems)
+
+
+@pytest.mark.parametrize("viewport", ["phone", "desktop"])
+async def test_a_branded_page_with_a_light_accent_colour_stays_readable(
+    browser: Browser, sqlite_database: Database, tmp_path: Path, clock: FixedClock, viewport: str
+) -> None:
+    await apply_file(sqlite_database, branded_file(tmp_path))
+    client = await start_client(sqlite_database, tmp_path, clock)
+    context = await browser.new_context(
+        viewport=VIEWPORTS[viewport], timezone_id="America/New_York", locale="en-US", bypass_csp=True
+    )
+    problems: list[str] = []
+    try:
+        page = await context.new_page()
+        # The logo's host is not reachable from a test; the page must not depend on it.
+        await page.route("https://cdn.acme.example/**", lambda route: route.abort())
+        response = await page.goto(f"{base_of(client)}/book/acme/intro-call?date={DAY}&start={START}")
+        await check(page, "branded", viewport, 200, response.status if response else None, problems)
     finally:
         await context.close()
         await client.close()

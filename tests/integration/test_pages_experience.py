@@ -184,3 +184,36 @@ async def test_cancelling_on_the_page_asks_for_confirmation_and_a_reason(client:
     cancelled = await client.post(f"{manage}/cancel", data={**form, "reason": "Solved it"}, allow_redirects=False)
     assert cancelled.status == 303
     assert "This appointment is cancelled." in await (await client.get(cancelled.headers["Location"])).text()
+
+
+async def test_the_full_zone_list_is_searchable_without_javascript_and_returns_to_the_page(client: TestClient) -> None:
+    back = f"{PAGE}?date=2026-11-24&clock=12&tz=UTC"
+    everything = await client.get("/zones", params={"back": back})
+    assert everything.status == 200
+    html = await everything.text()
+    names = re.findall(r'<li><a href="[^"]+">([^<]+)</a> <span class="offset">', html)
+    assert len(names) > 400, "every IANA zone, not a hand-picked few"
+    assert "America/Argentina/Buenos Aires" in names
+    assert "Pacific/Chatham" in names
+    # Offsets are the ones in force now (the test clock: 23 November 2026).
+    assert '>Asia/Kolkata</a> <span class="offset">UTC+05:30</span>' in html
+    assert '>America/New York</a> <span class="offset">UTC\u221205:00</span>' in html
+    found = await (await client.get("/zones", params={"back": back, "q": "berl"})).text()
+    listed = found.split('<ul class="zones"', 1)[1].split("</ul>", 1)[0]
+    links = re.findall(r'<li><a href="([^"]+)">([^<]+)</a>', listed)
+    assert [name for _link, name in links] == ["Europe/Berlin"]
+    # Picking it goes back to the same day and clock, now in Berlin time.
+    chosen = links[0][0].replace("&amp;", "&")
+    assert chosen == f"{PAGE}?date=2026-11-24&clock=12&tz=Europe%2FBerlin"
+    page = await (await client.get(chosen)).text()
+    assert '<option value="Europe/Berlin" selected>Europe/Berlin (UTC+01:00)</option>' in page
+    assert ">4:00 PM</a>" in page, "15:00 UTC in Berlin, on the 12-hour clock the client chose"
+    nothing = await (await client.get("/zones", params={"back": back, "q": "Atlantis"})).text()
+    assert "No time zone matches" in nothing
+
+
+async def test_the_zone_list_only_returns_to_this_site(client: TestClient) -> None:
+    for hostile in ("//evil.example/x", "https://evil.example/", "javascript:alert(1)", "/\\evil.example"):
+        html = await (await client.get("/zones", params={"back": hostile, "q": "berlin"})).text()
+        assert "evil" not in html.split("<main", 1)[1]
+        assert 'href="/?tz=Europe%2FBerlin"' in html
