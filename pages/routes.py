@@ -6,13 +6,13 @@ import functools
 import json
 import logging
 import math
+import zoneinfo
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
-import zoneinfo
 from zoneinfo import ZoneInfo
 
 import jinja2
@@ -991,7 +991,7 @@ def _all_zones() -> tuple[str, ...]:
         sorted(
             name
             for name in zoneinfo.available_timezones()
-            if "/" in name and not name.startswith(legacy) or name == "UTC"
+            if ("/" in name and not name.startswith(legacy)) or name == "UTC"
         )
     )
 
