@@ -72,6 +72,12 @@ def uses_12_hour_clock(locale: Locale) -> bool:
 
 
 @lru_cache(maxsize=64)
+def _day_periods(locale: Locale) -> tuple[str, str]:
+    periods = locale.day_periods["format"]["abbreviated"]
+    return str(periods.get("am", "AM")), str(periods.get("pm", "PM"))
+
+
+@lru_cache(maxsize=64)
 def _day_pattern(locale: Locale) -> str:
     """The locale's full date pattern without the year: 'EEEE, MMMM d, y' → 'EEEE, MMMM d'."""
     pattern = str(locale.date_formats["full"].pattern)
@@ -100,6 +106,15 @@ class Formatter:
         return "12" if self.hour12 else "24"
 
     def time(self, moment: datetime) -> str:
+        """'3:00 PM' or '15:00'. The same result as Babel's format_time with 'h:mm a' / 'HH:mm' (a test holds
+        them equal), built from the locale's CLDR day-period names: a page formats dozens of times per view."""
+        local = moment.astimezone(self.zone)
+        if not self.hour12:
+            return f"{local.hour:02d}:{local.minute:02d}"
+        am, pm = _day_periods(self.names)
+        return f"{local.hour % 12 or 12}:{local.minute:02d} {pm if local.hour >= 12 else am}"
+
+    def babel_time(self, moment: datetime) -> str:
         local = moment.astimezone(self.zone)
         return format_time(local, "h:mm a" if self.hour12 else "HH:mm", locale=self.names)
 

@@ -968,8 +968,14 @@ _COMMON_ZONES = (
 
 
 def _zone_choices(current: str, now: datetime | None = None) -> list[tuple[str, str]]:
-    """The picker's zones (the common ones and the current one) labelled with their offset now, west to east."""
-    moment = now or datetime.now(UTC)
+    """The picker's zones (the common ones and the current one) labelled with their offset now, west to east.
+    Offsets move only at DST changes, so the list is reused within the hour."""
+    moment = (now or datetime.now(UTC)).replace(minute=0, second=0, microsecond=0)
+    return _zone_choices_at(current, moment)
+
+
+@functools.lru_cache(maxsize=256)
+def _zone_choices_at(current: str, moment: datetime) -> list[tuple[str, str]]:
     zones = [
         (name, moment.astimezone(ZoneInfo(name)).utcoffset() or timedelta(0)) for name in {*_COMMON_ZONES, current}
     ]
