@@ -49,6 +49,7 @@ from workflows.metrics import SlotwiseMetrics
 from workflows.outbox import enqueue_jobs
 from workflows.requests import RequestFanOut
 from workflows.runner import Runner, RunnerWatch
+from workflows.status import join_urls
 from workflows.steps import TenantIntegrations, build_handlers
 from workflows.webhooks import WebhookPoster, WebhookSender
 
@@ -221,6 +222,9 @@ def create_app(settings: Settings, *, overrides: Overrides | None = None) -> web
             raise ServiceUnavailable("Slotwise is still starting; try again in a moment", retry_after_seconds=5)
         return (await shared_adapters[0](tenant_id)).psa
 
+    async def join_url_of(tenant_id: str, booking_id: str) -> str:
+        return (await join_urls(database, tenant_id, [booking_id])).get(booking_id, "")
+
     context = PagesContext(
         catalog=SqlTenantCatalog(database),
         scheduler=Scheduler(store, clock),
@@ -244,6 +248,7 @@ def create_app(settings: Settings, *, overrides: Overrides | None = None) -> web
         templates=build_templates(),
         tenant_psa=tenant_psa,
         tenant_looks=tenant_looks_of(SqlTenantLooks(database)),
+        join_url_of=join_url_of,
     )
     setup_pages(app, context)
     # Inside the pages' error middleware, so the ServiceUnavailable it raises is rendered like every other error.

@@ -15,6 +15,7 @@ from typing import Any, Protocol
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 from zoneinfo import ZoneInfo
 
+import icalendar
 import jinja2
 from aiohttp import web
 
@@ -73,6 +74,8 @@ class PagesContext:
     tenant has no PSA connected, and the ticket is then kept as a label."""
     tenant_looks: TenantLooks | None = None
     """Branding and host photos; None: every tenant looks like Slotwise's default."""
+    join_url_of: JoinUrlOf | None = None
+    """The online meeting's join link of a booking, once a workflow step made one; None: never shown."""
 
 
 @dataclass(frozen=True)
@@ -106,6 +109,9 @@ def tenant_looks_of(source: LookSource) -> TenantLooks:
 
     return looks
 
+
+JoinUrlOf = Callable[[str, str], Awaitable[str]]
+"""The join link (or "") of a booking, by tenant id and booking id."""
 
 TenantPsa = Callable[[str], Awaitable[PsaClient | None]]
 """The PSA adapter of a tenant (by tenant id), or None when the tenant has not connected one."""
@@ -1133,9 +1139,16 @@ async def _manage_html(
     ctx = request.app[PAGES]
     names = {host.user_id: host.name for host in target.hosts}
     look = await _look(request, target.tenant_slug)
+    join_url = ""
+    if ctx.join_url_of is not None and booking.status is BookingStatus.CONFIRMED:
+        join_url = await ctx.join_url_of(booking.tenant_id, booking.booking_id)
+    page_path = request.path.removesuffix("/cancel").removesuffix("/reschedule")
     return _html(
         request,
         "manage.html",
+        join_url=join_url if join_url.startswith("https://") else "",
+        calendar_links=_calendar_links(target, booking, join_url) if booking.status is BookingStatus.CONFIRMED else [],
+        ics_path=f"{page_path}/invite.ics",
         status=status,
         brand=look.branding,
         fmt=_formatter(request, zone),
@@ -1153,8 +1166,87 @@ async def _manage_html(
         just_moved=just_moved,
         cancelled=booking.status is BookingStatus.CANCELLED,
         can_change=booking.status is BookingStatus.CONFIRMED and booking.starts_at > ctx.clock.now(),
-        page_path=request.path.removesuffix("/cancel").removesuffix("/reschedule"),
+        page_path=page_path,
     )
+
+
+def _event_title(target: BookingTarget, booking: Booking) -> str:
+    names = {host.user_id: host.name for host in target.hosts}
+    hosts = [names[host_id] for host_id in booking.host_ids if host_id in names]
+    kind = target.appointment_type.name
+    return f"{kind} with {', '.join(hosts)}" if hosts else f"{kind} ({target.tenant_name})"
+
+
+def _calendar_links(target: BookingTarget, booking: Booking, join_url: str) -> list[tuple[str, str]]:
+    """Add-to-calendar links for web calendars. They carry the title, times, place and join link, never the manage
+    link: that is a bearer token, and these URLs go to Google's and Microsoft's servers. The .ics file has it."""
+    title = _event_title(target, booking)
+    where = join_url or target.appointment_type.location.describe()
+    details = f"Booked with {target.tenant_name}." + (f" Join: {join_url}" if join_url else "")
+    compact = "%Y%m%dT%H%M%SZ"
+    google = urlencode(
+        {
+            "action": "TEMPLATE",
+            "text": title,
+            "dates": f"{booking.starts_at.astimezone(UTC):{compact}}/{booking.ends_at.astimezone(UTC):{compact}}",
+            "details": details,
+            "location": where,
+        }
+    )
+    # Outlook's compose deep link, the same for Outlook.com and Microsoft 365 (only the host differs).
+    outlook = urlencode(
+        {
+            "path": "/calendar/action/compose",
+            "rru": "addevent",
+            "subject": title,
+            "startdt": booking.starts_at.astimezone(UTC).isoformat().replace("+00:00", "Z"),
+            "enddt": booking.ends_at.astimezone(UTC).isoformat().replace("+00:00", "Z"),
+            "body": details,
+            "location": where,
+        }
+    )
+    return [
+        ("Google Calendar", f"https://calendar.google.com/calendar/render?{google}"),
+        ("Outlook.com", f"https://outlook.live.com/calendar/0/deeplink/compose?{outlook}"),
+        ("Office 365", f"https://outlook.office.com/calendar/0/deeplink/compose?{outlook}"),
+    ]
+
+
+async def manage_ics(request: web.Request) -> web.Response:
+    """The booking as an .ics file (RFC 5545, METHOD:PUBLISH) for Apple Calendar and any other calendar app. Its
+    UID is the one our email invitations use, so importing it after accepting the invitation updates that entry
+    rather than adding a second one."""
+    ctx = request.app[PAGES]
+    target, booking = await _manage_target(request)
+    if booking.status is not BookingStatus.CONFIRMED:
+        raise LinkExpired("This appointment is cancelled, so there is nothing to add to a calendar")
+    join_url = await ctx.join_url_of(booking.tenant_id, booking.booking_id) if ctx.join_url_of is not None else ""
+    calendar = icalendar.Calendar()
+    calendar.add("prodid", "-//Slotwise//Booking pages//EN")
+    calendar.add("version", "2.0")
+    calendar.add("method", "PUBLISH")
+    event = icalendar.Event()
+    event.add("uid", f"{booking.booking_id}@slotwise")
+    event.add("dtstamp", ctx.clock.now().astimezone(UTC))
+    event.add("dtstart", booking.starts_at.astimezone(UTC))
+    event.add("dtend", booking.ends_at.astimezone(UTC))
+    event.add("sequence", max(0, booking.version - 1))
+    event.add("summary", _event_title(target, booking))
+    event.add("location", join_url or target.appointment_type.location.describe())
+    manage = manage_url(ctx, booking)
+    event.add(
+        "description",
+        f"Booked with {target.tenant_name}."
+        + (f"\nJoin: {join_url}" if join_url else "")
+        + f"\nReschedule or cancel: {manage}",
+    )
+    event.add("url", manage)
+    calendar.add_component(event)
+    response = web.Response(body=calendar.to_ical(), content_type="text/calendar", charset="utf-8")
+    response.headers["Content-Disposition"] = 'attachment; filename="appointment.ics"'
+    response.headers["Referrer-Policy"] = "no-referrer"
+    response.headers["Cache-Control"] = "no-store"
+    return response
 
 
 def _reschedule_target(target: BookingTarget, booking: Booking) -> BookingTarget:
@@ -1309,5 +1401,6 @@ def setup_pages(app: web.Application, ctx: PagesContext) -> None:
     r.add_get("/m/{token}/slots", manage_slots)
     r.add_post("/m/{token}/reschedule", manage_reschedule)
     r.add_post("/m/{token}/cancel", manage_cancel)
+    r.add_get("/m/{token}/invite.ics", manage_ics)
     r.add_post("/api/v1/scheduling-requests", create_request_handler)
     r.add_static("/static", str(STATIC_DIR), name="static")
