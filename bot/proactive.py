@@ -198,4 +198,5 @@ def _view(notification: HostNotification, zone: ZoneInfo) -> BookingEventView:
         reason=notification.reason,
         answers=notification.answers,
         previous_starts_at=notification.previous_starts_at,
+        ticket_number=notification.ticket_number,
     )

@@ -37,6 +37,8 @@ def render_booking_event(view: BookingEventView) -> dict[str, Any]:
         ("Client", client),
         ("Email", escape_markdown(view.client_email, 120)),
     ]
+    if view.ticket_number:
+        facts.append(("Ticket", f"#{escape_markdown(view.ticket_number, 64)}"))
     if view.change is BookingChange.CANCELLED:
         facts.append(("Reason", escape_markdown(view.reason, 500) if view.reason.strip() else "No reason given"))
     actions: list[Element] = []

@@ -147,6 +147,8 @@ class BookingEventView:
     reason: str = ""
     answers: tuple[tuple[str, str], ...] = field(default_factory=tuple)
     """Intake form answers as (label, value)."""
+    ticket_number: str = ""
+    """The PSA ticket the booking is on, as the PSA shows it; empty when there is none (yet)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -482,3 +482,5 @@ class HostNotification:
     answers: tuple[tuple[str, str], ...] = ()
     previous_starts_at: datetime | None = None
     """For a reschedule: when it was before."""
+    ticket_number: str = ""
+    """The PSA ticket the booking is on, as the PSA shows it (the request's ticket, or the one a step created)."""

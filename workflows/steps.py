@@ -334,6 +334,7 @@ async def _notify_host(ctx: StepContext) -> Mapping[str, Any]:
         previous_starts_at=(
             datetime.fromisoformat(ctx.booking["previous_starts_at"]) if ctx.booking.get("previous_starts_at") else None
         ),
+        ticket_number=str(ctx.outputs.get("ticket_number") or ""),
     )
     # A panel has several hosts: one whose card went out on an earlier attempt is not sent a second one.
     sent: dict[str, Any] = {key: value for key, value in ctx.progress.items() if key.startswith("teams_activity:")}

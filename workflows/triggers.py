@@ -474,7 +474,8 @@ def soft_needs(step: ActionSpec) -> set[str]:
         # The default templates quote the ticket number (inside {% if ticket.number %}).
         return {"ticket_number", "join_url"}
     if step.action is ActionKind.NOTIFY_HOST:
-        return {"join_url"}
+        # The card quotes the Teams join link and the ticket number; it waits for neither longer than the grace.
+        return {"join_url", "ticket_number"}
     if step.action is ActionKind.POST_WEBHOOK:
         return {ALL_OUTPUTS}
     return set()

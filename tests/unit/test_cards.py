@@ -251,6 +251,7 @@ def booking_event_views() -> dict[str, BookingEventView]:
         NEW_YORK,
         join_url="https://teams.microsoft.com/l/meetup-join/abc",
         answers=(("Company size", "50-100"), ("What would you like to discuss?", "Backups and M365 licensing")),
+        ticket_number="T20261124.0001",
     )
     return {
         "booked": booked,
@@ -270,6 +271,7 @@ def booking_event_views() -> dict[str, BookingEventView]:
             NEW_YORK,
             reason=HOSTILE,
             answers=((HOSTILE, HOSTILE),),
+            ticket_number=HOSTILE,
         ),
         "maximal": BookingEventView(
             BookingChange.RESCHEDULED,
@@ -832,6 +834,7 @@ def test_booking_event_headlines_facts_and_actions() -> None:
         {"title": "Client", "value": "Dana Fox"},
         {"title": "Email", "value": "dana@fabrikam.example"},
     ]
+    assert of_type(booked, "FactSet")[0]["facts"][3] == {"title": "Ticket", "value": "#T20261124.0001"}
     assert {"title": "Company size", "value": "50-100"} in of_type(booked, "FactSet")[0]["facts"]
     assert booked["actions"] == [
         {"type": "Action.OpenUrl", "title": "Join", "url": "https://teams.microsoft.com/l/meetup-join/abc"},
