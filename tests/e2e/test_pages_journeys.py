@@ -103,3 +103,34 @@ async def test_a_client_who_loses_a_time_mid_form_books_an_offered_one(
     finally:
         await context.close()
         await client.close()
+
+
+async def test_a_server_side_field_error_is_focused_at_its_field_on_a_phone(
+    browser: Browser, sqlite_database: Database, tmp_path: Path, clock: FixedClock
+) -> None:
+    await apply_file(sqlite_database, FIXTURES / "tenant.yaml")
+    client = await start_client(sqlite_database, tmp_path, clock)
+    context = await browser.new_context(viewport=VIEWPORTS["phone"], timezone_id="Europe/London", locale="en-GB")
+    try:
+        page = await context.new_page()
+        await page.goto(f"{base_of(client)}/book/acme/intro-call?date=2026-11-24")
+        await page.get_by_role("link", name="15:00", exact=True).click()
+        await page.get_by_label("Your name").fill("Gus Guest")
+        await page.get_by_label("Email", exact=True).fill("gus@client.test")
+        await page.get_by_label("Company name").fill("Guest Co")
+        # The browser cannot check a list of addresses; the server does, and answers next to the field.
+        await page.get_by_label("Invite guests (emails, comma separated)").fill("pat@client.test, not-an-address")
+        await page.get_by_role("button", name="Book 15:00").click()
+        guests = page.get_by_label("Invite guests (emails, comma separated)")
+        await expect(guests).to_be_focused()
+        await expect(guests).to_have_attribute("aria-invalid", "true")
+        await expect(page.locator("#guests-error")).to_contain_text("not-an-address")
+        await expect(page.locator("#guests-error")).to_be_in_viewport()
+        await snap(page, "journey-field-error-phone")
+        await guests.fill("pat@client.test")
+        await page.get_by_role("button", name="Book 15:00").click()
+        await expect(page.get_by_role("status")).to_contain_text("You're booked")
+        await expect(page.locator("dl.booking")).to_contain_text("pat@client.test")
+    finally:
+        await context.close()
+        await client.close()

@@ -217,3 +217,24 @@ async def test_the_zone_list_only_returns_to_this_site(client: TestClient) -> No
         html = await (await client.get("/zones", params={"back": hostile, "q": "berlin"})).text()
         assert "evil" not in html.split("<main", 1)[1]
         assert 'href="/?tz=Europe%2FBerlin"' in html
+
+
+async def test_a_time_lost_while_rescheduling_offers_the_next_free_times_to_move_to(client: TestClient) -> None:
+    booked = await (await client.post(f"{PAGE}/bookings", json=booking_body("2026-11-24T15:00:00+00:00"))).json()
+    manage = booked["manage_url"].removeprefix("http://testserver")
+    token = await csrf_token(
+        client, manage, action="reschedule", tz="UTC", date="2026-11-25", start="2026-11-25T16:00:00+00:00"
+    )
+    taken = await client.post(f"{PAGE}/bookings", json=booking_body("2026-11-25T16:00:00+00:00", email="x@y.test"))
+    assert taken.status == 201
+    form = {"csrf_token": token, "time_zone": "UTC", "version": "1", "start": "2026-11-25T16:00:00+00:00"}
+    lost = await client.post(f"{manage}/reschedule", data=form, allow_redirects=False)
+    assert lost.status == 409
+    html = await lost.text()
+    assert "was just taken" in html
+    assert "Confirm new time" not in html
+    offered = re.findall(r'<button type="submit" name="start" value="([^"]+)"[^>]*>Move to ([^<]+)</button>', html)
+    assert offered[0] == ("2026-11-25T16:30:00+00:00", "16:30")
+    moved = await client.post(f"{manage}/reschedule", data={**form, "start": offered[0][0]}, allow_redirects=False)
+    assert moved.status == 303
+    assert "16:30" in await (await client.get(moved.headers["Location"])).text()
