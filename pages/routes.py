@@ -138,8 +138,20 @@ def _query_string(params: Mapping[str, str], keep: Mapping[str, str]) -> str:
     return urlencode(values)
 
 
-def _formatter(request: web.Request, zone: ZoneInfo) -> Formatter:
-    clock = request.query.get("clock", "")
+def _clock_of(form: Mapping[str, Any]) -> dict[str, str]:
+    """The 12/24-hour choice a form carried, for the page it redirects to (only the two values the pages make)."""
+    clock = str(form.get("clock", ""))
+    return {"clock": clock} if clock in ("12", "24") else {}
+
+
+def _chosen_clock(request: web.Request, form: Mapping[str, Any] | None = None) -> str:
+    """The 12/24-hour choice made on the page: in the query of a link, or in the form of a post; "" for none."""
+    clock = request.query.get("clock") or str((form or {}).get("clock", ""))
+    return clock if clock in ("12", "24") else ""
+
+
+def _formatter(request: web.Request, zone: ZoneInfo, form: Mapping[str, Any] | None = None) -> Formatter:
+    clock = _chosen_clock(request, form)
     return Formatter.for_client(zone, request.headers.get("Accept-Language", "")[:500], clock)
 
 
@@ -585,7 +597,9 @@ async def _form_booking(request: web.Request, target: BookingTarget, default_zon
         return await _render_booking_page(
             request, target, zone, start.astimezone(zone).date(), start, exc, status, form
         )
-    raise web.HTTPSeeOther(manage_path(ctx, booking) + "?" + urlencode({"booked": "1", "tz": str(zone)}))
+    raise web.HTTPSeeOther(
+        manage_path(ctx, booking) + "?" + urlencode({"booked": "1", "tz": str(zone), **_clock_of(form)})
+    )
 
 
 async def explain_handler(request: web.Request) -> web.Response:
@@ -870,15 +884,16 @@ async def _render_booking_page(
     alternatives = list(error.next_free) if isinstance(error, SlotUnavailable) else []
     field = _form_field(error.field) if isinstance(error, InvalidRequest) and error.field else None
     look = await _look(request, target.tenant_slug)
-    fmt = _formatter(request, zone)
+    fmt = _formatter(request, zone, form)
     return _html(
         request,
         "booking.html",
         status=status,
         fmt=fmt,
+        keep_clock=_chosen_clock(request, form),
         keep={
             "tz": str(zone),
-            "clock": request.query.get("clock", ""),
+            "clock": _chosen_clock(request, form),
             "action": "reschedule" if mode == "reschedule" else "",
         },
         brand=look.branding,
@@ -1152,6 +1167,7 @@ async def _manage_html(
         status=status,
         brand=look.branding,
         fmt=_formatter(request, zone),
+        keep_clock=_chosen_clock(request),
         confirm_cancel=confirm_cancel or reason_error is not None,
         reason_error=reason_error,
         target=target,
@@ -1339,7 +1355,9 @@ async def manage_reschedule(request: web.Request) -> web.StreamResponse:
             mode="reschedule",
             booking=booking,
         )
-    raise web.HTTPSeeOther(manage_path(ctx, moved) + "?" + urlencode({"moved": "1", "tz": str(zone)}))
+    raise web.HTTPSeeOther(
+        manage_path(ctx, moved) + "?" + urlencode({"moved": "1", "tz": str(zone), **_clock_of(form)})
+    )
 
 
 async def manage_cancel(request: web.Request) -> web.StreamResponse:
@@ -1378,7 +1396,7 @@ async def manage_cancel(request: web.Request) -> web.StreamResponse:
     except BookingChanged as changed:
         return await _changed_response(request, target, changed, zone)
     page = request.path.removesuffix("/cancel")
-    raise web.HTTPSeeOther(f"{page}?" + urlencode({"tz": zone_name}))
+    raise web.HTTPSeeOther(f"{page}?" + urlencode({"tz": zone_name, **_clock_of(form)}))
 
 
 def setup_pages(app: web.Application, ctx: PagesContext) -> None:

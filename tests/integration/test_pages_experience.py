@@ -238,3 +238,21 @@ async def test_a_time_lost_while_rescheduling_offers_the_next_free_times_to_move
     moved = await client.post(f"{manage}/reschedule", data={**form, "start": offered[0][0]}, allow_redirects=False)
     assert moved.status == 303
     assert "16:30" in await (await client.get(moved.headers["Location"])).text()
+
+
+async def test_the_clock_choice_survives_booking(client: TestClient) -> None:
+    token = await csrf_token(client, PAGE, tz="UTC", clock="12", start="2026-11-24T15:00:00+00:00")
+    page = await (
+        await client.get(PAGE, params={"tz": "UTC", "clock": "12", "start": "2026-11-24T15:00:00+00:00"})
+    ).text()
+    assert '<input type="hidden" name="clock" value="12">' in page
+    booked = await client.post(
+        f"{PAGE}/bookings",
+        data={**FORM, "csrf_token": token, "start": "2026-11-24T15:00:00+00:00", "clock": "12"},
+        allow_redirects=False,
+    )
+    assert booked.status == 303
+    assert "clock=12" in booked.headers["Location"]
+    confirmation = await (await client.get(booked.headers["Location"], headers={"Accept-Language": "de-DE"})).text()
+    assert re.search(r"3:00 (PM|pm)", confirmation), "the client's switch wins over the browser's language"
+    assert "15:00" not in confirmation
