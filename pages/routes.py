@@ -1025,8 +1025,11 @@ def _all_zones() -> tuple[str, ...]:
 
 def _safe_back(value: str) -> str:
     """Where the zone list returns to: a path on this site only (never //host or a scheme), else the site root."""
+    # Browsers drop tabs and newlines from URLs and read \ as /, so "/\t/evil" and "/\\evil" would mean //evil.
+    if any(char <= " " or char == "\\" for char in value):
+        return "/"
     parts = urlsplit(value)
-    if parts.scheme or parts.netloc or not value.startswith("/") or value.startswith("//") or "\\" in value:
+    if parts.scheme or parts.netloc or not value.startswith("/") or value.startswith("//"):
         return "/"
     return value
 

@@ -213,7 +213,14 @@ async def test_the_full_zone_list_is_searchable_without_javascript_and_returns_t
 
 
 async def test_the_zone_list_only_returns_to_this_site(client: TestClient) -> None:
-    for hostile in ("//evil.example/x", "https://evil.example/", "javascript:alert(1)", "/\\evil.example"):
+    for hostile in (
+        "//evil.example/x",
+        "https://evil.example/",
+        "javascript:alert(1)",
+        "/\\evil.example",
+        "/\t/evil.example",
+        "/\n/evil.example",
+    ):
         html = await (await client.get("/zones", params={"back": hostile, "q": "berlin"})).text()
         assert "evil" not in html.split("<main", 1)[1]
         assert 'href="/?tz=Europe%2FBerlin"' in html
