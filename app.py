@@ -20,7 +20,11 @@ from typing import Any
 
 import aiohttp
 from aiohttp import web
+from yarl import URL
 
+from addin.auth import AddinAuthSettings
+from addin.routes import AddinContext, BookingDeps, setup_addin
+from addin.suggestions import SuggestionLinks
 from admin.connections import load_connection_configs, load_webhook_secrets
 from admin.routes import setup_admin_api
 from bot.app import SlotwiseBot, create_notifier, setup_bot
@@ -38,6 +42,7 @@ from scheduling.model import Booking
 from scheduling.ports import Clock, Notifier, PsaClient, RateLimiter, VendorLimits
 from scheduling.service import Scheduler
 from settings import Settings
+from storage.addin_directory import SqlAddinDirectory
 from storage.database import Database, PoolLimits, is_database_fault
 from storage.directory import SqlTeamsDirectory
 from storage.repositories import SqlAgentKeys, SqlBookingStore, SqlRequestStore, SqlTenantCatalog, SqlTenantLooks
@@ -257,6 +262,26 @@ def create_app(settings: Settings, *, overrides: Overrides | None = None) -> web
     bot = build_bot(settings, database, context.scheduler, clock, manage_links.url_for, fanout, vendor_limits)
     if bot is not None:
         setup_bot(app, bot, lambda: aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)))
+    setup_addin(
+        app,
+        AddinContext(
+            auth=addin_auth_settings(settings),
+            directory=SqlAddinDirectory(database),
+            base_url=base_url,
+            session_factory=lambda: aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)),
+            office_js_url=settings.office_js_url,
+            msal_script=settings.msal_browser_script,
+            booking=BookingDeps(
+                scheduler=context.scheduler,
+                catalog=context.catalog,
+                store=store,
+                clock=clock,
+                links=SuggestionLinks(secret),
+                manage_url_for=manage_links.url_for,
+                link_days=settings.request_link_days,
+            ),
+        ),
+    )
     app[RUNNER_WATCH] = RunnerWatch()
     # Outermost, so the latency includes the error pages the inner middlewares render.
     app.middlewares.insert(0, metrics.middleware())
@@ -330,6 +355,18 @@ def bot_auth_settings(settings: Settings) -> BotAuthSettings:
         allowed_service_hosts=tuple(settings.bot_allowed_service_hosts),
         allow_http_loopback=settings.bot_allow_http_loopback,
         allowed_callers=tuple(settings.bot_allowed_callers),
+    )
+
+
+def addin_auth_settings(settings: Settings) -> AddinAuthSettings:
+    """The add-in API's Entra app: its own registration when set, else the bot's (the default: one app)."""
+    client_id = settings.addin_client_id or settings.bot_app_id or None
+    app_id_uri = settings.addin_app_id_uri
+    if app_id_uri is None and client_id:
+        host = URL(settings.base_url).host or ""
+        app_id_uri = f"api://{host}/{client_id}"
+    return AddinAuthSettings(
+        client_id=client_id, app_id_uri=app_id_uri, openid_metadata_url=settings.addin_openid_metadata_url
     )
 
 
@@ -430,6 +467,12 @@ def _parser() -> argparse.ArgumentParser:
     worker.add_argument("--concurrency", type=int, default=20)
     worker.add_argument("--worker-id", default=None)
     worker.add_argument("--wait-for-db", action="store_true", help="wait for the database instead of exiting")
+    package = commands.add_parser("manifest", help="the app package: Teams bot, message extension, Outlook add-in")
+    package_commands = package.add_subparsers(dest="manifest_command", required=True)
+    build = package_commands.add_parser(
+        "build", help="write the app package zip for this deployment (ids, host and version from settings)"
+    )
+    build.add_argument("--out", type=Path, default=Path("slotwise.zip"))
     key = commands.add_parser("apikey", help="create an agent API key for a tenant (printed once)")
     key.add_argument("--tenant", required=True)
     key.add_argument("--name", default="agent")
@@ -473,11 +516,47 @@ def main(argv: Sequence[str] | None = None) -> int:
             for process in stand_ins:
                 process.terminate()
         return 0
+    if args.command == "manifest":
+        return build_app_package(settings, args.out)
     if args.command == "worker":
         if not asyncio.run(reach_database(settings, wait=args.wait_for_db)):
             return 3
         return asyncio.run(run_worker(settings, args.lease_seconds, args.concurrency, args.worker_id))
     return asyncio.run(_run_command(args, settings))
+
+
+def build_app_package(settings: Settings, out: Path) -> int:
+    """`slotwise manifest build`: the zip an admin uploads, filled from this deployment's settings."""
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as installed_version
+
+    from manifest.build import PACKAGE_FILES, build_package, project_version
+
+    if not settings.bot_app_id:
+        print("slotwise manifest build: set SLOTWISE_BOT_APP_ID (the bot's Entra app id) first", file=sys.stderr)
+        return 2
+    version = settings.app_version or project_version()
+    if version is None:
+        try:
+            version = installed_version("slotwise")
+        except PackageNotFoundError:
+            print("slotwise manifest build: set SLOTWISE_APP_VERSION (semver)", file=sys.stderr)
+            return 2
+    try:
+        path = build_package(
+            out,
+            app_id=settings.app_package_id,
+            bot_app_id=settings.bot_app_id,
+            base_url=settings.base_url,
+            version=version,
+            addin_client_id=settings.addin_client_id,
+            addin_app_id_uri=settings.addin_app_id_uri,
+        )
+    except ValueError as exc:
+        print(f"slotwise manifest build: {exc}", file=sys.stderr)
+        return 2
+    print(f"wrote {path} ({', '.join(PACKAGE_FILES)}) for {settings.base_url}, version {version}")
+    return 0
 
 
 def _serve(settings: Settings) -> None:

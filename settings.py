@@ -89,6 +89,36 @@ class Settings(BaseSettings):
     bot_allow_http_loopback: bool = Field(
         default=False, description="Tests and local development: allow http:// service URLs on 127.0.0.1/localhost."
     )
+    addin_client_id: str | None = Field(
+        default=None,
+        description="Entra app (client) id of the Outlook add-in API. Default: bot_app_id (one app registration "
+        "serves the bot and the add-in, exposing the access_as_user scope).",
+    )
+    addin_app_id_uri: str | None = Field(
+        default=None,
+        description="Application ID URI the add-in API exposes. Default: api://<host of base_url>/<client id>.",
+    )
+    addin_openid_metadata_url: str = Field(
+        default="https://login.microsoftonline.com/common/v2.0/.well-known/openid-configuration",
+        description="Where the signing keys of add-in access tokens are published (tests point it at a local server).",
+    )
+    app_package_id: str | None = Field(
+        default=None,
+        description="The app package's id (GUID) for `slotwise manifest build`. Default: derived from base_url, so "
+        "a rebuilt package updates the installed app.",
+    )
+    app_version: str | None = Field(
+        default=None, description="The app package's version (semver). Default: this Slotwise version."
+    )
+    office_js_url: str = Field(
+        default="https://appsforoffice.microsoft.com/lib/1/hosted/office.js",
+        description="Office.js for the task pane: Microsoft's CDN (AppSource requires it); tests use a local stand-in.",
+    )
+    msal_browser_script: Path = Field(
+        default=Path(__file__).resolve().parent / "node_modules/@azure/msal-browser/lib/msal-browser.min.js",
+        description="MSAL.js for the Outlook task pane: pinned in package.json, installed by scripts/bootstrap "
+        "(npm ci) and served from Slotwise's own origin.",
+    )
     webhooks_allow_private: bool = Field(
         default=False,
         description="Local development only: let post_webhook reach loopback, private, link-local and other "

@@ -1,10 +1,11 @@
-"""Bot security: inbound Bot Framework JWT checks, outbound connector tokens and the serviceUrl allow-list."""
+"""Bot security: inbound Bot Framework JWT checks, outbound connector tokens and the serviceUrl allow-list.
+
+Signing keys and the JWT checks every entrypoint shares live in `tokens/validation.py`; this module adds the Bot
+Framework rules on top (issuer routing, allowed callers, channel endorsements, the serviceurl claim, the tenant)."""
 
 from __future__ import annotations
 
 import asyncio
-import ipaddress
-import json
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -12,7 +13,6 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 import aiohttp
-import jwt
 import msal  # type: ignore[import-untyped]  # msal 1.39 ships no type information
 import requests
 from azure.core.credentials import AccessToken
@@ -28,6 +28,18 @@ from microsoft_agents.hosting.core.authorization import (
 from yarl import URL
 
 from scheduling.errors import IntegrationAuthError, IntegrationRejected, IntegrationUnavailable
+from tokens.validation import (
+    ENTRA_METADATA_TEMPLATE,
+    KeySet,
+    KeysUnavailable,
+    TokenRejected,
+    bearer_token,
+    check_audience,
+    is_loopback,
+    parse_token,
+    require_fetchable,
+    verify_token,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -48,15 +60,6 @@ DEFAULT_SERVICE_HOSTS: Final = (
 """Where Microsoft sends Teams bot traffic from (hosting/msteams/proactive_service_endpoints.py in the Agents SDK).
 Narrower than the SDK's `_DEFAULT_MICROSOFT_HOSTS`, which also admits Graph, SharePoint and blob storage: those are
 attachment hosts, never a place to POST a reply with our bearer token."""
-
-CLOCK_SKEW_SECONDS: Final = 300
-"""Bot Framework's documented tolerance (botframework-connector `channel_validation.py`)."""
-
-_ENTRA_METADATA_TEMPLATE: Final = "https://login.microsoftonline.com/{tenant_id}/v2.0/.well-known/openid-configuration"
-_FETCH_TIMEOUT = aiohttp.ClientTimeout(total=5)
-"""Teams gives an invoke 5 s in total, so a slow key endpoint must fail fast (the answer is a retryable 503)."""
-_MAX_DOCUMENT_BYTES = 1024 * 1024
-_LOOPBACK_NAMES = frozenset({"localhost"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,7 +139,7 @@ def _service_url_problem(url: object, settings: BotAuthSettings) -> str | None:
         return f"host {host!r} is not in allowed_service_hosts"
     if parsed.scheme == "https":
         return None
-    if parsed.scheme == "http" and settings.allow_http_loopback and _is_loopback(host):
+    if parsed.scheme == "http" and settings.allow_http_loopback and is_loopback(host):
         return None
     return "only https is allowed"
 
@@ -153,15 +156,6 @@ def _host_is_listed(host: str, allowed: tuple[str, ...]) -> bool:
     return False
 
 
-def _is_loopback(host: str) -> bool:
-    if host in _LOOPBACK_NAMES:
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def _normalised_service_url(value: object) -> tuple[str, str, int | None, str] | None:
     """Scheme, host, port and path with the trailing slash dropped: how the `serviceurl` claim and the activity's
     serviceUrl are compared (Bot Framework compares them exactly; we forgive host case and a trailing slash)."""
@@ -176,166 +170,12 @@ def _normalised_service_url(value: object) -> tuple[str, str, int | None, str] |
     return (parsed.scheme.lower(), parsed.raw_host.lower(), parsed.port, parsed.raw_path.rstrip("/"))
 
 
-def _require_fetchable(url: str, what: str) -> None:
-    parsed = URL(url)
-    host = (parsed.raw_host or "").lower()
-    if not parsed.is_absolute() or not host:
-        raise ValueError(f"{what} must be an absolute URL")
-    if parsed.scheme != "https" and not (parsed.scheme == "http" and _is_loopback(host)):
-        raise ValueError(f"{what} must use https (plain http is accepted for loopback test servers only)")
-
-
-# Signing keys
-
-
-class _KeysUnavailable(Exception):
-    """The metadata or key document could not be fetched or made no sense."""
-
-
-@dataclass(frozen=True, slots=True)
-class _SigningKey:
-    key: jwt.PyJWK
-    endorsements: frozenset[str]
-    """Channel ids this key may sign for (Bot Framework keys only; Entra keys carry none)."""
-
-
-class _KeySet:
-    """One issuer's keys: OpenID metadata document → `jwks_uri` → JWKS, cached for `max_age`.
-
-    An unknown `kid` triggers one refetch (keys roll over), but at most once per `refetch_interval`, so a flood of
-    tokens with made-up kids costs the key endpoint one request per interval. A failed scheduled refresh keeps the
-    previous keys and is retried after `retry_interval`; with no keys at all, callers get `_KeysUnavailable`."""
-
-    def __init__(
-        self,
-        metadata_url: str,
-        session: aiohttp.ClientSession,
-        *,
-        label: str,
-        max_age: float,
-        refetch_interval: float,
-        retry_interval: float,
-        clock: Callable[[], float],
-    ) -> None:
-        self._metadata_url = metadata_url
-        self._session = session
-        self._label = label
-        self._max_age = max_age
-        self._refetch_interval = refetch_interval
-        self._retry_interval = retry_interval
-        self._clock = clock
-        self._keys: dict[str, _SigningKey] | None = None
-        self._refresh_due = 0.0
-        self._last_refetch: float | None = None
-        self._lock = asyncio.Lock()
-
-    async def key_for(self, kid: str) -> _SigningKey | None:
-        """The key named `kid`, or None if the issuer does not publish it. Raises `_KeysUnavailable`."""
-        if self._keys is None or self._clock() >= self._refresh_due:
-            await self._scheduled_refresh()
-        if self._keys is None:  # _scheduled_refresh raises first; this keeps the type checker informed
-            raise _KeysUnavailable("no keys loaded")
-        known = self._keys.get(kid)
-        if known is not None:
-            return known
-        async with self._lock:
-            # Another request may have refetched while this one waited for the lock.
-            known = self._keys.get(kid)
-            if known is not None:
-                return known
-            now = self._clock()
-            if self._last_refetch is not None and now - self._last_refetch < self._refetch_interval:
-                return None
-            self._last_refetch = now
-            logger.info("%s signing keys: unknown key id, fetching the key set again", self._label)
-            self._store(await self._fetch())
-            return self._keys.get(kid)
-
-    async def _scheduled_refresh(self) -> None:
-        async with self._lock:
-            now = self._clock()
-            if self._keys is not None and now < self._refresh_due:
-                return
-            if self._keys is None and now < self._refresh_due:
-                raise _KeysUnavailable("the last attempt failed moments ago")
-            try:
-                keys = await self._fetch()
-            except _KeysUnavailable:
-                self._refresh_due = now + self._retry_interval
-                if self._keys is None:
-                    raise
-                logger.warning("%s signing keys could not be refreshed; still using the cached keys", self._label)
-                return
-            self._store(keys)
-
-    def _store(self, keys: dict[str, _SigningKey]) -> None:
-        self._keys = keys
-        self._refresh_due = self._clock() + self._max_age
-
-    async def _fetch(self) -> dict[str, _SigningKey]:
-        metadata = await self._get_json(self._metadata_url, "OpenID metadata")
-        jwks_uri = metadata.get("jwks_uri") if isinstance(metadata, dict) else None
-        if not isinstance(jwks_uri, str):
-            raise _KeysUnavailable("the OpenID metadata names no jwks_uri")
-        try:
-            _require_fetchable(jwks_uri, "jwks_uri")
-        except ValueError as exc:
-            raise _KeysUnavailable(str(exc)) from None
-        if URL(self._metadata_url).scheme == "https" and URL(jwks_uri).scheme != "https":
-            raise _KeysUnavailable("the OpenID metadata points at a key set over plain http")
-        document = await self._get_json(jwks_uri, "key set")
-        entries = document.get("keys") if isinstance(document, dict) else None
-        if not isinstance(entries, list):
-            raise _KeysUnavailable("the key set has no keys array")
-        keys: dict[str, _SigningKey] = {}
-        for entry in entries:
-            parsed = _signing_key_from(entry)
-            if parsed is not None:
-                keys[parsed[0]] = parsed[1]
-        if not keys:
-            raise _KeysUnavailable("the key set holds no usable RSA signing key")
-        logger.info("%s signing keys loaded: %d keys", self._label, len(keys))
-        return keys
-
-    async def _get_json(self, url: str, what: str) -> Any:
-        body = bytearray()
-        try:
-            async with self._session.get(url, timeout=_FETCH_TIMEOUT, allow_redirects=False) as response:
-                if response.status != 200:
-                    raise _KeysUnavailable(f"the {what} endpoint answered HTTP {response.status}")
-                async for chunk in response.content.iter_chunked(64 * 1024):
-                    body.extend(chunk)
-                    if len(body) > _MAX_DOCUMENT_BYTES:
-                        raise _KeysUnavailable(f"the {what} document is larger than {_MAX_DOCUMENT_BYTES} bytes")
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            raise _KeysUnavailable(f"the {what} endpoint is unreachable ({type(exc).__name__})") from exc
-        try:
-            return json.loads(body)
-        except ValueError:
-            raise _KeysUnavailable(f"the {what} document is not JSON") from None
-
-
-def _signing_key_from(entry: object) -> tuple[str, _SigningKey] | None:
-    if not isinstance(entry, dict):
-        return None
-    kid = entry.get("kid")
-    if not isinstance(kid, str) or not kid or entry.get("kty") != "RSA" or entry.get("use", "sig") != "sig":
-        return None
-    try:
-        key = jwt.PyJWK(entry, algorithm="RS256")
-    except jwt.PyJWTError:
-        return None
-    endorsements = entry.get("endorsements")
-    names = [item for item in endorsements if isinstance(item, str)] if isinstance(endorsements, list) else []
-    return kid, _SigningKey(key, frozenset(names))
-
-
 # Inbound
 
 
 @dataclass(frozen=True, slots=True)
 class _Route:
-    keys: _KeySet
+    keys: KeySet
     issuers: tuple[str, ...]
     channel_issued: bool
 
@@ -374,10 +214,10 @@ class InboundAuthenticator:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._settings = settings
-        _require_fetchable(settings.openid_metadata_url, "openid_metadata_url")
+        require_fetchable(settings.openid_metadata_url, "openid_metadata_url")
 
-        def key_set(url: str, label: str) -> _KeySet:
-            return _KeySet(
+        def key_set(url: str, label: str) -> KeySet:
+            return KeySet(
                 url,
                 session,
                 label=label,
@@ -394,8 +234,8 @@ class InboundAuthenticator:
         if settings.tenant_id:
             # Entra writes tenant GUIDs in lower case; the configured value may not be.
             tid = settings.tenant_id.lower()
-            url = settings.tenant_openid_metadata_url or _ENTRA_METADATA_TEMPLATE.format(tenant_id=tid)
-            _require_fetchable(url, "tenant_openid_metadata_url")
+            url = settings.tenant_openid_metadata_url or ENTRA_METADATA_TEMPLATE.format(tenant_id=tid)
+            require_fetchable(url, "tenant_openid_metadata_url")
             issuers = (f"https://login.microsoftonline.com/{tid}/v2.0", f"https://sts.windows.net/{tid}/")
             self._tenant = _Route(key_set(url, "Entra tenant"), issuers, channel_issued=False)
         self._allowed_callers = frozenset(
@@ -446,7 +286,10 @@ class InboundAuthenticator:
                 if settings.allow_anonymous
                 else "bot authentication is not configured"
             )
-        token = _bearer_token(authorization)
+        try:
+            token = bearer_token(authorization)
+        except TokenRejected as exc:
+            raise BotAuthError(exc.message) from None
         claims = await self._verified_claims(token, settings.app_id, activity)
         _check_activity_tenant(activity, claims, settings.tenant_id)
         if service_url is not None:
@@ -455,30 +298,20 @@ class InboundAuthenticator:
 
     async def _verified_claims(self, token: str, app_id: str, activity: Mapping[str, Any]) -> dict[str, Any]:
         try:
-            header = jwt.get_unverified_header(token)
-            unverified = jwt.decode(token, options={"verify_signature": False})
-        except jwt.PyJWTError:
-            raise BotAuthError("the bearer token is not a well-formed JWT") from None
-        if header.get("alg") != "RS256":
-            raise BotAuthError("the token is not signed with RS256, the only algorithm accepted")
-        kid = header.get("kid")
-        if not isinstance(kid, str) or not kid:
-            raise BotAuthError("the token does not name its signing key (no kid)")
-        route = self._route_for(unverified.get("iss"))
+            parsed = parse_token(token)
+        except TokenRejected as exc:
+            raise BotAuthError(exc.message) from None
+        route = self._route_for(parsed.claims.get("iss"))
         try:
-            signing_key = await route.keys.key_for(kid)
-        except _KeysUnavailable as exc:
+            claims, signing_key = await verify_token(parsed, route.keys, issuers=route.issuers)
+            check_audience(claims, (app_id,))
+        except KeysUnavailable as exc:
             logger.warning("Cannot load signing keys: %s", exc)
             raise BotAuthError(
                 "cannot verify the sender right now: the signing keys are unavailable", status=503
             ) from None
-        if signing_key is None:
-            raise BotAuthError("the token's signing key is not published by its issuer")
-        claims = _decode(token, signing_key.key, route.issuers)
-        aud = claims.get("aud")
-        # App ids are GUIDs, so case does not matter; a list-valued aud is refused like the SDK does.
-        if not isinstance(aud, str) or aud.lower() != app_id.lower():
-            raise BotAuthError("the token is for a different audience than this bot")
+        except TokenRejected as exc:
+            raise BotAuthError(_BOT_WORDING.get(exc.reason, exc.message)) from None
         if not route.channel_issued:
             tid = claims.get("tid")
             tenant = (self._settings.tenant_id or "").lower()
@@ -514,6 +347,13 @@ class InboundAuthenticator:
         raise BotAuthError("the token was issued by an issuer this bot does not trust")
 
 
+_BOT_WORDING: Final = {
+    "wrong_issuer": "the token was issued by an issuer this bot does not trust",
+    "wrong_audience": "the token is for a different audience than this bot",
+}
+"""Where the bot words a shared check's failure in its own terms (operators read these in the bot's logs)."""
+
+
 def _activity_tenants(activity: Mapping[str, Any]) -> set[str]:
     """The Microsoft 365 tenant ids an activity names, lower-cased (Entra writes GUIDs in lower case)."""
     conversation = activity.get("conversation")
@@ -543,39 +383,6 @@ def _check_activity_tenant(activity: Mapping[str, Any], claims: Mapping[str, Any
             "the activity's tenant is not this bot's tenant" if named else "the activity names no tenant",
             status=403,
         )
-
-
-def _bearer_token(authorization: str) -> str:
-    scheme, _, token = authorization.strip().partition(" ")
-    token = token.strip()
-    if scheme.lower() != "bearer" or not token or any(char.isspace() for char in token):
-        raise BotAuthError("the Authorization header is not a Bearer token")
-    return token
-
-
-def _decode(token: str, key: jwt.PyJWK, issuers: tuple[str, ...]) -> dict[str, Any]:
-    try:
-        claims = jwt.decode(
-            token,
-            key,
-            algorithms=["RS256"],
-            issuer=issuers,
-            leeway=CLOCK_SKEW_SECONDS,
-            options={"require": ["exp", "iss", "aud"], "verify_aud": False},
-        )
-    except jwt.ExpiredSignatureError:
-        raise BotAuthError("the token has expired") from None
-    except jwt.ImmatureSignatureError:
-        raise BotAuthError("the token is not valid yet") from None
-    except jwt.InvalidSignatureError:
-        raise BotAuthError("the token's signature does not verify") from None
-    except jwt.InvalidIssuerError:
-        raise BotAuthError("the token was issued by an issuer this bot does not trust") from None
-    except jwt.MissingRequiredClaimError as exc:
-        raise BotAuthError(f"the token lacks the {exc.claim!r} claim") from None
-    except jwt.PyJWTError as exc:
-        raise BotAuthError(f"the token was rejected ({type(exc).__name__})") from None
-    return dict(claims)
 
 
 # Outbound

@@ -1,9 +1,13 @@
-"""Fills the Teams app manifest template for one deployment and zips it with the icons into an app package.
+"""Fills the unified app manifest template for one deployment and zips it with the icons into an app package.
 
-`python -m manifest.build --bot-app-id <guid> --base-url https://slotwise.example.com --out slotwise-teams.zip`
+`slotwise manifest build` (values from settings), or
+`python -m manifest.build --bot-app-id <guid> --base-url https://slotwise.example.com --out slotwise.zip`
 
-The package is what an admin uploads in the Teams admin center: `manifest.json`, `color.png` and `outline.png`
-at the root of a zip, nothing else. Standard library only, so it runs before the app's dependencies are installed.
+One package declares the Teams bot, its message extension and the Outlook add-in (`extensions`: a task pane opened
+from a ribbon button while composing mail). It is what an admin uploads in the Teams or Microsoft 365 admin center:
+`manifest.json`, `color.png` and `outline.png` at the root of a zip, nothing else. The Outlook ribbon icons are not in
+the zip: the manifest names them as HTTPS URLs Slotwise serves (`RIBBON_ICONS`, `ALTERNATE_ICONS`). Standard library
+only, so it runs before the app's dependencies are installed.
 """
 
 from __future__ import annotations
@@ -28,6 +32,21 @@ COMPOSE_COMMAND_ID = "bookingLinks"
 COMPOSE_PARAMETER = "typeName"
 """The query parameter the bot reads the typed appointment type name from."""
 
+TASKPANE_PATH = "/addin/taskpane.html"
+"""Where the Outlook task pane is served: a contract with addin/routes.py."""
+ICON_PATH = "/addin/static/icon-{size}.png"
+"""Where each Outlook icon is served (addin/static/icon-<size>.png, drawn by manifest/draw_icons.py)."""
+RIBBON_ICON_SIZES = (16, 32, 80)
+"""Required sizes of an add-in command icon (create-addin-commands-unified-manifest)."""
+ALTERNATE_ICON_SIZES = (64, 128)
+"""`alternateIcons` (what the admin center's generated XML manifest uses for Mac and mobile Outlook): with the `mail`
+scope the files must measure 64 and 128 px. Their `size` property is ignored but must be one of the common icon sizes,
+so the 128 px one is declared as 64, as in Microsoft's own examples
+(https://learn.microsoft.com/microsoft-365/extensibility/schema/extension-common-icon)."""
+ADDIN_PERMISSION = "MailboxItem.ReadWrite.User"
+"""`body.setSelectedDataAsync` in compose needs read/write item access."""
+DEFAULT_SCOPE = "access_as_user"
+
 _PLACEHOLDER = re.compile(r"\{\{([A-Z_]+)\}\}")
 _GUID = re.compile(r"^[0-9a-fA-F]{8}-([0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}$")
 _SEMVER = re.compile(r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)(-[0-9A-Za-z.-]+)?(\+[0-9A-Za-z.-]+)?$")
@@ -41,16 +60,30 @@ def default_app_id(base_url: str) -> str:
     return str(uuid.uuid5(uuid.NAMESPACE_URL, _normalise_base_url(base_url) + "/teams-app"))
 
 
-def build_manifest(app_id: str, bot_app_id: str, base_url: str, version: str) -> dict[str, Any]:
+def build_manifest(
+    app_id: str,
+    bot_app_id: str,
+    base_url: str,
+    version: str,
+    *,
+    addin_client_id: str | None = None,
+    addin_app_id_uri: str | None = None,
+) -> dict[str, Any]:
     """The manifest for one deployment. Raises ValueError for an id that is not a GUID, a base URL that is not
-    https (Teams loads nothing over plain http) or a version that is not semver (Teams needs it to detect updates)."""
-    for label, value in (("app_id", app_id), ("bot_app_id", bot_app_id)):
+    https (Teams and Outlook load nothing over plain http) or a version that is not semver (Teams needs it to detect
+    updates). The add-in API's Entra app defaults to the bot's (one registration serves both); its resource, the
+    app ID URI the task pane asks tokens for, defaults to `api://<host>/<client id>`."""
+    client_id = addin_client_id or bot_app_id
+    for label, value in (("app_id", app_id), ("bot_app_id", bot_app_id), ("addin_client_id", client_id)):
         if not _GUID.match(value):
             raise ValueError(f"{label} must be a GUID, got {value!r}")
     if not _SEMVER.match(version):
         raise ValueError(f"version must be semver like 1.2.3, got {version!r}")
     base = _normalise_base_url(base_url)
     host = urlsplit(base).hostname or ""
+    resource = addin_app_id_uri or f"api://{host}/{client_id.lower()}"
+    if not resource.startswith(("api://", "https://")):
+        raise ValueError(f"addin_app_id_uri must start with api:// or https://, got {resource!r}")
     values = {
         "APP_ID": app_id.lower(),
         "BOT_APP_ID": bot_app_id.lower(),
@@ -58,6 +91,8 @@ def build_manifest(app_id: str, bot_app_id: str, base_url: str, version: str) ->
         # validDomains and the SSO resource take a bare host name, without scheme or port.
         "HOST": host,
         "VERSION": version,
+        "ADDIN_CLIENT_ID": client_id.lower(),
+        "ADDIN_RESOURCE": resource,
     }
 
     def fill(match: re.Match[str]) -> str:
@@ -71,9 +106,25 @@ def build_manifest(app_id: str, bot_app_id: str, base_url: str, version: str) ->
     return manifest
 
 
-def build_package(dest_zip: Path, *, app_id: str | None = None, bot_app_id: str, base_url: str, version: str) -> Path:
+def build_package(
+    dest_zip: Path,
+    *,
+    app_id: str | None = None,
+    bot_app_id: str,
+    base_url: str,
+    version: str,
+    addin_client_id: str | None = None,
+    addin_app_id_uri: str | None = None,
+) -> Path:
     """Writes the app package zip (manifest.json, color.png, outline.png) and returns its path."""
-    manifest = build_manifest(app_id or default_app_id(base_url), bot_app_id, base_url, version)
+    manifest = build_manifest(
+        app_id or default_app_id(base_url),
+        bot_app_id,
+        base_url,
+        version,
+        addin_client_id=addin_client_id,
+        addin_app_id_uri=addin_app_id_uri,
+    )
     dest_zip.parent.mkdir(parents=True, exist_ok=True)
     with zipfile.ZipFile(dest_zip, "w", compression=zipfile.ZIP_DEFLATED) as package:
         entries = [("manifest.json", (json.dumps(manifest, indent=2, ensure_ascii=False) + "\n").encode())]
@@ -105,11 +156,13 @@ def _normalise_base_url(base_url: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Build the Slotwise Teams app package (zip).")
+    parser = argparse.ArgumentParser(description="Build the Slotwise app package (Teams bot + Outlook add-in, zip).")
     parser.add_argument("--bot-app-id", required=True, help="Microsoft App ID (GUID) of the bot registration")
     parser.add_argument("--base-url", required=True, help="public https URL of this Slotwise deployment")
     parser.add_argument("--app-id", default=None, help="Teams app id (GUID); default: derived from --base-url")
     parser.add_argument("--version", default=None, help="app version (semver); default: pyproject's version")
+    parser.add_argument("--addin-client-id", default=None, help="add-in API's Entra app id; default: the bot's")
+    parser.add_argument("--addin-app-id-uri", default=None, help="its app ID URI; default: api://<host>/<client id>")
     parser.add_argument("--out", type=Path, default=Path("slotwise-teams.zip"))
     args = parser.parse_args(argv)
     version = args.version or project_version()
@@ -117,7 +170,13 @@ def main(argv: list[str] | None = None) -> None:
         parser.error("--version is required outside a source checkout")
     try:
         path = build_package(
-            args.out, app_id=args.app_id, bot_app_id=args.bot_app_id, base_url=args.base_url, version=version
+            args.out,
+            app_id=args.app_id,
+            bot_app_id=args.bot_app_id,
+            base_url=args.base_url,
+            version=version,
+            addin_client_id=args.addin_client_id,
+            addin_app_id_uri=args.addin_app_id_uri,
         )
     except ValueError as error:
         parser.error(str(error))

@@ -113,6 +113,18 @@ def outline_pixels() -> list[list[tuple[int, int, int, int]]]:
     return [[(255, 255, 255, round(255 * amount)) if amount else (0, 0, 0, 0) for amount in row] for row in glyph]
 
 
+RIBBON_SIZES = (16, 32, 64, 80, 128)
+"""Outlook's command icons (16/32/80) and `alternateIcons` (64/128), served by Slotwise from addin/static/."""
+
+
+def ribbon_pixels(size: int) -> list[list[tuple[int, int, int, int]]]:
+    """size x size RGBA: the glyph in the accent colour on transparency, as Office ribbon icons are drawn, with a
+    one-pixel margin from 32 px up so the ring tops are not clipped."""
+    margin = 0.0 if size < 32 else size / 32
+    glyph = coverage(calendar_glyph(), size, (margin, margin, size - 2 * margin))
+    return [[(*ACCENT, round(255 * amount)) if amount else (0, 0, 0, 0) for amount in row] for row in glyph]
+
+
 def encode_png(pixels: list[list[tuple[int, int, int, int]]]) -> bytes:
     """8-bit RGBA PNG, no filtering (filter type 0 on every row), zlib level 9."""
     height, width = len(pixels), len(pixels[0])
@@ -130,6 +142,11 @@ def main(argv: list[str] | None = None) -> None:
     (target / "color.png").write_bytes(encode_png(color_pixels()))
     (target / "outline.png").write_bytes(encode_png(outline_pixels()))
     sys.stdout.write(f"wrote {target / 'color.png'} and {target / 'outline.png'}\n")
+    served = Path(argv[1]) if argv and len(argv) > 1 else Path(__file__).resolve().parent.parent / "addin" / "static"
+    served.mkdir(parents=True, exist_ok=True)
+    for size in RIBBON_SIZES:
+        (served / f"icon-{size}.png").write_bytes(encode_png(ribbon_pixels(size)))
+    sys.stdout.write(f"wrote the Outlook icons ({', '.join(map(str, RIBBON_SIZES))} px) to {served}\n")
 
 
 if __name__ == "__main__":

@@ -587,7 +587,8 @@ def _schemas() -> dict[str, Any]:
                         },
                         {"type": "null"},
                     ],
-                    "description": "With `send: true`: the client to email the link to (an address, or {email, name}).",
+                    "description": "With `send: true`: the client to email the link to (an address, or "
+                    "{email, name}); left out, the ticket's contact in the PSA (a 400 when it has none).",
                 },
             },
         },

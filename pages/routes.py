@@ -689,6 +689,8 @@ async def create_request_handler(request: web.Request) -> web.Response:
             status=422,
         )
     bound = found if isinstance(found, PsaRef) else None
+    if recipient is _TICKET_CONTACT:
+        recipient = await _ticket_contact(ctx, tenant_id, bound, reference)
     now = ctx.clock.now()
     expires = now + timedelta(days=ctx.request_link_days)
     if window_end is not None:
@@ -727,9 +729,14 @@ async def create_request_handler(request: web.Request) -> web.Response:
     return web.json_response(answer, status=201)
 
 
+_TICKET_CONTACT = ("", "")
+"""`send: true` without a recipient: the link goes to the ticket's contact, looked up in the PSA."""
+
+
 def _recipient_of(body: Mapping[str, Any]) -> tuple[str, str] | None:
-    """`send: true` with `recipient` ({"email", "name"} or an address): Slotwise emails the link (request_sent).
-    Without `send`, the agent shares the link and no recipient is kept."""
+    """`send: true` with `recipient` ({"email", "name"} or an address): Slotwise emails the link (request_sent);
+    without `recipient`, to the ticket's contact (_TICKET_CONTACT). Without `send`, the agent shares the link and no
+    recipient is kept."""
     send = body.get("send", False)
     if send is None:
         send = False
@@ -744,11 +751,13 @@ def _recipient_of(body: Mapping[str, Any]) -> tuple[str, str] | None:
                 field="recipient",
             )
         return None
+    if given in (None, "", {}):
+        return _TICKET_CONTACT
     if isinstance(given, str):
         given = {"email": given}
     if not isinstance(given, dict) or not isinstance(given.get("email"), str):
         raise InvalidRequest(
-            'With "send": true, give \'recipient\': {"email": ..., "name": ...}, the client Slotwise emails '
+            '\'recipient\' must be an email address or {"email": ..., "name": ...}: the client Slotwise emails '
             "the link to",
             field="recipient",
         )
@@ -758,6 +767,32 @@ def _recipient_of(body: Mapping[str, Any]) -> tuple[str, str] | None:
     if not isinstance(name, str) or len(name) > 200:
         raise InvalidRequest("'recipient.name' must be text of at most 200 characters", field="recipient")
     return check_text(name.strip(), "recipient"), validate_email(given["email"], field="recipient")
+
+
+async def _ticket_contact(ctx: PagesContext, tenant_id: str, ticket: PsaRef | None, reference: str) -> tuple[str, str]:
+    """The ticket's contact, for `send: true` without a recipient; a clear 400 when there is none to send to."""
+    psa = await ctx.tenant_psa(tenant_id) if ctx.tenant_psa is not None and ticket is not None else None
+    if psa is None or ticket is None:
+        raise InvalidRequest(
+            f"Ticket {reference!r} is not a PSA ticket Slotwise can read, so it has no contact to send the link to: "
+            "give 'recipient' (the client's email address)",
+            field="recipient",
+        )
+    try:
+        contact = await psa.ticket_contact(ticket.record_id)
+    except IntegrationError as exc:
+        raise ServiceUnavailable(
+            f"Slotwise could not look up the contact of ticket {reference!r} in your PSA right now ({exc}). No link "
+            "was made; try again in a minute, or give 'recipient'.",
+            retry_after_seconds=_PSA_RETRY_AFTER_SECONDS,
+        ) from exc
+    if contact is None or not contact.email:
+        raise InvalidRequest(
+            f"Ticket #{ticket.number or reference} has no contact with an email address in your PSA: give "
+            "'recipient' (the client's email address)",
+            field="recipient",
+        )
+    return contact.name, contact.email
 
 
 _UNKNOWN_TICKET = object()

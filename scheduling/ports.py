@@ -170,6 +170,15 @@ class PsaClient(Protocol):
         such ticket; nothing is ever created."""
         ...
 
+    async def ticket_contact(self, ticket_id: str) -> PsaContact | None:
+        """The contact the ticket is for (its requester/end user), with a name and an email address; None when the
+        ticket has none or the contact has no email address. Raises like every other call.
+
+        `ticket_id` is the PSA's id of the ticket (PsaRef.record_id from find_ticket). A ticket the PSA does not hold
+        (deleted since, or an id that cannot be one) is None too, never an error: the caller then asks for the
+        recipient as it would for a ticket without a contact."""
+        ...
+
     async def find_or_create_contact(self, name: str, email: str) -> PsaContact | None:
         """The contact with this e-mail, created under the tenant's fallback (catch-all) company when there is none.
 

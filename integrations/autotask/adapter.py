@@ -20,10 +20,12 @@ from integrations.autotask.wire import (
     from_schedule_entry_id,
     from_wire_busy,
     from_wire_contact,
+    from_wire_contact_first_email,
     from_wire_picklist,
     from_wire_picklist_default,
     from_wire_picklist_labels,
     from_wire_ref,
+    from_wire_ticket_contact_id,
     from_wire_ticket_ref,
     marker_filter,
     to_schedule_entry_id,
@@ -129,6 +131,23 @@ class AutotaskPsa:
         else:
             item = await self._find_one("Tickets", [condition("eq", "ticketNumber", wanted)])
         return from_wire_ticket_ref(item) if item else None
+
+    async def ticket_contact(self, ticket_id: str) -> PsaContact | None:
+        """`GET Tickets/{id}` for the ticket's `contactID` (TicketsEntity.htm), then `GET Contacts/{id}` for
+        `firstName`, `lastName`, `companyID` and the first address of `emailAddress`, `emailAddress2`,
+        `emailAddress3` (ContactsEntity.htm; the order find_contact queries them). Autotask's get by id takes no
+        field list (`IncludeFields` belongs to the query body only, apis.md §2.2), so each call reads the whole
+        record. A ticket or contact Autotask answers `{"item": null}` for, a ticket without a contact and a contact
+        without any address are all None."""
+        wanted = to_wire_ticket_reference(ticket_id)
+        if not isinstance(wanted, int):
+            return None
+        ticket = await self._client.get("Tickets", wanted)
+        contact_id = from_wire_ticket_contact_id(ticket) if ticket else None
+        if contact_id is None:
+            return None
+        contact = await self._client.get("Contacts", contact_id)
+        return from_wire_contact_first_email(contact) if contact else None
 
     async def find_or_create_contact(self, name: str, email: str) -> PsaContact | None:
         """A first-time client becomes a Contact of the fallback company.

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -53,6 +54,8 @@ _HOURLY_BUDGETS: dict[tuple[str, Windows], SlidingWindows] = {}
 process (adapters are rebuilt when a connection changes, the quota is not)."""
 SLOT_LEASE_MARGIN_SECONDS = 5.0
 """A concurrency slot's lease outlasts the request's own timeout by this much (the lease only matters if we die)."""
+ZONE_REFRESH_SECONDS = 60.0
+"""After a 401, the zone is looked up again only if the last look-up is at least this old."""
 
 
 class AutotaskClient:
@@ -74,16 +77,24 @@ class AutotaskClient:
         self._timeout = aiohttp.ClientTimeout(total=config.timeout_seconds)
         self._api_base: str | None = None
         self._zone_lock = asyncio.Lock()
+        self._zone_discovered_at = float("-inf")
         self._limits: VendorLimits = limits or InMemoryVendorLimits(_HOURLY_BUDGETS)
         self.database_key = f"{config.zone_lookup_url.rstrip('/').lower()}|{config.username.lower()}"
         """Names this Autotask database (zone lookup + API user) in every limit key."""
         self._slot_lease = config.timeout_seconds + SLOT_LEASE_MARGIN_SECONDS
 
     async def api_base(self, *, refresh: bool = False) -> str:
-        """`https://webservicesN.autotask.net/ATServicesRest/V1.0/` for this user's database, discovered once."""
+        """`https://webservicesN.autotask.net/ATServicesRest/V1.0/` for this user's database, discovered once.
+
+        `refresh` (after a 401) asks again, unless the zone was discovered within ZONE_REFRESH_SECONDS: while
+        credentials are revoked every call answers 401, and a look-up per call, one at a time under the lock, would
+        slow every step of the tenant down to the zone server's pace."""
         async with self._zone_lock:
-            if self._api_base is None or refresh:
+            now = time.monotonic()
+            stale = refresh and now - self._zone_discovered_at >= ZONE_REFRESH_SECONDS
+            if self._api_base is None or stale:
                 self._api_base = await self._discover_zone()
+                self._zone_discovered_at = now
             return self._api_base
 
     async def _discover_zone(self) -> str:

@@ -321,6 +321,21 @@ def to_wire_ticket_reference(reference: str) -> int | str | None:
     return text
 
 
+def from_wire_ticket_contact_id(ticket: Mapping[str, Any]) -> int | None:
+    """The ticket's `contactID` (TicketsEntity.htm: integer, a reference to Contacts), None when it has none."""
+    contact_id = ticket.get("contactID")
+    return contact_id if isinstance(contact_id, int) and not isinstance(contact_id, bool) and contact_id > 0 else None
+
+
+def from_wire_contact_first_email(item: Mapping[str, Any]) -> PsaContact | None:
+    """A Contact by the first of its three email fields that holds an address, in the order the contact look-up
+    queries them (`emailAddress`, `emailAddress2`, `emailAddress3`; ContactsEntity.htm, apis.md §2.3). None when all
+    three are blank."""
+    addresses = [str(item.get(name) or "").strip() for name in ("emailAddress", "emailAddress2", "emailAddress3")]
+    address = next((address for address in addresses if address), "")
+    return from_wire_contact(item, address) if address else None
+
+
 def from_wire_ticket_ref(item: Mapping[str, Any]) -> PsaRef:
     """People see the ticket number (T20261124.0001), not the id."""
     return PsaRef(PsaRecordKind.TICKET, str(item["id"]), str(item.get("ticketNumber") or item["id"]))

@@ -12,10 +12,15 @@ from integrations.connectwise.client import MAX_PAGE_SIZE, NOT_FOUND, ConnectWis
 from integrations.connectwise.config import ConnectWiseConfig
 from integrations.connectwise.wire import (
     ACTIVITY_TYPE,
+    CONTACT_FIELDS,
     SERVICE_TICKET_TYPE,
+    TICKET_CONTACT_FIELDS,
     from_wire_busy,
     from_wire_contact,
+    from_wire_contact_email,
     from_wire_ref,
+    from_wire_ticket_contact,
+    from_wire_ticket_contact_id,
     has_marker,
     marker_probe,
     pick_email_type_id,
@@ -112,6 +117,36 @@ class ConnectWisePsa:
         if answer is NOT_FOUND or not isinstance(answer, dict) or answer.get("id") != ticket_id:
             return None
         return from_wire_ref(PsaRecordKind.TICKET, answer)
+
+    async def ticket_contact(self, ticket_id: str) -> PsaContact | None:
+        """`GET /service/tickets/{id}?fields=id,company,contact,contactName,contactEmailAddress` (get by id with
+        `fields`, `ai-connor/connectwise:api_tickets.go`; the fields: `model_ticket.go`). A ticket that states its
+        contact's address itself answers in that one call: it is the address ConnectWise mails the ticket's updates
+        to, which an agent may have changed on this ticket (wire.from_wire_ticket_contact). Otherwise the contact
+        is read, `GET /company/contacts/{id}?fields=id,firstName,lastName,company,communicationItems` (get by id,
+        `Jetbuilt/connect_wise:docs/ContactsApi.md` `get_company_contacts_by_id`), and its e-mail item gives the
+        address, the default one first. A ticket or contact ConnectWise answers 404 for (apis.md §1.5), a ticket
+        without a contact, and a contact without an e-mail item are all None."""
+        number = to_wire_ticket_id(ticket_id)
+        if number is None:
+            return None
+        ticket = await self._client.get(
+            f"service/tickets/{number}", {"fields": TICKET_CONTACT_FIELDS}, allow_not_found=True
+        )
+        if ticket is NOT_FOUND or not isinstance(ticket, dict) or ticket.get("id") != number:
+            return None
+        stated = from_wire_ticket_contact(ticket)
+        if stated is not None:
+            return stated
+        contact_id = from_wire_ticket_contact_id(ticket)
+        if contact_id is None:
+            return None
+        contact = await self._client.get(
+            f"company/contacts/{contact_id}", {"fields": CONTACT_FIELDS}, allow_not_found=True
+        )
+        if contact is NOT_FOUND or not isinstance(contact, dict) or contact.get("id") != contact_id:
+            return None
+        return from_wire_contact_email(contact)
 
     async def find_or_create_contact(self, name: str, email: str) -> PsaContact | None:
         """A first-time client becomes a contact of the fallback company (`POST /company/contacts`, apis.md §1.2).

@@ -285,6 +285,70 @@ def from_wire_contact(row: Mapping[str, Any], email: str) -> PsaContact:
     )
 
 
+TICKET_CONTACT_FIELDS = "id,company,contact,contactName,contactEmailAddress"
+"""What `ticket_contact` reads of a ticket: its `contact` (`ContactReference`), the ticket's own copy of the contact's
+name and address (`contactName`, max 62; `contactEmailAddress`, max 250) and `company` (ai-connor/connectwise:
+model_ticket.go)."""
+
+CONTACT_FIELDS = "id,firstName,lastName,company,communicationItems"
+"""What `ticket_contact` reads of a contact when the ticket carries no address of its own (model_contact.go)."""
+
+
+def from_wire_ticket_contact_id(ticket: Mapping[str, Any]) -> int | None:
+    """The id in the ticket's `contact` reference, None when the ticket names no contact."""
+    reference = ticket.get("contact")
+    contact_id = reference.get("id") if isinstance(reference, dict) else None
+    return contact_id if isinstance(contact_id, int) and not isinstance(contact_id, bool) else None
+
+
+def _reference_id(row: Mapping[str, Any], name: str) -> str:
+    reference = row.get(name)
+    value = reference.get("id") if isinstance(reference, dict) else None
+    return str(value) if isinstance(value, int) and not isinstance(value, bool) else ""
+
+
+def from_wire_ticket_contact(ticket: Mapping[str, Any]) -> PsaContact | None:
+    """The ticket's contact as the ticket itself states it: the address an agent typed on this ticket (it may differ
+    from the contact's own, e.g. a shared mailbox's contact with the real requester's address) is the one ConnectWise
+    mails the ticket's updates to [3P: a service desk's ConnectWise training notes, training.jolera.com "Human
+    generated tickets"]. None when the ticket names no contact or holds no address of its own."""
+    contact_id = from_wire_ticket_contact_id(ticket)
+    address = ticket.get("contactEmailAddress")
+    if contact_id is None or not isinstance(address, str) or not address.strip():
+        return None
+    name = ticket.get("contactName")
+    if not isinstance(name, str) or not name.strip():
+        reference = ticket.get("contact")
+        name = reference.get("name") if isinstance(reference, dict) else ""
+    return PsaContact(
+        contact_id=str(contact_id),
+        company_id=_reference_id(ticket, "company"),
+        name=" ".join(str(name or "").split()),
+        email=address.strip(),
+    )
+
+
+def from_wire_contact_email(row: Mapping[str, Any]) -> PsaContact | None:
+    """A contact by its e-mail communication item: the items whose category `communicationType` is "Email" (the
+    category the contact look-up searches, apis.md §1.2), the one with `defaultFlag` first, else the first of them
+    (`ContactCommunicationItem`, Jetbuilt/connect_wise:docs/ContactCommunicationItem.md). None without one."""
+    items = [
+        item
+        for item in row.get("communicationItems") or []
+        if isinstance(item, dict)
+        and item.get("communicationType") == "Email"
+        and isinstance(item.get("value"), str)
+        and item["value"].strip()
+    ]
+    if not items:
+        return None
+    chosen = next((item for item in items if item.get("defaultFlag") is True), items[0])
+    name = " ".join(part for part in (row.get("firstName"), row.get("lastName")) if isinstance(part, str) and part)
+    return PsaContact(
+        contact_id=str(row["id"]), company_id=_reference_id(row, "company"), name=name, email=chosen["value"].strip()
+    )
+
+
 def from_wire_ref(kind: PsaRecordKind, row: Mapping[str, Any]) -> PsaRef:
     """A ticket's id is the number people see ("ticket #1234"), so it doubles as `number`."""
     record_id = str(row["id"])

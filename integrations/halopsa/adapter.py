@@ -15,6 +15,8 @@ from integrations.halopsa.wire import (
     from_wire_contact,
     from_wire_holiday,
     from_wire_ref,
+    from_wire_ticket_user_id,
+    from_wire_user_with_email,
     has_marker,
     marker,
     to_wire_appointment,
@@ -82,6 +84,26 @@ class HaloPsa:
         if answer is NOT_FOUND or not isinstance(answer, dict) or answer.get("id") != ticket_id:
             return None
         return from_wire_ref(PsaRecordKind.TICKET, answer)
+
+    async def ticket_contact(self, ticket_id: str) -> PsaContact | None:
+        """`GET /api/Tickets/{id}` for the ticket's end user, `user_id` (swagger "Get one Faults"), then
+        `GET /api/Users/{id}` for `name`, `emailaddress` and `client_id` (swagger "Get one Users", path `id` int32,
+        answer schema `Users`). Neither get takes a field list (their optional parameters only add objects, e.g.
+        `includedetails`), so none is sent. 404 from either (both `/{id}` paths document it), a ticket without a user,
+        and a user without an address (a client's catch-all "General User") are all None."""
+        number = to_wire_ticket_id(ticket_id)
+        if number is None:
+            return None
+        ticket = await self._client.get(f"Tickets/{number}", allow_not_found=True)
+        if ticket is NOT_FOUND or not isinstance(ticket, dict) or ticket.get("id") != number:
+            return None
+        user_id = from_wire_ticket_user_id(ticket)
+        if user_id is None:
+            return None
+        user = await self._client.get(f"Users/{user_id}", allow_not_found=True)
+        if user is NOT_FOUND or not isinstance(user, dict) or user.get("id") != user_id:
+            return None
+        return from_wire_user_with_email(user)
 
     async def find_or_create_contact(self, name: str, email: str) -> PsaContact | None:
         """A first-time client becomes a user on the fallback client's site (`POST /api/Users`, an array).

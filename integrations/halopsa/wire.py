@@ -185,6 +185,22 @@ def from_wire_contact(user: dict[str, Any]) -> PsaContact:
     )
 
 
+def from_wire_ticket_user_id(ticket: dict[str, Any]) -> int | None:
+    """The ticket's end user, `user_id` (the Faults schema's link to Users), None when it has none."""
+    user_id = ticket.get("user_id")
+    return user_id if isinstance(user_id, int) and not isinstance(user_id, bool) and user_id > 0 else None
+
+
+def from_wire_user_with_email(user: dict[str, Any]) -> PsaContact | None:
+    """A user as a contact when it has an address in `emailaddress`; a client's catch-all "General User" (swagger
+    GET /Users `exclude_generaluser`) normally has none, so it gives None rather than someone to write to."""
+    address = user.get("emailaddress")
+    if not isinstance(address, str) or not address.strip():
+        return None
+    contact = from_wire_contact(user)
+    return PsaContact(contact.contact_id, contact.company_id, " ".join(contact.name.split()), address.strip())
+
+
 def from_wire_busy(appointment: dict[str, Any]) -> BusyInterval | None:
     """An appointment row (start_date/end_date, the Appointment schema) as busy time; None when it has no times."""
     starts, ends = appointment.get("start_date"), appointment.get("end_date")

@@ -41,8 +41,10 @@ class FakePsaControl(Protocol):
         """Seed a contact (with its company) and return it as our client should find it."""
         ...
 
-    def add_ticket(self, title: str) -> int:
-        """Seed a ticket someone opened in the PSA itself (not through Slotwise); returns its id."""
+    def add_ticket(self, title: str, *, contact: PsaContact | None = None) -> int:
+        """Seed a ticket someone opened in the PSA itself (not through Slotwise); returns its id. `contact` (one
+        add_contact returned): the ticket is for that contact (ConnectWise `contact`, Autotask `contactID`, Halo
+        `user_id`), on the contact's company."""
         ...
 
     def ticket_number(self, ticket_id: int) -> str:

@@ -229,6 +229,35 @@ async def test_a_ticket_look_up_while_the_psa_is_down_is_retryable(psa: PsaPair)
     assert await psa.client.find_ticket(str(ticket_id)) is not None
 
 
+async def test_a_tickets_contact_is_its_requester_with_name_and_address(psa: PsaPair) -> None:
+    requester = psa.fake.add_contact("Morgan Requester", "morgan@requester.example")
+    psa.fake.add_contact("Someone Else", "else@requester.example")
+    ticket_id = psa.fake.add_ticket("VPN drops every hour", contact=requester)
+    seeded = psa.fake.records(PsaRecordKind.TICKET)
+
+    assert await psa.client.ticket_contact(str(ticket_id)) == requester
+    # Reading never creates or changes anything.
+    assert psa.fake.records(PsaRecordKind.TICKET) == seeded
+
+
+async def test_a_ticket_without_a_contact_and_a_ticket_the_psa_does_not_have_have_no_contact(psa: PsaPair) -> None:
+    psa.fake.add_contact("Morgan Requester", "morgan@requester.example")
+    without = psa.fake.add_ticket("Nobody in particular asked")
+    assert await psa.client.ticket_contact(str(without)) is None
+    # Unknown ids (and text that cannot be an id) are None too, never an error (PsaClient.ticket_contact).
+    for unknown in ("999999", "0", "not a ticket"):
+        assert await psa.client.ticket_contact(unknown) is None
+
+
+async def test_a_ticket_contact_look_up_while_the_psa_is_down_is_retryable(psa: PsaPair) -> None:
+    requester = psa.fake.add_contact("Morgan Requester", "morgan@requester.example")
+    ticket_id = psa.fake.add_ticket("Laptop will not boot", contact=requester)
+    psa.fake.fail_next(503)
+    with pytest.raises(IntegrationUnavailable):
+        await psa.client.ticket_contact(str(ticket_id))
+    assert await psa.client.ticket_contact(str(ticket_id)) == requester
+
+
 def readings_of(pair: PsaPair) -> list[str]:
     """The default reading of the vendor's documents, then every alternative the fake can enforce."""
     return ["", *pair.fake.readings]

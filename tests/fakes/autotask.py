@@ -607,8 +607,14 @@ class FakeAutotaskServer:
         self.queue_roles.add((resource_id, DEMO_ROLE_ID, DEMO_QUEUE_ID))
         return resource_id
 
-    def add_ticket(self, title: str, *, primary: int | None = None, company_id: int = 0) -> int:
-        """A ticket the service desk opened (not through the API), optionally with a primary resource."""
+    def add_ticket(
+        self, title: str, *, primary: int | None = None, company_id: int = 0, contact: PsaContact | None = None
+    ) -> int:
+        """A ticket the service desk opened (not through the API), optionally with a primary resource, and optionally
+        for a contact (one add_contact made): its `contactID`, on the contact's company, since a ticket's contact
+        must belong to the ticket's company (the rule `_check` enforces for Tickets)."""
+        if contact is not None:
+            company_id = int(self.tables["Contacts"][int(contact.contact_id)]["companyID"])
         values: dict[str, Any] = {
             "companyID": company_id,
             "title": title,
@@ -619,6 +625,8 @@ class FakeAutotaskServer:
         }
         if primary is not None:
             values |= {"assignedResourceID": primary, "assignedResourceRoleID": DEMO_ROLE_ID}
+        if contact is not None:
+            values["contactID"] = int(contact.contact_id)
         return int(self._insert("Tickets", values)["id"])
 
     def ticket_number(self, ticket_id: int) -> str:

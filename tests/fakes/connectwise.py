@@ -746,8 +746,15 @@ class FakeConnectWiseServer:
             "_info": self._info(),
         }
 
-    def add_ticket(self, summary: str) -> int:
-        """A ticket someone typed in ConnectWise itself (first board, its first status, the catch-all company)."""
+    def add_ticket(self, summary: str, *, contact: PsaContact | None = None, stated_email: str = "") -> int:
+        """A ticket someone typed in ConnectWise itself (first board, its first status, the catch-all company).
+
+        `contact`: the ticket is for that contact (one add_contact made): its `contact` reference
+        (`ContactReference` `{id, name}`) and the contact's company, since a ticket's contact belongs to its company
+        (the 400 of `_find_contact`). `stated_email`: the address typed on the ticket itself, with the contact's
+        name, in `contactEmailAddress` / `contactName` (ai-connor/connectwise:model_ticket.go). Whether ConnectWise
+        copies the contact's address there by itself is not documented [U], so without it the ticket states none
+        and a reader has to read the contact."""
         board = self.boards[min(self.boards)]
         status = min(
             (row for row in self.statuses.values() if row["boardId"] == board["id"]), key=lambda row: row["sortOrder"]
@@ -763,6 +770,13 @@ class FakeConnectWiseServer:
             "closedFlag": False,
             "_info": self._info(),
         }
+        if contact is not None:
+            row = self.contacts[int(contact.contact_id)]
+            name = f"{row['firstName']} {row.get('lastName') or ''}".strip()
+            self.tickets[ticket_id]["contact"] = {"id": row["id"], "name": name}
+            self.tickets[ticket_id]["company"] = self._company_ref(self.companies[row["company"]["id"]])
+            if stated_email:
+                self.tickets[ticket_id] |= {"contactName": name, "contactEmailAddress": stated_email}
         return ticket_id
 
     def ticket_number(self, ticket_id: int) -> str:
@@ -785,6 +799,7 @@ class FakeConnectWiseServer:
         router.add_get(f"{prefix}/company/communicationTypes", self._list_communication_types)
         router.add_get(f"{prefix}/company/contacts", self._list_contacts)
         router.add_post(f"{prefix}/company/contacts", self._post_contact)
+        router.add_get(f"{prefix}/company/contacts/{{id}}", self._get_contact)
         router.add_get(f"{prefix}/service/boards", self._list_boards)
         router.add_get(f"{prefix}/service/boards/{{id}}/statuses", self._list_statuses)
         router.add_get(f"{prefix}/service/tickets", self._list_tickets)
@@ -1121,6 +1136,11 @@ class FakeConnectWiseServer:
     async def _list_companies(self, request: web.Request) -> web.Response:
         return self._listed(request, list(self.companies.values()), "companies")
 
+    async def _get_contact(self, request: web.Request) -> web.Response:
+        """`GET /company/contacts/{id}` (Jetbuilt/connect_wise:docs/ContactsApi.md `get_company_contacts_by_id`);
+        404 with the error body for an unknown id (apis.md §1.5)."""
+        return self._single(request, self.contacts[self._record_id(request, self.contacts, "Contact")])
+
     async def _list_contacts(self, request: web.Request) -> web.Response:
         return self._listed(request, list(self.contacts.values()), "contacts")
 
@@ -1236,7 +1256,16 @@ class FakeConnectWiseServer:
         return self._listed(request, list(self.tickets.values()), "tickets")
 
     async def _get_ticket(self, request: web.Request) -> web.Response:
-        return web.json_response(self.tickets[self._record_id(request, self.tickets, "Ticket")])
+        return self._single(request, self.tickets[self._record_id(request, self.tickets, "Ticket")])
+
+    @staticmethod
+    def _single(request: web.Request, row: dict[str, Any]) -> web.Response:
+        """A get-by-id answer: the record, cut to `fields` when asked (the get-by-id operations take `fields` as the
+        lists do, ai-connor/connectwise:api_tickets.go get by id)."""
+        if request.query.get("fields"):
+            wanted = [name.strip() for name in request.query["fields"].split(",") if name.strip()]
+            row = {name: row[name] for name in wanted if name in row}
+        return web.json_response(json.loads(json.dumps(row)))
 
     def _board_and_status(self, body: dict[str, Any], resource: str) -> tuple[dict[str, Any], dict[str, Any]]:
         board_ref = self._reference(body, "board", resource, required=True)

@@ -301,8 +301,12 @@ class FakeHaloPsaServer:
         user_id = table[int(record_id)].get("user_id")
         return None if user_id is None else str(user_id)
 
-    def add_ticket(self, summary: str) -> int:
-        """A ticket an agent logged in Halo itself (the catch-all client, status New)."""
+    def add_ticket(self, summary: str, *, contact: PsaContact | int | None = None) -> int:
+        """A ticket an agent logged in Halo itself (the catch-all client, status New).
+
+        `contact`: the end user the ticket is for, a user add_contact made or the id of one (e.g. add_general_user's):
+        the ticket's `user_id`, on that user's client, since a ticket's user belongs to its client (the 400 of
+        `_check_contact`)."""
         ticket_id = self._new_id()
         self.tickets[ticket_id] = {
             "id": ticket_id,
@@ -313,7 +317,26 @@ class FakeHaloPsaServer:
             "tickettype_id": 1,
             "dateoccurred": _halo_time(self.clock()),
         }
+        if contact is not None:
+            user = self.users[int(contact.contact_id) if isinstance(contact, PsaContact) else contact]
+            self.tickets[ticket_id] |= {"user_id": user["id"], "client_id": user["client_id"]}
         return ticket_id
+
+    def add_general_user(self, client_id: int = DEMO_FALLBACK_CLIENT_ID) -> int:
+        """A client's catch-all "General User", the user a ticket gets when nobody in particular logged it: it has no
+        email address (swagger GET /Users `exclude_generaluser` "(int) Exclude Users that are General Users."; the
+        blank address [U: usual setup, the Users schema does not require one])."""
+        client = self.clients[client_id]
+        user_id = self._new_id()
+        self.users[user_id] = {
+            "id": user_id,
+            "name": "General User",
+            "emailaddress": "",
+            "client_id": client_id,
+            "client_name": client["name"],
+            "site_id": client["site_id"],
+        }
+        return user_id
 
     def ticket_number(self, ticket_id: int) -> str:
         """The number Halo shows for a ticket: its id."""
@@ -370,6 +393,7 @@ class FakeHaloPsaServer:
         app.router.add_get("/api/Actions", self._list_actions)
         app.router.add_post("/api/Actions", self._post_actions)
         app.router.add_get("/api/Users", self._list_users)
+        app.router.add_get("/api/Users/{id}", self._get_user)
         app.router.add_post("/api/Users", self._post_users)
         app.router.add_get("/api/Site", self._list_sites)
         app.router.add_get("/api/Client", self._list_clients)
@@ -780,6 +804,14 @@ class FakeHaloPsaServer:
         return self._created(saved)
 
     # Look-ups
+
+    async def _get_user(self, request: web.Request) -> web.Response:
+        """Swagger GET /Users/{id} ("Get one Users", path `id` int32, answer schema `Users`); a missing one is its
+        documented 404."""
+        user = self.users.get(int(request.match_info["id"])) if request.match_info["id"].isdigit() else None
+        if user is None:
+            return web.Response(status=404, text="User not found")
+        return web.json_response(dict(user))
 
     async def _list_users(self, request: web.Request) -> web.Response:
         # Swagger GET /Users: `search` (the columns it covers are [U]: name and address here) and `client_id`

@@ -426,3 +426,52 @@ async def test_apply_dry_run_shows_the_stage_autotask_will_use_and_apply_refuses
         await apply_tenant_file(sqlite_database, settings, tenant_file(""), dry_run=False)
     applied = await apply_tenant_file(sqlite_database, settings, tenant_file("Proposal"), dry_run=False)
     assert "'Proposal' (as set in pipeline_stage)" in applied
+
+
+# PsaClient.ticket_contact: Tickets `contactID`, then the Contact (SOURCES.md, "Entities and operations").
+
+
+async def test_a_tickets_contact_is_read_by_two_gets_and_falls_back_to_its_second_address(
+    fake: FakeAutotaskServer, session: aiohttp.ClientSession
+) -> None:
+    seeded = fake.add_contact("Morgan Requester", "morgan@requester.example")
+    fake.tables["Contacts"][int(seeded.contact_id)] |= {
+        "emailAddress": "",
+        "emailAddress2": "morgan.r@requester.example",
+        "emailAddress3": "m@requester.example",
+    }
+    ticket_id = fake.add_ticket("VPN drops every hour", contact=seeded)
+    psa = AutotaskPsa(config_for(fake), session)
+    before = len(fake.log)
+
+    found = await psa.ticket_contact(str(ticket_id))
+
+    assert found is not None
+    assert (found.contact_id, found.company_id, found.name, found.email) == (
+        seeded.contact_id,
+        seeded.company_id,
+        "Morgan Requester",
+        "morgan.r@requester.example",
+    )
+    reads = [(logged.method, logged.path.removeprefix(API_PREFIX)) for logged in fake.log[before:]]
+    assert [read for read in reads if "zoneInformation" not in read[1]] == [
+        ("GET", f"Tickets/{ticket_id}"),
+        ("GET", f"Contacts/{seeded.contact_id}"),
+    ]
+
+
+async def test_a_contact_without_any_address_or_one_that_is_gone_gives_no_recipient(
+    fake: FakeAutotaskServer, session: aiohttp.ClientSession
+) -> None:
+    blank = fake.add_contact("Pat Phone", "pat@requester.example")
+    fake.tables["Contacts"][int(blank.contact_id)]["emailAddress"] = None
+    gone = fake.add_contact("Gene Gone", "gene@requester.example")
+    first = fake.add_ticket("No address on file", contact=blank)
+    second = fake.add_ticket("Contact deleted since", contact=gone)
+    del fake.tables["Contacts"][int(gone.contact_id)]
+    psa = AutotaskPsa(config_for(fake), session)
+
+    assert await psa.ticket_contact(str(first)) is None
+    # Autotask answers `{"item": null}` for an id it does not hold: "none", not an error.
+    assert await psa.ticket_contact(str(second)) is None
+    assert await psa.ticket_contact("T20261124.0001") is None

@@ -109,7 +109,11 @@ async def test_an_api_user_autotask_does_not_know_fails_zone_discovery_as_an_aut
     assert fake.log == []
 
 
-async def test_a_database_that_moved_zones_is_found_again_after_a_401(session: aiohttp.ClientSession) -> None:
+async def test_a_database_that_moved_zones_is_found_again_after_a_401(
+    session: aiohttp.ClientSession, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The zone was discovered long enough ago to be asked again (here: no minimum age at all).
+    monkeypatch.setattr("integrations.autotask.client.ZONE_REFRESH_SECONDS", 0.0)
     async with running_autotask_server() as new_zone, running_autotask_server() as old_zone:
         old_zone.revoke_credentials()
         new_zone.zone_url = f"{old_zone.base_url}/ATServicesRest/"
@@ -120,6 +124,21 @@ async def test_a_database_that_moved_zones_is_found_again_after_a_401(session: a
         assert [logged.status for logged in old_zone.log] == [401]
         assert [logged.status for logged in new_zone.log] == [200]
         assert len(new_zone.zone_log) == 2
+
+
+async def test_revoked_credentials_do_not_send_every_call_back_to_zone_discovery(
+    fake: FakeAutotaskServer, session: aiohttp.ClientSession
+) -> None:
+    """Every call answers 401 while the credentials are revoked; asking the zone server again on each of them, one
+    at a time, would hold up every step of the tenant. A zone found within the last minute is kept."""
+    psa = AutotaskPsa(config_for(fake), session)
+    await psa.client.api_base()
+    fake.revoke_credentials()
+    for index in range(5):
+        with pytest.raises(IntegrationAuthError):
+            await psa.find_contact(f"nobody{index}@acme.example")
+    assert len(fake.zone_log) == 1
+    assert [logged.status for logged in fake.log] == [401] * 5
 
 
 async def test_contacts_are_queried_with_filter_json_and_an_or_group_over_the_three_email_fields(

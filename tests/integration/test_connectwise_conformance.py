@@ -311,3 +311,68 @@ async def test_a_query_with_a_page_size_over_1000_is_cut_to_1000() -> None:
         ) as response:
             assert len(await response.json()) == 1_000
             assert 'rel="next"' in response.headers["Link"]
+
+
+# PsaClient.ticket_contact: the ticket's `contact`, then that contact's e-mail item (SOURCES.md, "Verified against").
+
+
+async def test_a_tickets_contact_is_read_with_fields_and_its_default_email_item_wins() -> None:
+    async with open_fake_and_client() as (client, fake, _config):
+        seeded = fake.add_contact("Morgan Requester", "old@requester.example")
+        row = fake.contacts[int(seeded.contact_id)]
+        email_type = row["communicationItems"][0]["type"]
+        row["communicationItems"] = [
+            {"id": 1, "type": {"id": 2, "name": "Direct"}, "value": "555-0100", "communicationType": "Phone"},
+            {"id": 2, "type": email_type, "value": "old@requester.example", "communicationType": "Email"},
+            {
+                "id": 3,
+                "type": email_type,
+                "value": "morgan@requester.example",
+                "defaultFlag": True,
+                "communicationType": "Email",
+            },
+        ]
+        ticket_id = fake.add_ticket("VPN drops every hour", contact=seeded)
+
+        found = await client.ticket_contact(str(ticket_id))
+
+        assert found is not None
+        assert (found.contact_id, found.company_id) == (seeded.contact_id, seeded.company_id)
+        assert (found.name, found.email) == ("Morgan Requester", "morgan@requester.example")
+        [ticket_read] = calls(fake, "GET", f"/service/tickets/{ticket_id}")
+        assert ticket_read.query == {"fields": "id,company,contact,contactName,contactEmailAddress"}
+        [contact_read] = calls(fake, "GET", f"/company/contacts/{seeded.contact_id}")
+        assert contact_read.query == {"fields": "id,firstName,lastName,company,communicationItems"}
+
+
+async def test_an_address_typed_on_the_ticket_wins_and_needs_no_second_call() -> None:
+    async with open_fake_and_client() as (client, fake, _config):
+        seeded = fake.add_contact("Morgan Requester", "morgan@requester.example")
+        ticket_id = fake.add_ticket("Shared mailbox full", contact=seeded, stated_email="it-desk@requester.example")
+
+        found = await client.ticket_contact(str(ticket_id))
+
+        assert found is not None
+        assert (found.contact_id, found.name, found.email) == (
+            seeded.contact_id,
+            "Morgan Requester",
+            "it-desk@requester.example",
+        )
+        assert calls(fake, "GET", f"/company/contacts/{seeded.contact_id}") == []
+
+
+async def test_a_contact_without_an_email_item_or_one_that_is_gone_gives_no_recipient() -> None:
+    async with open_fake_and_client() as (client, fake, _config):
+        phone_only = fake.add_contact("Pat Phone", "pat@requester.example")
+        fake.contacts[int(phone_only.contact_id)]["communicationItems"] = [
+            {"id": 1, "type": {"id": 2, "name": "Direct"}, "value": "555-0100", "communicationType": "Phone"}
+        ]
+        gone = fake.add_contact("Gene Gone", "gene@requester.example")
+        first = fake.add_ticket("Phone only", contact=phone_only)
+        second = fake.add_ticket("Contact deleted since", contact=gone)
+        del fake.contacts[int(gone.contact_id)]
+
+        assert await client.ticket_contact(str(first)) is None
+        assert await client.ticket_contact(str(second)) is None
+        # The deleted contact was asked for, and ConnectWise's documented 404 is "none", not an error.
+        assert len(calls(fake, "GET", f"/company/contacts/{gone.contact_id}")) == 1

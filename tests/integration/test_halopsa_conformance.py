@@ -277,3 +277,32 @@ async def test_the_fake_validates_query_parameter_types_from_the_swagger() -> No
             await client._client.get("Actions", {"ticket_id": "x"})
         answer = await client._client.get("Holiday", {"agent_id": MEMBER})
         assert json.dumps(answer) == "[]"
+
+
+# PsaClient.ticket_contact: the ticket's `user_id`, then GET /api/Users/{id} (SOURCES.md, "Verified against").
+
+
+async def test_a_tickets_end_user_is_read_by_two_gets() -> None:
+    async with open_fake_and_client() as (client, fake, _config):
+        seeded = fake.add_contact("Morgan Requester", "morgan@requester.example")
+        ticket_id = fake.add_ticket("VPN drops every hour", contact=seeded)
+        before = len(fake.request_log)
+
+        assert await client.ticket_contact(str(ticket_id)) == seeded
+
+        reads = [(call.method, call.path) for call in fake.request_log[before:] if call.path.startswith("/api/")]
+        assert reads == [("GET", f"/api/Tickets/{ticket_id}"), ("GET", f"/api/Users/{seeded.contact_id}")]
+
+
+async def test_the_general_user_and_a_user_that_is_gone_give_no_recipient() -> None:
+    async with open_fake_and_client() as (client, fake, _config):
+        general = fake.add_general_user()
+        gone = fake.add_contact("Gene Gone", "gene@requester.example")
+        first = fake.add_ticket("Logged for the whole client", contact=general)
+        second = fake.add_ticket("User deleted since", contact=gone)
+        del fake.users[int(gone.contact_id)]
+
+        assert await client.ticket_contact(str(first)) is None
+        assert await client.ticket_contact(str(second)) is None
+        # The deleted user was asked for, and the documented 404 of GET /Users/{id} is "none", not an error.
+        assert [call.status for call in fake.request_log if call.path == f"/api/Users/{gone.contact_id}"] == [404]

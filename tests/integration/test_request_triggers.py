@@ -333,3 +333,28 @@ async def test_a_follow_up_fires_on_time_in_a_short_real_time_run(
         assert sent >= due
         assert sent - due < timedelta(seconds=5)
         assert subjects(desk.smtp)[1].startswith("Reminder: please choose a time")
+
+
+async def test_send_without_a_recipient_emails_the_tickets_contact(
+    database: Database, tmp_path: Path, clock: FixedClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with service_desk(database, tmp_path, clock, monkeypatch) as desk:
+        fake = desk.vendor.fake
+        requester = fake.add_contact("Casey Requester", "casey@requester.test")
+        ticket = fake.add_ticket("Laptop will not boot", contact=requester)
+        answer = await desk.client.post(
+            API, json={"appointment_type": "visit", "ticket": str(ticket), "send": True}, headers=desk.auth
+        )
+        assert answer.status == 201, await answer.text()
+        assert (await answer.json())["sent_to"] == {"name": "Casey Requester", "email": "casey@requester.test"}
+        await run_at(database, clock, "2026-11-23T12:00:00")
+        assert desk.smtp.received[0].message["To"] == "casey@requester.test"
+        assert "Hi Casey Requester," in text_of(desk.smtp, 0)
+        # The seeded ticket has no contact: the agent is told to name the recipient, and nothing is made.
+        refused = await desk.client.post(
+            API, json={"appointment_type": "visit", "ticket": desk.number, "send": True}, headers=desk.auth
+        )
+        assert refused.status == 400, await refused.text()
+        error = (await refused.json())["error"]
+        assert error["field"] == "recipient"
+        assert f"Ticket #{desk.number} has no contact with an email address" in error["message"]

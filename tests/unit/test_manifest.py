@@ -306,3 +306,98 @@ def test_the_command_line_builds_a_package(tmp_path):
     assert result.returncode == 0, result.stderr
     with zipfile.ZipFile(out) as archive:
         assert json.loads(archive.read("manifest.json"))["version"] == project_version()
+
+
+# The Outlook add-in in the same package
+
+
+def icon_entries(manifest: dict[str, Any]) -> list[dict[str, Any]]:
+    [extension] = manifest["extensions"]
+    found = []
+    for ribbon in extension["ribbons"]:
+        for tab in ribbon["tabs"]:
+            for group in tab["groups"]:
+                found += group["icons"]
+                for control in group["controls"]:
+                    found += control["icons"]
+    for alternate in extension.get("alternates", []):
+        found += list(alternate.get("alternateIcons", {}).values())
+    return found
+
+
+def test_the_outlook_add_in_opens_a_pinnable_task_pane_from_a_compose_ribbon_button(manifest):
+    [extension] = manifest["extensions"]
+    [runtime] = extension["runtimes"]
+    [ribbon] = extension["ribbons"]
+    [tab] = ribbon["tabs"]
+    [group] = tab["groups"]
+    [control] = group["controls"]
+    [action] = runtime["actions"]
+
+    assert extension["requirements"]["scopes"] == ["mail"]
+    for requirements in (extension["requirements"], runtime["requirements"]):
+        [mailbox] = requirements["capabilities"]
+        assert mailbox["name"] == "Mailbox"
+        assert tuple(map(int, mailbox["minVersion"].split("."))) >= (1, 3)
+    assert runtime["code"]["page"] == f"{BASE_URL}/addin/taskpane.html"
+    assert (runtime["type"], runtime["lifetime"]) == ("general", "short")
+    assert (action["type"], action["view"], action["pinnable"]) == ("openPage", "homepage", True)
+    assert ribbon["contexts"] == ["mailCompose"]
+    assert tab["builtInTabId"] == "TabDefault"
+    assert (control["type"], control["actionId"]) == ("button", action["id"])
+    assert control["label"] == "Slotwise"
+    assert manifest["authorization"]["permissions"]["resourceSpecific"] == [
+        {"name": "MailboxItem.ReadWrite.User", "type": "Delegated"}
+    ]
+
+
+def measured_size(url: str) -> tuple[int, int]:
+    assert url.startswith(f"{BASE_URL}/addin/static/icon-")
+    width, height, _ = read_png((REPO / "addin" / "static" / url.rsplit("/", 1)[1]).read_bytes())
+    return width, height
+
+
+def test_outlook_icons_are_https_urls_slotwise_serves_in_the_documented_sizes(manifest):
+    [extension] = manifest["extensions"]
+    [alternate] = extension["alternates"]
+    command_icons = icon_entries({"extensions": [{**extension, "alternates": []}]})
+
+    assert sorted({icon["size"] for icon in command_icons}) == [16, 32, 80]
+    for icon in command_icons:
+        assert icon["url"] == f"{BASE_URL}/addin/static/icon-{icon['size']}.png"
+        assert measured_size(icon["url"]) == (icon["size"], icon["size"])
+    # alternateIcons: Microsoft measures the files (64 and 128 px for a mail add-in) and ignores `size`, which the
+    # schema limits to the command sizes (extension-common-icon).
+    icons = alternate["alternateIcons"]
+    assert measured_size(icons["icon"]["url"]) == (64, 64)
+    assert measured_size(icons["highResolutionIcon"]["url"]) == (128, 128)
+    assert icons["icon"]["size"] == 64
+
+
+def test_the_ribbon_icons_match_their_drawing():
+    for size in draw_icons.RIBBON_SIZES:
+        _, _, rows = read_png((REPO / "addin" / "static" / f"icon-{size}.png").read_bytes())
+        assert rows == [list(row) for row in draw_icons.ribbon_pixels(size)], size
+
+
+def test_a_separate_add_in_app_registration_lands_in_web_application_info():
+    other = "5E6F7A8B-9C0D-4E1F-8A2B-3C4D5E6F7A8B"
+    built = build_manifest(APP_ID, BOT_APP_ID, BASE_URL, "1.0.0", addin_client_id=other)
+    assert built["webApplicationInfo"] == {
+        "id": other.lower(),
+        "resource": f"api://slotwise.acme-it.example/{other.lower()}",
+    }
+    assert built["bots"][0]["botId"] == BOT_APP_ID.lower()
+    custom = build_manifest(APP_ID, BOT_APP_ID, BASE_URL, "1.0.0", addin_app_id_uri="api://slotwise.acme-it.example/x")
+    assert custom["webApplicationInfo"]["resource"] == "api://slotwise.acme-it.example/x"
+    assert schema_errors(built) == []
+    with pytest.raises(ValueError, match="addin_client_id must be a GUID"):
+        build_manifest(APP_ID, BOT_APP_ID, BASE_URL, "1.0.0", addin_client_id="not-a-guid")
+
+
+def test_the_schema_would_catch_a_broken_outlook_extension(manifest):
+    [extension] = manifest["extensions"]
+    bad = {**manifest, "extensions": [{**extension, "ribbons": [{**extension["ribbons"][0], "contexts": ["compose"]}]}]}
+    errors = schema_errors(bad)
+    assert len(errors) == 1
+    assert errors[0].startswith("/extensions/0/ribbons/0/contexts/0:")

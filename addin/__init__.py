@@ -1,0 +1,1 @@
+"""The Outlook add-in: its task pane (static files served by Slotwise) and the `/addin/api/*` backend."""

@@ -1,0 +1,489 @@
+"""The Outlook add-in's HTTP surface: the task pane (static files from our origin) and the `/addin/api/*` JSON API.
+
+Every API route runs behind `AddinAuthenticator`: the rep is whoever the Entra access token says, and every read is
+scoped by the tenant that identity resolved to, never by anything in the request."""
+
+from __future__ import annotations
+
+import json
+import secrets
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, Final
+from zoneinfo import ZoneInfo
+
+import aiohttp
+import jinja2
+from aiohttp import web
+from yarl import URL
+
+from addin.auth import AddinAuthenticator, AddinAuthError, AddinAuthSettings, AddinDirectory
+from addin.snippets import LinkSnippet, render_link_html, render_link_text
+from addin.suggestions import (
+    SuggestedTime,
+    SuggestionLinkExpired,
+    SuggestionLinkInvalid,
+    SuggestionLinks,
+    TimesBlock,
+    describe_start,
+    new_block_id,
+    render_times_html,
+    render_times_text,
+)
+from addin.zones import zone_named
+from scheduling.errors import IdempotencyKeyReused, InvalidRequest, SlotUnavailable, SlotwiseError
+from scheduling.model import Booking, BookingStatus, BookingTarget, ClientDetails, TeamsIdentity, TypeSummary
+from scheduling.ports import BookingStore, Clock, TenantCatalog
+from scheduling.service import Scheduler
+
+
+@dataclass(frozen=True, slots=True)
+class AddinContext:
+    auth: AddinAuthSettings
+    directory: AddinDirectory
+    base_url: str
+    session_factory: Callable[[], aiohttp.ClientSession]
+    office_js_url: str
+    """Microsoft's CDN in production (AppSource requires it); the only script the pane loads from elsewhere."""
+    msal_script: Path
+    """MSAL.js as `npm ci` (scripts/bootstrap) put it in node_modules, served from our origin."""
+    booking: BookingDeps | None = None
+    """What suggested times need; None leaves them out (the API answers 503)."""
+
+
+@dataclass(frozen=True, slots=True)
+class BookingDeps:
+    scheduler: Scheduler
+    catalog: TenantCatalog
+    store: BookingStore
+    clock: Clock
+    links: SuggestionLinks
+    manage_url_for: Callable[[Booking], str]
+    link_days: int = 14
+    search_days: int = 14
+    """How far ahead suggested times are looked for."""
+
+
+@dataclass
+class _AddinState:
+    context: AddinContext
+    authenticator: AddinAuthenticator | None = None
+
+
+ADDIN: Final = web.AppKey("addin", _AddinState)
+STATIC_DIR: Final = Path(__file__).resolve().parent / "static"
+"""The task pane's script and style, and the Outlook icons the manifest names by URL (manifest/build.py)."""
+TEMPLATES: Final = jinja2.Environment(
+    loader=jinja2.FileSystemLoader(Path(__file__).resolve().parent / "templates"), autoescape=True
+)
+DIALOG_PATH: Final = "/addin/auth-dialog.html"
+ENTRA_AUTHORITY: Final = "https://login.microsoftonline.com/organizations"
+"""Work and school accounts only: the API maps reps by their Entra tenant, so personal accounts cannot sign in."""
+_MAX_BODY_BYTES: Final = 16 * 1024
+
+ApiHandler = Callable[[web.Request, TeamsIdentity], Awaitable[web.Response]]
+
+
+def api_error(status: int, code: str, message: str) -> web.Response:
+    """The project's JSON error shape (`{"error": {"code", "message"}}`), so the task pane reads one format."""
+    return web.json_response({"error": {"code": code, "message": message}}, status=status)
+
+
+def _authenticated(handler: ApiHandler) -> Callable[[web.Request], Awaitable[web.Response]]:
+    async def run(request: web.Request) -> web.Response:
+        state = request.app[ADDIN]
+        if state.authenticator is None:
+            return api_error(503, "starting", "Slotwise is still starting; try again in a moment")
+        try:
+            identity = await state.authenticator.authenticate(request.headers.get("Authorization"))
+        except AddinAuthError as exc:
+            response = api_error(exc.status, exc.code, exc.message)
+            if exc.status == 401:
+                # RFC 6750 §3: a refused bearer token names the scheme and the error class (never the token).
+                detail = "" if exc.code == "missing" else ', error="invalid_token"'
+                response.headers["WWW-Authenticate"] = f'Bearer realm="slotwise-addin"{detail}'
+            return response
+        return await handler(request, identity)
+
+    return run
+
+
+def type_url(base_url: str, identity: TeamsIdentity, summary: TypeSummary) -> str:
+    return f"{base_url}/book/{identity.tenant_slug}/{summary.slug}"
+
+
+async def me(request: web.Request, identity: TeamsIdentity) -> web.Response:
+    return web.json_response({"name": identity.name, "email": identity.email, "time_zone": identity.time_zone})
+
+
+async def appointment_types(request: web.Request, identity: TeamsIdentity) -> web.Response:
+    """The rep's own types, the panels they sit on and their teams' round-robin types, each with its booking URL."""
+    context = request.app[ADDIN].context
+    summaries = await context.directory.types_for_user(identity.tenant_id, identity.user_id)
+    return web.json_response(
+        {
+            "types": [
+                {
+                    "id": summary.type_id,
+                    "name": summary.name,
+                    "duration_minutes": summary.duration_minutes,
+                    "location": summary.location.describe(),
+                    "description": summary.description,
+                    "url": type_url(context.base_url, identity, summary),
+                }
+                for summary in summaries
+            ]
+        }
+    )
+
+
+async def link_snippet(request: web.Request, identity: TeamsIdentity) -> web.Response:
+    """`{"type_id", "body_type": "html"|"text"}` → the content Insert link puts at the cursor, already escaped for
+    that body type. The task pane asks Outlook for the body type first (`body.getTypeAsync`): HTML coercion on a
+    text body fails with InvalidFormatError."""
+    body = await _json_object(request)
+    if isinstance(body, web.Response):
+        return body
+    type_id, body_type = body.get("type_id"), body.get("body_type")
+    if not isinstance(type_id, str) or not type_id:
+        return api_error(400, "invalid_request", "type_id must name one of your appointment types")
+    if body_type not in ("html", "text"):
+        return api_error(400, "invalid_request", 'body_type must be "html" or "text"')
+    context = request.app[ADDIN].context
+    summaries = await context.directory.types_for_user(identity.tenant_id, identity.user_id)
+    summary = next((item for item in summaries if item.type_id == type_id), None)
+    if summary is None:
+        return api_error(404, "unknown_type", "that appointment type is not one of yours")
+    snippet = LinkSnippet(
+        type_name=summary.name,
+        duration_minutes=summary.duration_minutes,
+        location=summary.location.describe(),
+        host_name=identity.name,
+        url=type_url(context.base_url, identity, summary),
+    )
+    content = render_link_html(snippet) if body_type == "html" else render_link_text(snippet)
+    return web.json_response({"coercion": body_type, "content": content, "url": snippet.url})
+
+
+_CSRF_COOKIE: Final = "slotwise_time_csrf"
+_MAX_SUGGESTED: Final = 5
+
+
+async def suggested_times(request: web.Request, identity: TeamsIdentity) -> web.Response:
+    """`{"type_id", "count": 1-5, "time_zone": IANA or Windows name, "recipient": {"name", "email"}}` → the next free
+    times of one of the rep's types, each with its own signed link, and the block to insert (HTML and text)."""
+    context = request.app[ADDIN].context
+    deps = context.booking
+    if deps is None:
+        return api_error(503, "unavailable", "suggested times are not available on this server")
+    body = await _json_object(request)
+    if isinstance(body, web.Response):
+        return body
+    type_id, count, zone_text = body.get("type_id"), body.get("count", 3), body.get("time_zone") or identity.time_zone
+    recipient = body.get("recipient") or {}
+    if not isinstance(type_id, str) or not type_id:
+        return api_error(400, "invalid_request", "type_id must name one of your appointment types")
+    if not isinstance(count, int) or isinstance(count, bool) or not 1 <= count <= _MAX_SUGGESTED:
+        return api_error(400, "invalid_request", f"count must be a whole number from 1 to {_MAX_SUGGESTED}")
+    zone = zone_named(zone_text) if isinstance(zone_text, str) else None
+    if zone is None:
+        return api_error(400, "invalid_time_zone", "time_zone must be an IANA zone (Europe/London) or a Windows zone")
+    if not isinstance(recipient, dict):
+        return api_error(400, "invalid_request", "recipient must be an object with name and email")
+    name, email = recipient.get("name", ""), recipient.get("email", "")
+    if not isinstance(name, str) or not isinstance(email, str) or len(name) > 200 or len(email) > 254:
+        return api_error(400, "invalid_request", "recipient name and email must be short text")
+    summaries = await context.directory.types_for_user(identity.tenant_id, identity.user_id)
+    if not any(summary.type_id == type_id for summary in summaries):
+        return api_error(404, "unknown_type", "that appointment type is not one of yours")
+    target = await deps.catalog.find_target_for_type(identity.tenant_id, type_id)
+    if target is None:
+        return api_error(404, "unknown_type", "that appointment type is not one of yours")
+    now = deps.clock.now()
+    slots = await deps.scheduler.list_slots(target, now, now + timedelta(days=deps.search_days))
+    block_id = new_block_id()
+    expires_at = now + timedelta(days=deps.link_days)
+    times = []
+    for slot in slots[:count]:
+        token = deps.links.seal(
+            SuggestedTime(
+                identity.tenant_id, type_id, slot.starts_at, block_id, name.strip(), email.strip(), zone.key, expires_at
+            )
+        )
+        times.append((slot.starts_at, describe_start(slot.starts_at, zone), f"{context.base_url}/addin/t/{token}"))
+    block = TimesBlock(
+        type_name=target.appointment_type.name,
+        duration_minutes=int(target.duration.total_seconds() // 60),
+        zone_name=zone.key,
+        times=tuple((label, url) for _, label, url in times),
+        see_all_url=f"{context.base_url}/book/{target.tenant_slug}/{target.appointment_type.slug}",
+    )
+    return web.json_response(
+        {
+            "time_zone": zone.key,
+            "times": [{"starts_at": start.isoformat(), "label": label, "url": url} for start, label, url in times],
+            "see_all_url": block.see_all_url,
+            "html": render_times_html(block),
+            "text": render_times_text(block),
+        }
+    )
+
+
+def _time_page(
+    request: web.Request,
+    title: str,
+    lines: list[str],
+    *,
+    status: int = 200,
+    confirm: bool = False,
+    ask_details: bool = False,
+    alternatives: list[tuple[str, str]] | None = None,
+    links: list[tuple[str, str]] | None = None,
+) -> web.Response:
+    csrf = request.cookies.get(_CSRF_COOKIE) or secrets.token_urlsafe(24)
+    html = TEMPLATES.get_template("suggested_time.html").render(
+        title=title,
+        lines=lines,
+        confirm=confirm,
+        ask_details=ask_details,
+        csrf_token=csrf,
+        alternatives=alternatives or [],
+        links=links or [],
+    )
+    response = web.Response(text=html, status=status, content_type="text/html")
+    response.headers["Content-Security-Policy"] = (
+        "default-src 'self'; script-src 'none'; form-action 'self'; frame-ancestors 'none'"
+    )
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    response.headers["Referrer-Policy"] = "no-referrer"
+    response.headers["Cache-Control"] = "no-store"
+    if _CSRF_COOKIE not in request.cookies:
+        response.set_cookie(_CSRF_COOKIE, csrf, httponly=True, samesite="Strict", path="/addin/t/")
+    return response
+
+
+async def _open_time(request: web.Request) -> tuple[BookingDeps, SuggestedTime, BookingTarget] | web.Response:
+    deps = request.app[ADDIN].context.booking
+    if deps is None:
+        return _time_page(request, "Not available", ["Booking from email is not available here."], status=503)
+    try:
+        chosen = deps.links.open(request.match_info["token"], deps.clock.now())
+    except SuggestionLinkInvalid:
+        return _time_page(
+            request, "Link not valid", ["This link is not valid. Check that you opened the whole link."], status=400
+        )
+    except SuggestionLinkExpired:
+        return _time_page(request, "Link expired", ["This link has expired. Ask the sender for new times."], status=410)
+    target = await deps.catalog.find_target_for_type(chosen.tenant_id, chosen.type_id)
+    if target is None:
+        return _time_page(request, "No longer offered", ["This appointment type is no longer offered."], status=410)
+    return deps, chosen, target
+
+
+def _block_key(chosen: SuggestedTime) -> str:
+    return f"suggested:{chosen.block_id}"
+
+
+def _booked_page(
+    request: web.Request, deps: BookingDeps, booking: Booking, zone: ZoneInfo, *, just_now: bool
+) -> web.Response:
+    when = describe_start(booking.starts_at, zone)
+    lines = (
+        [f"You're booked for {when} ({zone.key}).", f"A confirmation goes to {booking.client.email}."]
+        if just_now
+        else [
+            f"A time from this email is already booked: {when} ({zone.key}).",
+            "Each email's times book once; use the link below to change or cancel that booking.",
+        ]
+    )
+    return _time_page(
+        request,
+        "Booked" if just_now else "Already booked",
+        lines,
+        links=[("Change or cancel this booking", deps.manage_url_for(booking))],
+    )
+
+
+async def time_link(request: web.Request) -> web.Response:
+    """GET: show the time and a Confirm button. Never books (link scanners open every URL in an email)."""
+    opened = await _open_time(request)
+    if isinstance(opened, web.Response):
+        return opened
+    deps, chosen, target = opened
+    zone = ZoneInfo(chosen.zone)
+    existing = await deps.store.find_by_idempotency_key(chosen.tenant_id, _block_key(chosen))
+    if existing is not None and existing.status is BookingStatus.CONFIRMED:
+        if chosen.email and existing.client.email.casefold() == chosen.email.casefold():
+            return _booked_page(request, deps, existing, zone, just_now=False)
+        # Booked by someone who typed their own details: its time and manage link are theirs alone.
+        return _time_page(
+            request, "Already booked", ["A time from this email is already booked. Each email's times book once."]
+        )
+    when = describe_start(chosen.starts_at, zone)
+    lines = [
+        f"{target.appointment_type.name} with {target.tenant_name}: {when} ({zone.key}), "
+        f"{int(target.duration.total_seconds() // 60)} minutes.",
+        f"Booking for {chosen.name or chosen.email} <{chosen.email}>." if chosen.email else "",
+    ]
+    # Times inserted before the email had a recipient carry no one: the client types their own details then.
+    return _time_page(
+        request, "Confirm your time", [line for line in lines if line], confirm=True, ask_details=not chosen.email
+    )
+
+
+async def book_time_link(request: web.Request) -> web.Response:
+    """POST (the Confirm button): book the chosen time once per email block; a taken time shows the next free ones."""
+    opened = await _open_time(request)
+    if isinstance(opened, web.Response):
+        return opened
+    deps, chosen, target = opened
+    form = await request.post()
+    submitted = form.get("csrf_token")
+    cookie = request.cookies.get(_CSRF_COOKIE)
+    if not cookie or not isinstance(submitted, str) or not secrets.compare_digest(cookie, submitted):
+        return _time_page(
+            request, "Please try again", ["The form expired. Open the link again and confirm."], status=403
+        )
+    zone = ZoneInfo(chosen.zone)
+    if chosen.email:
+        name, email = chosen.name or chosen.email, chosen.email
+    else:
+        typed_name, typed_email = form.get("name"), form.get("email")
+        name = typed_name.strip() if isinstance(typed_name, str) else ""
+        email = typed_email.strip() if isinstance(typed_email, str) else ""
+    client = ClientDetails(name=name, email=email, time_zone=chosen.zone, answers={})
+    try:
+        booking, created = await deps.scheduler.book(
+            target, chosen.starts_at, client, idempotency_key=_block_key(chosen)
+        )
+    except SlotUnavailable as taken:
+        alternatives = []
+        for start in list(taken.next_free)[:_MAX_SUGGESTED]:
+            token = deps.links.seal(
+                SuggestedTime(
+                    chosen.tenant_id,
+                    chosen.type_id,
+                    start,
+                    chosen.block_id,
+                    chosen.name,
+                    chosen.email,
+                    chosen.zone,
+                    chosen.expires_at,
+                )
+            )
+            alternatives.append((describe_start(start, zone), f"/addin/t/{token}"))
+        return _time_page(
+            request,
+            "That time was just taken",
+            [f"{describe_start(chosen.starts_at, zone)} is no longer free. Pick another time ({zone.key}):"],
+            status=409,
+            alternatives=alternatives,
+            links=[("See all times", f"/book/{target.tenant_slug}/{target.appointment_type.slug}")],
+        )
+    except IdempotencyKeyReused:
+        # Someone else already booked from this email's times: say so, without showing their booking.
+        return _time_page(
+            request,
+            "Already booked",
+            ["A time from this email is already booked. Each email's times book once."],
+            status=409,
+            links=[("See all times", f"/book/{target.tenant_slug}/{target.appointment_type.slug}")],
+        )
+    except InvalidRequest as problem:
+        return _time_page(
+            request,
+            "More details needed",
+            [str(problem), "Please book on the booking page instead."],
+            status=422,
+            links=[("Open the booking page", f"/book/{target.tenant_slug}/{target.appointment_type.slug}")],
+        )
+    except SlotwiseError as problem:
+        return _time_page(request, "Not booked", [str(problem)], status=409)
+    just_now = created or booking.starts_at == chosen.starts_at
+    return _booked_page(request, deps, booking, zone, just_now=just_now)
+
+
+async def _json_object(request: web.Request) -> dict[str, Any] | web.Response:
+    if request.content_type != "application/json":
+        return api_error(415, "unsupported_media_type", "send the request body as application/json")
+    raw = await request.read()  # the application's client_max_size caps it first
+    if len(raw) > _MAX_BODY_BYTES:
+        return api_error(413, "too_large", f"the request body is larger than {_MAX_BODY_BYTES} bytes")
+    try:
+        body = json.loads(raw)
+    except ValueError:
+        return api_error(400, "invalid_json", "the request body is not valid JSON")
+    if not isinstance(body, dict):
+        return api_error(400, "invalid_request", "the request body must be a JSON object")
+    return body
+
+
+def _page_config(context: AddinContext) -> dict[str, Any]:
+    scope_base = context.auth.app_id_uri or context.auth.client_id or ""
+    return {
+        "clientId": context.auth.client_id or "",
+        "authority": ENTRA_AUTHORITY,
+        "scopes": [f"{scope_base}/{context.auth.scope}"],
+        "apiBase": "",
+        "dialogPath": DIALOG_PATH,
+    }
+
+
+def _page(template: str) -> Callable[[web.Request], Awaitable[web.Response]]:
+    async def render(request: web.Request) -> web.Response:
+        context = request.app[ADDIN].context
+        html = TEMPLATES.get_template(template).render(
+            office_js_url=context.office_js_url, config=_page_config(context)
+        )
+        response = web.Response(text=html, content_type="text/html")
+        # Outlook frames the pane, so no frame-ancestors here; scripts come from us and the Office.js URL only.
+        office_origin = str(URL(context.office_js_url).origin())
+        response.headers["Content-Security-Policy"] = (
+            f"script-src 'self' {office_origin}; object-src 'none'; base-uri 'none'; form-action 'none'"
+        )
+        response.headers["X-Content-Type-Options"] = "nosniff"
+        response.headers["Referrer-Policy"] = "no-referrer"
+        response.headers["Cache-Control"] = "no-cache"
+        return response
+
+    return render
+
+
+async def msal_script(request: web.Request) -> web.StreamResponse:
+    """MSAL.js from our own origin. Missing (scripts/bootstrap not run) is a 404 the pane turns into a clear message."""
+    path = request.app[ADDIN].context.msal_script
+    if not path.is_file():
+        return web.Response(
+            status=404,
+            text="// MSAL.js is not installed on this Slotwise server: run scripts/bootstrap\n",
+            content_type="text/javascript",
+        )
+    return web.FileResponse(path, headers={"Content-Type": "text/javascript", "Cache-Control": "max-age=3600"})
+
+
+def setup_addin(app: web.Application, context: AddinContext) -> None:
+    """Mount the add-in API; its authenticator (and the HTTP session it fetches signing keys with) lives as long as
+    the application."""
+    state = _AddinState(context)
+    app[ADDIN] = state
+    app.router.add_static("/addin/static/", STATIC_DIR)
+    app.router.add_get("/addin/taskpane.html", _page("taskpane.html"))
+    app.router.add_get(DIALOG_PATH, _page("auth-dialog.html"))
+    app.router.add_get("/addin/vendor/msal-browser.min.js", msal_script)
+    app.router.add_get("/addin/api/me", _authenticated(me))
+    app.router.add_get("/addin/api/appointment-types", _authenticated(appointment_types))
+    app.router.add_post("/addin/api/link", _authenticated(link_snippet))
+    app.router.add_post("/addin/api/suggested-times", _authenticated(suggested_times))
+    app.router.add_get("/addin/t/{token}", time_link)
+    app.router.add_post("/addin/t/{token}", book_time_link)
+
+    async def addin_ctx(_app: web.Application) -> AsyncIterator[None]:
+        session = context.session_factory()
+        state.authenticator = AddinAuthenticator(context.auth, session, context.directory)
+        yield
+        state.authenticator = None
+        await session.close()
+
+    app.cleanup_ctx.append(addin_ctx)

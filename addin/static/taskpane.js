@@ -1,0 +1,278 @@
+// The Slotwise task pane in Outlook compose: sign in (nested app authentication, or the Office dialog where NAA is
+// unavailable), list the rep's appointment types, and insert a booking link at the cursor.
+//
+// Office.js facts this relies on (reference/outlook_and_pods.md §1.3, §1.4):
+// - body.getTypeAsync says "html" or "text"; Html coercion on a text body fails, so the type is asked first and the
+//   server renders the matching snippet (simple tables, links and bold: Outlook drops inline CSS);
+// - body.setSelectedDataAsync inserts at the cursor (at the top if the body never had focus);
+// - NAA needs the NestedAppAuth 1.1 requirement set; otherwise Office.context.ui.displayDialogAsync opens our own
+//   sign-in page, which runs a normal MSAL flow and sends the token back with messageParent.
+// Everything shown to the rep goes through textContent, never innerHTML.
+"use strict";
+
+(function () {
+  const config = JSON.parse(document.getElementById("slotwise-config").textContent);
+  const statusLine = document.getElementById("status");
+  const problemBox = document.getElementById("problem");
+  const section = document.getElementById("types-section");
+  const list = document.getElementById("types");
+  const noTypes = document.getElementById("no-types");
+  const zoneInput = document.getElementById("zone");
+  const SUGGESTED = 3;
+
+  class Problem extends Error {}
+
+  function say(text) {
+    statusLine.textContent = text;
+  }
+
+  function showProblem(text) {
+    problemBox.textContent = text;
+    problemBox.hidden = !text;
+  }
+
+  // Sign-in
+
+  let nestedApp = null;
+  let dialogToken = null;
+
+  function msalPresent() {
+    return typeof window.msal !== "undefined" && typeof window.msal.createNestablePublicClientApplication === "function";
+  }
+
+  async function nestedAppToken() {
+    if (!nestedApp) {
+      nestedApp = await window.msal.createNestablePublicClientApplication({
+        auth: { clientId: config.clientId, authority: config.authority },
+      });
+    }
+    const request = { scopes: config.scopes };
+    try {
+      return (await nestedApp.acquireTokenSilent(request)).accessToken;
+    } catch (silentError) {
+      // Consent or a fresh sign-in is needed (InteractionRequiredAuthError): Outlook shows its own prompt.
+      return (await nestedApp.acquireTokenPopup(request)).accessToken;
+    }
+  }
+
+  function officeDialogToken() {
+    return new Promise((resolve, reject) => {
+      const url = window.location.origin + config.dialogPath;
+      Office.context.ui.displayDialogAsync(url, { height: 60, width: 30 }, (opened) => {
+        if (opened.status !== Office.AsyncResultStatus.Succeeded) {
+          reject(new Problem("The Slotwise sign-in window could not open (" + opened.error.message + ")."));
+          return;
+        }
+        const dialog = opened.value;
+        dialog.addEventHandler(Office.EventType.DialogMessageReceived, (arg) => {
+          dialog.close();
+          if (arg.origin && arg.origin !== window.location.origin) {
+            reject(new Problem("The sign-in window answered from an unexpected address."));
+            return;
+          }
+          let message = null;
+          try {
+            message = JSON.parse(arg.message);
+          } catch (error) {
+            message = null;
+          }
+          if (message && typeof message.token === "string") {
+            resolve(message.token);
+          } else {
+            reject(new Problem("Sign-in did not finish: " + ((message && message.error) || "no token came back") + "."));
+          }
+        });
+        dialog.addEventHandler(Office.EventType.DialogEventReceived, () => {
+          reject(new Problem("The sign-in window was closed before sign-in finished."));
+        });
+      });
+    });
+  }
+
+  async function accessToken() {
+    const nested = Office.context.requirements && Office.context.requirements.isSetSupported("NestedAppAuth", "1.1");
+    if (nested) {
+      if (!msalPresent()) {
+        throw new Problem(
+          "The sign-in library (MSAL.js) is missing on this Slotwise server. Ask your Slotwise admin to run scripts/bootstrap.",
+        );
+      }
+      try {
+        return await nestedAppToken();
+      } catch (error) {
+        throw new Problem("Sign-in to Slotwise failed: " + ((error && (error.errorMessage || error.message)) || error) + ".");
+      }
+    }
+    if (!dialogToken) {
+      dialogToken = await officeDialogToken();
+    }
+    return dialogToken;
+  }
+
+  // The Slotwise API
+
+  async function api(path, body) {
+    const token = await accessToken();
+    const headers = { Authorization: "Bearer " + token };
+    if (body !== undefined) {
+      headers["Content-Type"] = "application/json";
+    }
+    let response;
+    try {
+      response = await fetch(config.apiBase + path, {
+        method: body === undefined ? "GET" : "POST",
+        headers: headers,
+        body: body === undefined ? undefined : JSON.stringify(body),
+        credentials: "omit",
+      });
+    } catch (error) {
+      throw new Problem("Slotwise can't be reached right now. Check your connection and try again in a minute.");
+    }
+    let data = null;
+    try {
+      data = await response.json();
+    } catch (error) {
+      data = null;
+    }
+    const detail = data && data.error && data.error.message;
+    if (response.status === 401) {
+      dialogToken = null;
+      throw new Problem("Slotwise refused your sign-in: " + (detail || "the token was not accepted") + ".");
+    }
+    if (!response.ok) {
+      if (detail && response.status < 500) {
+        throw new Problem("Slotwise could not do that: " + detail + ".");
+      }
+      throw new Problem(
+        "Slotwise is not answering properly right now (HTTP " + response.status + "). Try again in a minute." +
+          (detail ? " " + detail : ""),
+      );
+    }
+    return data;
+  }
+
+  // Outlook
+
+  function officeCall(start) {
+    return new Promise((resolve, reject) => {
+      start((result) => {
+        if (result.status === Office.AsyncResultStatus.Succeeded) {
+          resolve(result.value);
+        } else {
+          reject(result.error || new Error("Outlook refused the request"));
+        }
+      });
+    });
+  }
+
+  async function insertLink(type, button) {
+    button.disabled = true;
+    showProblem("");
+    try {
+      const item = Office.context.mailbox.item;
+      const bodyType = await officeCall((done) => item.body.getTypeAsync(done));
+      const format = bodyType === Office.CoercionType.Html ? "html" : "text";
+      const snippet = await api("/addin/api/link", { type_id: type.id, body_type: format });
+      const coercion = format === "html" ? Office.CoercionType.Html : Office.CoercionType.Text;
+      await officeCall((done) => item.body.setSelectedDataAsync(snippet.content, { coercionType: coercion }, done));
+      say("Inserted the link to " + type.name + ".");
+    } catch (error) {
+      showProblem(error instanceof Problem ? error.message : "Outlook could not insert the link: " + (error.message || error) + ".");
+    } finally {
+      button.disabled = false;
+    }
+  }
+
+  async function firstRecipient(item) {
+    // Only resolved recipients are returned (get-set-or-add-recipients); with none, the links carry no name.
+    try {
+      const recipients = await officeCall((done) => item.to.getAsync(done));
+      const first = recipients && recipients[0];
+      return first ? { name: first.displayName || "", email: first.emailAddress || "" } : { name: "", email: "" };
+    } catch (error) {
+      return { name: "", email: "" };
+    }
+  }
+
+  async function insertTimes(type, button) {
+    button.disabled = true;
+    showProblem("");
+    try {
+      const item = Office.context.mailbox.item;
+      const bodyType = await officeCall((done) => item.body.getTypeAsync(done));
+      const format = bodyType === Office.CoercionType.Html ? "html" : "text";
+      const recipient = await firstRecipient(item);
+      const answer = await api("/addin/api/suggested-times", {
+        type_id: type.id,
+        count: SUGGESTED,
+        time_zone: zoneInput.value.trim(),
+        recipient: recipient,
+      });
+      if (!answer.times.length) {
+        say("No free times for " + type.name + " in the next two weeks; insert the link instead.");
+        return;
+      }
+      const coercion = format === "html" ? Office.CoercionType.Html : Office.CoercionType.Text;
+      const content = format === "html" ? answer.html : answer.text;
+      await officeCall((done) => item.body.setSelectedDataAsync(content, { coercionType: coercion }, done));
+      say("Inserted " + answer.times.length + " times for " + type.name + " (" + answer.time_zone + ").");
+    } catch (error) {
+      showProblem(error instanceof Problem ? error.message : "Outlook could not insert the times: " + (error.message || error) + ".");
+    } finally {
+      button.disabled = false;
+    }
+  }
+
+  function renderTypes(types) {
+    list.replaceChildren();
+    for (const type of types) {
+      const row = document.createElement("li");
+      const name = document.createElement("span");
+      name.className = "name";
+      name.textContent = type.name;
+      const details = document.createElement("span");
+      details.className = "details";
+      details.textContent = type.duration_minutes + " minutes, " + type.location;
+      const button = document.createElement("button");
+      button.type = "button";
+      button.textContent = "Insert link";
+      button.setAttribute("aria-label", "Insert link to " + type.name);
+      button.addEventListener("click", () => insertLink(type, button));
+      const times = document.createElement("button");
+      times.type = "button";
+      times.textContent = "Insert " + SUGGESTED + " times";
+      times.setAttribute("aria-label", "Insert suggested times for " + type.name);
+      times.addEventListener("click", () => insertTimes(type, times));
+      row.append(name, details, button, times);
+      list.append(row);
+    }
+    noTypes.hidden = types.length > 0;
+    section.hidden = false;
+  }
+
+  async function start() {
+    if (!Office.context || !Office.context.mailbox || !Office.context.mailbox.item) {
+      say("");
+      showProblem("Open Slotwise from Outlook while you write an email: this pane works inside Outlook only.");
+      return;
+    }
+    // userProfile.timeZone is a Windows zone name; the server maps it to IANA (CLDR). The rep may type another zone.
+    zoneInput.value = Office.context.mailbox.userProfile.timeZone || "";
+    say("Signing in…");
+    try {
+      const answer = await api("/addin/api/appointment-types");
+      renderTypes(answer.types);
+      say(answer.types.length ? "Choose a link to insert at the cursor." : "");
+    } catch (error) {
+      say("");
+      showProblem(error instanceof Problem ? error.message : "Something went wrong: " + (error.message || error) + ".");
+    }
+  }
+
+  if (typeof window.Office === "undefined") {
+    say("");
+    showProblem("Office.js could not be loaded, so this pane cannot talk to Outlook. Check your connection and reopen it.");
+    return;
+  }
+  Office.onReady(() => start());
+})();

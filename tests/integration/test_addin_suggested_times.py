@@ -1,0 +1,318 @@
+"""Suggested times from the Outlook add-in over real HTTP: signed, expiring links in the recipient's zone; opening one
+never books; confirming books once per email; a taken time offers the next free ones."""
+
+from __future__ import annotations
+
+import base64
+import re
+from collections.abc import AsyncIterator
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+from sqlalchemy import func, select
+
+from addin.zones import zone_named
+from storage.database import Database
+from storage.tables import bookings
+from tests.conftest import FIXTURES, FixedClock, apply_file, start_client
+from tests.fakes.bot_identity import FakeBotIdentity
+from tests.integration.test_addin_auth import (
+    API_CLIENT_ID,
+    COMMON_METADATA,
+    FABRIKAM,
+    FABRIKAM_DANA,
+    Entra,
+    pooled_key,
+)
+
+LONDON = ZoneInfo("Europe/London")
+RECIPIENT = {"name": "Jane <b>Client</b>", "email": "jane@client.test"}
+
+
+@pytest.fixture
+async def entra() -> AsyncIterator[Entra]:
+    fake = FakeBotIdentity()
+    key = fake.add_tenant_key("common", "entra-common-1", private_key=pooled_key(0))
+    server = TestServer(fake.build_app())
+    await server.start_server()
+    yield Entra(fake, key, str(server.make_url("")).rstrip("/"))
+    await server.close()
+
+
+@pytest.fixture
+async def addin_db(database: Database) -> Database:
+    await apply_file(database, FIXTURES / "teams_tenant.yaml")
+    await apply_file(database, FIXTURES / "teams_other_tenant.yaml")
+    return database
+
+
+@pytest.fixture
+async def api(addin_db: Database, entra: Entra, tmp_path: Path, clock: FixedClock) -> AsyncIterator[TestClient]:
+    client = await start_client(
+        addin_db,
+        tmp_path,
+        clock,
+        addin_client_id=API_CLIENT_ID,
+        addin_openid_metadata_url=f"{entra.base}{COMMON_METADATA}",
+    )
+    yield client
+    await client.close()
+
+
+async def count_bookings(database: Database) -> int:
+    return await database.run_read(lambda conn: conn.execute(select(func.count()).select_from(bookings)).scalar_one())
+
+
+async def discovery_id(api: TestClient, entra: Entra) -> str:
+    response = await api.get("/addin/api/appointment-types", headers={"Authorization": f"Bearer {entra.token()}"})
+    types = (await response.json())["types"]
+    return str(next(item["id"] for item in types if item["name"] == "Discovery call"))
+
+
+async def suggest(api: TestClient, entra: Entra, **changes: Any) -> tuple[int, Any]:
+    body: dict[str, Any] = {
+        "type_id": await discovery_id(api, entra),
+        "count": 3,
+        "time_zone": "GMT Standard Time",
+        "recipient": RECIPIENT,
+    }
+    body.update(changes)
+    response = await api.post(
+        "/addin/api/suggested-times", json=body, headers={"Authorization": f"Bearer {entra.token()}"}
+    )
+    return response.status, await response.json()
+
+
+def path_of(url: str) -> str:
+    return urlsplit(url).path
+
+
+async def csrf_of(api: TestClient, url: str) -> str:
+    page = await api.get(path_of(url))
+    found = re.search(r'name="csrf_token" value="([^"]+)"', await page.text())
+    assert found, "the page has no Confirm form"
+    return found.group(1)
+
+
+async def confirm(api: TestClient, url: str, *, with_csrf: bool = True) -> tuple[int, str]:
+    page = await api.get(path_of(url))
+    token = re.search(r'name="csrf_token" value="([^"]+)"', await page.text())
+    data = {"csrf_token": token.group(1)} if (with_csrf and token) else {}
+    response = await api.post(path_of(url), data=data)
+    return response.status, await response.text()
+
+
+async def test_times_come_in_the_recipients_zone_from_a_windows_zone_name(
+    api: TestClient, entra: Entra, addin_db: Database, clock: FixedClock
+) -> None:
+    status, body = await suggest(api, entra)
+    assert status == 200, body
+    assert body["time_zone"] == "Europe/London"
+    starts = [datetime.fromisoformat(item["starts_at"]) for item in body["times"]]
+    assert len(starts) == 3
+    assert starts == sorted(starts)
+    assert starts[0] >= clock.moment
+    for item, start in zip(body["times"], starts, strict=True):
+        local = start.astimezone(LONDON)
+        assert item["label"] == f"{local:%A} {local.day} {local:%B}, {local:%H:%M}"
+        assert item["url"].startswith("http://testserver/addin/t/")
+        assert f'href="{item["url"]}"' in body["html"]
+        assert f"- {item['label']}: {item['url']}" in body["text"]
+    assert "Times in Europe/London" in body["html"]
+    assert body["see_all_url"] == "http://testserver/book/contoso/discovery"
+    assert "See all times</a>" in body["html"]
+    assert "style=" not in body["html"]
+    assert await count_bookings(addin_db) == 0
+
+
+async def test_opening_a_link_shows_the_time_and_who_it_is_for_and_books_nothing(
+    api: TestClient, entra: Entra, addin_db: Database
+) -> None:
+    _, body = await suggest(api, entra)
+    for item in body["times"]:
+        for _ in range(3):  # a link scanner, the preview pane, the client
+            page = await api.get(path_of(item["url"]))
+            html = await page.text()
+            assert page.status == 200
+            assert item["label"] in html
+            assert "Jane &lt;b&gt;Client&lt;/b&gt; &lt;jane@client.test&gt;" in html
+            assert "<b>Client</b>" not in html
+    assert await count_bookings(addin_db) == 0
+
+
+async def test_query_parameters_cannot_change_who_is_booked(api: TestClient, entra: Entra, addin_db: Database) -> None:
+    _, body = await suggest(api, entra)
+    url = body["times"][0]["url"]
+    page = await api.get(path_of(url) + "?name=Mallory&email=mallory@evil.test")
+    assert "mallory" not in (await page.text()).lower()
+    status, html = await confirm(api, url)
+    assert status == 200, html
+    emails = await addin_db.run_read(lambda conn: [row.client_email for row in conn.execute(select(bookings))])
+    assert emails == ["jane@client.test"]
+
+
+async def test_confirming_books_once_and_the_emails_other_times_point_to_that_booking(
+    api: TestClient, entra: Entra, addin_db: Database
+) -> None:
+    _, body = await suggest(api, entra)
+    first, second = body["times"][0]["url"], body["times"][1]["url"]
+    # The recipient opens the second time too, and leaves that tab open.
+    second_form = {"csrf_token": await csrf_of(api, second)}
+    form = {"csrf_token": await csrf_of(api, first)}
+    # A double click: the same form posted twice.
+    answers = [await api.post(path_of(first), data=form) for _ in range(2)]
+    for answer in answers:
+        html = await answer.text()
+        assert answer.status == 200, html
+        assert "re booked for" in html
+        assert body["times"][0]["label"] in html
+    assert await count_bookings(addin_db) == 1
+
+    page = await api.get(path_of(second))
+    html = await page.text()
+    assert "already booked" in html
+    assert body["times"][0]["label"] in html
+    assert 'href="http://testserver/m/' in html
+    late = await api.post(path_of(second), data=second_form)
+    assert late.status == 200
+    assert "already booked" in await late.text()
+    assert await count_bookings(addin_db) == 1
+
+
+async def test_a_taken_time_shows_the_next_free_times_which_book(
+    api: TestClient, entra: Entra, addin_db: Database
+) -> None:
+    _, body = await suggest(api, entra)
+    taken = body["times"][0]
+    other = await api.post(
+        "/book/contoso/discovery/bookings",
+        json={
+            "start": taken["starts_at"],
+            "name": "Someone Else",
+            "email": "else@client.test",
+            "time_zone": "Europe/London",
+            "answers": {},
+        },
+    )
+    assert other.status == 201, await other.text()
+    status, html = await confirm(api, taken["url"])
+    assert status == 409
+    assert "was just taken" in html
+    alternatives = re.findall(r'<li><a href="(/addin/t/[^"]+)">([^<]+)</a></li>', html)
+    assert alternatives
+    assert all(label != taken["label"] for _, label in alternatives)
+    status, html = await confirm(api, alternatives[0][0])
+    assert status == 200, html
+    assert alternatives[0][1] in html
+    assert await count_bookings(addin_db) == 2
+
+
+async def test_forged_expired_and_unconfirmed_links_get_a_clear_page(
+    api: TestClient, entra: Entra, addin_db: Database, clock: FixedClock
+) -> None:
+    _, body = await suggest(api, entra)
+    url = body["times"][0]["url"]
+    token = path_of(url).rsplit("/", 1)[1]
+    forged = token[:-6] + ("AAAAAA" if not token.endswith("AAAAAA") else "BBBBBB")
+    for bad in (forged, "not-a-token", "x" * 2000):
+        page = await api.get(f"/addin/t/{bad}")
+        assert page.status == 400
+        assert "This link is not valid" in await page.text()
+    status, _ = await confirm(api, url, with_csrf=False)
+    assert status == 403
+    assert await count_bookings(addin_db) == 0
+    clock.moment += timedelta(days=15)
+    page = await api.get(path_of(url))
+    assert page.status == 410
+    assert "This link has expired" in await page.text()
+    assert await count_bookings(addin_db) == 0
+
+
+@pytest.mark.parametrize(
+    ("changes", "status", "code"),
+    [
+        ({"time_zone": "Mars/Olympus"}, 400, "invalid_time_zone"),
+        ({"count": 9}, 400, "invalid_request"),
+        ({"count": True}, 400, "invalid_request"),
+        ({"recipient": "jane"}, 400, "invalid_request"),
+        ({"type_id": "no-such-type"}, 404, "unknown_type"),
+    ],
+)
+async def test_bad_suggestion_requests_get_a_specific_4xx(
+    api: TestClient, entra: Entra, changes: dict[str, Any], status: int, code: str
+) -> None:
+    got, body = await suggest(api, entra, **changes)
+    assert (got, body["error"]["code"]) == (status, code)
+
+
+async def test_another_tenants_type_cannot_be_suggested(api: TestClient, entra: Entra) -> None:
+    fabrikam = entra.token(tenant=FABRIKAM, oid=FABRIKAM_DANA, preferred_username="dana@fabrikam.example")
+    response = await api.get("/addin/api/appointment-types", headers={"Authorization": f"Bearer {fabrikam}"})
+    secret_type = (await response.json())["types"][0]["id"]
+    status, body = await suggest(api, entra, type_id=secret_type)
+    assert (status, body["error"]["code"]) == (404, "unknown_type")
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("GMT Standard Time", "Europe/London"),
+        ("Pacific Standard Time", "America/Los_Angeles"),
+        ("W. Europe Standard Time", "Europe/Berlin"),
+        ("AUS Eastern Standard Time", "Australia/Sydney"),
+        ("Europe/Paris", "Europe/Paris"),
+        ("Mars/Olympus", None),
+        ("../../etc/passwd", None),
+        ("", None),
+    ],
+)
+def test_windows_zone_names_map_to_iana_through_cldr(name: str, expected: str | None) -> None:
+    zone = zone_named(name)
+    assert (zone.key if zone else None) == expected
+
+
+async def test_a_link_reveals_neither_the_recipient_nor_the_time(api: TestClient, entra: Entra) -> None:
+    _, body = await suggest(api, entra)
+    token = path_of(body["times"][0]["url"]).rsplit("/", 1)[1]
+    decoded = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+    for secret in (b"jane", b"client.test", b"Client", body["times"][0]["starts_at"][:10].encode()):
+        assert secret not in decoded
+        assert secret.decode() not in token
+    assert len({path_of(item["url"]) for item in body["times"]}) == 3
+
+
+async def test_times_inserted_without_a_recipient_ask_the_client_for_their_details(
+    api: TestClient, entra: Entra, addin_db: Database
+) -> None:
+    _, body = await suggest(api, entra, recipient={})
+    url = body["times"][0]["url"]
+    page = await api.get(path_of(url))
+    html = await page.text()
+    assert 'name="email"' in html
+    csrf = re.search(r'name="csrf_token" value="([^"]+)"', html).group(1)
+    missing = await api.post(path_of(url), data={"csrf_token": csrf, "name": "Jane", "email": "not-an-address"})
+    assert missing.status == 422
+    assert await count_bookings(addin_db) == 0
+    booked = await api.post(path_of(url), data={"csrf_token": csrf, "name": "Jane Typed", "email": "jane@typed.test"})
+    assert booked.status == 200, await booked.text()
+    emails = await addin_db.run_read(lambda conn: [row.client_email for row in conn.execute(select(bookings))])
+    assert emails == ["jane@typed.test"]
+    other = await api.post(
+        path_of(body["times"][1]["url"]), data={"csrf_token": csrf, "name": "Mallory", "email": "mallory@evil.test"}
+    )
+    html = await other.text()
+    assert other.status == 409
+    assert "already booked" in html
+    assert "jane@typed.test" not in html
+    assert "/m/" not in html
+    assert await count_bookings(addin_db) == 1
+    page = await api.get(path_of(body["times"][1]["url"]))
+    html = await page.text()
+    assert "already booked" in html
+    assert "jane@typed.test" not in html
+    assert "/m/" not in html

@@ -1,0 +1,1 @@
+"""Bearer-token checks shared by every entrypoint: signing keys from OpenID metadata and JWT claim rules."""
