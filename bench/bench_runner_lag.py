@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import signal
 import statistics
 import sys
@@ -229,9 +230,11 @@ if __name__ == "__main__":
     parser.add_argument("--url", help=argparse.SUPPRESS)
     parser.add_argument("--name", help=argparse.SUPPRESS)
     arguments = parser.parse_args()
+    arguments.postgres = arguments.postgres or os.environ.get("SLOTWISE_TEST_POSTGRES_URL")
     if arguments.worker:
         asyncio.run(worker_main(arguments.url, arguments.worker, arguments.name, arguments.poll))
     elif not arguments.postgres:
-        parser.error("--postgres is required: the lag is measured with two worker processes on one PostgreSQL")
+        # run_all.py runs every benchmark without arguments: skip, saying why, rather than fail.
+        print("bench_runner_lag: skipped: give --postgres URL or set SLOTWISE_TEST_POSTGRES_URL (PostgreSQL only)")
     else:
         raise SystemExit(asyncio.run(main(arguments)))

@@ -179,6 +179,22 @@ MUTANTS = (
         ("tests/contracts/test_psa_contract.py",),
         "busy_time and halopsa",
     ),
+    Mutant(
+        "a booking through a scheduling request leaves its follow-ups pending",
+        "workflows/dispatch.py",
+        "            cancel_follow_ups(conn, booking.tenant_id, booking.request_id)\n",
+        "            pass\n",
+        ("tests/integration/test_request_triggers.py",),
+        "stop_the_moment and sqlite",
+    ),
+    Mutant(
+        "a reminder's soft grace counts from when it was planned",
+        "workflows/outbox.py",
+        "        grace_start = max(moment, spec.run_after or moment)\n",
+        "        grace_start = moment\n",
+        ("tests/integration/test_step_dependencies.py",),
+        "due_later and sqlite",
+    ),
 )
 
 

@@ -18,8 +18,9 @@ waits for the first run's create). Two kinds:
     for good (or is blocked or cancelled) the step is `blocked`, with `blocked_by` saying which one. A blocked step
     is released when that dependency is retried and completes.
   * soft: the step only quotes the output (an email quoting the ticket number). It waits while the dependency is
-    pending or retrying, but at most the grace period counted from the step's `created_at` (when its run was
-    enqueued); then, or once the dependency failed for good, it runs without that output.
+    pending or retrying, but at most the grace period counted from when the step is due: its `created_at` (when its
+    run was enqueued), or its `run_after` when that is later (a reminder planned a day ahead); then, or once the
+    dependency failed for good, it runs without that output.
 A step planned without dependencies (`JobSpec.depends_on=None`) depends hard on the step before it in its run, as
 every step did before dependencies existed.
 
@@ -227,7 +228,9 @@ def enqueue_jobs(
     states.update(dict.fromkeys(in_batch, WAITING))
     rows = []
     for spec, deps in zip(jobs, resolved, strict=True):
-        state, reason = _verdict(spec.run_key, moment, deps, states, now=moment, grace=grace)
+        # A step due later (a reminder, a follow-up) starts its grace when it is due, not when it was planned.
+        grace_start = max(moment, spec.run_after or moment)
+        state, reason = _verdict(spec.run_key, grace_start, deps, states, now=moment, grace=grace)
         rows.append(
             {
                 "tenant_id": spec.tenant_id,
@@ -249,7 +252,7 @@ def enqueue_jobs(
                 "updated_at": moment,
                 "depends_on": [dep.to_json() for dep in deps],
                 "blocked_by": reason,
-                "grace_from": moment if any(dep.kind == SOFT for dep in deps) else None,
+                "grace_from": grace_start if any(dep.kind == SOFT for dep in deps) else None,
             }
         )
     insert = postgresql_insert if conn.dialect.name == "postgresql" else sqlite_insert
@@ -359,7 +362,15 @@ def settle_dependants(
         where.append(jobs.run_key.in_(runs))
     candidates = conn.execute(
         select(
-            jobs.id, jobs.run_key, jobs.step, jobs.kind, jobs.state, jobs.depends_on, jobs.created_at, jobs.blocked_by
+            jobs.id,
+            jobs.run_key,
+            jobs.step,
+            jobs.kind,
+            jobs.state,
+            jobs.depends_on,
+            jobs.created_at,
+            jobs.run_after,
+            jobs.blocked_by,
         )
         .where(jobs.state.in_((WAITING, BLOCKED)), or_(*where))
         .order_by(jobs.id)
@@ -388,7 +399,8 @@ def settle_dependants(
     for _ in range(len(candidates) + 1):
         moved = False
         for row in candidates:
-            state, reason = _verdict(row.run_key, row.created_at, dependencies[row.id], states, now=now, grace=grace)
+            grace_start = max(row.created_at, row.run_after)
+            state, reason = _verdict(row.run_key, grace_start, dependencies[row.id], states, now=now, grace=grace)
             if state != verdicts[row.id] or reason != reasons[row.id]:
                 verdicts[row.id], reasons[row.id] = state, reason
                 states[(row.run_key, row.step)] = state

@@ -13,6 +13,7 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
+from sqlalchemy import select
 
 from app import TenantAdapters, apply_tenant_file
 from scheduling.errors import IntegrationRejected
@@ -20,11 +21,23 @@ from scheduling.model import HostNotification, OutgoingEmail, PsaRecordKind
 from storage.database import Database
 from storage.repositories import SqlAgentKeys
 from storage.secrets import SecretBox
+from storage.tables import workflow_jobs
 from tests.conftest import FixedClock, make_settings, start_client
 from tests.fakes.connectwise import DEMO_MEMBER, FakeConnectWiseServer
 from tests.fakes.smtp import running_smtp_server
 from tests.integration.test_workflow_runner import add_tenant
-from workflows.outbox import BLOCKED, COMPLETED, HARD, SOFT, Dependency, enqueue_jobs, list_runs
+from workflows.outbox import (
+    BLOCKED,
+    COMPLETED,
+    DEFAULT_SOFT_DEPENDENCY_GRACE,
+    HARD,
+    SOFT,
+    Dependency,
+    JobSpec,
+    enqueue_jobs,
+    list_runs,
+    release_graced_jobs,
+)
 from workflows.runner import Runner
 from workflows.steps import TenantIntegrations, build_handlers
 from workflows.triggers import Connected, Trigger, classic_workflow, plan_dependencies, plan_jobs, template_outputs
@@ -321,3 +334,43 @@ def test_dependencies_come_from_the_workflow_and_the_templates_variables() -> No
         [(run, 0, "find_or_create_opportunity"), (run, 1, "create_m365_event")],
     )
     assert update == (Dependency(run, 1, "create_m365_event", HARD, ("event_id",)),)
+
+
+async def test_a_step_due_later_counts_its_soft_grace_from_when_it_is_due(database: Database) -> None:
+    """A reminder planned a day ahead whose email quotes what the reminder's first action makes: its grace starts
+    when the reminder is due, so it is not released early (before this, it counted from the day before)."""
+    planned = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
+    due = planned + timedelta(days=1)
+    await add_tenant(database, "t-grace")
+    run = "b-grace:before_appointment:1:1440m"
+    specs = [
+        JobSpec("t-grace", run, 0, "add_ticket_note", f"{run}:0", booking_id="b-grace", run_after=due, depends_on=()),
+        JobSpec(
+            "t-grace",
+            run,
+            1,
+            "send_email",
+            f"{run}:1",
+            booking_id="b-grace",
+            run_after=due,
+            depends_on=(Dependency(run, 0, "add_ticket_note", SOFT, ("note_id",)),),
+        ),
+    ]
+    await database.run_write(lambda conn: enqueue_jobs(conn, specs, now=planned))
+
+    async def email_state(moment: datetime) -> str:
+        await database.run_write(lambda conn: release_graced_jobs(conn, now=moment))
+        async with database.read() as conn:
+            return str(
+                (
+                    await conn.execute(
+                        select(workflow_jobs.c.state).where(workflow_jobs.c.idempotency_key == f"{run}:1")
+                    )
+                ).scalar_one()
+            )
+
+    # Eleven minutes after planning, and a minute after it is due: the first action has not run, so it waits.
+    assert await email_state(planned + timedelta(minutes=11)) == "waiting"
+    assert await email_state(due + timedelta(minutes=1)) == "waiting"
+    # Ten minutes after it was due, it goes without.
+    assert await email_state(due + DEFAULT_SOFT_DEPENDENCY_GRACE) == "available"
