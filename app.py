@@ -36,7 +36,7 @@ from pages.access_log import RouteAccessLogger
 from pages.links import LinkSigner, ManageLinks
 from pages.openapi import openapi_document
 from pages.ratelimit import InMemoryRateLimiter
-from pages.routes import PagesContext, build_templates, setup_pages
+from pages.routes import PagesContext, build_templates, setup_pages, tenant_looks_of
 from scheduling.errors import ServiceUnavailable
 from scheduling.model import Booking
 from scheduling.ports import Clock, Notifier, PsaClient, RateLimiter, VendorLimits
@@ -45,7 +45,7 @@ from settings import Settings
 from storage.addin_directory import SqlAddinDirectory
 from storage.database import Database, PoolLimits, is_database_fault
 from storage.directory import SqlTeamsDirectory
-from storage.repositories import SqlAgentKeys, SqlBookingStore, SqlRequestStore, SqlTenantCatalog
+from storage.repositories import SqlAgentKeys, SqlBookingStore, SqlRequestStore, SqlTenantCatalog, SqlTenantLooks
 from storage.secrets import SecretBox
 from storage.vendor_limits import PostgresVendorLimits
 from workflows.busy_sync import BusyRefresher
@@ -54,6 +54,7 @@ from workflows.metrics import SlotwiseMetrics
 from workflows.outbox import enqueue_jobs
 from workflows.requests import RequestFanOut
 from workflows.runner import Runner, RunnerWatch
+from workflows.status import join_urls
 from workflows.steps import TenantIntegrations, build_handlers
 from workflows.webhooks import WebhookPoster, WebhookSender
 
@@ -226,6 +227,9 @@ def create_app(settings: Settings, *, overrides: Overrides | None = None) -> web
             raise ServiceUnavailable("Slotwise is still starting; try again in a moment", retry_after_seconds=5)
         return (await shared_adapters[0](tenant_id)).psa
 
+    async def join_url_of(tenant_id: str, booking_id: str) -> str:
+        return (await join_urls(database, tenant_id, [booking_id])).get(booking_id, "")
+
     context = PagesContext(
         catalog=SqlTenantCatalog(database),
         scheduler=Scheduler(store, clock),
@@ -248,6 +252,8 @@ def create_app(settings: Settings, *, overrides: Overrides | None = None) -> web
         request_link_days=settings.request_link_days,
         templates=build_templates(),
         tenant_psa=tenant_psa,
+        tenant_looks=tenant_looks_of(SqlTenantLooks(database)),
+        join_url_of=join_url_of,
     )
     setup_pages(app, context)
     # Inside the pages' error middleware, so the ServiceUnavailable it raises is rendered like every other error.
