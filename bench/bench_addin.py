@@ -425,6 +425,8 @@ async def bench_task_pane(slotwise: Slotwise) -> None:
         sent = f"  (served with Content-Encoding: {encoding})" if encoding else ""
         print(f"    {kind:<10} {path:<40} {len(body):>9,} B  gzip {packed:>8,} B{sent}")
     print(f"    {'total':<51} {total_raw:>9,} B  gzip {total_gzip:>8,} B")
+    if not any(encoding for _, _, encoding in shipped.values()):
+        print("    (Slotwise sent them uncompressed; the gzip column is what a compressing proxy in front would send)")
     interactive = [entry[0] for entry in loads]
     loaded = [entry[2]["load"] for entry in loads]
     print(
