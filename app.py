@@ -36,7 +36,7 @@ from pages.access_log import RouteAccessLogger
 from pages.links import LinkSigner, ManageLinks
 from pages.openapi import openapi_document
 from pages.ratelimit import InMemoryRateLimiter
-from pages.routes import PagesContext, build_templates, setup_pages
+from pages.routes import PagesContext, build_templates, setup_pages, tenant_looks_of
 from scheduling.errors import ServiceUnavailable
 from scheduling.model import Booking
 from scheduling.ports import Clock, Notifier, PsaClient, RateLimiter, VendorLimits
@@ -45,7 +45,7 @@ from settings import Settings
 from storage.addin_directory import SqlAddinDirectory
 from storage.database import Database, PoolLimits, is_database_fault
 from storage.directory import SqlTeamsDirectory
-from storage.repositories import SqlAgentKeys, SqlBookingStore, SqlRequestStore, SqlTenantCatalog
+from storage.repositories import SqlAgentKeys, SqlBookingStore, SqlRequestStore, SqlTenantCatalog, SqlTenantLooks
 from storage.secrets import SecretBox
 from storage.vendor_limits import PostgresVendorLimits
 from workflows.busy_sync import BusyRefresher
@@ -54,6 +54,7 @@ from workflows.metrics import SlotwiseMetrics
 from workflows.outbox import enqueue_jobs
 from workflows.requests import RequestFanOut
 from workflows.runner import Runner, RunnerWatch
+from workflows.status import join_urls
 from workflows.steps import TenantIntegrations, build_handlers
 from workflows.webhooks import WebhookPoster, WebhookSender
 
@@ -226,6 +227,9 @@ def create_app(settings: Settings, *, overrides: Overrides | None = None) -> web
             raise ServiceUnavailable("Slotwise is still starting; try again in a moment", retry_after_seconds=5)
         return (await shared_adapters[0](tenant_id)).psa
 
+    async def join_url_of(tenant_id: str, booking_id: str) -> str:
+        return (await join_urls(database, tenant_id, [booking_id])).get(booking_id, "")
+
     context = PagesContext(
         catalog=SqlTenantCatalog(database),
         scheduler=Scheduler(store, clock),
@@ -248,6 +252,8 @@ def create_app(settings: Settings, *, overrides: Overrides | None = None) -> web
         request_link_days=settings.request_link_days,
         templates=build_templates(),
         tenant_psa=tenant_psa,
+        tenant_looks=tenant_looks_of(SqlTenantLooks(database)),
+        join_url_of=join_url_of,
     )
     setup_pages(app, context)
     # Inside the pages' error middleware, so the ServiceUnavailable it raises is rendered like every other error.
@@ -455,6 +461,15 @@ def _parser() -> argparse.ArgumentParser:
     links = commands.add_parser("links", help="print every bookable URL")
     links.add_argument("--tenant", default=None)
     links.add_argument("--json", action="store_true")
+    preview = commands.add_parser("preview", help="render a type's email, invitation and host card to an HTML file")
+    preview.add_argument("--tenant", required=True)
+    preview.add_argument("--type", required=True, dest="type_slug")
+    preview.add_argument(
+        "--trigger",
+        default="client_scheduled",
+        choices=("client_scheduled", "rescheduled", "cancelled", "before_appointment"),
+    )
+    preview.add_argument("--out", default=None, help="the HTML file to write (default var/preview/…)")
     commands.add_parser("migrate", help="upgrade the database schema, keeping every row")
     worker = commands.add_parser("worker", help="run only the workflow runner (scale-out: one or more per database)")
     worker.add_argument("--lease-seconds", type=float, default=30.0)
@@ -637,13 +652,34 @@ async def run_worker(settings: Settings, lease_seconds: float, concurrency: int,
 
 
 # The demo's local stand-ins for the vendors: separate servers speaking the vendors' HTTP APIs (and SMTP), which our
-# real clients reach over loopback. Ports and credentials match examples/demo.yaml.
-DEMO_STAND_INS = (
-    ("tests.fakes.connectwise", 8101, "ConnectWise PSA"),
-    ("tests.fakes.autotask", 8102, "Datto Autotask"),
-    ("tests.fakes.halopsa", 8103, "HaloPSA"),
-    ("tests.fakes.graph", 8104, "Microsoft Graph"),
-    ("tests.fakes.smtp", 8125, "SMTP"),
+# real clients reach over loopback. Ports and credentials match examples/demo.yaml. Each PSA and Graph stand-in also
+# shares what it holds on a records port, and the SMTP stand-in spools what it receives, for the demo inspector
+# (tests/fakes/demo_inspector.py): its inbox and records pages show what a booking produced.
+DEMO_SPOOL = Path(__file__).resolve().parent / "var" / "demo-mail"
+DEMO_INSPECTOR_PORT = 8126
+DEMO_STAND_INS: tuple[tuple[str, int, str, tuple[str, ...]], ...] = (
+    ("tests.fakes.connectwise", 8101, "ConnectWise PSA", ("--records-port", "8111")),
+    ("tests.fakes.autotask", 8102, "Datto Autotask", ("--records-port", "8112")),
+    ("tests.fakes.halopsa", 8103, "HaloPSA", ("--records-port", "8113")),
+    ("tests.fakes.graph", 8104, "Microsoft Graph", ("--records-port", "8114")),
+    ("tests.fakes.smtp", 8125, "SMTP", ("--spool", str(DEMO_SPOOL))),
+    (
+        "tests.fakes.demo_inspector",
+        DEMO_INSPECTOR_PORT,
+        "Demo inspector",
+        (
+            "--spool",
+            str(DEMO_SPOOL),
+            "--records",
+            "ConnectWise PSA=http://127.0.0.1:8111/records",
+            "--records",
+            "Microsoft Graph=http://127.0.0.1:8114/records",
+            "--records",
+            "Datto Autotask=http://127.0.0.1:8112/records",
+            "--records",
+            "HaloPSA=http://127.0.0.1:8113/records",
+        ),
+    ),
 )
 DEMO_SECRETS = {
     "SLOTWISE_DEMO_CW_PRIVATE_KEY": "cwDemoPrivateKey01",
@@ -659,17 +695,17 @@ def start_stand_ins() -> list[subprocess.Popen[bytes]]:
         os.environ.setdefault(name, value)
     processes: list[subprocess.Popen[bytes]] = []
     root = Path(__file__).resolve().parent
-    for module, port, label in DEMO_STAND_INS:
+    for module, port, label, extra in DEMO_STAND_INS:
         with socket.socket() as probe:
             if probe.connect_ex(("127.0.0.1", port)) == 0:
                 raise SystemExit(f"Port {port} is in use, so the {label} stand-in cannot start; free it and retry.")
         processes.append(
             subprocess.Popen(  # noqa: S603 (our own module, fixed arguments)
-                [sys.executable, "-m", module, "--port", str(port)], cwd=root, stdout=subprocess.DEVNULL
+                [sys.executable, "-m", module, "--port", str(port), *extra], cwd=root, stdout=subprocess.DEVNULL
             )
         )
     deadline = time.monotonic() + 20
-    for _module, port, label in DEMO_STAND_INS:
+    for _module, port, label, _extra in DEMO_STAND_INS:
         while True:
             with socket.socket() as probe:
                 if probe.connect_ex(("127.0.0.1", port)) == 0:
@@ -733,6 +769,10 @@ async def _demo_setup(settings: Settings) -> int:
         print("\nDemo booking pages:")
         for link in await list_links(database, settings.base_url.rstrip("/"), "demo"):
             print(f"  {link['kind']:<9} {link['name']:<32} {link['url']}")
+        inspector = f"http://127.0.0.1:{DEMO_INSPECTOR_PORT}"
+        print("\nWhat bookings produce (emails as the client sees them; tickets, entries and events):")
+        print(f"  inbox     {'Emails the demo sent':<32} {inspector}/inbox")
+        print(f"  records   {'PSA and Microsoft 365 records':<32} {inspector}/records")
         if settings.bot_allow_anonymous:
             print("\nTeams bot (local development mode) at /api/messages. Talk to it as Alice in the Teams emulator:")
             endpoint = f"{settings.base_url.rstrip('/')}/api/messages"
@@ -777,6 +817,19 @@ async def _run_command(args: argparse.Namespace, settings: Settings) -> int:
             else:
                 for link in links:
                     print(f"{link['tenant']:<12} {link['kind']:<9} {link['name']:<32} {link['url']}")
+            return 0
+        if args.command == "preview":
+            from admin.preview import PreviewError, render_preview
+
+            try:
+                shown = await render_preview(database, settings.base_url, args.tenant, args.type_slug, args.trigger)
+            except PreviewError as exc:
+                print(str(exc), file=sys.stderr)
+                return 1
+            out = Path(args.out or f"var/preview/{args.tenant}-{args.type_slug}-{args.trigger}.html")
+            out.parent.mkdir(parents=True, exist_ok=True)
+            await asyncio.to_thread(out.write_text, shown.page, encoding="utf-8")
+            print(f"{shown.subject}\n" + "".join(f"  {note}\n" for note in shown.notes) + f"Wrote {out}")
             return 0
         if args.command == "apikey":
             raw = await SqlAgentKeys(database).create_key(args.tenant, args.name, args.role)

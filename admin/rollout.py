@@ -133,6 +133,7 @@ def _user_row(spec: UserSpec, row_id: str, tenant_id: str) -> dict[str, Any]:
         "aad_object_id": spec.aad_object_id,
         "psa_member": spec.psa_member,
         "role": spec.role,
+        "photo_url": spec.photo_url,
     }
 
 
@@ -297,6 +298,7 @@ async def _compute_plan(conn: AsyncConnection, file: TenantFile) -> Plan:
         "default_time_zone": spec.time_zone,
         "holidays": list(spec.holidays),
         "microsoft_tenant_id": spec.microsoft_tenant_id,
+        "branding": file.branding.model_dump(exclude_none=True) if file.branding else None,
     }
     changes = _diff("tenant", [(spec.name, tenant_row)], {spec.slug: current_tenant} if current_tenant else {}, labels)
     changes += _diff(

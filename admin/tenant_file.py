@@ -8,6 +8,7 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import date, datetime
 from typing import Annotated, Any, Literal, Self
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
@@ -34,6 +35,7 @@ QUESTION_KEY_PATTERN = r"^[a-z][a-z0-9_]{0,62}$"
 DATE_PATTERN = r"^\d{4}-\d{2}-\d{2}$"
 INTERVAL_PATTERN = r"^(\d{2}):(\d{2})-(\d{2}):(\d{2})$"
 # Singular and plural, and "business hours" with a space as well as an underscore, because admins write both.
+COLOUR_PATTERN = r"^#(?:[0-9a-fA-F]{3}|[0-9a-fA-F]{6})$"
 SPAN_PATTERN = r"^(\d{1,6}) +((?:business[ _])?(?:hour|day)s?|minutes?)$"
 _SPAN_UNITS = ("minutes", "hours", "days", "business_hours", "business_days")
 _MINUTES_PER_DAY = 24 * 60
@@ -169,6 +171,28 @@ def _check_json_mapping(value: object) -> object:
     return visit(value, "")
 
 
+def _check_https_url(value: str) -> str:
+    """An absolute https:// URL a browser can load: pages are served over HTTPS, so an http:// logo or photo would
+    be blocked as mixed content, and a javascript: or data: link is never a logo."""
+    parts = urlsplit(value)
+    if parts.scheme != "https" or not parts.netloc or any(char.isspace() for char in value):
+        raise _invalid("must be an https:// URL, e.g. https://example.com/logo.png")
+    return value
+
+
+def _check_colour(value: str) -> str:
+    if not re.fullmatch(COLOUR_PATTERN, value):
+        raise _invalid("must be a colour in hex, e.g. '#0b5cad' (quote it: YAML reads # as a comment)")
+    return value.lower()
+
+
+HttpsUrl = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, max_length=2048),
+    AfterValidator(_check_https_url),
+    WithJsonSchema({"type": "string", "format": "uri", "pattern": "^https://", "maxLength": 2048}),
+]
+Colour = Annotated[str, AfterValidator(_check_colour), WithJsonSchema({"type": "string", "pattern": COLOUR_PATTERN})]
 Slug = Annotated[str, AfterValidator(_check_slug), WithJsonSchema({"type": "string", "pattern": SLUG_PATTERN})]
 Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
 TimeZoneName = Annotated[
@@ -258,6 +282,9 @@ class UserSpec(_FileModel):
     date_overrides: dict[IsoDate, Intervals] = Field(
         default_factory=dict, description="Hours for one date instead of the weekly ones; an empty list is a day off."
     )
+    photo_url: HttpsUrl | None = Field(
+        default=None, description="The user's photo on their booking pages (https://); without one, their initials."
+    )
 
     @field_validator("blocking_calendars")
     @classmethod
@@ -269,6 +296,17 @@ class UserSpec(_FileModel):
         if len(set(calendars)) != len(calendars):
             raise _invalid("a calendar is listed twice")
         return calendars
+
+
+class BrandingSpec(_FileModel):
+    """How the tenant's booking pages look. Every key is optional; an accent colour too light for white text is
+    darkened on the pages until it meets WCAG AA contrast (pages/branding.py)."""
+
+    display_name: Name | None = Field(default=None, description="Shown at the top of every page; default the name.")
+    logo_url: HttpsUrl | None = Field(default=None, description="Logo image (https://), shown about 40 px high.")
+    accent_colour: Colour | None = Field(default=None, description="Buttons, links and the chosen day, e.g. '#0b5cad'.")
+    privacy_url: HttpsUrl | None = Field(default=None, description="The tenant's privacy notice; default Slotwise's.")
+    terms_url: HttpsUrl | None = Field(default=None, description="The tenant's terms; default Slotwise's.")
 
 
 class TeamSpec(_FileModel):
@@ -394,6 +432,7 @@ class TenantFile(_FileModel):
     model_config = ConfigDict(title="Slotwise tenant file", json_schema_extra={"patternProperties": {"^x-": {}}})
 
     tenant: TenantSpec
+    branding: BrandingSpec | None = None
     users: list[UserSpec] = Field(default_factory=list)
     teams: list[TeamSpec] = Field(default_factory=list)
     appointment_types: list[AppointmentTypeSpec] = Field(default_factory=list)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+import re
 import statistics
 import sys
 import tempfile
@@ -163,6 +164,36 @@ async def bench_slots(database: Database, folder: Path) -> None:
     print(f"  ratio vs pre-encoded floor: median {our_median / floor_median:.2f}x  p95 {our_p95 / floor_p95:.2f}x")
 
 
+PAGE_WEIGHT_LIMIT = 60 * 1024
+
+
+async def bench_page(database: Database, folder: Path) -> None:
+    """The booking page as a browser first loads it: HTML + CSS + JS bytes (uncompressed, no images) against the
+    60 KB budget, that its first times are in the HTML (no JavaScript needed), and warm server time per view."""
+    settings = Settings(
+        database_url="sqlite:///unused", secret_key="bench-secret-0123456789-abcdefghij", secret_key_file=folder / "k"
+    )  # type: ignore[arg-type]
+    ours, ours_url = await serve(create_app(settings, overrides=Overrides(clock=FixedClock(), database=database)))
+    page = "/book/bench/rr?tz=America/New_York"
+    async with aiohttp.ClientSession(headers={"Accept-Language": "en-US,en;q=0.9"}) as session:
+        async with session.get(ours_url + page) as response:
+            html = await response.text()
+        assets = re.findall(r'(?:href|src)="(/static/[^"]+)"', html)
+        sizes = {"html": len(html.encode())}
+        for asset in assets:
+            async with session.get(ours_url + asset) as response:
+                sizes[asset] = len(await response.read())
+        samples = await time_gets(session, ours_url + page, 60)
+    await ours.cleanup()
+    total = sum(sizes.values())
+    median, p95 = summary(samples)
+    first_times = len(re.findall(r'class="slot[ "]', html))
+    print(f"GET {page} (booking page, {MEMBERS}-person round robin)")
+    print("  weight: " + ", ".join(f"{name} {size / 1024:.1f} KB" for name, size in sizes.items()))
+    print(f"  total {total / 1024:.1f} KB   limit {PAGE_WEIGHT_LIMIT / 1024:.0f} KB   times in the HTML: {first_times}")
+    print(f"  warm server time: median {median:.2f} ms  p95 {p95:.2f} ms")
+
+
 async def bench_booking_throughput(folder: Path) -> None:
     database = Database(f"sqlite:///{folder}/throughput.db")
     await database.migrate()
@@ -235,6 +266,7 @@ async def main() -> None:
         folder = Path(raw)
         database = await prepare(folder)
         await bench_slots(database, folder)
+        await bench_page(database, folder)
         await database.dispose()
         await bench_booking_throughput(folder)
 

@@ -71,6 +71,74 @@ def _errors(*codes: int) -> dict[str, Any]:
     return answers
 
 
+_BOOKING_FILTERS: list[dict[str, Any]] = [
+    {"name": name, "in": "query", "description": text, "schema": {"type": "string", "maxLength": 64}}
+    for name, text in (
+        ("host", "Only bookings this user (slug) hosts"),
+        ("team", "Only bookings a member of this team (slug) hosts"),
+        ("type", "Only bookings of this appointment type (slug)"),
+    )
+] + [
+    {
+        "name": "from",
+        "in": "query",
+        "description": "Starts at or after",
+        "schema": {"type": "string", "format": "date-time"},
+    },
+    {"name": "to", "in": "query", "description": "Starts before", "schema": {"type": "string", "format": "date-time"}},
+    {"name": "state", "in": "query", "schema": {"type": "string", "enum": ["confirmed", "cancelled"]}},
+    {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 200, "default": 50}},
+    {"name": "offset", "in": "query", "schema": {"type": "integer", "minimum": 0, "maximum": 1000000, "default": 0}},
+]
+_NAMED = {"type": "object", "properties": {"slug": {"type": ["string", "null"]}, "name": {"type": ["string", "null"]}}}
+_ADMIN_BOOKINGS: dict[str, Any] = {
+    "get": {
+        "operationId": "listBookings",
+        "summary": "Bookings of the key's tenant, filtered and a page at a time (oldest start first)",
+        "description": "An unknown host, team or type slug answers 400 naming it.",
+        "security": [{"agentKey": []}],
+        "parameters": _BOOKING_FILTERS,
+        "responses": {
+            "200": _json(
+                {
+                    "type": "object",
+                    "required": ["bookings", "total", "limit", "offset", "next_offset"],
+                    "properties": {
+                        "bookings": {
+                            "type": "array",
+                            "items": {
+                                "type": "object",
+                                "required": ["id", "state", "starts_at", "ends_at", "type", "hosts", "client"],
+                                "properties": {
+                                    "id": {"type": "string"},
+                                    "state": {"type": "string", "enum": ["confirmed", "cancelled"]},
+                                    "starts_at": {"type": "string", "format": "date-time"},
+                                    "ends_at": {"type": "string", "format": "date-time"},
+                                    "type": _NAMED,
+                                    "hosts": {"type": "array", "items": _NAMED},
+                                    "client": {"type": "object"},
+                                    "guests": {"type": "array", "items": {"type": "string"}},
+                                    "answers": {"type": "object"},
+                                    "cancel_reason": {"type": ["string", "null"]},
+                                    "version": {"type": "integer"},
+                                    "created_at": {"type": "string", "format": "date-time"},
+                                },
+                            },
+                        },
+                        "total": {"type": "integer"},
+                        "limit": {"type": "integer"},
+                        "offset": {"type": "integer"},
+                        "next_offset": {"type": ["integer", "null"]},
+                    },
+                },
+                "Bookings",
+            ),
+            **_errors(400, 401, 503),
+        },
+    }
+}
+
+
 def _json_body(schema: dict[str, Any], *, required: bool = True) -> dict[str, Any]:
     return {"required": required, "content": {"application/json": {"schema": schema}}}
 
@@ -277,6 +345,7 @@ def openapi_document(base_url: str) -> dict[str, Any]:
                 },
             }
         },
+        "/api/v1/admin/bookings": _ADMIN_BOOKINGS,
         "/api/v1/admin/steps": {
             "get": {
                 "operationId": "listSteps",

@@ -2,21 +2,27 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
+import zoneinfo
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
-from typing import Any
-from urllib.parse import urlencode
+from typing import Any, Protocol
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 from zoneinfo import ZoneInfo
 
+import icalendar
 import jinja2
 from aiohttp import web
 
+from pages.branding import DEFAULT_BRANDING, Branding, branding_from, initials
 from pages.links import LinkSigner, ManageLinks, csrf_matches, new_csrf_token
+from pages.locale import Formatter
+from scheduling.availability import epoch_ceil, from_epoch, window_ends
 from scheduling.errors import (
     BookingChanged,
     IdempotencyKeyReused,
@@ -41,7 +47,7 @@ from scheduling.model import (
     Slot,
 )
 from scheduling.ports import AgentKeys, Clock, PsaClient, RateLimiter, RequestStore, TenantCatalog
-from scheduling.service import Scheduler, check_day, parse_time_zone, validate_email
+from scheduling.service import Scheduler, check_day, effective_rules, parse_time_zone, validate_email
 
 log = logging.getLogger("slotwise.pages")
 CSRF_COOKIE = "sw_csrf"
@@ -66,7 +72,46 @@ class PagesContext:
     tenant_psa: TenantPsa | None = None
     """The tenant's PSA, for resolving the ticket a scheduling request names; None (or an answer of None) means the
     tenant has no PSA connected, and the ticket is then kept as a label."""
+    tenant_looks: TenantLooks | None = None
+    """Branding and host photos; None: every tenant looks like Slotwise's default."""
+    join_url_of: JoinUrlOf | None = None
+    """The online meeting's join link of a booking, once a workflow step made one; None: never shown."""
 
+
+@dataclass(frozen=True)
+class TenantLook:
+    """How a tenant's pages look: its branding and its people's photo URLs (by user id)."""
+
+    branding: Branding = DEFAULT_BRANDING
+    photos: Mapping[str, str] = field(default_factory=dict)
+    teams: Mapping[str, str] = field(default_factory=dict)
+    """Team names by team id, so a round-robin page names the team rather than whoever happens to be free."""
+
+
+TenantLooks = Callable[[str], Awaitable[TenantLook]]
+"""A tenant's look by tenant slug (the tenant file's `branding` section and users' `photo_url`)."""
+
+
+class LookSource(Protocol):
+    """Where a tenant's look is stored (storage's SqlTenantLooks): plain data, turned into a TenantLook here."""
+
+    async def look(self, tenant_slug: str) -> Mapping[str, Any]: ...
+
+
+def tenant_looks_of(source: LookSource) -> TenantLooks:
+    async def looks(tenant_slug: str) -> TenantLook:
+        stored = await source.look(tenant_slug)
+        return TenantLook(
+            branding=branding_from(stored.get("branding")),
+            photos=dict(stored.get("photos") or {}),
+            teams=dict(stored.get("teams") or {}),
+        )
+
+    return looks
+
+
+JoinUrlOf = Callable[[str, str], Awaitable[str]]
+"""The join link (or "") of a booking, by tenant id and booking id."""
 
 TenantPsa = Callable[[str], Awaitable[PsaClient | None]]
 """The PSA adapter of a tenant (by tenant id), or None when the tenant has not connected one."""
@@ -82,20 +127,32 @@ def build_templates() -> jinja2.Environment:
         trim_blocks=True,
         lstrip_blocks=True,
     )
-    environment.filters["localtime"] = lambda moment, zone: moment.astimezone(ZoneInfo(zone)).strftime("%H:%M")
-    environment.filters["localdatetime"] = lambda moment, zone: moment.astimezone(ZoneInfo(zone)).strftime(
-        "%A %-d %B %Y, %H:%M"
-    )
     environment.filters["qs"] = _query_string
     return environment
 
 
-def _query_string(params: Mapping[str, str], action: str = "") -> str:
-    """Query string for page links; keeps the reschedule action so day and slot links stay in that flow."""
-    values = {key: value for key, value in params.items() if value}
-    if action:
-        values["action"] = action
+def _query_string(params: Mapping[str, str], keep: Mapping[str, str]) -> str:
+    """Query string for page links: `keep` (zone, clock, reschedule action) so links stay in the client's choices;
+    `params` win over it."""
+    values = {key: value for key, value in {**keep, **params}.items() if value}
     return urlencode(values)
+
+
+def _clock_of(form: Mapping[str, Any]) -> dict[str, str]:
+    """The 12/24-hour choice a form carried, for the page it redirects to (only the two values the pages make)."""
+    clock = str(form.get("clock", ""))
+    return {"clock": clock} if clock in ("12", "24") else {}
+
+
+def _chosen_clock(request: web.Request, form: Mapping[str, Any] | None = None) -> str:
+    """The 12/24-hour choice made on the page: in the query of a link, or in the form of a post; "" for none."""
+    clock = request.query.get("clock") or str((form or {}).get("clock", ""))
+    return clock if clock in ("12", "24") else ""
+
+
+def _formatter(request: web.Request, zone: ZoneInfo, form: Mapping[str, Any] | None = None) -> Formatter:
+    clock = _chosen_clock(request, form)
+    return Formatter.for_client(zone, request.headers.get("Accept-Language", "")[:500], clock)
 
 
 # ---------------------------------------------------------------- errors
@@ -156,7 +213,8 @@ async def error_middleware(
             response.headers["Retry-After"] = str(exc.retry_after_seconds)
         return response
     except web.HTTPException as exc:
-        if exc.status >= 400 and _wants_json(request):
+        if exc.status >= 400:
+            # JSON for the API; for people a styled page that says what happened and what to do next.
             response = _error_response(
                 request, exc.status, exc.reason.lower().replace(" ", "_"), exc.text or exc.reason, {}
             )
@@ -171,11 +229,48 @@ async def error_middleware(
 def _error_response(request: web.Request, status: int, code: str, message: str, extra: dict[str, Any]) -> web.Response:
     if _wants_json(request):
         return web.json_response(error_body(code, message, **extra), status=status)
-    ctx = request.app[PAGES]
-    html = ctx.templates.get_template("error.html").render(
-        status=status, message=message, title="Something needs attention"
+    title, next_step = _ERROR_PAGES.get(status, _ERROR_PAGES[400])
+    back = _page_of(request.path)
+    return _html(
+        request,
+        "error.html",
+        status=status,
+        title=title,
+        message=message,
+        next_step=next_step,
+        # A link back to the page the form was on; none when this page is that page (a GET of an expired link).
+        back=back if back != request.path or request.method != "GET" else None,
     )
-    return web.Response(text=html, status=status, content_type="text/html")
+
+
+_ERROR_PAGES: dict[int, tuple[str, str]] = {
+    400: ("Something needs attention", "Nothing was booked or changed. Go back, check what you entered and try again."),
+    403: (
+        "Your session expired",
+        "Nothing was booked or changed. Go back to the page, check your details and send the form again.",
+    ),
+    404: ("We couldn't find that page", "Check the link with the person who sent it, or ask them for a new one."),
+    405: ("That didn't work", "Go back to the page and use its buttons and links."),
+    409: ("That time is no longer available", "Go back to the page to see the times that are still free."),
+    410: (
+        "This link has expired",
+        "Ask the person who sent it for a new link. If you still need a meeting, book again from their booking page.",
+    ),
+    413: ("That was too much to send", "Go back, shorten what you entered and try again."),
+    415: ("That didn't work", "Go back to the page and send the form again."),
+    422: ("Something needs attention", "Go back, check what you entered and try again."),
+    429: ("Too many attempts", "Nothing was booked or changed. Wait a minute, then go back and try again."),
+    503: ("We can't take bookings right now", "Nothing was booked or changed. Wait a minute, then try again."),
+}
+"""Title and next step of each error page a person can meet; the specific message sits between them."""
+
+
+def _page_of(path: str) -> str:
+    """The page a form on `path` was posted from: /book/t/x/bookings → /book/t/x, /m/token/cancel → /m/token."""
+    for suffix in ("/bookings", "/cancel", "/reschedule", "/slots"):
+        if path.endswith(suffix):
+            return path.removesuffix(suffix)
+    return path
 
 
 _PRIVACY = (
@@ -195,13 +290,11 @@ _TERMS = (
 
 
 async def privacy_page(request: web.Request) -> web.Response:
-    html = request.app[PAGES].templates.get_template("policy.html").render(title="Privacy", paragraphs=_PRIVACY)
-    return web.Response(text=html, content_type="text/html")
+    return _html(request, "policy.html", title="Privacy", paragraphs=_PRIVACY)
 
 
 async def terms_page(request: web.Request) -> web.Response:
-    html = request.app[PAGES].templates.get_template("policy.html").render(title="Terms of use", paragraphs=_TERMS)
-    return web.Response(text=html, content_type="text/html")
+    return _html(request, "policy.html", title="Terms of use", paragraphs=_TERMS)
 
 
 # ---------------------------------------------------------------- helpers
@@ -492,16 +585,21 @@ async def _form_booking(request: web.Request, target: BookingTarget, default_zon
     client = _client_from(body, default_zone)
     zone = parse_time_zone(client.time_zone)
     start = parse_instant(str(form.get("start", "")))
+    # The form's key names the visit; with the start it names this attempt, so booking an offered alternative
+    # after a lost time is a new booking and pressing the same button twice is one.
+    base_key = str(form.get("idempotency_key") or "")[:120]
     try:
         booking, _created = await ctx.scheduler.book(
-            target, start, client, idempotency_key=str(form.get("idempotency_key") or "") or None
+            target, start, client, idempotency_key=f"{base_key}@{start.isoformat()}" if base_key else None
         )
     except (InvalidRequest, SlotUnavailable) as exc:
         status = 409 if isinstance(exc, SlotUnavailable) else 400
         return await _render_booking_page(
-            request, target, zone, start.astimezone(zone).date(), start, str(exc), status, form
+            request, target, zone, start.astimezone(zone).date(), start, exc, status, form
         )
-    raise web.HTTPSeeOther(manage_path(ctx, booking) + "?" + urlencode({"booked": "1", "tz": str(zone)}))
+    raise web.HTTPSeeOther(
+        manage_path(ctx, booking) + "?" + urlencode({"booked": "1", "tz": str(zone), **_clock_of(form)})
+    )
 
 
 async def explain_handler(request: web.Request) -> web.Response:
@@ -733,19 +831,49 @@ def _csrf(request: web.Request) -> str:
     return request.cookies.get(CSRF_COOKIE) or new_csrf_token()
 
 
-def _html(request: web.Request, template: str, status: int = 200, **values: Any) -> web.Response:
+def _html(
+    request: web.Request, template: str, status: int = 200, brand: Branding = DEFAULT_BRANDING, **values: Any
+) -> web.Response:
     ctx = request.app[PAGES]
     token = _csrf(request)
-    html = ctx.templates.get_template(template).render(csrf_token=token, **values)
+    # The tenant's accent colour is the one inline style; a per-response nonce admits only that <style> element.
+    nonce = new_csrf_token()[:22]
+    html = ctx.templates.get_template(template).render(csrf_token=token, brand=brand, style_nonce=nonce, **values)
     response = web.Response(text=html, status=status, content_type="text/html")
     response.headers["Content-Security-Policy"] = (
-        "default-src 'self'; style-src 'self'; script-src 'self'; img-src 'self' data:; form-action 'self'"
+        f"default-src 'self'; style-src 'self' 'nonce-{nonce}'; script-src 'self'; img-src 'self' data: https:; "
+        "form-action 'self'; base-uri 'none'"
     )
     response.headers["X-Content-Type-Options"] = "nosniff"
     response.headers["Referrer-Policy"] = "no-referrer"
     if CSRF_COOKIE not in request.cookies:
         response.set_cookie(CSRF_COOKIE, token, httponly=True, samesite="Lax", path="/")
     return response
+
+
+async def _look(request: web.Request, tenant_slug: str) -> TenantLook:
+    ctx = request.app[PAGES]
+    if ctx.tenant_looks is None:
+        return TenantLook()
+    return await ctx.tenant_looks(tenant_slug)
+
+
+@dataclass(frozen=True)
+class HostFace:
+    """A host as the page shows them: name, photo URL or initials."""
+
+    name: str
+    photo_url: str
+    initials: str
+
+
+def _faces(look: TenantLook, target: BookingTarget) -> list[HostFace]:
+    """The people a client meets: each host of a user or panel type; for round robin the team (one face, its name)."""
+    kind = target.appointment_type
+    if kind.mode.value == "round_robin":
+        team = look.teams.get(kind.team_id or "", "") or target.tenant_name
+        return [HostFace(team, "", initials(team))]
+    return [HostFace(host.name, look.photos.get(host.user_id, ""), initials(host.name)) for host in target.hosts]
 
 
 def _group_by_day(slots: list[Slot], zone: ZoneInfo) -> dict[date, list[Slot]]:
@@ -761,48 +889,115 @@ async def _render_booking_page(
     zone: ZoneInfo,
     chosen_day: date | None,
     chosen_start: datetime | None,
-    error: str | None,
+    error: SlotwiseError | None,
     status: int,
     form: Mapping[str, Any] | None = None,
     *,
     mode: str = "book",
     booking: Booking | None = None,
 ) -> web.Response:
+    """The booking page: a month of days (those without times disabled), the chosen day's times and, once a time
+    is chosen, the details form. `error` is what went wrong with a post of that form: a field's error is shown
+    next to the field; a time lost meanwhile shows the next free times in place of the lost one."""
     ctx = request.app[PAGES]
-    today = ctx.clock.now().astimezone(zone).date()
-    # Two weeks of days from the chosen day's Monday (never before today), so the strip doesn't jump per click.
-    first = max(today, chosen_day - timedelta(days=chosen_day.weekday())) if chosen_day else today
+    now = ctx.clock.now()
+    today = now.astimezone(zone).date()
+    last_day = (window_end(target, now) - timedelta(microseconds=1)).astimezone(zone).date()
+    wanted = chosen_day or today
+    # The shown month: the chosen day's, kept between today's month and the scheduling window's last month.
+    month = min(max(wanted, today), max(last_day, today)).replace(day=1)
+    next_month = (month + timedelta(days=32)).replace(day=1)
+    first = max(month, today)
     range_start = datetime.combine(first, time(0), tzinfo=zone)
-    range_end = datetime.combine(first + timedelta(days=DAYS_SHOWN), time(0), tzinfo=zone)
-    slots = await ctx.scheduler.list_slots(target, range_start, range_end)
+    range_end = datetime.combine(next_month, time(0), tzinfo=zone)
+    slots = await ctx.scheduler.list_slots(target, range_start, range_end) if first < next_month else []
     by_day = _group_by_day(slots, zone)
     if chosen_day not in by_day:
         # The asked-for day has nothing left: show the first day that does, rather than an empty list.
-        chosen_day = min(by_day) if by_day else first
-    days = [first + timedelta(days=offset) for offset in range(DAYS_SHOWN)]
+        chosen_day = min(by_day) if by_day else None
+    lost = isinstance(error, SlotUnavailable)
+    alternatives = list(error.next_free) if isinstance(error, SlotUnavailable) else []
+    field = _form_field(error.field) if isinstance(error, InvalidRequest) and error.field else None
+    look = await _look(request, target.tenant_slug)
+    fmt = _formatter(request, zone, form)
     return _html(
         request,
         "booking.html",
         status=status,
+        fmt=fmt,
+        keep_clock=_chosen_clock(request, form),
+        keep={
+            "tz": str(zone),
+            "clock": _chosen_clock(request, form),
+            "action": "reschedule" if mode == "reschedule" else "",
+        },
+        brand=look.branding,
+        host_faces=_faces(look, target),
         target=target,
         kind=target.appointment_type,
         hosts=target.hosts,
         zone=str(zone),
-        zones=_zone_choices(str(zone)),
-        days=days,
+        zones=_zone_choices(str(zone), now),
+        weeks=_month_weeks(month),
+        month=month,
+        today=today,
         by_day=by_day,
         chosen_day=chosen_day,
-        chosen_start=chosen_start,
-        error=error,
+        # A lost time is never offered again: the form then books one of the alternatives instead.
+        chosen_start=None if lost else chosen_start,
+        lost_start=chosen_start if lost else None,
+        alternatives=alternatives,
+        error=str(error) if error is not None and field is None and not lost else None,
+        field_error=(field, str(error)) if field else None,
         form=form or {},
-        page_path=request.path.rsplit("/bookings", 1)[0].rsplit("/reschedule", 1)[0],
-        prev_day=first - timedelta(days=DAYS_SHOWN) if first > today else None,
-        next_day=first + timedelta(days=DAYS_SHOWN),
+        page_path=_page_of(request.path),
+        prev_month=(month - timedelta(days=1)).replace(day=1) if month > today.replace(day=1) else None,
+        next_month=next_month if next_month <= last_day else None,
         mode=mode,
         action="reschedule" if mode == "reschedule" else "",
         booking=booking,
         duration_minutes=int(target.duration.total_seconds() // 60),
     )
+
+
+def window_end(target: BookingTarget, now: datetime) -> datetime:
+    """The instant before which every offered time starts: the latest host's scheduling window (a request's own
+    window end when it has one). Paging stops here instead of walking into empty months."""
+    window = effective_rules(target).window
+    ends = max(
+        (window_ends(host.schedule, target.holidays, epoch_ceil(now), window) for host in target.hosts),
+        default=epoch_ceil(now),
+    )
+    end = from_epoch(ends)
+    if target.request is not None and target.request.window_ends_at is not None:
+        end = min(end, target.request.window_ends_at)
+    return max(end, now)
+
+
+def _month_weeks(month: date) -> list[list[date | None]]:
+    """The month's days as weeks from Monday; None pads the first and last week."""
+    weeks: list[list[date | None]] = []
+    week: list[date | None] = [None] * month.weekday()
+    day = month
+    while day.month == month.month:
+        week.append(day)
+        if len(week) == 7:
+            weeks.append(week)
+            week = []
+        day += timedelta(days=1)
+    if week:
+        weeks.append(week + [None] * (7 - len(week)))
+    return weeks
+
+
+_FORM_FIELDS = {"name": "name", "email": "email", "guests": "guests", "notes": "notes", "reason": "reason"}
+
+
+def _form_field(field: str) -> str | None:
+    """The id of the form input an error's `field` names (answers.company → answer_company); None for others."""
+    if field.startswith("answers."):
+        return "answer_" + field.removeprefix("answers.")
+    return _FORM_FIELDS.get(field)
 
 
 _COMMON_ZONES = (
@@ -828,8 +1023,72 @@ _COMMON_ZONES = (
 )
 
 
-def _zone_choices(current: str) -> list[str]:
-    return sorted({*_COMMON_ZONES, current})
+def _zone_choices(current: str, now: datetime | None = None) -> list[tuple[str, str]]:
+    """The picker's zones (the common ones and the current one) labelled with their offset now, west to east.
+    Offsets move only at DST changes, so the list is reused within the hour."""
+    moment = (now or datetime.now(UTC)).replace(minute=0, second=0, microsecond=0)
+    return _zone_choices_at(current, moment)
+
+
+@functools.lru_cache(maxsize=256)
+def _zone_choices_at(current: str, moment: datetime) -> list[tuple[str, str]]:
+    zones = [
+        (name, moment.astimezone(ZoneInfo(name)).utcoffset() or timedelta(0)) for name in {*_COMMON_ZONES, current}
+    ]
+    zones.sort(key=lambda item: (item[1], item[0]))
+    return [(name, f"{name.replace('_', ' ')} (UTC{_offset(offset)})") for name, offset in zones]
+
+
+def _offset(offset: timedelta) -> str:
+    minutes = int(offset.total_seconds() // 60)
+    sign = "+" if minutes >= 0 else "\u2212"
+    return f"{sign}{abs(minutes) // 60:02d}:{abs(minutes) % 60:02d}"
+
+
+@functools.cache
+def _all_zones() -> tuple[str, ...]:
+    """Every IANA zone this Python knows (tzdata), without the legacy aliases a person would not look for."""
+    legacy = ("Etc/", "SystemV/", "US/", "posixrules", "Factory", "localtime")
+    return tuple(
+        sorted(
+            name
+            for name in zoneinfo.available_timezones()
+            if ("/" in name and not name.startswith(legacy)) or name == "UTC"
+        )
+    )
+
+
+def _safe_back(value: str) -> str:
+    """Where the zone list returns to: a path on this site only (never //host or a scheme), else the site root."""
+    # Browsers drop tabs and newlines from URLs and read \ as /, so "/\t/evil" and "/\\evil" would mean //evil.
+    if any(char <= " " or char == "\\" for char in value):
+        return "/"
+    parts = urlsplit(value)
+    if parts.scheme or parts.netloc or not value.startswith("/") or value.startswith("//"):
+        return "/"
+    return value
+
+
+def _with_zone(back: str, zone: str) -> str:
+    parts = urlsplit(back)
+    query = [(key, value) for key, value in parse_qsl(parts.query) if key != "tz"]
+    return urlunsplit(("", "", parts.path, urlencode([*query, ("tz", zone)]), ""))
+
+
+async def zones_page(request: web.Request) -> web.Response:
+    """The full IANA zone list with each zone's offset now, searchable without JavaScript (the search is a GET
+    form); picking one returns to the page the client came from, showing times in that zone."""
+    ctx = request.app[PAGES]
+    back = _safe_back(request.query.get("back", "/"))
+    search = request.query.get("q", "").strip()[:100]
+    wanted = search.lower().replace(" ", "_")
+    now = ctx.clock.now()
+    zones = [
+        (name, f"UTC{_offset(now.astimezone(ZoneInfo(name)).utcoffset() or timedelta(0))}", _with_zone(back, name))
+        for name in _all_zones()
+        if wanted in name.lower()
+    ]
+    return _html(request, "zones.html", title="Choose your time zone", zones=zones, search=search, back=back)
 
 
 def _page_handler(load: TargetLoader) -> Callable[[web.Request], Awaitable[web.Response]]:
@@ -852,9 +1111,12 @@ async def personal_page(request: web.Request) -> web.Response:
         raise NotFound("We couldn't find that page. Check the link with the person who sent it.")
     host, types = found
     tenant = request.match_info["tenant"]
+    look = await _look(request, tenant)
     return _html(
         request,
         "listing.html",
+        brand=look.branding,
+        face=HostFace(host.name, look.photos.get(host.user_id, ""), initials(host.name)),
         title=f"Book time with {host.name}",
         heading=host.name,
         types=types,
@@ -870,9 +1132,12 @@ async def team_page(request: web.Request) -> web.Response:
         raise NotFound("We couldn't find that page. Check the link with the person who sent it.")
     name, types = found
     tenant = request.match_info["tenant"]
+    look = await _look(request, tenant)
     return _html(
         request,
         "listing.html",
+        brand=look.branding,
+        face=HostFace(name, "", initials(name)),
         title=f"Book time with {name}",
         heading=name,
         types=types,
@@ -900,17 +1165,18 @@ async def manage_page(request: web.Request) -> web.Response:
             mode="reschedule",
             booking=booking,
         )
-    return _manage_html(
+    return await _manage_html(
         request,
         target,
         booking,
         zone,
         just_booked=request.query.get("booked") == "1",
         just_moved=request.query.get("moved") == "1",
+        confirm_cancel=request.query.get("action") == "cancel",
     )
 
 
-def _manage_html(
+async def _manage_html(
     request: web.Request,
     target: BookingTarget,
     booking: Booking,
@@ -920,13 +1186,28 @@ def _manage_html(
     error: str | None = None,
     just_booked: bool = False,
     just_moved: bool = False,
+    confirm_cancel: bool = False,
+    reason_error: str | None = None,
 ) -> web.Response:
     ctx = request.app[PAGES]
     names = {host.user_id: host.name for host in target.hosts}
+    look = await _look(request, target.tenant_slug)
+    join_url = ""
+    if ctx.join_url_of is not None and booking.status is BookingStatus.CONFIRMED:
+        join_url = await ctx.join_url_of(booking.tenant_id, booking.booking_id)
+    page_path = request.path.removesuffix("/cancel").removesuffix("/reschedule")
     return _html(
         request,
         "manage.html",
+        join_url=join_url if join_url.startswith("https://") else "",
+        calendar_links=_calendar_links(target, booking, join_url) if booking.status is BookingStatus.CONFIRMED else [],
+        ics_path=f"{page_path}/invite.ics",
         status=status,
+        brand=look.branding,
+        fmt=_formatter(request, zone),
+        keep_clock=_chosen_clock(request),
+        confirm_cancel=confirm_cancel or reason_error is not None,
+        reason_error=reason_error,
         target=target,
         kind=target.appointment_type,
         booking=booking,
@@ -939,8 +1220,87 @@ def _manage_html(
         just_moved=just_moved,
         cancelled=booking.status is BookingStatus.CANCELLED,
         can_change=booking.status is BookingStatus.CONFIRMED and booking.starts_at > ctx.clock.now(),
-        page_path=request.path.removesuffix("/cancel").removesuffix("/reschedule"),
+        page_path=page_path,
     )
+
+
+def _event_title(target: BookingTarget, booking: Booking) -> str:
+    names = {host.user_id: host.name for host in target.hosts}
+    hosts = [names[host_id] for host_id in booking.host_ids if host_id in names]
+    kind = target.appointment_type.name
+    return f"{kind} with {', '.join(hosts)}" if hosts else f"{kind} ({target.tenant_name})"
+
+
+def _calendar_links(target: BookingTarget, booking: Booking, join_url: str) -> list[tuple[str, str]]:
+    """Add-to-calendar links for web calendars. They carry the title, times, place and join link, never the manage
+    link: that is a bearer token, and these URLs go to Google's and Microsoft's servers. The .ics file has it."""
+    title = _event_title(target, booking)
+    where = join_url or target.appointment_type.location.describe()
+    details = f"Booked with {target.tenant_name}." + (f" Join: {join_url}" if join_url else "")
+    compact = "%Y%m%dT%H%M%SZ"
+    google = urlencode(
+        {
+            "action": "TEMPLATE",
+            "text": title,
+            "dates": f"{booking.starts_at.astimezone(UTC):{compact}}/{booking.ends_at.astimezone(UTC):{compact}}",
+            "details": details,
+            "location": where,
+        }
+    )
+    # Outlook's compose deep link, the same for Outlook.com and Microsoft 365 (only the host differs).
+    outlook = urlencode(
+        {
+            "path": "/calendar/action/compose",
+            "rru": "addevent",
+            "subject": title,
+            "startdt": booking.starts_at.astimezone(UTC).isoformat().replace("+00:00", "Z"),
+            "enddt": booking.ends_at.astimezone(UTC).isoformat().replace("+00:00", "Z"),
+            "body": details,
+            "location": where,
+        }
+    )
+    return [
+        ("Google Calendar", f"https://calendar.google.com/calendar/render?{google}"),
+        ("Outlook.com", f"https://outlook.live.com/calendar/0/deeplink/compose?{outlook}"),
+        ("Office 365", f"https://outlook.office.com/calendar/0/deeplink/compose?{outlook}"),
+    ]
+
+
+async def manage_ics(request: web.Request) -> web.Response:
+    """The booking as an .ics file (RFC 5545, METHOD:PUBLISH) for Apple Calendar and any other calendar app. Its
+    UID is the one our email invitations use, so importing it after accepting the invitation updates that entry
+    rather than adding a second one."""
+    ctx = request.app[PAGES]
+    target, booking = await _manage_target(request)
+    if booking.status is not BookingStatus.CONFIRMED:
+        raise LinkExpired("This appointment is cancelled, so there is nothing to add to a calendar")
+    join_url = await ctx.join_url_of(booking.tenant_id, booking.booking_id) if ctx.join_url_of is not None else ""
+    calendar = icalendar.Calendar()
+    calendar.add("prodid", "-//Slotwise//Booking pages//EN")
+    calendar.add("version", "2.0")
+    calendar.add("method", "PUBLISH")
+    event = icalendar.Event()
+    event.add("uid", f"{booking.booking_id}@slotwise")
+    event.add("dtstamp", ctx.clock.now().astimezone(UTC))
+    event.add("dtstart", booking.starts_at.astimezone(UTC))
+    event.add("dtend", booking.ends_at.astimezone(UTC))
+    event.add("sequence", max(0, booking.version - 1))
+    event.add("summary", _event_title(target, booking))
+    event.add("location", join_url or target.appointment_type.location.describe())
+    manage = manage_url(ctx, booking)
+    event.add(
+        "description",
+        f"Booked with {target.tenant_name}."
+        + (f"\nJoin: {join_url}" if join_url else "")
+        + f"\nReschedule or cancel: {manage}",
+    )
+    event.add("url", manage)
+    calendar.add_component(event)
+    response = web.Response(body=calendar.to_ical(), content_type="text/calendar", charset="utf-8")
+    response.headers["Content-Disposition"] = 'attachment; filename="appointment.ics"'
+    response.headers["Referrer-Policy"] = "no-referrer"
+    response.headers["Cache-Control"] = "no-store"
+    return response
 
 
 def _reschedule_target(target: BookingTarget, booking: Booking) -> BookingTarget:
@@ -981,7 +1341,7 @@ def _version_from(request: web.Request, given: object) -> int | None:
     return int(text)
 
 
-def _changed_response(
+async def _changed_response(
     request: web.Request, target: BookingTarget, changed: BookingChanged, zone: ZoneInfo
 ) -> web.Response:
     """409 with the booking as it is now: JSON for the API, the manage page (with the message) for people."""
@@ -990,7 +1350,7 @@ def _changed_response(
     if request.content_type == "application/json":
         body = error_body("booking_changed", str(changed), booking=booking_json(ctx, target, current, zone))
         return web.json_response(body, status=409)
-    return _manage_html(request, target, current, zone, status=409, error=str(changed))
+    return await _manage_html(request, target, current, zone, status=409, error=str(changed))
 
 
 async def manage_reschedule(request: web.Request) -> web.StreamResponse:
@@ -1007,7 +1367,7 @@ async def manage_reschedule(request: web.Request) -> web.StreamResponse:
         try:
             moved = await ctx.scheduler.reschedule(target, booking, start, version=version)
         except BookingChanged as changed:
-            return _changed_response(request, target, changed, zone)
+            return await _changed_response(request, target, changed, zone)
         return web.json_response(booking_json(ctx, target, moved, zone))
     form = await read_form(request)
     if not csrf_matches(request.cookies.get(CSRF_COOKIE), str(form.get("csrf_token", ""))):
@@ -1018,7 +1378,7 @@ async def manage_reschedule(request: web.Request) -> web.StreamResponse:
     try:
         moved = await ctx.scheduler.reschedule(target, booking, start, version=version)
     except BookingChanged as changed:
-        return _changed_response(request, target, changed, zone)
+        return await _changed_response(request, target, changed, zone)
     except (InvalidRequest, SlotUnavailable) as exc:
         status = 409 if isinstance(exc, SlotUnavailable) else 400
         return await _render_booking_page(
@@ -1027,13 +1387,15 @@ async def manage_reschedule(request: web.Request) -> web.StreamResponse:
             zone,
             start.astimezone(zone).date(),
             start,
-            str(exc),
+            exc,
             status,
             form,
             mode="reschedule",
             booking=booking,
         )
-    raise web.HTTPSeeOther(manage_path(ctx, moved) + "?" + urlencode({"moved": "1", "tz": str(zone)}))
+    raise web.HTTPSeeOther(
+        manage_path(ctx, moved) + "?" + urlencode({"moved": "1", "tz": str(zone), **_clock_of(form)})
+    )
 
 
 async def manage_cancel(request: web.Request) -> web.StreamResponse:
@@ -1053,7 +1415,7 @@ async def manage_cancel(request: web.Request) -> web.StreamResponse:
         try:
             cancelled = await ctx.scheduler.cancel(booking, reason, version=version)
         except BookingChanged as changed:
-            return _changed_response(request, target, changed, zone)
+            return await _changed_response(request, target, changed, zone)
         return web.json_response(booking_json(ctx, target, cancelled, zone))
     form = await read_form(request)
     if not csrf_matches(request.cookies.get(CSRF_COOKIE), str(form.get("csrf_token", ""))):
@@ -1061,12 +1423,18 @@ async def manage_cancel(request: web.Request) -> web.StreamResponse:
     zone_name = str(form.get("time_zone") or booking.client.time_zone)
     zone = parse_time_zone(zone_name)
     version = _version_from(request, form.get("version"))
+    reason = str(form.get("reason", "")).strip()
+    if not reason and booking.status is BookingStatus.CONFIRMED:
+        # People confirm a cancellation by saying why; the host reads it (the JSON API keeps it optional).
+        return await _manage_html(
+            request, target, booking, zone, status=400, reason_error="Please tell us why you are cancelling."
+        )
     try:
-        await ctx.scheduler.cancel(booking, str(form.get("reason", "")), version=version)
+        await ctx.scheduler.cancel(booking, reason, version=version)
     except BookingChanged as changed:
-        return _changed_response(request, target, changed, zone)
+        return await _changed_response(request, target, changed, zone)
     page = request.path.removesuffix("/cancel")
-    raise web.HTTPSeeOther(f"{page}?" + urlencode({"tz": zone_name}))
+    raise web.HTTPSeeOther(f"{page}?" + urlencode({"tz": zone_name, **_clock_of(form)}))
 
 
 def setup_pages(app: web.Application, ctx: PagesContext) -> None:
@@ -1075,6 +1443,7 @@ def setup_pages(app: web.Application, ctx: PagesContext) -> None:
     r = app.router
     r.add_get("/privacy", privacy_page)
     r.add_get("/terms", terms_page)
+    r.add_get("/zones", zones_page)
     r.add_get("/book/{tenant}/{type}", _page_handler(_type_target))
     r.add_get("/book/{tenant}/{type}/slots", _slots_handler(_type_target))
     r.add_post("/book/{tenant}/{type}/bookings", _bookings_handler(_type_target))
@@ -1088,5 +1457,6 @@ def setup_pages(app: web.Application, ctx: PagesContext) -> None:
     r.add_get("/m/{token}/slots", manage_slots)
     r.add_post("/m/{token}/reschedule", manage_reschedule)
     r.add_post("/m/{token}/cancel", manage_cancel)
+    r.add_get("/m/{token}/invite.ics", manage_ics)
     r.add_post("/api/v1/scheduling-requests", create_request_handler)
     r.add_static("/static", str(STATIC_DIR), name="static")

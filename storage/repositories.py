@@ -148,6 +148,46 @@ def _rows(model: type[Any], result: Any) -> list[Any]:
     return [model.model_validate(dict(mapping)) for mapping in result.mappings()]
 
 
+class SqlTenantLooks:
+    """How a tenant's pages look, as stored from its tenant file: the `branding` section, users' photo URLs and
+    team names. Cached per process until the tenant's config_version moves (one indexed lookup per page view)."""
+
+    def __init__(self, database: Database) -> None:
+        self._db = database
+        self._looks: dict[str, tuple[int, dict[str, Any]]] = {}
+
+    async def look(self, tenant_slug: str) -> dict[str, Any]:
+        """{"branding": dict | None, "photos": {user id: url}, "teams": {team id: name}}; empty for no tenant."""
+        async with self._db.read() as conn:
+            found = (
+                await conn.execute(
+                    select(tenants.c.id, tenants.c.config_version, tenants.c.branding).where(
+                        tenants.c.slug == tenant_slug
+                    )
+                )
+            ).first()
+            if found is None:
+                return {"branding": None, "photos": {}, "teams": {}}
+            cached = self._looks.get(tenant_slug)
+            if cached is not None and cached[0] == found.config_version:
+                return cached[1]
+            photos = await conn.execute(
+                select(users.c.id, users.c.photo_url).where(
+                    users.c.tenant_id == found.id, users.c.photo_url.is_not(None)
+                )
+            )
+            names = await conn.execute(select(teams.c.id, teams.c.name).where(teams.c.tenant_id == found.id))
+            look = {
+                "branding": found.branding,
+                "photos": {row.id: row.photo_url for row in photos},
+                "teams": {row.id: row.name for row in names},
+            }
+        if len(self._looks) > 1024:
+            self._looks.clear()
+        self._looks[tenant_slug] = (found.config_version, look)
+        return look
+
+
 class SqlTenantCatalog:
     """TenantCatalog on the configuration tables."""
 

@@ -57,6 +57,8 @@ class TenantRow(SQLModel, table=True):
     """Bumped by every write to busy_cache, so cached busy time is re-read only when it changed."""
     microsoft_tenant_id: str | None = Field(default=None, sa_column=Column(String(64), unique=True, nullable=True))
     """The Microsoft 365 (Entra) tenant whose Teams users may use the bot; one Slotwise tenant per Microsoft tenant."""
+    branding: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
+    """The tenant file's `branding` section as validated (admin/tenant_file.py BrandingSpec); None: Slotwise's look."""
 
 
 class UserRow(SQLModel, table=True):
@@ -75,6 +77,7 @@ class UserRow(SQLModel, table=True):
     aad_object_id: str | None = Field(default=None, max_length=64)
     psa_member: str | None = Field(default=None, max_length=100)
     role: str = Field(default="member", max_length=16)
+    photo_url: str | None = Field(default=None, max_length=2048)
 
 
 class TeamRow(SQLModel, table=True):

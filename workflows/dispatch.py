@@ -33,6 +33,7 @@ from workflows.outbox import (
     enqueue_jobs,
     settle_dependants,
 )
+from workflows.templates import RESCHEDULE_REQUESTED_BODY, RESCHEDULE_REQUESTED_SUBJECT
 from workflows.triggers import Connected, Trigger, WorkflowSpec, plan_jobs, plan_reminders, workflow_for_type
 
 ManageUrlFor = Callable[[Booking], str]
@@ -76,9 +77,7 @@ class BookingFanOut:
         if event in (Trigger.CLIENT_SCHEDULED, Trigger.RESCHEDULED) and workflow.actions_for(
             Trigger.BEFORE_APPOINTMENT
         ):
-            # The invitation every email carries must not undo a reschedule: same sequence as the last one sent.
-            sequence = _next_occurrence(conn, booking, Trigger.RESCHEDULED.value) - 1
-            snapshot = self._snapshot(conn, booking, settings, hosts, Trigger.BEFORE_APPOINTMENT, sequence)
+            snapshot = self._snapshot(conn, booking, settings, hosts)
             reminders = plan_reminders(
                 tenant_id=booking.tenant_id,
                 booking_id=booking.booking_id,
@@ -101,7 +100,7 @@ class BookingFanOut:
         workflow: WorkflowSpec,
     ) -> None:
         occurrence = _next_occurrence(conn, booking, event.value)
-        snapshot = self._snapshot(conn, booking, settings, hosts, event, occurrence)
+        snapshot = self._snapshot(conn, booking, settings, hosts)
         if previous is not None:
             snapshot["previous_starts_at"] = previous.starts_at.isoformat()
             snapshot["previous_ends_at"] = previous.ends_at.isoformat()
@@ -122,23 +121,33 @@ class BookingFanOut:
         booking: Booking,
         settings: dict[str, Any],
         hosts: list[dict[str, Any]],
-        event: Trigger | None,
-        occurrence: int,
     ) -> dict[str, Any]:
         """The booking as steps see it, frozen in the transaction that changed it."""
-        tenant_name = conn.execute(select(tenants.c.name).where(tenants.c.id == booking.tenant_id)).scalar_one()
+        tenant = conn.execute(select(tenants).where(tenants.c.id == booking.tenant_id)).one()._mapping
         location = settings.get("location", {})
         return {
             "id": booking.booking_id,
             "tenant_id": booking.tenant_id,
-            "tenant_name": tenant_name,
+            "tenant_name": tenant["name"],
+            # Branding (display name, logo, accent) where the tenant file sets it; emails fall back to plain defaults.
+            "branding": dict(tenant.get("branding") or {}),
             "type_name": settings.get("name", ""),
             "type_slug": settings.get("slug", ""),
             "starts_at": booking.starts_at.isoformat(),
             "ends_at": booking.ends_at.isoformat(),
             "status": booking.status.value,
             "cancel_reason": booking.cancel_reason,
-            "sequence": occurrence if event is not Trigger.CLIENT_SCHEDULED else 0,
+            # RFC 5545 §3.8.7.4: SEQUENCE rises with every revision of the event. The booking's version counts its
+            # changes (1 when made, +1 per reschedule or cancel), so the invite of any change, reminder or resend
+            # carries the revision the booking is at; counting runs per trigger once sent a cancel after two
+            # reschedules as SEQUENCE 1, which calendars ignore.
+            "sequence": booking.version - 1,
+            "host_mode": _host_mode(settings),
+            "questions": [
+                {"key": str(question.get("key", "")), "label": str(question.get("label", ""))}
+                for question in settings.get("questions") or ()
+                if isinstance(question, dict)
+            ],
             "location_kind": location.get("kind", LocationKind.CUSTOM.value),
             "location": location.get("detail", "") or location.get("kind", ""),
             "hosts": [{key: value for key, value in host.items() if key != "calendar"} for host in hosts],
@@ -163,14 +172,14 @@ class BookingFanOut:
         settings = _type_settings(conn, booking) or {}
         hosts = _hosts_of(conn, booking)
         occurrence = _next_occurrence(conn, booking, RESCHEDULE_REQUESTED)
-        snapshot = self._snapshot(conn, booking, settings, hosts, None, occurrence)
+        snapshot = self._snapshot(conn, booking, settings, hosts)
         run_key = f"{booking.booking_id}:{RESCHEDULE_REQUESTED}:{occurrence}"
         action = {
             "action": "send_email",
             "template": "custom",
             "recipients": "client",
-            "subject": "Please pick a new time: {{ appointment.name }} with {{ host.names }}",
-            "body": RESCHEDULE_BODY,
+            "subject": RESCHEDULE_REQUESTED_SUBJECT,
+            "body": RESCHEDULE_REQUESTED_BODY,
             "requested_by": requested_by,
         }
         return [
@@ -189,15 +198,6 @@ class BookingFanOut:
 
 
 RESCHEDULE_REQUESTED = "reschedule_requested"
-RESCHEDULE_BODY = """Hello {{ client.name }},
-
-{{ host.names }} asked us to find a new time for your {{ appointment.name }} on {{ appointment.starts_local }}.
-Please pick a time that suits you here: {{ links.manage }}
-
-Your current time stays booked until you choose a new one.
-
-{{ tenant.name }}
-"""
 
 
 class NoEmailConnection(Exception):
@@ -225,6 +225,14 @@ def cancel_pending_reminders(conn: Connection, booking: Booking) -> int:
     if cancelled:
         settle_dependants(conn, {(row.tenant_id, row.booking_id, row.run_key) for row in cancelled}, now=now)
     return len(cancelled)
+
+
+def _host_mode(settings: dict[str, Any]) -> str:
+    """'user', 'round_robin' or 'panel', as the type's stored host document says (admin/rollout.py)."""
+    host = settings.get("host") or {}
+    if host.get("team_id"):
+        return "round_robin"
+    return "panel" if len(host.get("user_ids") or ()) > 1 else "user"
 
 
 def cancel_follow_ups(conn: Connection, tenant_id: str, request_id: str) -> int:

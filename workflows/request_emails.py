@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from workflows.templates import _AnyOutputs, _present
+from workflows.templates import _AnyOutputs, _present, describe_zone
 
 REQUEST_SENT_SUBJECT = (
     "Please choose a time: {{ appointment.name }}{% if ticket.number %} (ticket #{{ ticket.number }}){% endif %}"
@@ -22,7 +22,7 @@ REQUEST_SENT_SUBJECT = (
 REQUEST_SENT_BODY = """<p>Hi {{ client.name }},</p>
 <p>{{ tenant.name }} would like to schedule a {{ appointment.name }} with you
 ({{ appointment.duration_minutes }} minutes){% if ticket.number %} about ticket #{{ ticket.number }}{% endif %}.</p>
-<p><a href="{{ links.book }}">Choose a time that suits you</a></p>
+<p class="actions"><a class="button" href="{{ links.book }}">Choose a time that suits you</a></p>
 <p>{% if request.window %}The times offered are {{ request.window }}. {% endif %}The link works until
 {{ request.expires_local }} ({{ request.time_zone }}).</p>
 <p>If the button does not work, copy this address into your browser: {{ links.book }}</p>
@@ -35,7 +35,7 @@ NO_RESPONSE_SUBJECT = (
 NO_RESPONSE_BODY = """<p>Hi {{ client.name }},</p>
 <p>We have not found a time for your {{ appointment.name }} with {{ tenant.name }} yet
 ({{ appointment.duration_minutes }} minutes){% if ticket.number %}, about ticket #{{ ticket.number }}{% endif %}.</p>
-<p><a href="{{ links.book }}">Choose a time that suits you</a></p>
+<p class="actions"><a class="button" href="{{ links.book }}">Choose a time that suits you</a></p>
 <p>{% if request.window %}The times offered are {{ request.window }}. {% endif %}The link works until
 {{ request.expires_local }} ({{ request.time_zone }}).</p>
 <p>If the button does not work, copy this address into your browser: {{ links.book }}</p>
@@ -80,7 +80,7 @@ def request_variables(request: Mapping[str, Any], outputs: Mapping[str, Any]) ->
             "id": request.get("id", ""),
             "window": window,
             "expires_local": datetime.fromisoformat(str(request["expires_at"])).astimezone(zone).strftime(_MOMENT),
-            "time_zone": str(zone),
+            "time_zone": describe_zone(str(zone), datetime.fromisoformat(str(request["expires_at"]))),
             "follow_up": int(request.get("follow_up") or 0),
         },
         "links": {"book": request.get("book_url", "")},

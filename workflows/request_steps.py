@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from scheduling.errors import IntegrationRejected
 from scheduling.model import OutgoingEmail, PsaDraft, PsaRecordKind
 from workflows.request_emails import REQUEST_TEMPLATES, request_variables
-from workflows.templates import render_email
+from workflows.templates import compose_email
 from workflows.triggers import ActionKind
 from workflows.webhooks import post_webhook
 
@@ -64,10 +64,10 @@ async def _request_email(ctx: StepContext, booked: RequestBooked) -> Mapping[str
         )
     variables = request_variables(request, ctx.outputs)
     if ctx.action.get("template") == "custom":
-        rendered = render_email(ctx.action["subject"], ctx.action["body"], variables)
+        rendered = compose_email(ctx.action["subject"], ctx.action["body"], variables)
     else:
         subject, body = REQUEST_TEMPLATES.get(trigger, REQUEST_TEMPLATES["request_sent"])
-        rendered = render_email(subject, body, variables)
+        rendered = compose_email(subject, body, variables)
     recipients = (client["email"],)
     if ctx.action.get("recipients", "client_and_guests") == "client_and_guests":
         recipients = (client["email"], *client.get("guests", []))

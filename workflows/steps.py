@@ -30,7 +30,14 @@ from storage.database import Database
 from storage.tables import scheduling_requests
 from workflows.outbox import BLOCKED, CANCELLED, COMPLETED, FAILED, RETRYABLE, SOFT, Job, list_runs
 from workflows.request_steps import request_steps
-from workflows.templates import DEFAULT_TEMPLATES, render_email, snapshot_variables
+from workflows.templates import (
+    DEFAULT_TEMPLATES,
+    answer_rows,
+    compose_email,
+    describe_booking_for_host,
+    describe_location,
+    snapshot_variables,
+)
 from workflows.triggers import ActionKind
 from workflows.webhooks import WebhookSender, post_webhook
 
@@ -117,7 +124,7 @@ class StepContext:
         values: dict[str, Any] = {
             "idempotency_key": self.job.idempotency_key,
             "title": f"{self.booking['type_name']}: {client['name']}",
-            "description": _describe_booking(self.booking),
+            "description": describe_booking_for_host(self.booking)[0],
             "contact": contact,
             "member": self.host.get("psa_member") or self.host.get("email", ""),
             "starts_at": self.starts_at,
@@ -128,21 +135,6 @@ class StepContext:
         }
         values.update(changes)
         return PsaDraft(**values)
-
-
-def _describe_booking(booking: Mapping[str, Any]) -> str:
-    client = booking["client"]
-    lines = [
-        f"Booked through Slotwise: {booking['type_name']}",
-        f"When: {booking['starts_at']} to {booking['ends_at']} (client's zone {client['time_zone']})",
-        f"Client: {client['name']} <{client['email']}>",
-    ]
-    if client.get("guests"):
-        lines.append("Guests: " + ", ".join(client["guests"]))
-    lines.extend(f"{key}: {value}" for key, value in (client.get("answers") or {}).items())
-    if client.get("notes"):
-        lines.append(f"Notes: {client['notes']}")
-    return "\n".join(lines)
 
 
 Step = Callable[[StepContext], Awaitable[Mapping[str, Any]]]
@@ -207,7 +199,7 @@ async def _remove_schedule_entry(ctx: StepContext) -> Mapping[str, Any]:
 
 async def _ticket_note(ctx: StepContext) -> Mapping[str, Any]:
     ticket = ctx.needed("ticket_id", "PSA ticket")
-    text = ctx.action.get("note") or _describe_booking(ctx.booking)
+    text = ctx.action.get("note") or describe_booking_for_host(ctx.booking)[0]
     ref = await ctx.psa().create_record(PsaRecordKind.NOTE, ctx.draft(None, ticket_id=ticket, description=text))
     return {"note_id": ref.record_id}
 
@@ -223,11 +215,24 @@ async def _ticket_status(ctx: StepContext) -> Mapping[str, Any]:
 
 def _event_draft(ctx: StepContext) -> CalendarEventDraft:
     client = ctx.booking["client"]
-    attendees = ((client["name"], client["email"]), *((guest, guest) for guest in client.get("guests", [])))
+    # A panel's other hosts are attendees too: the event sits in the first host's calendar, and Exchange invites
+    # everyone else on it, so every panelist has the meeting (and its Teams link) in their own calendar.
+    panel = tuple(
+        (str(host.get("name", "")), str(host["email"]))
+        for host in ctx.booking.get("hosts", [])[1:]
+        if host.get("email")
+    )
+    attendees = (
+        (client["name"], client["email"]),
+        *((guest, guest) for guest in client.get("guests", [])),
+        *panel,
+    )
     return CalendarEventDraft(
         transaction_id=ctx.job.idempotency_key[:200],
         subject=f"{ctx.booking['type_name']}: {client['name']}",
-        body_html="",
+        # The host's Outlook entry carries what the client told us (phone number, company...) under the questions'
+        # labels, the guests and the manage link, so the host needs no other screen to prepare or to move it.
+        body_html=describe_booking_for_host(ctx.booking)[1],
         starts_at=ctx.starts_at,
         ends_at=ctx.ends_at,
         attendees=attendees,
@@ -258,16 +263,18 @@ async def _email(ctx: StepContext) -> Mapping[str, Any]:
     # An output the step went without (its soft dependency failed or its grace ran out) is nil there, so the
     # default templates leave its line out.
     variables = snapshot_variables(ctx.booking, ctx.outputs)
+    trigger = _trigger_of(ctx)
     if ctx.action.get("template") == "custom":
-        rendered = render_email(ctx.action["subject"], ctx.action["body"], variables)
+        rendered = compose_email(ctx.action["subject"], ctx.action["body"], variables)
     else:
-        subject, body = DEFAULT_TEMPLATES.get(_trigger_of(ctx), DEFAULT_TEMPLATES["client_scheduled"])
-        rendered = render_email(subject, body, variables)
+        subject, body = DEFAULT_TEMPLATES.get(trigger, DEFAULT_TEMPLATES["client_scheduled"])
+        rendered = compose_email(subject, body, variables)
     client = ctx.booking["client"]
+    recipient_kind = ctx.action.get("recipients", "")
     recipients = {
         "client": (client["email"],),
         "host": (ctx.host.get("email", ""),),
-    }.get(ctx.action.get("recipients", ""), (client["email"], *client.get("guests", [])))
+    }.get(recipient_kind, (client["email"], *client.get("guests", [])))
     host = ctx.host
     email = OutgoingEmail(
         message_id=f"<{ctx.job.idempotency_key.replace(':', '.')}@slotwise>",
@@ -278,22 +285,62 @@ async def _email(ctx: StepContext) -> Mapping[str, Any]:
         text=rendered.text,
         html=rendered.html,
         reply_to=host.get("email") or None,
-        invite=CalendarInvite(
-            uid=f"{ctx.booking['id']}@slotwise",
-            starts_at=ctx.starts_at,
-            ends_at=ctx.ends_at,
-            summary=ctx.booking["type_name"],
-            description=str(ctx.outputs.get("join_url", "")),
-            location=str(ctx.outputs.get("join_url") or ctx.booking.get("location", "")),
-            organizer_name=host.get("name", ""),
-            organizer_email=host.get("email", "") or ctx.integrations.from_address,
-            attendees=((client["name"], client["email"]),),
-            sequence=int(ctx.booking.get("sequence", 0)),
-            cancelled=ctx.booking.get("status") == "cancelled",
-        ),
+        invite=booking_invite(ctx.booking, ctx.outputs, trigger, recipient_kind, ctx.integrations.from_address),
     )
     message_id = await mailer.send(email)
-    return {"message_id": message_id, "recipients": list(email.to)}
+    return {"message_id": message_id, "recipients": list(email.to), "invite": email.invite is not None}
+
+
+_NO_INVITE_TRIGGERS = frozenset({"before_appointment", "reschedule_requested"})
+
+
+def booking_invite(
+    booking: Mapping[str, Any], outputs: Mapping[str, Any], trigger: str, recipient_kind: str, from_address: str
+) -> CalendarInvite | None:
+    """The calendar invitation an email carries, or None when it must carry none.
+
+    One UID for the booking's whole life (`<booking id>@slotwise`) and the booking's revision as SEQUENCE (the
+    snapshot's `sequence`, version - 1: 0 when made, +1 per reschedule, the cancel one more), so calendars apply
+    every change in order and the cancellation last (RFC 5546 §2.1.4). No invitation:
+
+    - when the host's Microsoft 365 event exists (an `event_id` from create_m365_event): Exchange has already
+      invited the client and guests as its attendees and sends them the updates and the cancellation of that event
+      itself, under its own UID and sequence. A second invitation of ours would be a second calendar entry, and
+      borrowing Exchange's UID would fight its SEQUENCE, so our email only describes the meeting (with its join
+      link). One invitation per person. (If that event could not be made, the email went without it and carries
+      our own invitation, as does every later email of the booking while no event exists;)
+    - for a reminder or a "please pick a new time" email, which change nothing on the calendar;
+    - for an email to the host, who is the organizer of the meeting, not an attendee.
+    """
+    if trigger in _NO_INVITE_TRIGGERS or recipient_kind == "host" or outputs.get("event_id"):
+        return None
+    client = booking["client"]
+    host = dict((booking.get("hosts") or [{}])[0])
+    join_url = str(outputs.get("join_url") or "")
+    manage_url = str(booking.get("manage_url") or "")
+    location = describe_location(
+        str(booking.get("location_kind") or ""),
+        "" if booking.get("location") == booking.get("location_kind") else str(booking.get("location")),
+    )
+    lines = [f"{booking['type_name']} with {host.get('name', '')}".strip(), f"Where: {location}"]
+    if join_url:
+        lines.append(f"Join: {join_url}")
+    if manage_url and booking.get("status") != "cancelled":
+        lines.append(f"Reschedule or cancel: {manage_url}")
+    guests = tuple((str(guest), str(guest)) for guest in client.get("guests", []))
+    return CalendarInvite(
+        uid=f"{booking['id']}@slotwise",
+        starts_at=datetime.fromisoformat(booking["starts_at"]),
+        ends_at=datetime.fromisoformat(booking["ends_at"]),
+        summary=booking["type_name"],
+        description="\n".join(lines),
+        location=join_url or location,
+        organizer_name=host.get("name", ""),
+        organizer_email=host.get("email", "") or from_address,
+        attendees=((client["name"], client["email"]), *guests),
+        sequence=int(booking.get("sequence", 0)),
+        cancelled=booking.get("status") == "cancelled",
+    )
 
 
 def _trigger_of(ctx: StepContext) -> str:
@@ -309,6 +356,27 @@ _CHANGES = {
 }
 
 
+def host_notification(booking: Mapping[str, Any], outputs: Mapping[str, Any], trigger: str) -> HostNotification:
+    """What the host's Teams card says about this booking change; answers under the questions' labels."""
+    client = booking["client"]
+    return HostNotification(
+        change=_CHANGES.get(trigger, "booked"),
+        booking_id=str(booking["id"]),
+        type_name=str(booking.get("type_name", "")),
+        client_name=str(client.get("name", "")),
+        client_email=str(client.get("email", "")),
+        starts_at=datetime.fromisoformat(booking["starts_at"]),
+        ends_at=datetime.fromisoformat(booking["ends_at"]),
+        join_url=str(outputs.get("join_url", "")),
+        reason=str(booking.get("cancel_reason", "")),
+        answers=tuple(answer_rows(booking)),
+        previous_starts_at=(
+            datetime.fromisoformat(booking["previous_starts_at"]) if booking.get("previous_starts_at") else None
+        ),
+        ticket_number=str(outputs.get("ticket_number") or ""),
+    )
+
+
 async def _notify_host(ctx: StepContext) -> Mapping[str, Any]:
     """A card in each host's Teams chat. A host who never opened a chat with the bot cannot be reached, which is
     recorded in the output rather than failed: there is nothing to retry until they install the app."""
@@ -318,24 +386,7 @@ async def _notify_host(ctx: StepContext) -> Mapping[str, Any]:
             "Teams notifications need the Slotwise bot: this deployment has no bot registration "
             "(set SLOTWISE_BOT_APP_ID and SLOTWISE_BOT_APP_PASSWORD), so the host was not told"
         )
-    trigger = _trigger_of(ctx)
-    client = ctx.booking["client"]
-    notification = HostNotification(
-        change=_CHANGES.get(trigger, "booked"),
-        booking_id=str(ctx.booking["id"]),
-        type_name=str(ctx.booking.get("type_name", "")),
-        client_name=str(client.get("name", "")),
-        client_email=str(client.get("email", "")),
-        starts_at=ctx.starts_at,
-        ends_at=ctx.ends_at,
-        join_url=str(ctx.outputs.get("join_url", "")),
-        reason=str(ctx.booking.get("cancel_reason", "")),
-        answers=tuple((str(key), str(value)) for key, value in (client.get("answers") or {}).items()),
-        previous_starts_at=(
-            datetime.fromisoformat(ctx.booking["previous_starts_at"]) if ctx.booking.get("previous_starts_at") else None
-        ),
-        ticket_number=str(ctx.outputs.get("ticket_number") or ""),
-    )
+    notification = host_notification(ctx.booking, ctx.outputs, _trigger_of(ctx))
     # A panel has several hosts: one whose card went out on an earlier attempt is not sent a second one.
     sent: dict[str, Any] = {key: value for key, value in ctx.progress.items() if key.startswith("teams_activity:")}
     unreachable: list[str] = []

@@ -7,11 +7,16 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from html.parser import HTMLParser
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import css_inline
+from babel.dates import get_timezone_location, get_timezone_name
+from jinja2 import Environment as JinjaEnvironment
 from liquid import Environment, StrictUndefined
 from liquid.exceptions import LiquidError
+from markupsafe import Markup
 
 from scheduling.errors import IntegrationRejected
 
@@ -19,46 +24,81 @@ from scheduling.errors import IntegrationRejected
 # Python objects, no imports, no file system (this environment has no loader, so {% include %} fails).
 _HTML = Environment(autoescape=True, undefined=StrictUndefined)
 _TEXT = Environment(autoescape=False, undefined=StrictUndefined)
+# Our own layout around every email is Jinja2 with autoescape, like our pages.
+_JINJA = JinjaEnvironment(autoescape=True)
 
 DEFAULT_SUBJECT = "Confirmed: {{ appointment.name }} on {{ appointment.starts_local }}"
-DEFAULT_BODY = """<p>Hi {{ client.name }},</p>
-<p>Your {{ appointment.name }} with {{ host.names }} is booked for
-<strong>{{ appointment.starts_local }}</strong> ({{ appointment.time_zone }}),
-{{ appointment.duration_minutes }} minutes.</p>
-<p>Where: {{ appointment.location }}</p>
-{% if ticket.number %}<p>Ticket #{{ ticket.number }}</p>{% endif %}
-<p>Need to change it? <a href="{{ links.manage }}">Reschedule or cancel</a>.</p>
-<p>{{ tenant.name }}</p>"""
-
 RESCHEDULED_SUBJECT = "Rescheduled: {{ appointment.name }} on {{ appointment.starts_local }}"
-RESCHEDULED_BODY = """<p>Hi {{ client.name }},</p>
-<p>Your {{ appointment.name }} with {{ host.names }} has moved to
-<strong>{{ appointment.starts_local }}</strong> ({{ appointment.time_zone }}),
-{{ appointment.duration_minutes }} minutes.{% if appointment.previous_starts_local %}
-It was {{ appointment.previous_starts_local }}.{% endif %}</p>
-<p>Where: {{ appointment.location }}</p>
-{% if ticket.number %}<p>Ticket #{{ ticket.number }}</p>{% endif %}
-<p>Need to change it again? <a href="{{ links.manage }}">Reschedule or cancel</a>.</p>
-<p>{{ tenant.name }}</p>"""
-
 CANCELLED_SUBJECT = "Cancelled: {{ appointment.name }} on {{ appointment.starts_local }}"
-CANCELLED_BODY = """<p>Hi {{ client.name }},</p>
-<p>Your {{ appointment.name }} with {{ host.names }} on
-<strong>{{ appointment.starts_local }}</strong> ({{ appointment.time_zone }}) is cancelled.</p>
-{% if appointment.cancel_reason %}<p>Reason: {{ appointment.cancel_reason }}</p>{% endif %}
-{% if ticket.number %}<p>Ticket #{{ ticket.number }}</p>{% endif %}
-<p>{{ tenant.name }}</p>"""
-
 REMINDER_SUBJECT = "Reminder: {{ appointment.name }} on {{ appointment.starts_local }}"
-REMINDER_BODY = """<p>Hi {{ client.name }},</p>
-<p>A reminder: your {{ appointment.name }} with {{ host.names }} is on
-<strong>{{ appointment.starts_local }}</strong> ({{ appointment.time_zone }}),
-{{ appointment.duration_minutes }} minutes.</p>
-<p>Where: {{ appointment.location }}</p>
-{% if appointment.join_url %}<p>Join: <a href="{{ appointment.join_url }}">{{ appointment.join_url }}</a></p>{% endif %}
-{% if ticket.number %}<p>Ticket #{{ ticket.number }}</p>{% endif %}
-<p>Need to change it? <a href="{{ links.manage }}">Reschedule or cancel</a>.</p>
-<p>{{ tenant.name }}</p>"""
+
+# The rows every default email shows. Each optional row sits inside its own {% if %}, so a value that is missing
+# (nil, see _present) leaves the whole row out rather than printing a label with nothing after it.
+_DETAILS = """<table role="presentation" class="details" width="100%" cellpadding="0" cellspacing="0">
+<tr><td class="label">What</td><td class="value">{{ appointment.name }}</td></tr>
+<tr><td class="label">When</td><td class="value">{{ appointment.starts_local }} to {{ appointment.ends_local }}<br>
+<span class="muted">{{ appointment.time_zone }}</span></td></tr>
+{% if host.names %}<tr><td class="label">{{ host.label }}</td><td class="value">{{ host.names }}</td></tr>{% endif %}
+{% if appointment.location %}<tr><td class="label">Where</td>
+<td class="value">{{ appointment.location }}</td></tr>{% endif %}
+{% if ticket.number %}<tr><td class="label">Ticket</td><td class="value">#{{ ticket.number }}</td></tr>{% endif %}
+</table>"""
+
+_JOIN_BUTTON = """{% if appointment.join_url %}<p class="actions"><a class="button" href="{{ appointment.join_url }}">\
+Join the meeting</a></p>
+<p class="muted link">Or open this link: <a href="{{ appointment.join_url }}">{{ appointment.join_url }}</a></p>\
+{% endif %}"""
+
+_MANAGE = """<p class="manage">Need to change it? <a href="{{ links.manage }}">Reschedule or cancel</a></p>"""
+
+DEFAULT_BODY = f"""<h1>You're booked</h1>
+<p>Hi {{{{ client.name }}}},</p>
+<p>Your {{{{ appointment.name }}}}{{% if host.phrase %}} {{{{ host.phrase }}}}{{% endif %}} is confirmed for
+<strong>{{{{ appointment.starts_local }}}}</strong>, {{{{ appointment.duration_minutes }}}} minutes.</p>
+{_DETAILS}
+{_JOIN_BUTTON}
+{_MANAGE}"""
+
+RESCHEDULED_BODY = f"""<h1>Your booking has moved</h1>
+<p>Hi {{{{ client.name }}}},</p>
+<p>Your {{{{ appointment.name }}}}{{% if host.phrase %}} {{{{ host.phrase }}}}{{% endif %}} has moved to
+<strong>{{{{ appointment.starts_local }}}}</strong>.{{% if appointment.previous_starts_local %}}
+It was {{{{ appointment.previous_starts_local }}}}.{{% endif %}}</p>
+{_DETAILS}
+{_JOIN_BUTTON}
+{_MANAGE}"""
+
+CANCELLED_BODY = """<h1>Your booking is cancelled</h1>
+<p>Hi {{ client.name }},</p>
+<p>Your {{ appointment.name }}{% if host.phrase %} {{ host.phrase }}{% endif %} on
+<strong>{{ appointment.starts_local }}</strong> is cancelled.</p>
+<table role="presentation" class="details" width="100%" cellpadding="0" cellspacing="0">
+<tr><td class="label">What</td><td class="value">{{ appointment.name }}</td></tr>
+<tr><td class="label">When</td><td class="value">{{ appointment.starts_local }} to {{ appointment.ends_local }}<br>
+<span class="muted">{{ appointment.time_zone }}</span></td></tr>
+{% if appointment.cancel_reason %}<tr><td class="label">Reason</td><td class="value">{{ appointment.cancel_reason }}\
+</td></tr>{% endif %}
+{% if ticket.number %}<tr><td class="label">Ticket</td><td class="value">#{{ ticket.number }}</td></tr>{% endif %}
+</table>"""
+
+REMINDER_BODY = f"""<h1>Coming up: {{{{ appointment.name }}}}</h1>
+<p>Hi {{{{ client.name }}}},</p>
+<p>A reminder: your {{{{ appointment.name }}}}{{% if host.phrase %}} {{{{ host.phrase }}}}{{% endif %}} is on
+<strong>{{{{ appointment.starts_local }}}}</strong>, {{{{ appointment.duration_minutes }}}} minutes.</p>
+{_DETAILS}
+{_JOIN_BUTTON}
+{_MANAGE}"""
+
+RESCHEDULE_REQUESTED_SUBJECT = (
+    "Please pick a new time: {{ appointment.name }}{% if host.phrase %} {{ host.phrase }}{% endif %}"
+)
+RESCHEDULE_REQUESTED_BODY = """<h1>Please pick a new time</h1>
+<p>Hi {{ client.name }},</p>
+<p>{% if host.names %}{{ host.names }} asked us{% else %}We were asked{% endif %} to find a new time for your
+{{ appointment.name }} on <strong>{{ appointment.starts_local }}</strong>.</p>
+<p class="actions"><a class="button" href="{{ links.manage }}">Pick a new time</a></p>
+<p>Your current time stays booked until you choose a new one.</p>"""
+"""What a host's "Send reschedule link" (Teams) emails the client (workflows/dispatch.py)."""
 
 DEFAULT_TEMPLATES: dict[str, tuple[str, str]] = {
     "client_scheduled": (DEFAULT_SUBJECT, DEFAULT_BODY),
@@ -66,7 +106,9 @@ DEFAULT_TEMPLATES: dict[str, tuple[str, str]] = {
     "cancelled": (CANCELLED_SUBJECT, CANCELLED_BODY),
     "before_appointment": (REMINDER_SUBJECT, REMINDER_BODY),
 }
-"""The default email for each trigger: a client who cancels is not sent a "Confirmed" message."""
+"""The default email for each trigger: a client who cancels is not sent a "Confirmed" message. Every client-facing
+phrase of the default emails lives in this module (these templates, LOCATION_LABELS and LAYOUT_TEXT), so a
+translation replaces them in one place."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +120,24 @@ class RenderedEmail:
 
 _LOCAL = "%A %-d %B %Y, %H:%M"
 
+LOCATION_LABELS = {
+    "teams": "Microsoft Teams meeting",
+    "phone": "Phone call",
+    "onsite": "On site",
+    "custom": "Details to follow",
+}
+"""How each location kind reads to a person; a detail the tenant file gives follows after a colon."""
+
+LAYOUT_TEXT = {
+    "footer": "Sent by {name} on behalf of {host}.",
+    "footer_no_host": "Sent by {name}.",
+    "powered": "Scheduling by Slotwise",
+    "privacy": "Privacy",
+    "terms": "Terms",
+}
+
+_UTC_ZONES = frozenset({"UTC", "Etc/UTC", "Etc/UCT", "UCT", "Zulu", "Etc/Zulu", "Universal", "Etc/Universal"})
+
 
 def _present(value: Any) -> str | None:
     """A value a template may test with `{% if %}`: its text, or nil when there is none. Liquid treats an empty
@@ -86,10 +146,76 @@ def _present(value: Any) -> str | None:
     return text or None
 
 
+def describe_location(kind: str, detail: str) -> str:
+    """'Microsoft Teams meeting', 'Phone call: +1 555 0100', 'On site: 1 Main St': never a raw kind like `teams`."""
+    label = LOCATION_LABELS.get(kind)
+    if label is None or kind == "custom":
+        return detail or LOCATION_LABELS["custom"]
+    return f"{label}: {detail}" if detail and detail != kind else label
+
+
+def describe_zone(zone_name: str, at: datetime) -> str:
+    """'Eastern Time (New York), UTC-05:00' (with a real minus sign, U+2212): CLDR's generic zone name and exemplar
+    city (Babel), and the offset in effect at `at` (so a summer booking says -04:00). Zones CLDR cannot name
+    (Etc/GMT+5) show the offset."""
+    zone = ZoneInfo(zone_name)
+    offset = at.astimezone(zone).utcoffset() or timedelta(0)
+    minutes = int(offset.total_seconds() // 60)
+    sign = "+" if minutes >= 0 else "\u2212"
+    hours, rest = divmod(abs(minutes), 60)
+    utc_offset = f"UTC{sign}{hours:02d}:{rest:02d}"
+    if zone_name in _UTC_ZONES:
+        return "Coordinated Universal Time (UTC)"
+    if zone_name.startswith("Etc/"):
+        return utc_offset
+    try:
+        generic = get_timezone_name(zone, "long", zone_variant="generic", locale="en_US")
+        city = get_timezone_location(zone, locale="en_US", return_city=True)
+    except (LookupError, ValueError):
+        return f"{zone_name.replace('_', ' ')}, {utc_offset}"
+    if not generic or "Unknown" in generic:
+        return f"{city}, {utc_offset}"
+    return f"{generic} ({city}), {utc_offset}"
+
+
+def _join_names(names: list[str]) -> str:
+    """'Alice', 'Alice and Bob', 'Alice, Bob and Carol'."""
+    names = [name for name in names if name]
+    if len(names) <= 2:
+        return " and ".join(names)
+    return f"{', '.join(names[:-1])} and {names[-1]}"
+
+
+def _host_phrase(type_name: str, names: list[str]) -> str | None:
+    """'with Alice Adams' after the type's name, unless that name already says who it is with ("Intro with Alice"
+    would read "Intro with Alice with Alice Adams"). A panel reads 'with Alice Adams and Bob Brown'; a round robin
+    names the member who was picked."""
+    if not names or " with " in f" {type_name.lower()} ":
+        return None
+    return f"with {_join_names(names)}"
+
+
+def answer_rows(booking: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """The client's answers as (label, answer), in the order the type asks its questions; an answer to a question
+    the type no longer has keeps its key as the label. Empty answers are left out."""
+    answers = dict((booking.get("client") or {}).get("answers") or {})
+    rows: list[tuple[str, str]] = []
+    for question in booking.get("questions") or ():
+        key = str(question.get("key", ""))
+        if key in answers:
+            value = str(answers.pop(key) or "")
+            if value:
+                rows.append((str(question.get("label") or key), value))
+    rows.extend((str(key), str(value)) for key, value in answers.items() if value)
+    return rows
+
+
 def snapshot_variables(booking: Mapping[str, Any], outputs: Mapping[str, Any]) -> dict[str, Any]:
     """What a workflow's email template sees: the booking snapshot its step carries, and earlier steps' outputs.
 
-    Times are shown in the client's zone. `appointment.previous_starts_local` is set for a reschedule and
+    Times are shown in the client's zone, and `appointment.time_zone` reads as a person would say it ("Eastern
+    Time (New York), UTC-05:00"; the IANA name is `appointment.time_zone_id`); `appointment.location` likewise
+    ("Microsoft Teams meeting", never `teams`). `appointment.previous_starts_local` is set for a reschedule and
     `appointment.cancel_reason` for a cancellation; both are nil otherwise (so `{% if %}` leaves their lines
     out), and one template can serve all triggers. Missing outputs (ticket number, join link) are nil too.
     """
@@ -98,9 +224,21 @@ def snapshot_variables(booking: Mapping[str, Any], outputs: Mapping[str, Any]) -
     starts = datetime.fromisoformat(booking["starts_at"])
     ends = datetime.fromisoformat(booking["ends_at"])
     previous = booking.get("previous_starts_at")
-    hosts = [str(host.get("name", "")) for host in booking.get("hosts", [])]
+    hosts = [str(host.get("name", "")) for host in booking.get("hosts", []) if host.get("name")]
+    kind = str(booking.get("location_kind") or "")
+    raw_location = str(booking.get("location", "") or "")
+    location = describe_location(kind or raw_location, "" if raw_location == kind else raw_location)
+    branding = dict(booking.get("branding") or {})
+    display_name = str(branding.get("display_name") or booking.get("tenant_name", ""))
     return {
-        "tenant": {"name": booking.get("tenant_name", "")},
+        "tenant": {"name": display_name},
+        "brand": {
+            "name": display_name,
+            "logo_url": _present(branding.get("logo_url")),
+            "accent": _present(branding.get("accent_colour") or branding.get("accent_color") or branding.get("accent")),
+            "privacy_url": _present(branding.get("privacy_url")),
+            "terms_url": _present(branding.get("terms_url")),
+        },
         "appointment": {
             "id": booking["id"],
             "name": booking["type_name"],
@@ -108,9 +246,10 @@ def snapshot_variables(booking: Mapping[str, Any], outputs: Mapping[str, Any]) -
             "ends_at": booking["ends_at"],
             "starts_local": starts.astimezone(zone).strftime(_LOCAL),
             "ends_local": ends.astimezone(zone).strftime("%H:%M"),
-            "time_zone": client["time_zone"],
+            "time_zone": describe_zone(client["time_zone"], starts),
+            "time_zone_id": client["time_zone"],
             "duration_minutes": int((ends - starts) / timedelta(minutes=1)),
-            "location": booking.get("location", ""),
+            "location": _present(location),
             "status": booking.get("status", ""),
             "cancel_reason": _present(booking.get("cancel_reason")),
             "join_url": _present(outputs.get("join_url")),
@@ -119,7 +258,13 @@ def snapshot_variables(booking: Mapping[str, Any], outputs: Mapping[str, Any]) -
             else None,
         },
         "client": dict(client),
-        "host": {"names": ", ".join(hosts), "list": hosts},
+        "answers": [{"label": label, "value": value} for label, value in answer_rows(booking)],
+        "host": {
+            "names": _join_names(hosts),
+            "list": hosts,
+            "label": "Hosts" if len(hosts) > 1 else "Host",
+            "phrase": _host_phrase(str(booking["type_name"]), hosts),
+        },
         "ticket": {"number": _present(outputs.get("ticket_number"))},
         "opportunity": {"id": _present(outputs.get("opportunity_id"))},
         "links": {"manage": booking.get("manage_url", "")},
@@ -134,7 +279,7 @@ class _AnyOutputs(dict[str, Any]):
         return ""
 
 
-_SAMPLE_BOOKING: dict[str, Any] = {
+SAMPLE_BOOKING: dict[str, Any] = {
     "id": "sample",
     "tenant_name": "Sample IT",
     "type_name": "Sample call",
@@ -143,8 +288,12 @@ _SAMPLE_BOOKING: dict[str, Any] = {
     "previous_starts_at": "2026-01-04T15:00:00+00:00",
     "status": "confirmed",
     "cancel_reason": "",
-    "location": "Microsoft Teams",
-    "hosts": [{"name": "Sam Host"}],
+    "sequence": 0,
+    "location_kind": "teams",
+    "location": "teams",
+    "host_mode": "user",
+    "hosts": [{"name": "Sam Host", "email": "sam@sample-it.example"}],
+    "questions": [],
     "client": {
         "name": "Casey Client",
         "email": "casey@client.example",
@@ -155,13 +304,15 @@ _SAMPLE_BOOKING: dict[str, Any] = {
     },
     "manage_url": "https://book.example/m/sample",
 }
+"""A booking to render templates against: `slotwise apply` checks custom templates with it, `slotwise preview`
+fills it in with a real type."""
 
 
 def template_problem(subject_template: str, body_template: str, sample: Mapping[str, Any] | None = None) -> str | None:
     """Why this email template would fail at send time (a Liquid syntax error, or a variable that does not exist),
     found by rendering it once against a sample booking (or the given sample variables, e.g. a scheduling
     request's); None when it renders."""
-    variables = dict(sample) if sample is not None else snapshot_variables(_SAMPLE_BOOKING, {})
+    variables = dict(sample) if sample is not None else snapshot_variables(SAMPLE_BOOKING, {})
     variables["outputs"] = _AnyOutputs()
     try:
         render_email(subject_template, body_template, variables)
@@ -173,7 +324,8 @@ def template_problem(subject_template: str, body_template: str, sample: Mapping[
 
 
 def render_email(subject_template: str, body_template: str, variables: Mapping[str, Any]) -> RenderedEmail:
-    """Render an email; a broken template is a configuration problem, so it fails the step without retries."""
+    """Render an email's own content (no layout); a broken template is a configuration problem, so it fails the
+    step without retries."""
     try:
         subject = _TEXT.from_string(subject_template).render(**variables)
         body = _HTML.from_string(body_template).render(**variables)
@@ -182,12 +334,240 @@ def render_email(subject_template: str, body_template: str, variables: Mapping[s
     return RenderedEmail(subject=" ".join(subject.split()), html=body, text=html_to_text(body))
 
 
-_TAGS = re.compile(r"<[^>]+>")
-_BREAKS = re.compile(r"</p>|<br\s*/?>", re.IGNORECASE)
+_DEFAULT_ACCENT = "#2456a6"
+_HEX_COLOUR = re.compile(r"^#(?:[0-9a-fA-F]{3}){1,2}$")
+
+
+def _luminance(colour: str) -> float:
+    digits = colour.lstrip("#")
+    if len(digits) == 3:
+        digits = "".join(char * 2 for char in digits)
+    channels = [int(digits[index : index + 2], 16) / 255 for index in (0, 2, 4)]
+    linear = [value / 12.92 if value <= 0.04045 else ((value + 0.055) / 1.055) ** 2.4 for value in channels]
+    return 0.2126 * linear[0] + 0.7152 * linear[1] + 0.0722 * linear[2]
+
+
+def email_accent(colour: str) -> str:
+    """The tenant's accent when it is a hex colour that white button text and links on white can be read against
+    (WCAG 2.x AA, 4.5:1); otherwise our default. Anything else could also smuggle CSS into the style block."""
+    if not _HEX_COLOUR.match(colour):
+        return _DEFAULT_ACCENT
+    return colour if 1.05 / (_luminance(colour) + 0.05) >= 4.5 else _DEFAULT_ACCENT
+
+
+# Table-based and narrow (600 px) because Outlook for Windows renders with Word's engine: no flexbox, no grid,
+# and only inline styles survive Gmail's clipping, so css-inline copies the rules below onto every element and
+# keeps only the media query (phones) as a <style> block.
+_STYLES = """
+body { margin: 0; padding: 0; background: #f3f4f6; color: #1f2937;
+  font-family: -apple-system, 'Segoe UI', Roboto, Helvetica, Arial, sans-serif; font-size: 16px; line-height: 1.5; }
+.wrapper { background: #f3f4f6; padding: 24px 8px; }
+.container { max-width: 600px; width: 100%; background: #ffffff; border-radius: 8px; border: 1px solid #e5e7eb; }
+.header { padding: 20px 32px; border-bottom: 1px solid #e5e7eb; }
+.brand { font-size: 18px; font-weight: bold; color: #111827; }
+.logo { display: block; max-height: 40px; border: 0; }
+.content { padding: 24px 32px 8px 32px; }
+.content h1 { font-size: 22px; line-height: 1.3; margin: 0 0 16px 0; color: #111827; }
+.content p { margin: 0 0 16px 0; }
+.details { border-collapse: collapse; margin: 8px 0 20px 0; background: #f9fafb; border-radius: 6px; }
+.details td { padding: 10px 14px; vertical-align: top; border-bottom: 1px solid #e5e7eb; }
+.details td.label { width: 96px; font-weight: bold; color: #4b5563; white-space: nowrap; }
+.muted { color: #6b7280; font-size: 14px; }
+.link { word-break: break-all; }
+.actions { margin: 8px 0 20px 0; }
+.button { display: inline-block; padding: 12px 20px; border-radius: 6px; color: #ffffff; font-weight: bold;
+  text-decoration: none; }
+.manage { color: #374151; }
+.footer { padding: 16px 32px 24px 32px; color: #6b7280; font-size: 13px; }
+@media only screen and (max-width: 620px) {
+  .wrapper { padding: 0 !important; }
+  .container { border-radius: 0 !important; border-left: 0 !important; border-right: 0 !important; }
+  .header, .content, .footer { padding-left: 16px !important; padding-right: 16px !important; }
+  .details td { display: block !important; width: auto !important; border-bottom: 0 !important; }
+  .details td.label { padding-bottom: 0 !important; }
+  .button { display: block !important; text-align: center !important; }
+}
+"""
+
+_LAYOUT = _JINJA.from_string(
+    """<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<meta name="x-apple-disable-message-reformatting">
+<title>{{ subject }}</title>
+<style>{{ styles }}
+a { color: {{ accent }}; }
+.header { border-top: 4px solid {{ accent }}; }
+.button { background: {{ accent }}; color: #ffffff; }
+</style>
+</head>
+<body>
+<table role="presentation" class="wrapper" width="100%" cellpadding="0" cellspacing="0">
+<tr><td align="center">
+<table role="presentation" class="container" width="600" cellpadding="0" cellspacing="0">
+<tr><td class="header">
+{%- if logo_url %}<img class="logo" src="{{ logo_url }}" alt="{{ brand }}" height="40">
+{%- else %}<span class="brand">{{ brand }}</span>{% endif -%}
+</td></tr>
+<tr><td class="content">
+{{ body }}
+</td></tr>
+<tr><td class="footer">{{ footer }}<br>{{ powered }}
+{%- if privacy_url %} · <a href="{{ privacy_url }}">{{ privacy }}</a>{% endif %}
+{%- if terms_url %} · <a href="{{ terms_url }}">{{ terms }}</a>{% endif %}</td></tr>
+</table>
+</td></tr>
+</table>
+</body>
+</html>
+"""
+)
+
+
+def _https(value: object) -> str:
+    """Only https URLs from the tenant's branding reach an email: mail clients block http images, and any other
+    scheme (javascript:, data:) has no business in a client's inbox."""
+    text = str(value or "")
+    return text if text.startswith("https://") else ""
+
+
+_INLINER = css_inline.CSSInliner(keep_at_rules=True, load_remote_stylesheets=False)
+
+
+def compose_email(subject_template: str, body_template: str, variables: Mapping[str, Any]) -> RenderedEmail:
+    """The email people receive: the template's content inside the tenant's branded, responsive layout, CSS
+    inlined (css-inline) for mail clients that drop <style>, and a plain-text part that keeps every link."""
+    content = render_email(subject_template, body_template, variables)
+    brand = variables.get("brand") or {}
+    name = str(brand.get("name") or (variables.get("tenant") or {}).get("name") or "")
+    accent = str(brand.get("accent") or "")
+    logo = str(brand.get("logo_url") or "")
+    host_names = str((variables.get("host") or {}).get("names") or "")
+    footer = (
+        LAYOUT_TEXT["footer"].format(name=name, host=host_names)
+        if host_names
+        else LAYOUT_TEXT["footer_no_host"].format(name=name)
+    )
+    markup = _LAYOUT.render(
+        subject=content.subject,
+        styles=_STYLES,
+        accent=email_accent(accent),
+        logo_url=_https(logo),
+        brand=name,
+        body=Markup(content.html),  # noqa: S704 (rendered by the autoescaping Liquid environment above)
+        footer=footer,
+        powered=LAYOUT_TEXT["powered"],
+        privacy_url=_https(brand.get("privacy_url")),
+        terms_url=_https(brand.get("terms_url")),
+        privacy=LAYOUT_TEXT["privacy"],
+        terms=LAYOUT_TEXT["terms"],
+    )
+    inlined = _INLINER.inline(markup)
+    return RenderedEmail(subject=content.subject, html=inlined, text=html_to_text(inlined))
+
+
+_BLOCKS = frozenset({"p", "div", "tr", "table", "h1", "h2", "h3", "h4", "ul", "ol", "li", "blockquote", "br", "hr"})
+_SKIPPED = frozenset({"head", "style", "script", "title"})
+_PARAGRAPHS = frozenset({"p", "h1", "h2", "h3", "h4", "table"})
+
+
+class _TextWriter(HTMLParser):
+    """HTML to readable text: blocks on their own lines, a label cell followed by ': ', and every link kept as
+    'text (url)' (or the bare url when that is its text), so a client reading the text part can still click it."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.out: list[str] = []
+        self._skipping = 0
+        self._links: list[str | None] = []
+        self._link_text: list[str] = []
+        self._label_cell = False
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag in _SKIPPED:
+            self._skipping += 1
+            return
+        attributes = dict(attrs)
+        if tag in _BLOCKS:
+            self.out.append("\n\n" if tag in _PARAGRAPHS else "\n")
+        elif tag == "td":
+            self._label_cell = "label" in (attributes.get("class") or "").split()
+        elif tag == "a":
+            self._links.append(attributes.get("href"))
+            self._link_text = []
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in _SKIPPED:
+            self._skipping = max(0, self._skipping - 1)
+            return
+        if tag in _PARAGRAPHS:
+            self.out.append("\n\n")
+        elif tag == "td":
+            self.out.append(": " if self._label_cell else " ")
+            self._label_cell = False
+        elif tag == "a" and self._links:
+            href = (self._links.pop() or "").strip()
+            text = " ".join("".join(self._link_text).split())
+            if href and not href.startswith("#") and href != text and f"mailto:{text}" != href:
+                self.out.append(f" ({href})")
+
+    def handle_data(self, data: str) -> None:
+        if self._skipping:
+            return
+        # As in a browser, line breaks in the markup are spaces; only blocks and <br> break lines.
+        data = re.sub(r"\s+", " ", data)
+        if self._links:
+            self._link_text.append(data)
+        self.out.append(data)
 
 
 def html_to_text(markup: str) -> str:
-    """A readable plain-text alternative: paragraphs become blank lines, tags go, entities are decoded."""
-    text = _TAGS.sub("", _BREAKS.sub("\n\n", markup))
-    lines = [" ".join(line.split()) for line in html.unescape(text).splitlines()]
+    """A readable plain-text alternative: paragraphs become blank lines, table rows lines, labels 'Label: value',
+    links 'text (url)'; entities are decoded."""
+    writer = _TextWriter()
+    writer.feed(markup)
+    writer.close()
+    lines = [" ".join(line.split()) for line in "".join(writer.out).splitlines()]
+    lines = [line.replace(" :", ":") if line.endswith(" :") else line for line in lines]
     return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip() + "\n"
+
+
+def describe_booking_for_host(booking: Mapping[str, Any]) -> tuple[str, str]:
+    """What the host's calendar entry and PSA records say about a booking, as (text, html): the client, their
+    answers under the questions' labels, the guests, notes and the booking's manage link. Values are escaped in
+    the HTML; the text is for PSA notes, which store plain text."""
+    client = booking["client"]
+    zone = ZoneInfo(client["time_zone"])
+    starts = datetime.fromisoformat(booking["starts_at"])
+    ends = datetime.fromisoformat(booking["ends_at"])
+    when = (
+        f"{starts.astimezone(zone).strftime(_LOCAL)} to {ends.astimezone(zone).strftime('%H:%M')} "
+        f"({describe_zone(client['time_zone'], starts)}, the client's zone)"
+    )
+    rows: list[tuple[str, str]] = [
+        ("Booked through Slotwise", str(booking["type_name"])),
+        ("When", when),
+        ("Client", f"{client['name']} <{client['email']}>"),
+    ]
+    if client.get("guests"):
+        rows.append(("Guests", ", ".join(str(guest) for guest in client["guests"])))
+    rows.extend(answer_rows(booking))
+    if client.get("notes"):
+        rows.append(("Notes", str(client["notes"])))
+    manage = str(booking.get("manage_url") or "")
+    if manage:
+        rows.append(("Manage booking", manage))
+    text = "\n".join(f"{label}: {value}" for label, value in rows)
+    cells = "".join(
+        f"<tr><td><b>{html.escape(label)}</b></td><td>"
+        + (
+            f'<a href="{html.escape(value)}">{html.escape(value)}</a>'
+            if label == "Manage booking"
+            else html.escape(value).replace("\n", "<br>")
+        )
+        + "</td></tr>"
+        for label, value in rows
+    )
+    return text, f"<table>{cells}</table>"

@@ -71,7 +71,7 @@ async def run_booking_journey(page: Page, base: str) -> None:
     await page.get_by_label("Company name").fill("Client Co")
     await page.get_by_role("button", name="Book 15:00").click()
     await expect(page.get_by_role("status")).to_contain_text("You're booked")
-    await expect(page.locator("dl.booking")).to_contain_text("Tuesday 24 November 2026, 15:00")
+    await expect(page.locator("dl.booking")).to_contain_text("Tuesday, 24 November 2026, 15:00")
     await expect(page.locator("dl.booking")).to_contain_text("Dana <b>Client</b>")
 
     await page.get_by_role("link", name="Reschedule").click()
@@ -79,10 +79,13 @@ async def run_booking_journey(page: Page, base: str) -> None:
     await page.get_by_role("link", name="16:00", exact=True).click()
     await page.get_by_role("button", name="Confirm new time").click()
     await expect(page.get_by_role("status")).to_contain_text("moved")
-    await expect(page.locator("dl.booking")).to_contain_text("Wednesday 25 November 2026, 16:00")
+    await expect(page.locator("dl.booking")).to_contain_text("Wednesday, 25 November 2026, 16:00")
 
-    await page.get_by_label("Reason for cancelling (optional)").fill("No longer needed")
-    await page.get_by_role("button", name="Cancel appointment").click()
+    # Cancelling asks first, and asks why.
+    await page.get_by_role("link", name="Cancel appointment").click()
+    await expect(page.get_by_role("heading", name="Cancel this appointment?")).to_be_visible()
+    await page.get_by_label("Reason for cancelling").fill("No longer needed")
+    await page.get_by_role("button", name="Yes, cancel appointment").click()
     await expect(page.get_by_role("status")).to_contain_text("cancelled")
 
 
@@ -92,7 +95,7 @@ async def test_the_booking_page_is_keyboard_accessible_with_labelled_inputs(
     await apply_file(sqlite_database, FIXTURES / "tenant.yaml")
     client = await start_client(sqlite_database, tmp_path, clock)
     try:
-        page = await browser.new_page(viewport=VIEWPORTS["phone"])
+        page = await browser.new_page(viewport=VIEWPORTS["phone"], locale="en-GB")
         await page.goto(
             f"{base_of(client)}/book/acme/intro-call?tz=UTC&date=2026-11-24&start=2026-11-24T15:00:00%2B00:00"
         )

@@ -1211,9 +1211,13 @@ async def running_autotask_server(**options: Any) -> AsyncIterator[FakeAutotaskS
         await server.close()
 
 
-async def _serve(host: str, port: int) -> None:
+async def _serve(host: str, port: int, records_port: int | None = None) -> None:
     server = FakeAutotaskServer()
     await server.start(host, port)
+    if records_port:
+        from tests.fakes.demo_inspector import start_records
+
+        await start_records(lambda: {kind.value: server.records(kind) for kind in PsaRecordKind}, host, records_port)
     print(f"Fake Autotask on {server.base_url}")  # noqa: T201
     print(f"  zone_lookup_url     {server.zone_lookup_url}")  # noqa: T201
     print(f"  username            {server.username}")  # noqa: T201
@@ -1230,9 +1234,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description="Run the fake Autotask REST API with demo credentials.")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8712)
+    parser.add_argument("--records-port", type=int, default=None, help="serve GET /records (JSON) there")
     arguments = parser.parse_args()
     with suppress(KeyboardInterrupt):
-        asyncio.run(_serve(arguments.host, arguments.port))
+        asyncio.run(_serve(arguments.host, arguments.port, arguments.records_port))
 
 
 if __name__ == "__main__":

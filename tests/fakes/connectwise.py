@@ -30,6 +30,7 @@ import json
 import re
 import sys
 from collections.abc import Awaitable, Callable, Iterable
+from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from http import HTTPStatus
@@ -1632,6 +1633,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="A local fake ConnectWise PSA for demos")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8081)
+    parser.add_argument("--records-port", type=int, default=None, help="serve GET /records (JSON) there")
     args = parser.parse_args(argv)
     fake = FakeConnectWiseServer()
     fake.add_contact("Dana Client", "dana@client.example")
@@ -1647,7 +1649,13 @@ def main(argv: list[str] | None = None) -> None:
         f"  member:      {DEMO_MEMBER}\n"
     )
     sys.stdout.flush()
-    web.run_app(fake.build_app(), host=args.host, port=args.port, print=None)
+    from tests.fakes.demo_inspector import run_app_with_records
+
+    def describe() -> dict[str, list[dict[str, Any]]]:
+        return {kind.value: fake.records(kind) for kind in PsaRecordKind}
+
+    with suppress(KeyboardInterrupt):
+        asyncio.run(run_app_with_records(fake.build_app(), args.host, args.port, describe, args.records_port))
 
 
 if __name__ == "__main__":

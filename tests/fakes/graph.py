@@ -681,8 +681,22 @@ async def serve_fake_graph(
             await runner.cleanup()
 
 
-async def _serve_forever(host: str, port: int, tls_port: int) -> None:
+def demo_records(fake: FakeGraphServer) -> dict[str, list[dict[str, Any]]]:
+    """What the demo inspector lists: every calendar event (with its mailbox) and every message sent through Graph."""
+    return {
+        "event": [
+            {"mailbox": mailbox, **event} for mailbox, events in fake.events.items() for event in events.values()
+        ],
+        "sent_mail": [{"mailbox": sent.mailbox, **sent.message} for sent in fake.outbox],
+    }
+
+
+async def _serve_forever(host: str, port: int, tls_port: int, records_port: int | None = None) -> None:
     async with serve_fake_graph(host=host, port=port, tls_port=tls_port) as running:
+        if records_port:
+            from tests.fakes.demo_inspector import start_records
+
+            await start_records(lambda: demo_records(running.fake), host, records_port)
         persistent = Path(tempfile.gettempdir()) / "fake-graph-ca.crt"
         persistent.write_bytes(running.ca_file.read_bytes())
         sys.stdout.write(
@@ -702,10 +716,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8084)
     parser.add_argument("--tls-port", type=int, default=None, help="login (TLS) port; default --port + 1")
+    parser.add_argument("--records-port", type=int, default=None, help="serve GET /records (JSON) there")
     args = parser.parse_args(argv)
     tls_port = args.tls_port if args.tls_port is not None else args.port + 1
     with suppress(KeyboardInterrupt):
-        asyncio.run(_serve_forever(args.host, args.port, tls_port))
+        asyncio.run(_serve_forever(args.host, args.port, tls_port, args.records_port))
 
 
 if __name__ == "__main__":

@@ -28,6 +28,7 @@ import secrets
 import sys
 import uuid
 from collections.abc import Awaitable, Callable
+from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from http import HTTPStatus
@@ -895,6 +896,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="A local fake HaloPSA for demos")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8083)
+    parser.add_argument("--records-port", type=int, default=None, help="serve GET /records (JSON) there")
     args = parser.parse_args(argv)
     fake = FakeHaloPsaServer()
     fake.add_contact("Dana Client", "dana@client.example")
@@ -909,7 +911,14 @@ def main(argv: list[str] | None = None) -> None:
         f"  agent id:      {DEMO_AGENT_ID}\n"
     )
     sys.stdout.flush()
-    web.run_app(fake.build_app(), host=args.host, port=args.port, print=None)
+    from tests.fakes.demo_inspector import run_app_with_records
+
+    def describe() -> dict[str, list[dict[str, Any]]]:
+        kinds = (PsaRecordKind.TICKET, PsaRecordKind.NOTE, PsaRecordKind.SCHEDULE_ENTRY)
+        return {kind.value: fake.records(kind) for kind in kinds}
+
+    with suppress(KeyboardInterrupt):
+        asyncio.run(run_app_with_records(fake.build_app(), args.host, args.port, describe, args.records_port))
 
 
 if __name__ == "__main__":

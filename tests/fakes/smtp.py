@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from email.message import EmailMessage
+from pathlib import Path
 from typing import Any
 
 from aiosmtpd.controller import Controller
@@ -37,6 +38,9 @@ class FakeSmtpServer:
     received: list[ReceivedMail] = field(default_factory=list)
     faults: list[str] = field(default_factory=list)
     port: int = 0
+    spool: Path | None = None
+    """Where the demo keeps what it receives: each accepted message is also written there as NNNN.eml, for the
+    demo inspector's inbox (tests/fakes/demo_inspector.py) and for anyone who wants to open it in a mail app."""
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         if self.faults:
@@ -44,6 +48,10 @@ class FakeSmtpServer:
         parsed = email.message_from_bytes(envelope.content, policy=email.policy.default)
         assert isinstance(parsed, EmailMessage)
         self.received.append(ReceivedMail(envelope.mail_from, list(envelope.rcpt_tos), parsed))
+        if self.spool is not None:
+            self.spool.mkdir(parents=True, exist_ok=True)
+            number = 1 + max((int(path.stem) for path in self.spool.glob("[0-9]*.eml")), default=0)
+            (self.spool / f"{number:04d}.eml").write_bytes(envelope.content)
         return "250 2.0.0 Message accepted"
 
     def mailbox(self, address: str) -> list[EmailMessage]:
@@ -72,8 +80,8 @@ class FakeSmtpServer:
 
 
 @contextmanager
-def running_smtp_server() -> Iterator[FakeSmtpServer]:
-    fake = FakeSmtpServer()
+def running_smtp_server(spool: Path | None = None) -> Iterator[FakeSmtpServer]:
+    fake = FakeSmtpServer(spool=spool)
     # aiosmtpd checks readiness by connecting to the configured port, so port 0 won't do: pick a free one.
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -102,6 +110,7 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=8125)
     parser.add_argument("--username", default="slotwise")
     parser.add_argument("--password", default="demo-smtp-password")
+    parser.add_argument("--spool", type=Path, default=None, help="also write each message there as NNNN.eml")
     args = parser.parse_args()
     # The stand-in asks for AUTH without TLS on purpose (loopback only); aiosmtpd's warnings about it are noise here.
     warnings.filterwarnings("ignore")
@@ -115,7 +124,7 @@ def main() -> None:
                 print(f"[smtp] to {', '.join(mail.envelope_to)}: {mail.message['Subject']}", flush=True)  # noqa: T201
             return reply
 
-    fake = Printing(username=args.username, password=args.password, port=args.port)
+    fake = Printing(username=args.username, password=args.password, port=args.port, spool=args.spool)
     controller = Controller(
         fake,
         hostname="127.0.0.1",

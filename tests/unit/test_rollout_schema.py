@@ -144,7 +144,7 @@ def schema_problems(value: Any, schema: dict[str, Any], defs: dict[str, Any], pa
 def test_the_json_schema_is_produced_and_the_demo_fits_it() -> None:
     schema = tenant_file_json_schema()
     assert schema["title"] == "Slotwise tenant file"
-    assert set(schema["properties"]) == {"tenant", "users", "teams", "appointment_types", "integrations"}
+    assert set(schema["properties"]) == {"tenant", "branding", "users", "teams", "appointment_types", "integrations"}
     assert schema["required"] == ["tenant"]
     # Dates must reach the schema as the text the file holds, not as the date objects safe_load makes of them.
     demo = _dates_as_text(yaml.safe_load(DEMO.read_text()))
