@@ -7,14 +7,16 @@ is never trusted on its own.
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import UTC, date, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from cards.booking_event import render_booking_event
 from cards.booking_link import render_booking_link, render_booking_link_preview
 from cards.failures import render_failures
 from cards.links import render_links
@@ -24,6 +26,8 @@ from cards.personal_chat import PersonalChatView, render_personal_chat
 from cards.team import render_team
 from cards.upcoming import render_upcoming
 from cards.views import (
+    BookingChange,
+    BookingEventView,
     BookingItem,
     BookingLinkView,
     Command,
@@ -32,6 +36,7 @@ from cards.views import (
     LinksView,
     NoticeView,
     PageView,
+    TeamChoice,
     TeamMember,
     TeamView,
     TypeLink,
@@ -43,14 +48,30 @@ from scheduling.errors import SlotwiseError
 from scheduling.model import Booking, TeamsIdentity, TypeSummary, UpcomingBooking
 from scheduling.ports import Clock, TeamsDirectory
 from scheduling.service import Scheduler
+from storage.bot_queries import (
+    count_upcoming,
+    failed_step_rows,
+    host_phrases,
+    last_reschedule_request,
+    type_facts,
+)
 from storage.database import Database
-from workflows.dispatch import NoEmailConnection
-from workflows.outbox import retry_job
-from workflows.status import failed_steps, join_urls
+from workflows.dispatch import RESCHEDULE_REQUESTED, NoEmailConnection
+from workflows.outbox import Job, retry_job
+from workflows.status import join_urls
 
 Card = dict[str, Any]
 MAX_TEXT = 2000
 """Longer messages are not commands; Teams itself caps a chat message at about 28 KB."""
+MAX_OFFSET = 1000
+"""How far "Show more" pages into a list; past that, filters are the better tool (and each page stays cheap)."""
+TEAM_PAGE = 15
+"""Bookings per page of the team card (cards/team.py shows at most 15)."""
+FAILURES_SHOWN = 11
+"""Failed steps fetched for the card: its 10, and one more so it can say there are more."""
+RESCHEDULE_LINK_QUIET = timedelta(minutes=5)
+"""After a reschedule link went to a client, further presses within this time send nothing: a host who presses
+three times (or a card whose answer was slow) must not email the client three identical links."""
 
 
 class Intent(StrEnum):
@@ -142,11 +163,16 @@ class ChatDeps:
     manage_url_for: Callable[[Booking], str]
     request_reschedule: RequestReschedule
     upcoming_limit: int = 10
+    """Bookings per page of the "upcoming" card."""
 
 
 class ChatService:
     def __init__(self, deps: ChatDeps) -> None:
         self._deps = deps
+        # One reschedule-link send at a time per booking in this process, so two presses that arrive together
+        # cannot both pass the "sent a moment ago?" check before either has queued its email.
+        # (lock, how many presses hold or wait for it); the entry goes when the last one is done.
+        self._sending: dict[str, tuple[asyncio.Lock, int]] = {}
 
     def welcome(self, identity: TeamsIdentity) -> Card:
         commands = COMMANDS + MANAGER_COMMANDS if identity.is_manager else COMMANDS
@@ -219,21 +245,28 @@ class ChatService:
         """(card, preview) pairs for the message extension, filtered by the words the rep typed."""
         words = query.lower().split()
         found = []
-        for summary in await self._deps.directory.types_for_user(identity.tenant_id, identity.user_id):
-            haystack = f"{summary.name} {summary.slug} {summary.description}".lower()
-            if all(word in haystack for word in words):
-                view = BookingLinkView(
-                    host_name=identity.name,
-                    type_name=summary.name,
-                    duration_minutes=summary.duration_minutes,
-                    location=summary.location.describe(),
-                    url=self._type_url(identity, summary),
-                    description=summary.description,
-                )
-                found.append((render_booking_link(view), render_booking_link_preview(view)))
+        summaries = [
+            summary
+            for summary in await self._deps.directory.types_for_user(identity.tenant_id, identity.user_id)
+            if all(word in f"{summary.name} {summary.slug} {summary.description}".lower() for word in words)
+        ]
+        # Round robin books the team, a panel books everyone on it: the card says so, not just this rep's name.
+        hosts = await host_phrases(self._deps.database, identity.tenant_id, [s.type_id for s in summaries])
+        for summary in summaries:
+            view = BookingLinkView(
+                host_name=hosts.get(summary.type_id) or identity.name,
+                type_name=summary.name,
+                duration_minutes=summary.duration_minutes,
+                location=summary.location.describe(),
+                url=self._type_url(identity, summary),
+                description=summary.description,
+            )
+            found.append((render_booking_link(view), render_booking_link_preview(view)))
         return found
 
-    async def _items(self, identity: TeamsIdentity, found: Sequence[UpcomingBooking]) -> tuple[BookingItem, ...]:
+    async def _items(
+        self, identity: TeamsIdentity, found: Sequence[UpcomingBooking], *, sent_to: str | None = None
+    ) -> tuple[BookingItem, ...]:
         links = await join_urls(self._deps.database, identity.tenant_id, [item.booking_id for item in found])
         return tuple(
             BookingItem(
@@ -245,16 +278,28 @@ class ChatService:
                 ends_at=item.ends_at,
                 join_url=links.get(item.booking_id),
                 host_names=item.host_names,
+                reschedule_link_sent=item.booking_id == sent_to,
             )
             for item in found
         )
 
-    async def upcoming(self, identity: TeamsIdentity, zone: ZoneInfo, notice: str | None = None) -> Card:
-        found = await self._deps.directory.upcoming(
-            identity.tenant_id, [identity.user_id], self._deps.clock.now(), self._deps.upcoming_limit + 1
-        )
-        items = await self._items(identity, found)
-        return render_upcoming(UpcomingView(time_zone=zone, bookings=items, notice=notice))
+    async def upcoming(
+        self,
+        identity: TeamsIdentity,
+        zone: ZoneInfo,
+        notice: str | None = None,
+        *,
+        offset: int = 0,
+        sent_to: str | None = None,
+    ) -> Card:
+        """One page of the rep's upcoming bookings from `offset`, with the whole list's count. `sent_to` is a booking
+        whose reschedule link just went out: its button then reads "sent"."""
+        page = self._deps.upcoming_limit
+        now = self._deps.clock.now()
+        found = await self._deps.directory.upcoming(identity.tenant_id, [identity.user_id], now, offset + page)
+        total = await count_upcoming(self._deps.database, identity.tenant_id, [identity.user_id], now)
+        items = await self._items(identity, found[offset : offset + page], sent_to=sent_to)
+        return render_upcoming(UpcomingView(time_zone=zone, bookings=items, notice=notice, total=total, offset=offset))
 
     async def team(self, identity: TeamsIdentity, zone: ZoneInfo, data: Mapping[str, Any]) -> Card:
         if not identity.is_manager:
@@ -262,38 +307,61 @@ class ChatService:
         rosters = await self._deps.directory.teams_for(identity)
         if not rosters:
             return notice_card("No team to show", "You don't manage a team in Slotwise yet.")
-        wanted = str(data.get("teamId") or "")
+        # The team picker's input ("team") wins over the button's team ("teamId"): a manager who picks another
+        # team and presses Filter wants that team. A page of the old team makes no sense in the new one.
+        shown = str(data.get("teamId") or "")
+        wanted = str(data.get("team") or "") or shown
         roster = next((item for item in rosters if item.team_id == wanted), rosters[0])
+        offset = _offset(data) if roster.team_id == shown else 0
         member_ids = [member for member, _name in roster.members]
         member = str(data.get("member") or "") or None
         if member is not None and member not in member_ids:
             member = None
+        hosts = [member] if member else member_ids
         day = _parse_day(data.get("day"))
         now = self._deps.clock.now()
         starts_from = now
+        within = None
         if day is not None:
-            starts_from = max(now, datetime.combine(day, datetime.min.time(), zone))
+            day_start = datetime.combine(day, datetime.min.time(), zone)
+            within = (day_start, datetime.combine(day + timedelta(days=1), datetime.min.time(), zone))
+            starts_from = max(now, day_start)
+        # A day's bookings follow any that started the day before and run past midnight, so a day view reads a
+        # little further than its page.
         found = await self._deps.directory.upcoming(
-            identity.tenant_id, [member] if member else member_ids, starts_from, 200
+            identity.tenant_id, hosts, starts_from, offset + TEAM_PAGE + (200 if day else 0)
         )
         if day is not None:
             found = [item for item in found if item.starts_at.astimezone(zone).date() == day]
+        total = await count_upcoming(self._deps.database, identity.tenant_id, hosts, now, starts_within=within)
         return render_team(
             TeamView(
                 team_id=roster.team_id,
                 team_name=roster.name,
                 time_zone=zone,
                 members=tuple(TeamMember(user_id, name) for user_id, name in roster.members),
-                bookings=await self._items(identity, found),
+                bookings=await self._items(identity, found[offset : offset + TEAM_PAGE]),
                 member_filter=member,
                 day_filter=day.isoformat() if day else None,
+                total=total,
+                offset=offset,
+                teams=tuple(TeamChoice(item.team_id, item.name) for item in rosters),
             )
         )
+
+    async def _visible_hosts(self, identity: TeamsIdentity) -> list[str] | None:
+        """Whose bookings' failed steps this manager sees: their teams' members; None (everyone) for an admin."""
+        if identity.role == "admin":
+            return None
+        rosters = await self._deps.directory.teams_for(identity)
+        return sorted({member for roster in rosters for member, _name in roster.members})
 
     async def failures(self, identity: TeamsIdentity, zone: ZoneInfo, notice: str | None = None) -> Card:
         if not identity.is_manager:
             return _manager_only("failed workflow steps")
-        jobs = await failed_steps(self._deps.database, identity.tenant_id, limit=11)
+        hosts = await self._visible_hosts(identity)
+        rows = await failed_step_rows(self._deps.database, identity.tenant_id, hosts, FAILURES_SHOWN)
+        jobs = [Job.from_row(row) for row in rows]
         steps = tuple(
             FailedStep(
                 job_id=str(job.id),
@@ -326,7 +394,7 @@ class ChatService:
         if personal_chat_url is not None and verb in _PRIVATE_VERBS:
             return _personal_chat_note(_PRIVATE_VERBS[verb], personal_chat_url)
         if verb == "refreshUpcoming":
-            return await self.upcoming(identity, zone)
+            return await self.upcoming(identity, zone, offset=_offset(data))
         if verb == "cancelBooking":
             return await self._cancel(identity, data, zone)
         if verb == "sendRescheduleLink":
@@ -356,32 +424,121 @@ class ChatService:
         raise ActionRefused("I couldn't find that booking among yours.")
 
     async def _cancel(self, identity: TeamsIdentity, data: Mapping[str, Any], zone: ZoneInfo) -> Card:
+        from_event = data.get("card") == "event"
         try:
             booking = await self._booking_for_action(identity, data)
+        except (ActionRefused, SlotwiseError) as exc:
+            return await self.upcoming(identity, zone, notice=f"Nothing was cancelled: {_message(exc)}")
+        try:
             reason = data.get(f"reason_{booking.booking_id}", "")
             reason = reason.strip() if isinstance(reason, str) else ""
             cancelled = await self._deps.scheduler.cancel(booking, reason or f"Cancelled by {identity.name}")
-        except (ActionRefused, SlotwiseError) as exc:
-            return await self.upcoming(identity, zone, notice=f"Nothing was cancelled: {_message(exc)}")
+        except SlotwiseError as exc:
+            notice = f"Nothing was cancelled: {_message(exc)}"
+            if from_event:
+                return await self._event_card(identity, booking, zone, data, notice)
+            return await self.upcoming(identity, zone, notice=notice)
         when = cancelled.starts_at.astimezone(zone).strftime("%a %d %b %H:%M")
-        return await self.upcoming(
-            identity, zone, notice=f"Cancelled {when} with {cancelled.client.name}. The client is told by email."
-        )
+        notice = f"Cancelled {when} with {cancelled.client.name}. The client is told by email."
+        if from_event:
+            return await self._event_card(identity, cancelled, zone, data, notice)
+        return await self.upcoming(identity, zone, notice=notice)
 
     async def _send_reschedule_link(self, identity: TeamsIdentity, data: Mapping[str, Any], zone: ZoneInfo) -> Card:
+        from_event = data.get("card") == "event"
         try:
             booking = await self._booking_for_action(identity, data)
-            self._deps.scheduler.check_changeable(booking)
         except (ActionRefused, SlotwiseError) as exc:
             return await self.upcoming(identity, zone, notice=f"No link was sent: {_message(exc)}")
+
+        async def answer(notice: str, *, sent: bool) -> Card:
+            if from_event:
+                return await self._event_card(identity, booking, zone, data, notice, link_sent=sent)
+            return await self.upcoming(identity, zone, notice=notice, sent_to=booking.booking_id if sent else None)
+
         try:
-            await self._deps.request_reschedule(booking, identity.name)
-        except NoEmailConnection as exc:
-            link = self._deps.manage_url_for(booking)
-            return await self.upcoming(identity, zone, notice=f"{exc}. Send the client this link yourself: {link}")
-        return await self.upcoming(
-            identity, zone, notice=f"Sent {booking.client.name} a link to pick a new time ({booking.client.email})."
+            self._deps.scheduler.check_changeable(booking)
+        except SlotwiseError as exc:
+            return await answer(f"No link was sent: {_message(exc)}", sent=False)
+        lock, users = self._sending.get(booking.booking_id, (asyncio.Lock(), 0))
+        self._sending[booking.booking_id] = (lock, users + 1)
+        try:
+            async with lock:
+                # Outbox rows are stamped with the system clock (workflows/outbox.py), so the window is too.
+                earlier = await last_reschedule_request(
+                    self._deps.database,
+                    identity.tenant_id,
+                    booking.booking_id,
+                    f"{booking.booking_id}:{RESCHEDULE_REQUESTED}:",
+                    datetime.now(UTC) - RESCHEDULE_LINK_QUIET,
+                )
+                if earlier is not None:
+                    at = earlier.replace(tzinfo=earlier.tzinfo or UTC).astimezone(zone).strftime("%H:%M")
+                    return await answer(
+                        f"A link to pick a new time already went to {booking.client.name} at {at}; "
+                        "I won't send another within a few minutes.",
+                        sent=True,
+                    )
+                try:
+                    await self._deps.request_reschedule(booking, identity.name)
+                except NoEmailConnection as exc:
+                    link = self._deps.manage_url_for(booking)
+                    return await answer(f"{exc}. Send the client this link yourself: {link}", sent=False)
+        finally:
+            lock, users = self._sending[booking.booking_id]
+            if users == 1:
+                del self._sending[booking.booking_id]
+            else:
+                self._sending[booking.booking_id] = (lock, users - 1)
+        return await answer(
+            f"Sent {booking.client.name} a link to pick a new time ({booking.client.email}).", sent=True
         )
+
+    async def _event_card(
+        self,
+        identity: TeamsIdentity,
+        booking: Booking,
+        zone: ZoneInfo,
+        data: Mapping[str, Any],
+        notice: str,
+        *,
+        link_sent: bool = False,
+    ) -> Card:
+        """The host's booking card again, from the database, with `notice` under its headline: an action on that
+        card answers in place, and the client's answers (a phone number, say) must not vanish from the chat."""
+        facts = await type_facts(self._deps.database, identity.tenant_id, booking.type_id)
+        answers = dict(booking.client.answers)
+        rows: list[tuple[str, str]] = []
+        for key, label in facts.questions if facts else ():
+            value = str(answers.pop(key, "") or "")
+            if value:
+                rows.append((label or key, value))
+        rows.extend((str(key), str(value)) for key, value in answers.items() if value)
+        if booking.status.value == "cancelled":
+            change = BookingChange.CANCELLED
+        else:
+            raw = str(data.get("change") or "")
+            change = BookingChange(raw) if raw in _EVENT_CHANGES else BookingChange.BOOKED
+        links = await join_urls(self._deps.database, identity.tenant_id, [booking.booking_id])
+        ticket = data.get("ticket")
+        view = BookingEventView(
+            change=change,
+            booking_id=booking.booking_id,
+            type_name=facts.name if facts else "",
+            client_name=booking.client.name,
+            client_email=booking.client.email,
+            starts_at=booking.starts_at,
+            ends_at=booking.ends_at,
+            time_zone=zone,
+            join_url=links.get(booking.booking_id),
+            reason=booking.cancel_reason,
+            answers=tuple(rows),
+            # Shown back only to the host who pressed the button, escaped like everything else on the card.
+            ticket_number=ticket[:64] if isinstance(ticket, str) else "",
+            notice=notice,
+            reschedule_link_sent=link_sent,
+        )
+        return render_booking_event(view)
 
     async def _retry(self, identity: TeamsIdentity, data: Mapping[str, Any], zone: ZoneInfo) -> Card:
         if not identity.is_manager:
@@ -390,6 +547,14 @@ class ChatService:
         raw = str(raw) if isinstance(raw, (str, int)) else ""
         if not raw.isdigit() or len(raw) > 18:
             return await self.failures(identity, zone, notice="That card did not say which step to retry.")
+        hosts = await self._visible_hosts(identity)
+        if hosts is not None:
+            # A manager retries only their teams' steps, the ones their card lists.
+            mine = await failed_step_rows(self._deps.database, identity.tenant_id, hosts, None, job_id=int(raw))
+            if not mine:
+                return await self.failures(
+                    identity, zone, notice="That step is no longer failed, so there is nothing to retry."
+                )
         if await retry_job(self._deps.database, identity.tenant_id, int(raw)):
             return await self.failures(identity, zone, notice="Retrying now. The step will run again in a moment.")
         return await self.failures(
@@ -422,6 +587,18 @@ def _manager_only(what: str) -> Card:
         "That's for managers",
         f"Sorry, {what} are only shown to team managers. Ask me for 'upcoming' to see your own bookings.",
     )
+
+
+_EVENT_CHANGES = frozenset(change.value for change in BookingChange)
+
+
+def _offset(data: Mapping[str, Any]) -> int:
+    """The "Show more" button's offset: a whole number from 0 to MAX_OFFSET, anything else is 0."""
+    raw = data.get("offset")
+    if isinstance(raw, bool) or not isinstance(raw, (int, str)):
+        return 0
+    text = str(raw)
+    return min(int(text), MAX_OFFSET) if text.isdigit() and len(text) <= 6 else 0
 
 
 def _message(exc: Exception) -> str:

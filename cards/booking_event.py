@@ -7,8 +7,18 @@ from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from cards.elements import Element, adaptive_card, execute, fit_to_budget, heading, open_url, text_block
+from cards.elements import (
+    Element,
+    adaptive_card,
+    container,
+    fit_to_budget,
+    heading,
+    message_back,
+    open_url,
+    text_block,
+)
 from cards.text import escape_markdown, format_moment, format_when
+from cards.upcoming import cancel_action, reschedule_action
 from cards.views import BookingChange, BookingEventView
 
 MAX_ANSWERS = 20
@@ -31,6 +41,8 @@ def render_booking_event(view: BookingEventView) -> dict[str, Any]:
     ]
     if view.change is BookingChange.RESCHEDULED and view.previous_starts_at is not None:
         body.append(_previous_time(view.previous_starts_at, view.time_zone))
+    if view.notice:
+        body.append(container([text_block(escape_markdown(view.notice, 500))], style="good", spacing="Medium"))
     when = format_when(view.starts_at, view.ends_at, view.time_zone)
     facts = [
         ("When", when),
@@ -42,10 +54,19 @@ def render_booking_event(view: BookingEventView) -> dict[str, Any]:
     if view.change is BookingChange.CANCELLED:
         facts.append(("Reason", escape_markdown(view.reason, 500) if view.reason.strip() else "No reason given"))
     actions: list[Element] = []
-    # A cancelled meeting has nothing to join; its Teams meeting is being removed by the workflow.
-    if view.join_url and view.change is not BookingChange.CANCELLED:
-        actions.append(open_url("Join", view.join_url))
-    actions.append(execute("My upcoming bookings", "refreshUpcoming", {}))
+    # A cancelled meeting has nothing to join, reschedule or cancel; its Teams meeting is being removed.
+    if view.change is not BookingChange.CANCELLED:
+        if view.join_url:
+            actions.append(open_url("Join", view.join_url))
+        # The buttons name this card, so the bot answers with this card again (the answers stay in the chat).
+        data = {"bookingId": view.booking_id, "card": "event", "change": view.change.value}
+        if view.ticket_number:
+            data["ticket"] = view.ticket_number[:64]
+        actions.append(reschedule_action(data, sent=view.reschedule_link_sent))
+        actions.append(cancel_action(view.booking_id, data))
+    # A typed "upcoming", so the list arrives as a new message and this card (with the answers) stays as it is;
+    # an Action.Execute would replace this card with the list.
+    actions.append(message_back("My upcoming bookings", "upcoming"))
 
     def build(answers: Sequence[Element], hidden: int) -> Element:
         rows = [*({"title": title, "value": value} for title, value in facts), *answers]

@@ -17,16 +17,18 @@ from cards.elements import (
     execute,
     fit_to_budget,
     heading,
-    more_line,
     subtle,
     text_block,
 )
 from cards.text import clean_text, escape_markdown, format_day
-from cards.views import BookingItem, TeamView
+from cards.upcoming import page_line
+from cards.views import BookingItem, TeamChoice, TeamView
 
 MAX_BOOKINGS = 15
 MAX_MEMBERS = 40
 """Choices in the member filter; the dropdown stays usable and the card within Teams' size limit."""
+MAX_TEAMS = 40
+"""Teams in the team picker of a manager of many."""
 MEMBER_NAME_LIMIT = 60
 EVERYONE = "*"
 """The member filter's value for "Everyone". Not "": the adaptivecards SDK rejects a choice with an empty value
@@ -48,13 +50,22 @@ def render_team(view: TeamView) -> dict[str, Any]:
     ]
     bookings = unique_bookings(view.bookings)
     if not bookings:
-        empty = "No upcoming bookings match this filter." if member or day else "No upcoming bookings."
+        if view.offset:
+            empty = "No more bookings match this filter."
+        else:
+            empty = "No upcoming bookings match this filter." if member or day else "No upcoming bookings."
         return adaptive_card([*top, text_block(empty, spacing="Medium")])
+    total = max(view.total if view.total is not None else 0, view.offset + len(bookings))
 
-    def build(items: Sequence[Element], hidden: int) -> Element:
+    def build(items: Sequence[Element], _hidden: int) -> Element:
         body = [*top, *items]
-        if hidden:
-            body.append(more_line(hidden, "filter by member or day to see them"))
+        end = view.offset + len(items)
+        if view.offset or end < total:
+            body.append(page_line(view.offset, end, total))
+        if end < total:
+            # The filter inputs ride along with the button, so the next page keeps the member and day.
+            more = execute("Show more", "filterTeam", {"teamId": view.team_id, "offset": end})
+            body.append(action_set([more], spacing="Small"))
         return adaptive_card(body)
 
     return fit_to_budget(build, partial(_render_booking, tz=view.time_zone), bookings, MAX_BOOKINGS)
@@ -69,6 +80,25 @@ def _filter_row(view: TeamView, member: str | None, day: date | None) -> Element
     choices = [{"title": "Everyone", "value": EVERYONE}] + [
         {"title": clean_text(m.name, MEMBER_NAME_LIMIT) or "(no name)", "value": m.user_id} for m in members
     ]
+    team_inputs: list[Element] = []
+    teams = [team for team in view.teams if team.team_id][:MAX_TEAMS]
+    if teams and all(team.team_id != view.team_id for team in teams):
+        teams.append(TeamChoice(view.team_id, view.team_name))
+    if len(teams) > 1:
+        # Not "teamId": that is the Filter button's data, and Teams merges inputs and data into one object.
+        team_inputs.append(
+            {
+                "type": "Input.ChoiceSet",
+                "id": "team",
+                "label": "Team",
+                "style": "compact",
+                "choices": [
+                    {"title": clean_text(team.name, MEMBER_NAME_LIMIT) or "(no name)", "value": team.team_id}
+                    for team in teams
+                ],
+                "value": view.team_id,
+            }
+        )
     member_input = {
         "type": "Input.ChoiceSet",
         "id": "member",
@@ -82,6 +112,7 @@ def _filter_row(view: TeamView, member: str | None, day: date | None) -> Element
         day_input["value"] = day.isoformat()
     return container(
         [
+            *team_inputs,
             member_input,
             day_input,
             action_set([execute("Filter", "filterTeam", {"teamId": view.team_id})], spacing="Small"),

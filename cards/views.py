@@ -71,6 +71,8 @@ class BookingItem:
     join_url: str | None
     host_names: tuple[str, ...] = ()
     """Shown on the team card; empty on a rep's own list."""
+    reschedule_link_sent: bool = False
+    """A reschedule link went to the client a moment ago: the button says so and is disabled."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,11 +81,21 @@ class UpcomingView:
     bookings: tuple[BookingItem, ...]
     notice: str | None = None
     """A line shown above the list after an action, e.g. "Cancelled the 10:00 call with Dana Fox"."""
+    total: int | None = None
+    """How many upcoming bookings there are in all (None: `bookings` is everything there is)."""
+    offset: int = 0
+    """How many came before `bookings[0]`: the page's place in the whole list, for "Show more"."""
 
 
 @dataclass(frozen=True, slots=True)
 class TeamMember:
     user_id: str
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class TeamChoice:
+    team_id: str
     name: str
 
 
@@ -98,6 +110,12 @@ class TeamView:
     """A user id from `members`, or None for everyone."""
     day_filter: str | None = None
     """An ISO date (YYYY-MM-DD) in `time_zone`, or None for every upcoming day."""
+    total: int | None = None
+    """How many bookings match the filter in all (None: `bookings` is everything there is)."""
+    offset: int = 0
+    """How many matching bookings came before `bookings[0]`."""
+    teams: tuple[TeamChoice, ...] = ()
+    """Every team the manager may look at, to switch between; the card shows no picker for fewer than two."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,6 +167,9 @@ class BookingEventView:
     """Intake form answers as (label, value)."""
     ticket_number: str = ""
     """The PSA ticket the booking is on, as the PSA shows it; empty when there is none (yet)."""
+    notice: str | None = None
+    """A line shown under the headline after the host acted on this card, e.g. "Sent Dana a link"."""
+    reschedule_link_sent: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,6 +177,7 @@ class BookingLinkView:
     """The card a rep inserts into any chat from the message extension."""
 
     host_name: str
+    """Who the client books: the rep, "the Sales team" (round robin) or "Alice and Bob" (a panel)."""
     type_name: str
     duration_minutes: int
     location: str

@@ -50,6 +50,7 @@ from cards.views import (
     LinksView,
     NoticeView,
     PageView,
+    TeamChoice,
     TeamMember,
     TeamView,
     TypeLink,
@@ -194,6 +195,16 @@ def upcoming_views() -> dict[str, UpcomingView]:
         "hostile": UpcomingView(NEW_YORK, tuple(booking(n, name=HOSTILE) for n in range(3)), notice=HOSTILE),
         "over_cap": UpcomingView(NEW_YORK, tuple(booking(n) for n in range(11))),
         "maximal": UpcomingView(NEW_YORK, tuple(long_booking(n) for n in range(200)), notice=LONG),
+        # The bot sends one page and the whole list's count.
+        "first_page": UpcomingView(NEW_YORK, tuple(booking(n) for n in range(10)), total=23),
+        "middle_page": UpcomingView(NEW_YORK, tuple(booking(n) for n in range(10, 20)), total=23, offset=10),
+        "last_page": UpcomingView(NEW_YORK, tuple(booking(n) for n in range(20, 23)), total=23, offset=20),
+        "past_the_end": UpcomingView(NEW_YORK, (), total=23, offset=30),
+        "link_sent": UpcomingView(
+            NEW_YORK,
+            (replace(booking(0), reschedule_link_sent=True), booking(1, name="Lee Chen")),
+            notice="Sent Dana Fox a link to pick a new time (client0@fabrikam.example).",
+        ),
     }
 
 
@@ -214,6 +225,25 @@ def team_views() -> dict[str, TeamView]:
             "u-evil",
         ),
         "over_cap": TeamView("team-1", "East sales", NEW_YORK, MEMBERS, tuple(booking(n) for n in range(16))),
+        "several_teams_paged": TeamView(
+            "team-2",
+            "West sales",
+            NEW_YORK,
+            MEMBERS,
+            tuple(booking(n, hosts=("Alex Kim",)) for n in range(15, 30)),
+            "u-alex",
+            total=40,
+            offset=15,
+            teams=(TeamChoice("team-1", "East sales"), TeamChoice("team-2", "West sales")),
+        ),
+        "hostile_teams": TeamView(
+            "team-1",
+            HOSTILE,
+            NEW_YORK,
+            MEMBERS,
+            (),
+            teams=(TeamChoice("team-1", HOSTILE), TeamChoice("team-2", LONG)),
+        ),
         "maximal": TeamView(
             "team-1",
             LONG,
@@ -260,6 +290,17 @@ def booking_event_views() -> dict[str, BookingEventView]:
         ),
         "cancelled": replace(booked, change=BookingChange.CANCELLED, reason="Something came up, sorry!", answers=()),
         "cancelled_no_reason": replace(booked, change=BookingChange.CANCELLED, join_url=None, answers=()),
+        "link_sent": replace(
+            booked,
+            notice="Sent Dana Fox a link to pick a new time (dana@fabrikam.example).",
+            reschedule_link_sent=True,
+        ),
+        "cancelled_from_card": replace(
+            booked,
+            change=BookingChange.CANCELLED,
+            reason="Cancelled by Alex Kim",
+            notice="Cancelled Tue 24 Nov 10:00 with Dana Fox. The client is told by email.",
+        ),
         "hostile": BookingEventView(
             BookingChange.CANCELLED,
             "bk-1",
@@ -272,6 +313,20 @@ def booking_event_views() -> dict[str, BookingEventView]:
             reason=HOSTILE,
             answers=((HOSTILE, HOSTILE),),
             ticket_number=HOSTILE,
+            notice=HOSTILE,
+        ),
+        "hostile_booked": BookingEventView(
+            BookingChange.BOOKED,
+            HOSTILE,
+            HOSTILE,
+            HOSTILE,
+            HOSTILE,
+            START,
+            START + HALF_HOUR,
+            NEW_YORK,
+            answers=((HOSTILE, HOSTILE),),
+            ticket_number=HOSTILE,
+            notice=HOSTILE,
         ),
         "maximal": BookingEventView(
             BookingChange.RESCHEDULED,
@@ -301,6 +356,12 @@ def booking_link_views() -> dict[str, BookingLinkView]:
             "A quick call to see whether we are a fit. Bring your questions about backups and licensing.",
         ),
         "no_description": BookingLinkView("Alex Kim", "Quarterly review", 90, "Phone call", "https://b.example/q"),
+        "round_robin": BookingLinkView(
+            "the Sales team", "Discovery call", 30, "Microsoft Teams meeting", "https://b.example/discovery"
+        ),
+        "panel": BookingLinkView(
+            "Alice Adams and Bob Brown", "Proposal review", 60, "Phone call", "https://b.example/p"
+        ),
         "hostile": BookingLinkView(HOSTILE, HOSTILE, 45, HOSTILE, "https://b.example/q", HOSTILE * 50),
     }
 
@@ -469,8 +530,6 @@ def test_every_card_fits_in_a_teams_message(name: str) -> None:
 @pytest.mark.parametrize(
     ("name", "total", "cap"),
     [
-        ("upcoming-maximal", 200, 10),
-        ("team-maximal", 200, 15),
         ("failures-maximal", 200, 10),
         ("links-hostile", 200, 20),
     ],
@@ -486,8 +545,6 @@ def test_long_lists_show_what_fits_and_count_the_rest(name: str, total: int, cap
 @pytest.mark.parametrize(
     ("name", "shown", "hidden_line"),
     [
-        ("upcoming-over_cap", 10, "and 1 more — open Slotwise to see all"),
-        ("team-over_cap", 15, "and 1 more — "),
         ("failures-over_cap", 10, "and 1 more — "),
     ],
 )
@@ -496,6 +553,75 @@ def test_lists_are_capped_even_when_everything_would_fit(name: str, shown: int, 
     items = [item for item in card["body"] if item["type"] == "Container" and item.get("separator")]
     assert len(items) == shown
     assert hidden_line in all_texts(card)
+
+
+def list_items(card: dict[str, Any]) -> list[dict[str, Any]]:
+    return [item for item in card["body"] if item["type"] == "Container" and item.get("separator")]
+
+
+@pytest.mark.parametrize(
+    ("name", "verb", "total", "cap"),
+    [
+        ("upcoming-maximal", "refreshUpcoming", 200, 10),
+        ("upcoming-over_cap", "refreshUpcoming", 11, 10),
+        ("team-maximal", "filterTeam", 200, 15),
+        ("team-over_cap", "filterTeam", 16, 15),
+    ],
+)
+def test_paged_lists_show_what_fits_count_all_and_offer_the_next_page(
+    name: str, verb: str, total: int, cap: int
+) -> None:
+    card = CARDS[name]
+    shown = len(list_items(card))
+    assert 1 <= shown <= cap
+    assert f"Showing 1{DASH}{shown} of {total}" in all_texts(card)
+    more = [action for action in execute_actions(card, verb) if action["title"] == "Show more"]
+    assert len(more) == 1
+    assert more[0]["data"]["offset"] == shown
+    assert card_size(card) < TEAMS_MESSAGE_LIMIT
+
+
+def test_upcoming_pages_count_from_the_whole_list_not_the_page() -> None:
+    first, middle, last = (CARDS[f"upcoming-{name}"] for name in ("first_page", "middle_page", "last_page"))
+    assert f"Showing 1{DASH}10 of 23" in all_texts(first)
+    assert [a["data"] for a in execute_actions(first, "refreshUpcoming")] == [{"offset": 10}, {}]
+    assert f"Showing 11{DASH}20 of 23" in all_texts(middle)
+    assert [a["data"] for a in execute_actions(middle, "refreshUpcoming")] == [{"offset": 20}, {}]
+    assert f"Showing 21{DASH}23 of 23" in all_texts(last)
+    # The last page has no Show more, only Refresh (back to the first page).
+    assert [a["title"] for a in execute_actions(last, "refreshUpcoming")] == ["Refresh"]
+    assert "more" not in all_texts(last).replace("No more", "")
+    assert "No more upcoming bookings." in all_texts(CARDS["upcoming-past_the_end"])
+    # A list that fits on one page says nothing about pages.
+    assert "Showing" not in all_texts(CARDS["upcoming-typical"])
+
+
+def test_team_pages_keep_the_team_and_let_a_manager_of_several_pick_one() -> None:
+    card = CARDS["team-several_teams_paged"]
+    assert f"Showing 16{DASH}30 of 40" in all_texts(card)
+    (more,) = [a for a in execute_actions(card, "filterTeam") if a["title"] == "Show more"]
+    assert more["data"] == {"teamId": "team-2", "offset": 30}
+    team, member = of_type(card, "Input.ChoiceSet")
+    assert (team["id"], team["label"], team["value"]) == ("team", "Team", "team-2")
+    assert team["choices"] == [
+        {"title": "East sales", "value": "team-1"},
+        {"title": "West sales", "value": "team-2"},
+    ]
+    assert member["id"] == "member"
+    # One team: no picker.
+    assert [choice["id"] for choice in of_type(CARDS["team-typical"], "Input.ChoiceSet")] == ["member"]
+    hostile = of_type(CARDS["team-hostile_teams"], "Input.ChoiceSet")[0]
+    assert hostile["choices"][0]["title"] == clean_text(HOSTILE, 60)
+
+
+def test_a_sent_reschedule_link_reads_sent_and_is_disabled() -> None:
+    (sent, fresh) = execute_actions(CARDS["upcoming-link_sent"], "sendRescheduleLink")
+    assert (sent["title"], sent["isEnabled"], sent["data"]) == ("Reschedule link sent", False, {"bookingId": "bk-0000"})
+    assert (fresh["title"], "isEnabled" in fresh) == ("Send reschedule link", False)
+    (on_event,) = execute_actions(CARDS["booking_event-link_sent"], "sendRescheduleLink")
+    assert (on_event["title"], on_event["isEnabled"]) == ("Reschedule link sent", False)
+    notice = [item for item in CARDS["booking_event-link_sent"]["body"] if item.get("style") == "good"]
+    assert notice[0]["items"][0]["text"] == "Sent Dana Fox a link to pick a new time (dana@fabrikam.example)."
 
 
 def test_booking_event_answers_are_capped_and_fit_the_budget() -> None:
@@ -686,6 +812,13 @@ SNAPSHOT_CARDS = {
     "links": lambda: render_links(links_views()["typical"]),
     "page": lambda: render_page(page_views()["typical"]),
     "upcoming": lambda: render_upcoming(upcoming_views()["with_notice"]),
+    "upcoming_middle_page": lambda: render_upcoming(upcoming_views()["middle_page"]),
+    "upcoming_link_sent": lambda: render_upcoming(upcoming_views()["link_sent"]),
+    "team_several_teams_paged": lambda: render_team(team_views()["several_teams_paged"]),
+    "booking_event_booked": lambda: render_booking_event(booking_event_views()["booked"]),
+    "booking_event_link_sent": lambda: render_booking_event(booking_event_views()["link_sent"]),
+    "booking_event_cancelled_from_card": lambda: render_booking_event(booking_event_views()["cancelled_from_card"]),
+    "booking_link_round_robin": lambda: render_booking_link(booking_link_views()["round_robin"]),
     "team": lambda: render_team(team_views()["filtered"]),
     "failures": lambda: render_failures(failures_views()["typical"]),
     "booking_event": lambda: render_booking_event(booking_event_views()["rescheduled"]),
@@ -836,10 +969,26 @@ def test_booking_event_headlines_facts_and_actions() -> None:
     ]
     assert of_type(booked, "FactSet")[0]["facts"][3] == {"title": "Ticket", "value": "#T20261124.0001"}
     assert {"title": "Company size", "value": "50-100"} in of_type(booked, "FactSet")[0]["facts"]
-    assert booked["actions"] == [
-        {"type": "Action.OpenUrl", "title": "Join", "url": "https://teams.microsoft.com/l/meetup-join/abc"},
-        {"type": "Action.Execute", "title": "My upcoming bookings", "verb": "refreshUpcoming", "data": {}},
-    ]
+    data = {"bookingId": "bk-0001", "card": "event", "change": "booked", "ticket": "T20261124.0001"}
+    join, resend, cancel, upcoming = booked["actions"]
+    assert join == {"type": "Action.OpenUrl", "title": "Join", "url": "https://teams.microsoft.com/l/meetup-join/abc"}
+    assert resend == {
+        "type": "Action.Execute",
+        "title": "Send reschedule link",
+        "verb": "sendRescheduleLink",
+        "data": data,
+    }
+    # Cancel asks for a reason first; its answer is this card again (the bot reads "card": "event").
+    assert (cancel["type"], cancel["title"]) == ("Action.ShowCard", "Cancel…")
+    assert cancel["card"]["body"][0]["id"] == "reason_bk-0001"
+    assert cancel["card"]["actions"][0]["data"] == data
+    # A typed command: the list arrives as a new message and this card, answers and all, stays in the chat.
+    assert upcoming == {
+        "type": "Action.Submit",
+        "title": "My upcoming bookings",
+        "data": {"msteams": {"type": "messageBack", "text": "upcoming", "displayText": "upcoming"}},
+    }
+    assert not execute_actions(booked, "refreshUpcoming")
 
     rescheduled = CARDS["booking_event-rescheduled"]
     assert of_type(rescheduled, "TextBlock")[0]["text"] == "Rescheduled: Intro call with Dana Fox"
@@ -853,6 +1002,10 @@ def test_booking_event_headlines_facts_and_actions() -> None:
     assert of_type(cancelled, "TextBlock")[0]["text"] == "Cancelled: Intro call with Dana Fox"
     assert {"title": "Reason", "value": "Something came up, sorry!"} in of_type(cancelled, "FactSet")[0]["facts"]
     assert [action["title"] for action in cancelled["actions"]] == ["My upcoming bookings"]
+    from_card = CARDS["booking_event-cancelled_from_card"]
+    assert of_type(from_card, "TextBlock")[0]["text"] == "Cancelled: Intro call with Dana Fox"
+    assert {"title": "Company size", "value": "50-100"} in of_type(from_card, "FactSet")[0]["facts"]
+    assert [action["title"] for action in from_card["actions"]] == ["My upcoming bookings"]
     no_reason = of_type(CARDS["booking_event-cancelled_no_reason"], "FactSet")[0]["facts"]
     assert {"title": "Reason", "value": "No reason given"} in no_reason
 
@@ -912,3 +1065,8 @@ def test_booking_link_card_opens_the_booking_page() -> None:
         {"type": "Action.OpenUrl", "title": "Pick a time", "url": "https://book.contoso.example/alex/intro-call"}
     ]
     assert len(of_type(CARDS["booking_link-no_description"], "TextBlock")) == 3
+
+
+def test_booking_link_card_names_the_team_or_the_panel() -> None:
+    assert of_type(CARDS["booking_link-round_robin"], "TextBlock")[0]["text"] == "Book time with the Sales team"
+    assert of_type(CARDS["booking_link-panel"], "TextBlock")[0]["text"] == "Book time with Alice Adams and Bob Brown"
