@@ -53,6 +53,7 @@ from storage.bot_queries import (
     failed_step_rows,
     host_phrases,
     last_reschedule_request,
+    recently_requested,
     type_facts,
 )
 from storage.database import Database
@@ -267,7 +268,14 @@ class ChatService:
     async def _items(
         self, identity: TeamsIdentity, found: Sequence[UpcomingBooking], *, sent_to: str | None = None
     ) -> tuple[BookingItem, ...]:
-        links = await join_urls(self._deps.database, identity.tenant_id, [item.booking_id for item in found])
+        ids = [item.booking_id for item in found]
+        links = await join_urls(self._deps.database, identity.tenant_id, ids)
+        # A link sent a moment ago reads "sent" on every card that lists the booking, not only the one pressed.
+        sent = await recently_requested(
+            self._deps.database, identity.tenant_id, ids, RESCHEDULE_REQUESTED, _quiet_since()
+        )
+        if sent_to is not None:
+            sent.add(sent_to)
         return tuple(
             BookingItem(
                 booking_id=item.booking_id,
@@ -278,7 +286,7 @@ class ChatService:
                 ends_at=item.ends_at,
                 join_url=links.get(item.booking_id),
                 host_names=item.host_names,
-                reschedule_link_sent=item.booking_id == sent_to,
+                reschedule_link_sent=item.booking_id in sent,
             )
             for item in found
         )
@@ -464,13 +472,12 @@ class ChatService:
         self._sending[booking.booking_id] = (lock, users + 1)
         try:
             async with lock:
-                # Outbox rows are stamped with the system clock (workflows/outbox.py), so the window is too.
                 earlier = await last_reschedule_request(
                     self._deps.database,
                     identity.tenant_id,
                     booking.booking_id,
                     f"{booking.booking_id}:{RESCHEDULE_REQUESTED}:",
-                    datetime.now(UTC) - RESCHEDULE_LINK_QUIET,
+                    _quiet_since(),
                 )
                 if earlier is not None:
                     at = earlier.replace(tzinfo=earlier.tzinfo or UTC).astimezone(zone).strftime("%H:%M")
@@ -590,6 +597,12 @@ def _manager_only(what: str) -> Card:
 
 
 _EVENT_CHANGES = frozenset(change.value for change in BookingChange)
+
+
+def _quiet_since() -> datetime:
+    """The start of the reschedule-link quiet window. Outbox rows are stamped with the system clock
+    (workflows/outbox.py), not the app's Clock, so the window is measured on it too."""
+    return datetime.now(UTC) - RESCHEDULE_LINK_QUIET
 
 
 def _offset(data: Mapping[str, Any]) -> int:

@@ -155,6 +155,30 @@ async def failed_step_rows(
     return await database.run_read(read)
 
 
+async def recently_requested(
+    database: Database, tenant_id: str, booking_ids: Sequence[str], run_marker: str, since: datetime
+) -> set[str]:
+    """Which of `booking_ids` had a step queued at or after `since` whose run key is `<booking>:<run_marker>:…`."""
+    if not booking_ids:
+        return set()
+    jobs = workflow_jobs.c
+    query = select(jobs.booking_id, jobs.run_key).where(
+        jobs.tenant_id == tenant_id,
+        jobs.booking_id.in_(list(booking_ids)),
+        jobs.run_key.contains(f":{run_marker}:", autoescape=True),
+        jobs.created_at >= since,
+    )
+
+    def read(conn: Connection) -> set[str]:
+        return {
+            booking_id
+            for booking_id, run_key in conn.execute(query)
+            if str(run_key).startswith(f"{booking_id}:{run_marker}:")
+        }
+
+    return await database.run_read(read)
+
+
 async def last_reschedule_request(
     database: Database, tenant_id: str, booking_id: str, run_prefix: str, since: datetime
 ) -> datetime | None:

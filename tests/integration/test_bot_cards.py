@@ -201,6 +201,9 @@ async def test_the_host_card_labels_answers_and_its_buttons_keep_them_in_the_cha
     (on_list,) = executes(body["value"], "sendRescheduleLink")
     assert on_list["title"] == "Reschedule link sent"
     assert await reschedule_jobs(database, booking_id) == 1
+    # And a fresh list says so too.
+    _status, body = await execute(bot, connector, "refreshUpcoming", {})
+    assert [action["title"] for action in executes(body["value"], "sendRescheduleLink")] == ["Reschedule link sent"]
 
     # Cancel from the host card: the answer is the host card, cancelled, with the phone number still on it.
     status, body = await execute(
