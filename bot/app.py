@@ -467,6 +467,12 @@ def _shape_problem(activity: Any) -> str | None:
     text = activity.get("text")
     if text is not None and not isinstance(text, str):
         return "'text' must be a string"
+    sender = activity.get("from")
+    if activity["type"] == "invoke" and not (
+        isinstance(sender, dict) and isinstance(sender.get("id"), str) and sender["id"]
+    ):
+        # The SDK answers an invoke to its sender and raises (a 500) when there is no 'from.id' to answer.
+        return "The invoke has no 'from.id'"
     return None
 
 
