@@ -204,7 +204,12 @@ class BenchAutotask(FakeAutotaskServer):
     async def _answer(self, request: web.Request, logged: LoggedRequest) -> web.StreamResponse:
         started = time.perf_counter()
         try:
-            return await super()._answer(request, logged)
+            response = await super()._answer(request, logged)
+            if response.status == 401 and self.latency_seconds:
+                # The shipped stand-in refuses bad credentials before its latency; a real service answers a refusal
+                # after the same round trip as anything else, which is what the vendor-down bound charges.
+                await asyncio.sleep(self.latency_seconds)
+            return response
         finally:
             if logged.entity:
                 self.busy_seconds[logged.entity] += time.perf_counter() - started
