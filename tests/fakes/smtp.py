@@ -47,11 +47,15 @@ class FakeSmtpServer:
             return self.faults.pop(0)
         parsed = email.message_from_bytes(envelope.content, policy=email.policy.default)
         assert isinstance(parsed, EmailMessage)
-        self.received.append(ReceivedMail(envelope.mail_from, list(envelope.rcpt_tos), parsed))
         if self.spool is not None:
+            # Written (whole, then renamed into place) before the message counts as received, so whoever waits for
+            # `received` finds the file, and the inbox never reads half of one.
             self.spool.mkdir(parents=True, exist_ok=True)
             number = 1 + max((int(path.stem) for path in self.spool.glob("[0-9]*.eml")), default=0)
-            (self.spool / f"{number:04d}.eml").write_bytes(envelope.content)
+            partial = self.spool / f".{number:04d}.eml.part"
+            partial.write_bytes(envelope.content)
+            partial.replace(self.spool / f"{number:04d}.eml")
+        self.received.append(ReceivedMail(envelope.mail_from, list(envelope.rcpt_tos), parsed))
         return "250 2.0.0 Message accepted"
 
     def mailbox(self, address: str) -> list[EmailMessage]:
