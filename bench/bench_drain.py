@@ -395,7 +395,7 @@ async def _drain_with_workers(database: Database, url: str, workers: int) -> dat
             f"bench-{index}",
             env=env,
             stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.DEVNULL,
+            stderr=None if os.environ.get("SLOTWISE_DRAIN_WORKER_LOGS") else asyncio.subprocess.DEVNULL,
         )
         for index in range(workers)
     ]
