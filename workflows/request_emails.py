@@ -20,7 +20,7 @@ REQUEST_SENT_SUBJECT = (
     "Please choose a time: {{ appointment.name }}{% if ticket.number %} (ticket #{{ ticket.number }}){% endif %}"
 )
 REQUEST_SENT_BODY = """<p>Hi {{ client.name }},</p>
-<p>{{ tenant.name }} would like to schedule a {{ appointment.name }} with you
+<p>{{ tenant.name }} would like to find a time with you for your {{ appointment.name }}
 ({{ appointment.duration_minutes }} minutes){% if ticket.number %} about ticket #{{ ticket.number }}{% endif %}.</p>
 <p class="actions"><a class="button" href="{{ links.book }}">Choose a time that suits you</a></p>
 <p>{% if request.window %}The times offered are {{ request.window }}. {% endif %}The link works until
