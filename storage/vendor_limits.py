@@ -77,6 +77,7 @@ class PostgresVendorLimits:
         *,
         pool_size: int = 4,
         max_overflow: int = 8,
+        lock_connections: int = 16,
         lock_wait_seconds: float = 60.0,
     ) -> None:
         if database.is_sqlite:
@@ -84,8 +85,12 @@ class PostgresVendorLimits:
         self._database = database
         self._pool_size = pool_size
         self._max_overflow = max_overflow
+        self._lock_connections = lock_connections
         self._lock_wait_seconds = lock_wait_seconds
         self._engine: AsyncEngine | None = None
+        self._lock_engine: AsyncEngine | None = None
+        # A process holds at most this many contact locks at once; the rest wait here, not for a pool checkout.
+        self._lock_holders = asyncio.Semaphore(lock_connections)
         # In front of the database: a process never needs to poll for more slots than the limit, nor for a lock
         # one of its own tasks already holds.
         self._local_slots: dict[tuple[str, int], asyncio.Semaphore] = {}
@@ -96,25 +101,41 @@ class PostgresVendorLimits:
     def engine(self) -> AsyncEngine:
         """Built on first use (inside the running loop), not when the composition root creates this object."""
         if self._engine is None:
-            limits = self._database.limits
-            self._engine = create_async_engine(
-                self._database.url,
-                pool_size=self._pool_size,
-                max_overflow=self._max_overflow,
-                pool_timeout=limits.pool_timeout_seconds,
-                isolation_level="AUTOCOMMIT",
-                connect_args={
-                    "timeout": limits.connect_timeout_seconds,
-                    "command_timeout": limits.statement_timeout_seconds,
-                    "server_settings": {"statement_timeout": str(int(limits.statement_timeout_seconds * 1000))},
-                },
-            )
+            self._engine = self._build_engine(self._pool_size, self._max_overflow)
         return self._engine
 
+    @property
+    def lock_engine(self) -> AsyncEngine:
+        """The connections that hold contact locks, a pool of their own.
+
+        A lock holder keeps its connection across the vendor calls it guards, and those calls need slots. Sharing one
+        pool, a burst of holders would take every connection and then wait for a checkout to take a slot: a deadlock
+        that only the pool timeout breaks (seen in bench_drain with two workers as minutes of drain).
+        """
+        if self._lock_engine is None:
+            self._lock_engine = self._build_engine(1, self._lock_connections - 1)
+        return self._lock_engine
+
+    def _build_engine(self, pool_size: int, max_overflow: int) -> AsyncEngine:
+        limits = self._database.limits
+        return create_async_engine(
+            self._database.url,
+            pool_size=pool_size,
+            max_overflow=max_overflow,
+            pool_timeout=limits.pool_timeout_seconds,
+            isolation_level="AUTOCOMMIT",
+            connect_args={
+                "timeout": limits.connect_timeout_seconds,
+                "command_timeout": limits.statement_timeout_seconds,
+                "server_settings": {"statement_timeout": str(int(limits.statement_timeout_seconds * 1000))},
+            },
+        )
+
     async def aclose(self) -> None:
-        if self._engine is not None:
-            await self._engine.dispose()
-            self._engine = None
+        for engine in (self._engine, self._lock_engine):
+            if engine is not None:
+                await engine.dispose()
+        self._engine = self._lock_engine = None
 
     async def acquire_slot(self, key: str, limit: int, lease_seconds: float) -> str:
         local = self._local_slots.get((key, limit))
@@ -174,7 +195,7 @@ class PostgresVendorLimits:
         local = self._local_locks.get(folded)
         if local is None:
             local = self._local_locks[folded] = asyncio.Lock()
-        async with local:
+        async with local, self._lock_holders:
             conn = await self._take_lock(folded)
             try:
                 yield
@@ -188,7 +209,7 @@ class PostgresVendorLimits:
         while True:
             conn: AsyncConnection | None = None
             try:
-                conn = await self.engine.connect()
+                conn = await self.lock_engine.connect()
                 taken = (await conn.execute(_TRY_LOCK, params)).scalar()
             except Exception as exc:
                 if conn is not None:

@@ -208,6 +208,32 @@ async def test_each_vendor_request_costs_at_most_three_statements_on_postgresql(
         await limits.aclose()
 
 
+async def test_many_contact_locks_held_at_once_still_leave_connections_to_take_slots(pg: Database) -> None:
+    # Twelve tasks each hold a contact lock (a connection kept across the guarded vendor calls) and, inside it, take
+    # and release a vendor slot. With one pool of 4 + 8 connections for both, the holders took every connection and
+    # the slot statements waited for a checkout until the pool timed out (bench_drain with two workers: minutes).
+    limits = PostgresVendorLimits(pg, pool_size=2, max_overflow=2, lock_connections=12)
+    inside = 0
+    everyone_in = asyncio.Event()
+
+    async def book(index: int) -> None:
+        nonlocal inside
+        async with limits.lock(f"client{index}@client.example"):
+            inside += 1
+            if inside == 12:
+                everyone_in.set()
+            await asyncio.wait_for(everyone_in.wait(), 5)
+            token = await limits.acquire_slot("lock-test|Contacts", 3, 10)
+            await limits.release_slot(token)
+
+    try:
+        started = time.monotonic()
+        await asyncio.wait_for(asyncio.gather(*(book(index) for index in range(12))), 8)
+        assert time.monotonic() - started < pg.limits.pool_timeout_seconds
+    finally:
+        await limits.aclose()
+
+
 async def test_teams_windows_of_one_conversation_are_counted_once_for_two_processes(pg: Database) -> None:
     first, second = PostgresVendorLimits(pg), PostgresVendorLimits(pg)
     try:
