@@ -164,6 +164,14 @@ MUTANTS = (
         needs_postgres=True,
     ),
     Mutant(
+        "a vendor that refuses our credentials is asked again by every step",
+        "workflows/breaker.py",
+        "        if ago >= self.hold_seconds:\n",
+        "        if True:\n",
+        ("tests/integration/test_step_dependencies.py",),
+        "refuses and sqlite",
+    ),
+    Mutant(
         "an Autotask look-up adopts a record without the exact marker",
         "integrations/autotask/adapter.py",
         "        marked = [item for item in items if carries_marker(item, field, idempotency_key)]\n",

@@ -712,6 +712,7 @@ def fail_job(
     rng: random.Random | None = None,
     progress: Mapping[str, Any] | None = None,
     grace: timedelta = DEFAULT_SOFT_DEPENDENCY_GRACE,
+    settle_later: set[Scope] | None = None,
 ) -> bool:
     """Record a failed attempt in the caller's transaction: retryable with backoff, or failed (the dead letter).
 
@@ -719,6 +720,9 @@ def fail_job(
     hard dependants are then blocked until an operator retries it and it completes; its soft dependants go without
     it. Returns False when the lease was lost.
     `progress` (what the attempt got done) is merged into the step's output, which the next attempt reads.
+    With `settle_later`, a step that failed for good adds its scope there instead of settling its dependants: the
+    caller settles a whole batch of failures with one `settle_dependants` (a vendor that refuses every call fails
+    hundreds of steps at once, and settling each alone made the runner's write transactions the bottleneck).
     """
     dead = not retryable or job.attempts >= job.max_attempts
     values: dict[str, Any] = {
@@ -736,7 +740,10 @@ def fail_job(
     if result.rowcount != 1:
         return False
     if dead:
-        settle_dependants(conn, {scope_of(job)}, now=now, grace=grace)
+        if settle_later is not None:
+            settle_later.add(scope_of(job))
+        else:
+            settle_dependants(conn, {scope_of(job)}, now=now, grace=grace)
     return True
 
 

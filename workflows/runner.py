@@ -44,6 +44,7 @@ from scheduling.errors import IntegrationAuthError, IntegrationRejected, Integra
 from storage.database import Database, is_database_fault
 from workflows.outbox import (
     Job,
+    Scope,
     claim_jobs,
     complete_jobs,
     complete_jobs_and_claim_next,
@@ -52,6 +53,7 @@ from workflows.outbox import (
     fail_job,
     oldest_due_at,
     release_graced_jobs,
+    settle_dependants,
 )
 
 log = logging.getLogger("slotwise.workflows")
@@ -450,6 +452,7 @@ class Runner:
                 )
             else:
                 completed = complete_jobs(conn, completions, now=now, grace=grace)
+            dead: set[Scope] = set()
             accepted = [
                 job.id in completed
                 if outcome.output is not None
@@ -462,9 +465,11 @@ class Runner:
                     retry_after_seconds=outcome.retry_after_seconds,
                     progress=outcome.progress,
                     grace=grace,
+                    settle_later=dead,
                 )
                 for job, outcome in outcomes
             ]
+            settle_dependants(conn, dead, now=now, grace=grace)
             if check_graces:
                 release_graced_jobs(conn, now=now, grace=grace)
             remaining = free - len(claimed)

@@ -14,7 +14,7 @@ from typing import Any
 
 from sqlalchemy import select
 
-from scheduling.errors import IntegrationError, IntegrationRejected
+from scheduling.errors import IntegrationAuthError, IntegrationError, IntegrationRejected
 from scheduling.model import (
     CalendarEventDraft,
     CalendarInvite,
@@ -28,6 +28,7 @@ from scheduling.model import (
 from scheduling.ports import BusySource, CalendarWriter, Mailer, Notifier, PsaClient
 from storage.database import Database
 from storage.tables import scheduling_requests
+from workflows.breaker import CredentialBreaker
 from workflows.outbox import BLOCKED, CANCELLED, COMPLETED, FAILED, RETRYABLE, SOFT, Job, list_runs
 from workflows.request_steps import request_steps
 from workflows.templates import (
@@ -38,7 +39,7 @@ from workflows.templates import (
     describe_location,
     snapshot_variables,
 )
-from workflows.triggers import ActionKind
+from workflows.triggers import M365_ACTIONS, PSA_ACTIONS, ActionKind
 from workflows.webhooks import WebhookSender, post_webhook
 
 
@@ -424,13 +425,30 @@ STEPS: dict[str, Step] = {
 }
 
 
+_PSA_KINDS = frozenset(kind.value for kind in PSA_ACTIONS)
+_M365_KINDS = frozenset(kind.value for kind in M365_ACTIONS)
+
+
+def connection_of(kind: str, integrations: TenantIntegrations) -> object | None:
+    """The adapter whose credentials a step of this kind uses (None: several, or none of ours)."""
+    if kind in _PSA_KINDS:
+        return integrations.psa
+    if kind in _M365_KINDS:
+        return integrations.calendar
+    if kind == ActionKind.SEND_EMAIL.value:
+        return integrations.mailer
+    return None
+
+
 def build_handlers(
-    database: Database, integrations_for: IntegrationsFor
+    database: Database, integrations_for: IntegrationsFor, *, breaker: CredentialBreaker | None = None
 ) -> dict[str, Callable[[Job], Awaitable[Mapping[str, Any]]]]:
     """Runner handlers for every action kind. A step reads the outputs of the booking's steps enqueued before it that
     completed (later ones win), so a reschedule's move finds the schedule entry the first run created; steps that run
     alongside it or after it in their run do not leak in. A soft dependency that did not complete is recorded in the
-    step's output as `went_without`."""
+    step's output as `went_without`. A connection that refused our credentials is not called again for a while (see
+    `workflows.breaker`)."""
+    credentials = breaker if breaker is not None else CredentialBreaker()
 
     async def booked(tenant_id: str, request_id: str) -> bool:
         return await request_booked(database, tenant_id, request_id)
@@ -457,7 +475,21 @@ def build_handlers(
                     states[(earlier.run_key, earlier.step)] = earlier.state
                     if earlier.output and earlier.state == COMPLETED and earlier.id < job.id:
                         outputs.update(earlier.output)
-            result = await step_now(StepContext(job, outputs, await integrations_for(job.tenant_id)))
+            integrations = await integrations_for(job.tenant_id)
+            connection = connection_of(kind, integrations)
+            # A person retrying a failed step (its attempts start again, its last error stays) has usually just
+            # fixed the credentials: that attempt always goes to the vendor.
+            retried_by_a_person = job.attempts == 1 and bool(job.last_error)
+            if connection is not None and not retried_by_a_person:
+                credentials.check(connection)
+            try:
+                result = await step_now(StepContext(job, outputs, integrations))
+            except IntegrationAuthError as error:
+                if connection is not None:
+                    credentials.refused(connection, error)
+                raise
+            if connection is not None:
+                credentials.succeeded(connection)
             missing = went_without(job, states)
             return {**result, "went_without": missing} if missing else result
 

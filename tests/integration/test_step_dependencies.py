@@ -241,6 +241,85 @@ async def test_a_failing_psa_neither_delays_the_confirmation_nor_lets_a_reschedu
                 await client.close()
 
 
+async def test_a_psa_that_refuses_our_credentials_is_not_asked_once_per_booking_and_a_retry_after_the_fix_goes(
+    database: Database,
+    tmp_path: Path,
+    clock: FixedClock,
+    connectwise: tuple[FakeConnectWiseServer, str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    fake, site = connectwise
+    with running_smtp_server() as smtp:
+        monkeypatch.setenv("DEPS_CW_PRIVATE_KEY", fake.private_key)
+        monkeypatch.setenv("DEPS_CW_CLIENT_ID", fake.client_id)
+        monkeypatch.setenv("DEPS_SMTP_PASSWORD", smtp.password)
+        path = tmp_path / "deps.yaml"
+        path.write_text(
+            TENANT.format(
+                member=DEMO_MEMBER,
+                site=site,
+                codebase=fake.codebase,
+                company=fake.company_id,
+                public_key=fake.public_key,
+                smtp_port=smtp.port,
+                smtp_user=smtp.username,
+            )
+        )
+        await apply_tenant_file(database, make_settings(tmp_path), path, dry_run=False)
+        admin = {"Authorization": f"Bearer {await SqlAgentKeys(database).create_key('deps', 'ops', 'admin')}"}
+        client = await start_client(database, tmp_path, clock, run_workflows=False)
+        bookings = 12
+        for index in range(bookings):
+            fake.add_contact(f"Client {index}", f"client{index}@client.example")
+        try:
+            for index in range(bookings):
+                booked = await client.post(
+                    "/book/deps/onsite/bookings",
+                    json={
+                        "start": f"2026-11-{24 + index // 6:02d}T{14 + index % 6:02d}:00:00+00:00",
+                        "name": f"Client {index}",
+                        "email": f"client{index}@client.example",
+                    },
+                )
+                assert booked.status == 201, await booked.text()
+            fake.revoke_credentials()
+            fake.request_log.clear()
+            async with aiohttp.ClientSession() as session:
+                runner = Runner(
+                    database,
+                    build_handlers(database, TenantAdapters(database, SecretBox(SECRET), session)),
+                    worker_id="w1",
+                    concurrency=2,
+                    soft_dependency_grace=GRACE,
+                )
+                await runner.run_until_idle()
+                refused = [entry for entry in fake.request_log if entry.status == 401]
+                # The first refusal (one per runner slot in flight at the time) holds the rest back: not 12.
+                assert 1 <= len(refused) <= 2, [entry.path for entry in refused]
+                steps = await steps_of(client, admin)
+                tickets = [step for step in steps if step["action"] == "create_ticket"]
+                assert [step["state"] for step in tickets] == ["failed"] * bookings
+                for step in tickets:
+                    # Each names the vendor's own reason; those not sent also say what to do.
+                    assert "Invalid API key or company" in step["last_error"], step["last_error"]
+                held = [step for step in tickets if step["last_error"].startswith("IntegrationAuthError: Not sent")]
+                assert len(held) == bookings - len(refused)
+                assert "Correct the credentials in the tenant file" in held[0]["last_error"]
+                # The clients still get their confirmations, without a ticket number.
+                assert len(smtp.received) == bookings
+
+                # The admin fixes the API member and retries one ticket at once: it goes to ConnectWise and succeeds.
+                fake._revoked = False
+                retried = await client.post(f"/api/v1/admin/steps/{held[0]['id']}/retry", headers=admin)
+                assert retried.status == 202, await retried.text()
+                await runner.run_until_idle()
+            steps = {step["id"]: step for step in await steps_of(client, admin)}
+            assert steps[held[0]["id"]]["state"] == COMPLETED
+            assert len(fake.records(PsaRecordKind.TICKET)) == 1
+        finally:
+            await client.close()
+
+
 class CardToAHostWhoRemovedTheApp:
     """Teams answers 404 for the host's conversation: the app was removed."""
 
