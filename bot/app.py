@@ -13,7 +13,7 @@ import json
 import logging
 import re
 import urllib.parse
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from http import HTTPStatus
 from typing import Any, cast
 from zoneinfo import ZoneInfo
@@ -53,6 +53,7 @@ from bot.proactive import (
     teams_thread_limiter,
     teams_thread_windows,
 )
+from cards.text import set_reader_locale
 from scheduling.model import TeamsIdentity
 from scheduling.ports import TeamsDirectory, VendorLimits
 
@@ -279,6 +280,7 @@ class SlotwiseBot:
     async def _identify(self, context: TurnContext) -> tuple[TeamsIdentity | None, ZoneInfo]:
         activity = context.activity.model_dump(by_alias=True, exclude_none=True, mode="json")
         caller = caller_from_activity(activity)
+        set_reader_locale(_locale_of(activity))
         identity = await self.directory.find_identity(caller.microsoft_tenant_id, caller.aad_object_id, None)
         if identity is None and caller.channel_user_id and caller.microsoft_tenant_id:
             email = await _member_email(context, caller.channel_user_id)
@@ -509,3 +511,14 @@ def setup_bot(app: web.Application, bot: SlotwiseBot, session_factory: Callable[
         await bot.clients.close()
 
     app.cleanup_ctx.append(bot_ctx)
+
+
+def _locale_of(activity: Mapping[str, Any]) -> str | None:
+    """The reader's locale: the activity's own, else the Teams client's (its clientInfo entity)."""
+    locale = activity.get("locale")
+    if isinstance(locale, str) and locale:
+        return locale[:35]
+    for entity in activity.get("entities") or ():
+        if isinstance(entity, dict) and entity.get("type") == "clientInfo" and isinstance(entity.get("locale"), str):
+            return str(entity["locale"])[:35]
+    return None

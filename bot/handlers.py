@@ -24,6 +24,7 @@ from cards.notice import render_notice
 from cards.page import render_page
 from cards.personal_chat import PersonalChatView, render_personal_chat
 from cards.team import render_team
+from cards.text import format_clock, format_moment
 from cards.upcoming import render_upcoming
 from cards.views import (
     BookingChange,
@@ -446,7 +447,7 @@ class ChatService:
             if from_event:
                 return await self._event_card(identity, booking, zone, data, notice)
             return await self.upcoming(identity, zone, notice=notice)
-        when = cancelled.starts_at.astimezone(zone).strftime("%a %d %b %H:%M")
+        when = format_moment(cancelled.starts_at, zone)
         notice = f"Cancelled {when} with {cancelled.client.name}. The client is told by email."
         if from_event:
             return await self._event_card(identity, cancelled, zone, data, notice)
@@ -480,7 +481,7 @@ class ChatService:
                     _quiet_since(),
                 )
                 if earlier is not None:
-                    at = earlier.replace(tzinfo=earlier.tzinfo or UTC).astimezone(zone).strftime("%H:%M")
+                    at = format_clock(earlier.replace(tzinfo=earlier.tzinfo or UTC).astimezone(zone))
                     return await answer(
                         f"A link to pick a new time already went to {booking.client.name} at {at}; "
                         "I won't send another within a few minutes.",

@@ -5,8 +5,12 @@ from __future__ import annotations
 import html
 import re
 import unicodedata
+from contextvars import ContextVar
 from datetime import date, datetime
 from zoneinfo import ZoneInfo
+
+from babel import Locale, UnknownLocaleError
+from babel.dates import format_skeleton, format_time
 
 DEFAULT_LIMIT = 300
 """Characters kept from one piece of outside text before it is cut with an ellipsis."""
@@ -33,6 +37,10 @@ _BLOCK_START = re.compile(r"^(#|>|-|\+|\d{1,9}[.)])")
 # Adaptive Card hosts expand {{DATE(...)}} and {{TIME(...)}} in text; a zero-width space between the braces
 # keeps a client's "{{" from ever reaching that parser while looking the same.
 _DOUBLE_BRACE = re.compile(r"\{(?=\{)")
+
+_READER_LOCALE: ContextVar[Locale | None] = ContextVar("card_reader_locale", default=None)
+"""The locale of the person the cards of this turn are for (Teams sends it on every activity). Unset (a proactive
+card, a test), times read "Tue 24 Nov, 10:02 EST" with a 24-hour clock."""
 
 _WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
@@ -86,20 +94,47 @@ def format_duration(minutes: int) -> str:
     return f"{hours} hr {rest} min"
 
 
+def set_reader_locale(tag: str | None) -> None:
+    """Format this turn's card times for `tag` ("en-US", "de-DE", as Teams sends it); unknown tags keep the default.
+
+    A context variable: each activity is handled in its own task, so one user's locale never reaches another's cards.
+    """
+    locale: Locale | None = None
+    if tag:
+        try:
+            locale = Locale.parse(tag.strip(), sep="-" if "-" in tag else "_")
+        except (ValueError, TypeError, UnknownLocaleError):
+            locale = None
+    _READER_LOCALE.set(locale)
+
+
 def format_day(day: date | datetime, tz: ZoneInfo) -> str:
-    """A day as "Tue 24 Nov". An aware datetime is first converted to `tz`; a plain date is taken as is.
+    """A day as "Tue 24 Nov" (or the reader's locale: "Tue, Nov 24" in en-US, "Di., 24. Nov." in de-DE). An aware
+    datetime is first converted to `tz`; a plain date is taken as is.
 
     Raises ValueError for a naive datetime, because its zone is unknown.
     """
     if isinstance(day, datetime):
         day = _in_zone(day, tz).date()
+    locale = _READER_LOCALE.get()
+    if locale is not None:
+        return format_skeleton("MMMEd", day, locale=locale)
     return f"{_WEEKDAYS[day.weekday()]} {day.day} {_MONTHS[day.month - 1]}"
+
+
+def format_clock(local: datetime) -> str:
+    """The time of day on the reader's clock: "10:02", or "10:02 AM" where the locale uses a 12-hour clock."""
+    locale = _READER_LOCALE.get()
+    if locale is None:
+        return f"{local:%H:%M}"
+    # Naive, so Babel formats the wall time as given instead of converting it.
+    return format_time(local.replace(tzinfo=None), "short", locale=locale)
 
 
 def format_moment(at: datetime, tz: ZoneInfo) -> str:
     """One instant in `tz` as "Tue 24 Nov, 10:02 EST". Raises ValueError for a naive datetime."""
     local = _in_zone(at, tz)
-    return f"{format_day(local.date(), tz)}, {local:%H:%M} {local.tzname()}"
+    return f"{format_day(local.date(), tz)}, {format_clock(local)} {local.tzname()}"
 
 
 def format_when(starts_at: datetime, ends_at: datetime, tz: ZoneInfo) -> str:
@@ -114,8 +149,9 @@ def format_when(starts_at: datetime, ends_at: datetime, tz: ZoneInfo) -> str:
     if start.date() != end.date():
         return f"{format_moment(start, tz)} {EN_DASH} {format_moment(end, tz)}"
     if start.tzname() != end.tzname():
-        return f"{format_day(start.date(), tz)}, {start:%H:%M} {start.tzname()}{EN_DASH}{end:%H:%M} {end.tzname()}"
-    return f"{format_day(start.date(), tz)}, {start:%H:%M}{EN_DASH}{end:%H:%M} {start.tzname()}"
+        day = format_day(start.date(), tz)
+        return f"{day}, {format_clock(start)} {start.tzname()}{EN_DASH}{format_clock(end)} {end.tzname()}"
+    return f"{format_day(start.date(), tz)}, {format_clock(start)}{EN_DASH}{format_clock(end)} {start.tzname()}"
 
 
 def _in_zone(at: datetime, tz: ZoneInfo) -> datetime:

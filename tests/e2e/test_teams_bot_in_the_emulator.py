@@ -77,8 +77,8 @@ async def test_a_rep_gets_links_and_cancels_a_booking_from_a_card(bot: TestClien
         before = await count_cards(page)
         await send_message(page, "upcoming")
         upcoming = await wait_for_card(page, "Casey Client", after=before, timeout_s=20)
-        # 15:00 UTC, shown in the zone the Teams client reported (Los Angeles).
-        await expect(upcoming).to_contain_text("07:00")
+        # 15:00 UTC, shown in the zone and on the clock (en-US: 12-hour) the Teams client reported (Los Angeles).
+        await expect(upcoming).to_contain_text("7:00\u202fAM")
         await click_card_button(upcoming, "Cancel…")
         await fill_card_input(upcoming, "Reason (sent to the client)", "Travelling that day")
         await click_card_button(upcoming, "Cancel booking")

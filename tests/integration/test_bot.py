@@ -206,7 +206,18 @@ async def test_upcoming_shows_bookings_in_the_teams_zone_and_cancel_refreshes_th
     card = card_text(await say(bot, connector, "what's coming up?"))
     assert "Casey" in card
     assert "Discovery call" in card
-    assert "07:00" in card, "15:00 UTC is shown in the zone Teams reported (Los Angeles)"
+    # 15:00 UTC in the zone Teams reported (Los Angeles), on the 12-hour clock of the locale it reported (en-US).
+    assert "7:00\\u202fAM" in card, card  # json.dumps writes the narrow no-break space CLDR puts before AM
+    german = card_text(
+        await say(
+            bot,
+            connector,
+            "what's coming up?",
+            locale="de-DE",
+            entities=[{"type": "clientInfo", "locale": "de-DE", "timezone": "America/Los_Angeles"}],
+        )
+    )
+    assert "Di., 24. Nov., 07:00" in german, german
     status, body = await execute(
         bot, connector, "cancelBooking", {"bookingId": booking_id, f"reason_{booking_id}": "Double-booked, sorry"}
     )

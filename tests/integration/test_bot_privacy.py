@@ -348,9 +348,9 @@ async def test_a_bad_teams_time_zone_falls_back_to_the_profile_zone(
     body = activity(connector, text="upcoming", entities=entities, localTimezone=reported)
     card = card_text(await reply_to(bot, connector, body))
     assert CLIENT in card
-    # 15:00 UTC in Dana's profile zone (America/Chicago, UTC-6 in November), not in UTC.
-    assert "09:00" in card, card
-    assert "15:00" not in card
+    # 15:00 UTC in Dana's profile zone (America/Chicago, UTC-6 in November), not in UTC; en-US reads 9:00 AM.
+    assert "9:00\\u202fAM" in card, card
+    assert "3:00\\u202fPM" not in card
 
 
 # 4. An error is an apology in the chat, never exception text

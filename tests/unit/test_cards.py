@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import shutil
@@ -37,6 +38,7 @@ from cards.text import (
     format_duration,
     format_moment,
     format_when,
+    set_reader_locale,
 )
 from cards.upcoming import render_upcoming
 from cards.views import (
@@ -789,6 +791,23 @@ def test_formatting_rejects_naive_datetimes() -> None:
 def test_format_day_converts_datetimes_but_takes_dates_as_they_are() -> None:
     assert format_day(datetime(2026, 11, 25, 3, 0, tzinfo=UTC), NEW_YORK) == "Tue 24 Nov"
     assert format_day(date(2026, 11, 25), NEW_YORK) == "Wed 25 Nov"
+    assert format_moment(START, NEW_YORK) == "Tue 24 Nov, 10:00 EST"
+
+
+def test_times_follow_the_readers_locale_for_this_turn_only() -> None:
+    async def turn(locale: str | None) -> str:
+        set_reader_locale(locale)
+        return format_when(START, START + HALF_HOUR, NEW_YORK)
+
+    async def both() -> list[str]:
+        # Each activity is its own task: one reader's locale never reaches the other's cards.
+        return list(await asyncio.gather(turn("en-US"), turn("de-DE"), turn("xx-Nowhere"), turn(None)))
+
+    us, german, unknown, unset = asyncio.run(both())
+    assert us == f"Tue, Nov 24, 10:00\u202fAM{DASH}10:30\u202fAM EST"
+    assert german == f"Di., 24. Nov., 10:00{DASH}10:30 EST"
+    assert unknown == unset == f"Tue 24 Nov, 10:00{DASH}10:30 EST"
+    # Nothing leaked into this (the test's own) context.
     assert format_moment(START, NEW_YORK) == "Tue 24 Nov, 10:00 EST"
 
 
