@@ -384,9 +384,11 @@ def build_bot(
     if not settings.bot_app_id and not settings.bot_allow_anonymous:
         return None
 
-    async def request_reschedule(booking: Booking, requested_by: str) -> None:
+    async def request_reschedule(booking: Booking, requested_by: str, quiet_since: datetime) -> None:
         await database.run_write(
-            lambda conn: enqueue_jobs(conn, fanout.reschedule_link_jobs(conn, booking, requested_by))
+            lambda conn: enqueue_jobs(
+                conn, fanout.reschedule_link_jobs(conn, booking, requested_by, quiet_since=quiet_since)
+            )
         )
 
     directory = SqlTeamsDirectory(database)

@@ -58,7 +58,7 @@ from storage.bot_queries import (
     type_facts,
 )
 from storage.database import Database
-from workflows.dispatch import RESCHEDULE_REQUESTED, NoEmailConnection
+from workflows.dispatch import RESCHEDULE_REQUESTED, AlreadyRequested, NoEmailConnection
 from workflows.outbox import Job, retry_job
 from workflows.status import join_urls
 
@@ -151,8 +151,9 @@ class ActionRefused(Exception):
     """The caller may not do what the card asked; the message is shown to them."""
 
 
-RequestReschedule = Callable[[Booking, str], Awaitable[None]]
-"""Queues the 'pick a new time' email to a booking's client; raises NoEmailConnection when the tenant has none."""
+RequestReschedule = Callable[[Booking, str, datetime], Awaitable[None]]
+"""Queues the 'pick a new time' email to a booking's client; raises NoEmailConnection when the tenant has none and
+AlreadyRequested when one was queued since the given moment (checked under a lock, across processes)."""
 
 
 @dataclass(frozen=True)
@@ -480,15 +481,17 @@ class ChatService:
                     f"{booking.booking_id}:{RESCHEDULE_REQUESTED}:",
                     _quiet_since(),
                 )
-                if earlier is not None:
-                    at = format_clock(earlier.replace(tzinfo=earlier.tzinfo or UTC).astimezone(zone))
+                try:
+                    if earlier is not None:
+                        raise AlreadyRequested(earlier)
+                    await self._deps.request_reschedule(booking, identity.name, _quiet_since())
+                except AlreadyRequested as already:
+                    at = format_clock(already.at.replace(tzinfo=already.at.tzinfo or UTC).astimezone(zone))
                     return await answer(
                         f"A link to pick a new time already went to {booking.client.name} at {at}; "
                         "I won't send another within a few minutes.",
                         sent=True,
                     )
-                try:
-                    await self._deps.request_reschedule(booking, identity.name)
                 except NoEmailConnection as exc:
                     link = self._deps.manage_url_for(booking)
                     return await answer(f"{exc}. Send the client this link yourself: {link}", sent=False)

@@ -12,6 +12,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import and_, func, select
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection
 
 from scheduling.model import Location, LocationKind, TeamRoster, TeamsIdentity, TypeSummary, UpcomingBooking
@@ -194,15 +196,13 @@ class SqlTeamsDirectory:
                 "time_zone": time_zone,
                 "updated_at": now,
             }
-            changed = conn.execute(
-                teams_conversations.update()
-                .where(teams_conversations.c.tenant_id == tenant_id, teams_conversations.c.user_id == user_id)
-                .values(**values)
-            ).rowcount
-            if not changed:
-                conn.execute(
-                    teams_conversations.insert().values(id=new_id(), tenant_id=tenant_id, user_id=user_id, **values)
-                )
+            # One statement: two processes (or two turns) saving a user's first chat at once must not both insert.
+            insert = postgresql_insert if conn.dialect.name == "postgresql" else sqlite_insert
+            conn.execute(
+                insert(teams_conversations)
+                .values(id=new_id(), tenant_id=tenant_id, user_id=user_id, **values)
+                .on_conflict_do_update(index_elements=["tenant_id", "user_id"], set_=values)
+            )
 
         await self._db.run_write(write)
 

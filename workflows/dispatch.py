@@ -16,6 +16,7 @@ from sqlalchemy.engine import Connection
 from scheduling.model import Booking, LocationKind
 from storage.tables import (
     appointment_types,
+    bookings,
     integration_connections,
     scheduling_requests,
     tenants,
@@ -163,12 +164,36 @@ class BookingFanOut:
             **_request_ticket(conn, booking),
         }
 
-    def reschedule_link_jobs(self, conn: Connection, booking: Booking, requested_by: str) -> list[JobSpec]:
+    def reschedule_link_jobs(
+        self, conn: Connection, booking: Booking, requested_by: str, *, quiet_since: datetime | None = None
+    ) -> list[JobSpec]:
         """One email step asking the client to pick a new time with their manage link; runs through the outbox
         like any workflow step, so it is retried, logged and visible. Raises NoEmailConnection when the tenant
-        cannot email clients."""
+        cannot email clients, and AlreadyRequested when such an email was queued at or after `quiet_since`.
+
+        That check runs under a lock on the booking's row (PostgreSQL; SQLite has one writer), so two app processes
+        answering two presses of "Send reschedule link" at once queue one email between them, not one each.
+        """
         if not connected_systems(conn, booking.tenant_id).email:
             raise NoEmailConnection("This tenant has no email connection, so Slotwise cannot email the client")
+        if quiet_since is not None:
+            conn.execute(
+                select(bookings.c.id)
+                .where(bookings.c.tenant_id == booking.tenant_id, bookings.c.id == booking.booking_id)
+                .with_for_update()
+            )
+            earlier = conn.execute(
+                select(func.max(workflow_jobs.c.created_at)).where(
+                    workflow_jobs.c.tenant_id == booking.tenant_id,
+                    workflow_jobs.c.booking_id == booking.booking_id,
+                    workflow_jobs.c.run_key.startswith(
+                        f"{booking.booking_id}:{RESCHEDULE_REQUESTED}:", autoescape=True
+                    ),
+                    workflow_jobs.c.created_at >= quiet_since,
+                )
+            ).scalar_one_or_none()
+            if isinstance(earlier, datetime):
+                raise AlreadyRequested(earlier if earlier.tzinfo else earlier.replace(tzinfo=UTC))
         settings = _type_settings(conn, booking) or {}
         hosts = _hosts_of(conn, booking)
         occurrence = _next_occurrence(conn, booking, RESCHEDULE_REQUESTED)
@@ -202,6 +227,14 @@ RESCHEDULE_REQUESTED = "reschedule_requested"
 
 class NoEmailConnection(Exception):
     """The tenant has no way to email clients."""
+
+
+class AlreadyRequested(Exception):
+    """A reschedule-link email for this booking was queued a moment ago (at `at`)."""
+
+    def __init__(self, at: datetime) -> None:
+        super().__init__(f"already requested at {at.isoformat()}")
+        self.at = at
 
 
 def cancel_pending_reminders(conn: Connection, booking: Booking) -> int:

@@ -4,6 +4,7 @@ link goes out once however often it is pressed, and the message extension names 
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -217,6 +218,28 @@ async def test_the_host_card_labels_answers_and_its_buttons_keep_them_in_the_cha
     async with database.read() as conn:
         status_now = (await conn.execute(select(bookings.c.status).where(bookings.c.id == booking_id))).scalar_one()
     assert status_now == "cancelled"
+
+
+async def test_two_app_processes_pressing_send_reschedule_link_at_once_queue_one_email(
+    cards_bot: tuple[TestClient, Database], connector: FakeTeamsConnector, tmp_path: Path, clock: FixedClock
+) -> None:
+    bot, database = cards_bot
+    booking_id = await book(bot, "discovery", "2026-11-24T15:00:00+00:00")
+    # A second app process: its own engine and connection pool on the same database.
+    other_database = Database(database.url)
+    other = await start_client(other_database, tmp_path, clock, **BOT_SETTINGS)
+    try:
+        event = {"bookingId": booking_id, "card": "event", "change": "booked"}
+        answers = await asyncio.gather(
+            *(execute(app, connector, "sendRescheduleLink", event) for app in (bot, other, bot, other))
+        )
+        said = [texts(body["value"]) for _status, body in answers]
+        assert sum("Sent Casey Client a link to pick a new time" in text for text in said) == 1, said
+        assert sum("already went to Casey Client" in text for text in said) == 3, said
+        assert await reschedule_jobs(database, booking_id) == 1
+    finally:
+        await other.close()
+        await other_database.dispose()
 
 
 async def test_upcoming_pages_through_every_booking_with_the_right_count(
