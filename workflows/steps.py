@@ -64,8 +64,12 @@ IntegrationsFor = Callable[[str], Awaitable[TenantIntegrations]]
 class StepContext:
     """Everything one run of one step may read: the job, the booking snapshot, and outputs of earlier steps."""
 
-    def __init__(self, job: Job, outputs: Mapping[str, Any], integrations: TenantIntegrations) -> None:
+    def __init__(
+        self, job: Job, outputs: Mapping[str, Any], integrations: TenantIntegrations, *, client_invited: bool = False
+    ) -> None:
         self.job = job
+        self.client_invited = client_invited
+        """An email of this booking already carried our own calendar invitation to the client (see `_event_draft`)."""
         self.action: Mapping[str, Any] = job.payload.get("action", {})
         self.booking: Mapping[str, Any] = job.payload.get("booking", {})
         bound = self.bound_ticket
@@ -223,11 +227,13 @@ def _event_draft(ctx: StepContext) -> CalendarEventDraft:
         for host in ctx.booking.get("hosts", [])[1:]
         if host.get("email")
     )
-    attendees = (
-        (client["name"], client["email"]),
-        *((guest, guest) for guest in client.get("guests", [])),
-        *panel,
+    # When the client's confirmation already went out with our own invitation (this event could not be made in time,
+    # so the email went without it), Exchange must not invite them a second time under another UID: the event then
+    # lists only the panel, and the client keeps the one calendar entry they have.
+    invited = (
+        () if ctx.client_invited else ((client["name"], client["email"]), *((g, g) for g in client.get("guests", [])))
     )
+    attendees = (*invited, *panel)
     return CalendarEventDraft(
         transaction_id=ctx.job.idempotency_key[:200],
         subject=f"{ctx.booking['type_name']}: {client['name']}",
@@ -286,7 +292,14 @@ async def _email(ctx: StepContext) -> Mapping[str, Any]:
         text=rendered.text,
         html=rendered.html,
         reply_to=host.get("email") or None,
-        invite=booking_invite(ctx.booking, ctx.outputs, trigger, recipient_kind, ctx.integrations.from_address),
+        invite=booking_invite(
+            ctx.booking,
+            ctx.outputs,
+            trigger,
+            recipient_kind,
+            ctx.integrations.from_address,
+            client_invited=ctx.client_invited,
+        ),
     )
     message_id = await mailer.send(email)
     return {"message_id": message_id, "recipients": list(email.to), "invite": email.invite is not None}
@@ -296,7 +309,13 @@ _NO_INVITE_TRIGGERS = frozenset({"before_appointment", "reschedule_requested"})
 
 
 def booking_invite(
-    booking: Mapping[str, Any], outputs: Mapping[str, Any], trigger: str, recipient_kind: str, from_address: str
+    booking: Mapping[str, Any],
+    outputs: Mapping[str, Any],
+    trigger: str,
+    recipient_kind: str,
+    from_address: str,
+    *,
+    client_invited: bool = False,
 ) -> CalendarInvite | None:
     """The calendar invitation an email carries, or None when it must carry none.
 
@@ -309,11 +328,13 @@ def booking_invite(
       itself, under its own UID and sequence. A second invitation of ours would be a second calendar entry, and
       borrowing Exchange's UID would fight its SEQUENCE, so our email only describes the meeting (with its join
       link). One invitation per person. (If that event could not be made, the email went without it and carries
-      our own invitation, as does every later email of the booking while no event exists;)
+      our own invitation, as does every later email of the booking while no event exists; and once an email of the
+      booking carried ours (`client_invited`), the event made later leaves the client off its attendees and every
+      later email keeps updating our invitation, so the client's one calendar entry follows every change;)
     - for a reminder or a "please pick a new time" email, which change nothing on the calendar;
     - for an email to the host, who is the organizer of the meeting, not an attendee.
     """
-    if trigger in _NO_INVITE_TRIGGERS or recipient_kind == "host" or outputs.get("event_id"):
+    if trigger in _NO_INVITE_TRIGGERS or recipient_kind == "host" or (outputs.get("event_id") and not client_invited):
         return None
     client = booking["client"]
     host = dict((booking.get("hosts") or [{}])[0])
@@ -467,6 +488,7 @@ def build_handlers(
                 step_now = step
             outputs: dict[str, Any] = {}
             states: dict[tuple[str, int], str] = {}
+            client_invited = False
             if job.booking_id is not None:
                 earlier_steps = sorted(
                     await list_runs(database, job.tenant_id, job.booking_id), key=lambda step: step.id
@@ -475,6 +497,8 @@ def build_handlers(
                     states[(earlier.run_key, earlier.step)] = earlier.state
                     if earlier.output and earlier.state == COMPLETED and earlier.id < job.id:
                         outputs.update(earlier.output)
+                    if earlier.kind == ActionKind.SEND_EMAIL.value and earlier.state == COMPLETED:
+                        client_invited = client_invited or bool((earlier.output or {}).get("invite"))
             integrations = await integrations_for(job.tenant_id)
             connection = connection_of(kind, integrations)
             # A person retrying a failed step (its attempts start again, its last error stays) has usually just
@@ -483,7 +507,7 @@ def build_handlers(
             if connection is not None and not retried_by_a_person:
                 credentials.check(connection)
             try:
-                result = await step_now(StepContext(job, outputs, integrations))
+                result = await step_now(StepContext(job, outputs, integrations, client_invited=client_invited))
             except IntegrationAuthError as error:
                 if connection is not None:
                     credentials.refused(connection, error)

@@ -16,8 +16,14 @@ from aiohttp.test_utils import TestClient, TestServer
 from sqlalchemy import select
 
 from app import TenantAdapters, apply_tenant_file
-from scheduling.errors import IntegrationRejected
-from scheduling.model import HostNotification, OutgoingEmail, PsaRecordKind
+from scheduling.errors import IntegrationRejected, IntegrationUnavailable
+from scheduling.model import (
+    CalendarEventDraft,
+    CalendarEventRef,
+    HostNotification,
+    OutgoingEmail,
+    PsaRecordKind,
+)
 from storage.database import Database
 from storage.repositories import SqlAgentKeys
 from storage.secrets import SecretBox
@@ -381,6 +387,97 @@ async def test_a_teams_card_to_a_host_who_removed_the_app_never_delays_the_clien
     card, email = await list_runs(database, "acme", "b1")
     assert (card.state, email.state) == ("failed", COMPLETED)
     assert "went_without" not in (email.output or {})
+
+
+class CalendarDownAWhile:
+    """Microsoft 365 that is unavailable for the first `down` event creations, and records what it was asked."""
+
+    def __init__(self, down: int) -> None:
+        self.down = down
+        self.drafts: list[CalendarEventDraft] = []
+        self.moved: list[datetime] = []
+
+    async def create_event(self, mailbox: str, draft: CalendarEventDraft) -> CalendarEventRef:
+        if self.down > 0:
+            self.down -= 1
+            raise IntegrationUnavailable("Graph 503: the service is unavailable")
+        self.drafts.append(draft)
+        return CalendarEventRef("evt-1", "https://teams.example/join/1")
+
+    async def move_event(self, mailbox: str, event_id: str, starts_at: datetime, ends_at: datetime) -> None:
+        self.moved.append(starts_at)
+
+    async def cancel_event(self, mailbox: str, event_id: str, comment: str) -> None:
+        return None
+
+
+async def test_an_event_made_after_the_confirmation_carried_our_invite_does_not_invite_the_client_twice(
+    database: Database, clock: FixedClock
+) -> None:
+    await add_tenant(database, "acme")
+    workflow = classic_workflow("m365", Connected(email=True, m365=True), reminders=False)
+    snapshot = {
+        "id": "b1",
+        "tenant_id": "acme",
+        "tenant_name": "Acme",
+        "type_name": "Call",
+        "starts_at": "2026-11-24T15:00:00+00:00",
+        "ends_at": "2026-11-24T15:30:00+00:00",
+        "status": "confirmed",
+        "location_kind": "teams",
+        "hosts": [{"user_id": "u1", "name": "Hana Host", "email": "hana@acme.example"}],
+        "client": {"name": "Dana", "email": "dana@client.example", "time_zone": "UTC", "answers": {}, "guests": []},
+        "manage_url": "https://book.example/m/b1",
+    }
+
+    def plan(trigger: Trigger, occurrence: int, booking: dict[str, Any]) -> list[JobSpec]:
+        return plan_jobs(
+            tenant_id="acme",
+            booking_id="b1",
+            trigger=trigger,
+            occurrence=occurrence,
+            workflow=workflow,
+            booking_snapshot=booking,
+        )
+
+    await database.run_write(
+        lambda conn: enqueue_jobs(conn, plan(Trigger.CLIENT_SCHEDULED, 1, snapshot), now=clock.now())
+    )
+    calendar, mailer = CalendarDownAWhile(down=2), RecordingMailer()
+
+    async def integrations_for(_tenant_id: str) -> TenantIntegrations:
+        return TenantIntegrations(calendar=calendar, mailer=mailer, from_address="bookings@acme.example")
+
+    def runner() -> Runner:
+        return Runner(
+            database,
+            build_handlers(database, integrations_for),
+            worker_id="w1",
+            clock=clock.now,
+            poll_interval=timedelta(0),
+        )
+
+    await runner().run_until_idle()  # the event fails once; the email waits for its join link
+    assert mailer.sent == []
+    clock.moment += DEFAULT_SOFT_DEPENDENCY_GRACE + timedelta(minutes=1)
+    await runner().run_until_idle()  # the grace is over: the email goes with our invitation; the event fails again
+    [confirmation] = mailer.sent
+    assert confirmation.invite is not None
+    assert confirmation.invite.uid == "b1@slotwise"
+    clock.moment += timedelta(minutes=30)
+    await runner().run_until_idle()  # Microsoft 365 is back: the event is made, for the host only
+    [draft] = calendar.drafts
+    assert "dana@client.example" not in [address for _name, address in draft.attendees]
+
+    # A reschedule moves the host's event and updates the client's one entry through our invitation.
+    moved = {**snapshot, "starts_at": "2026-11-25T15:00:00+00:00", "ends_at": "2026-11-25T15:30:00+00:00"}
+    moved["sequence"] = 1
+    await database.run_write(lambda conn: enqueue_jobs(conn, plan(Trigger.RESCHEDULED, 1, moved), now=clock.now()))
+    await runner().run_until_idle()
+    assert calendar.moved == [datetime(2026, 11, 25, 15, 0, tzinfo=UTC)]
+    rescheduled = mailer.sent[-1]
+    assert rescheduled.invite is not None
+    assert (rescheduled.invite.uid, rescheduled.invite.sequence) == ("b1@slotwise", 1)
 
 
 def test_dependencies_come_from_the_workflow_and_the_templates_variables() -> None:
