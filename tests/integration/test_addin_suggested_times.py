@@ -124,8 +124,9 @@ async def test_times_come_in_the_recipients_zone_from_a_windows_zone_name(
         assert f'href="{item["url"]}"' in body["html"]
         assert f"- {item['label']}: {item['url']}" in body["text"]
     assert "Times in Europe/London" in body["html"]
-    assert body["see_all_url"] == "http://testserver/book/contoso/discovery"
-    assert "See all times</a>" in body["html"]
+    assert body["see_all_url"].startswith("http://testserver/addin/all/")
+    assert f'<a href="{body["see_all_url"]}" id="LPNoLP">See all times</a>' in body["html"]
+    assert body["text"].endswith(f"See all times: {body['see_all_url']}\n")
     assert "style=" not in body["html"]
     assert await count_bookings(addin_db) == 0
 
