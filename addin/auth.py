@@ -30,6 +30,7 @@ import aiohttp
 
 from scheduling.model import TeamsIdentity, TypeSummary
 from tokens.validation import (
+    CLOCK_SKEW_SECONDS,
     ENTRA_METADATA_TEMPLATE,
     KeySet,
     KeysUnavailable,
@@ -48,6 +49,7 @@ logger = logging.getLogger(__name__)
 DEFAULT_METADATA_URL: Final = ENTRA_METADATA_TEMPLATE.format(tenant_id="common")
 """The keys Entra signs every tenant's v2 tokens with; the issuer is then checked against the token's own `tid`."""
 DEFAULT_SCOPE: Final = "access_as_user"
+_MAX_REMEMBERED_TOKENS: Final = 4096
 
 
 class RepLookup(Protocol):
@@ -142,6 +144,7 @@ class AddinAuthenticator:
         refetch_interval: float = 60.0,
         retry_interval: float = 10.0,
         clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
         require_fetchable(settings.openid_metadata_url, "addin_openid_metadata_url")
         self._settings = settings
@@ -156,6 +159,8 @@ class AddinAuthenticator:
             retry_interval=retry_interval,
             clock=clock,
         )
+        self._wall_clock = wall_clock
+        self._verified: dict[str, dict[str, Any]] = {}
         if not settings.client_id:
             logger.error("The Outlook add-in API has no Entra client id configured: every call will be refused")
 
@@ -186,11 +191,32 @@ class AddinAuthenticator:
         return Rep(found.identity, found.config_version)
 
     async def verified_claims(self, authorization: str | None) -> dict[str, Any]:
-        """The token's claims once rules 1 to 5 hold (the tenant binding and user are `authenticate`'s)."""
+        """The token's claims once rules 1 to 5 hold (the tenant binding and user are `authenticate`'s).
+
+        A token that passed them is remembered, by its exact text, until it expires: the pane sends the same token
+        (MSAL caches it for about an hour) with every call, and its signature and claims cannot have changed.
+        Expiry is checked again on every use."""
         if not self._settings.client_id:
             raise AddinAuthError("not_configured", "the add-in API has no Entra app configured", status=503)
         try:
-            parsed = parse_token(bearer_token(authorization))
+            raw = bearer_token(authorization)
+        except TokenRejected as exc:
+            raise AddinAuthError(_REASON_CODES[exc.reason], exc.message) from None
+        remembered = self._verified.get(raw)
+        if remembered is not None:
+            if self._wall_clock() < float(remembered["exp"]) + CLOCK_SKEW_SECONDS:
+                return remembered
+            del self._verified[raw]
+        claims = await self._verify(raw)
+        if isinstance(claims.get("exp"), int | float):
+            if len(self._verified) >= _MAX_REMEMBERED_TOKENS:
+                self._verified.clear()
+            self._verified[raw] = claims
+        return claims
+
+    async def _verify(self, raw: str) -> dict[str, Any]:
+        try:
+            parsed = parse_token(raw)
         except TokenRejected as exc:
             raise AddinAuthError(_REASON_CODES[exc.reason], exc.message) from None
         tid = parsed.claims.get("tid")
