@@ -187,6 +187,8 @@ _CSRF_COOKIE: Final = "slotwise_time_csrf"
 _MAX_SUGGESTED: Final = 5
 _MAX_CANDIDATES: Final = 60
 """Free times the pane lists for the rep to pick from (checkboxes), soonest first."""
+_MAX_LISTED: Final = 120
+"""Free times a "see all times" page lists: each is a sealed link, and the page is public (anyone with the link)."""
 
 
 async def _target_for(request: web.Request, rep: Rep, type_id: str) -> BookingTarget | None:
@@ -599,7 +601,8 @@ async def see_all_times(request: web.Request) -> web.Response:
             request, "Already booked", ["A time from this email is already booked. Each email's times book once."]
         )
     days: dict[str, list[tuple[str, str]]] = {}
-    for slot in await _free_slots(deps, target):
+    free = await _free_slots(deps, target)
+    for slot in free[:_MAX_LISTED]:
         day = days.setdefault(describe_day(slot.starts_at, zone), [])
         day.append(
             (describe_clock(slot.starts_at, zone), f"/addin/t/{deps.links.seal(invite.time_at(slot.starts_at))}")
@@ -609,6 +612,7 @@ async def see_all_times(request: web.Request) -> web.Response:
         f"{int(target.duration.total_seconds() // 60)} minutes. Times in {zone.key}.",
         f"Booking for {invite.name or invite.email} <{invite.email}>." if invite.email else "",
         "Pick a time to book it." if days else "There are no free times in the next two weeks. Ask the sender.",
+        f"These are the first {_MAX_LISTED} free times." if len(free) > _MAX_LISTED else "",
     ]
     return _time_page(request, "All free times", [line for line in lines if line], days=list(days.items()))
 

@@ -14,7 +14,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
-from sqlalchemy import func, select
+from sqlalchemy import event, func, select
 
 from addin.zones import zone_named
 from storage.database import Database
@@ -419,7 +419,9 @@ async def test_see_all_times_lists_free_times_for_the_same_recipient_and_books_o
     assert "Jane &lt;b&gt;Client&lt;/b&gt; &lt;jane@client.test&gt;" in html
     assert "mallory" not in html.lower()
     listed = re.findall(r'<li><a href="(/addin/t/[^"]+)">(\d\d:\d\d)</a></li>', html)
-    assert len(listed) > 10
+    # Dana is free all day, every day: the page stops at 120 times and says so.
+    assert len(listed) == 120
+    assert "These are the first 120 free times." in html
     assert await count_bookings(addin_db) == 0
     # A later time than any in the email, booked from the list: Jane's name and email come from the signed link.
     status, booked = await confirm(api, listed[9][0])
@@ -488,3 +490,44 @@ async def test_a_reps_types_and_identity_follow_an_apply_without_a_restart(
     refused = await api.get("/addin/api/me", headers=headers)
     assert refused.status == 401
     assert (await refused.json())["error"]["code"] == "unknown_user"
+
+
+async def test_a_warm_suggested_times_call_reads_the_database_no_more_than_the_booking_pages_slots_request(
+    api: TestClient, entra: Entra, addin_db: Database
+) -> None:
+    statements: list[str] = []
+
+    def record(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        statements.append(statement)
+
+    engines = [addin_db.engine.sync_engine]
+    if getattr(addin_db, "_sync_engine", None) is not None:
+        engines.append(addin_db._sync_engine)  # SQLite reads go through a synchronous engine of their own
+    for engine in engines:
+        event.listen(engine, "before_cursor_execute", record)
+    try:
+        type_id = await discovery_id(api, entra)
+        token = entra.token()
+
+        async def suggested() -> None:
+            response = await api.post(
+                "/addin/api/suggested-times",
+                json={"type_id": type_id, "count": 3, "time_zone": "Europe/London", "recipient": RECIPIENT},
+                headers={"Authorization": f"Bearer {token}"},
+            )
+            assert response.status == 200, await response.text()
+
+        async def slots() -> None:
+            response = await api.get("/book/contoso/discovery/slots?start=2026-11-23&end=2026-12-06")
+            assert response.status == 200, await response.text()
+
+        counts = []
+        for call in (suggested, slots):
+            await call()
+            statements.clear()
+            await call()
+            counts.append(len(statements))
+    finally:
+        for engine in engines:
+            event.remove(engine, "before_cursor_execute", record)
+    assert counts[0] <= counts[1], counts
