@@ -30,6 +30,7 @@ import aiohttp
 
 from scheduling.model import TeamsIdentity, TypeSummary
 from tokens.validation import (
+    CLOCK_SKEW_SECONDS,
     ENTRA_METADATA_TEMPLATE,
     KeySet,
     KeysUnavailable,
@@ -48,19 +49,45 @@ logger = logging.getLogger(__name__)
 DEFAULT_METADATA_URL: Final = ENTRA_METADATA_TEMPLATE.format(tenant_id="common")
 """The keys Entra signs every tenant's v2 tokens with; the issuer is then checked against the token's own `tid`."""
 DEFAULT_SCOPE: Final = "access_as_user"
+_MAX_REMEMBERED_TOKENS: Final = 4096
+
+
+class RepLookup(Protocol):
+    """What a token's tenant and user resolve to (see `AddinDirectory.find_rep`)."""
+
+    @property
+    def bound(self) -> bool: ...
+
+    @property
+    def identity(self) -> TeamsIdentity | None: ...
+
+    @property
+    def config_version(self) -> int: ...
 
 
 class AddinDirectory(Protocol):
-    """What the add-in API reads about reps; every method but the two look-ups takes a tenant id that came from a
-    resolved identity, never from the request."""
+    """What the add-in API reads about reps; every method but `find_rep` takes a tenant id that came from a resolved
+    identity, never from the request."""
 
-    async def is_bound(self, microsoft_tenant_id: str) -> bool: ...
+    async def find_rep(self, microsoft_tenant_id: str, aad_object_id: str | None, email: str | None) -> RepLookup:
+        """Whether a Slotwise tenant names this Entra tenant, the user of that tenant only, and the tenant's
+        configuration version (what per-process caches of the tenant file's content are checked against)."""
+        ...
 
-    async def find_identity(
-        self, microsoft_tenant_id: str, aad_object_id: str | None, email: str | None
-    ) -> TeamsIdentity | None: ...
+    async def types_for_user(
+        self, tenant_id: str, user_id: str, *, config_version: int | None = None
+    ) -> list[TypeSummary]: ...
 
-    async def types_for_user(self, tenant_id: str, user_id: str) -> list[TypeSummary]: ...
+    async def recipient_time_zone(self, tenant_id: str, email: str) -> str | None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Rep:
+    """An authenticated rep, with the tenant's configuration version read while resolving them: anything derived
+    from the tenant file alone (the rep's types, a type's booking target) may be reused while it holds."""
+
+    identity: TeamsIdentity
+    config_version: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,6 +144,7 @@ class AddinAuthenticator:
         refetch_interval: float = 60.0,
         retry_interval: float = 10.0,
         clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
         require_fetchable(settings.openid_metadata_url, "addin_openid_metadata_url")
         self._settings = settings
@@ -131,10 +159,15 @@ class AddinAuthenticator:
             retry_interval=retry_interval,
             clock=clock,
         )
+        self._wall_clock = wall_clock
+        self._verified: dict[str, dict[str, Any]] = {}
         if not settings.client_id:
             logger.error("The Outlook add-in API has no Entra client id configured: every call will be refused")
 
     async def authenticate(self, authorization: str | None) -> TeamsIdentity:
+        return (await self.authenticate_rep(authorization)).identity
+
+    async def authenticate_rep(self, authorization: str | None) -> Rep:
         try:
             return await self._authenticate(authorization)
         except AddinAuthError as exc:
@@ -142,29 +175,48 @@ class AddinAuthenticator:
             log("Add-in API call refused with %d (%s): %s", exc.status, exc.code, exc.message)
             raise
 
-    async def _authenticate(self, authorization: str | None) -> TeamsIdentity:
+    async def _authenticate(self, authorization: str | None) -> Rep:
         claims = await self.verified_claims(authorization)
         tid = str(claims["tid"]).lower()
-        if not await self._directory.is_bound(tid):
+        oid = claims.get("oid")
+        found = await self._directory.find_rep(tid, oid if isinstance(oid, str) and oid else None, _email(claims))
+        if not found.bound:
             raise AddinAuthError(
                 "unbound_tenant", "this Microsoft 365 tenant is not connected to Slotwise (no tenant names it)"
             )
-        oid = claims.get("oid")
-        identity = await self._directory.find_identity(
-            tid, oid if isinstance(oid, str) and oid else None, _email(claims)
-        )
-        if identity is None:
+        if found.identity is None:
             raise AddinAuthError(
                 "unknown_user", "you are not a Slotwise user of your organisation; ask its admin to add you"
             )
-        return identity
+        return Rep(found.identity, found.config_version)
 
     async def verified_claims(self, authorization: str | None) -> dict[str, Any]:
-        """The token's claims once rules 1 to 5 hold (the tenant binding and user are `authenticate`'s)."""
+        """The token's claims once rules 1 to 5 hold (the tenant binding and user are `authenticate`'s).
+
+        A token that passed them is remembered, by its exact text, until it expires: the pane sends the same token
+        (MSAL caches it for about an hour) with every call, and its signature and claims cannot have changed.
+        Expiry is checked again on every use."""
         if not self._settings.client_id:
             raise AddinAuthError("not_configured", "the add-in API has no Entra app configured", status=503)
         try:
-            parsed = parse_token(bearer_token(authorization))
+            raw = bearer_token(authorization)
+        except TokenRejected as exc:
+            raise AddinAuthError(_REASON_CODES[exc.reason], exc.message) from None
+        remembered = self._verified.get(raw)
+        if remembered is not None:
+            if self._wall_clock() < float(remembered["exp"]) + CLOCK_SKEW_SECONDS:
+                return remembered
+            del self._verified[raw]
+        claims = await self._verify(raw)
+        if isinstance(claims.get("exp"), int | float):
+            if len(self._verified) >= _MAX_REMEMBERED_TOKENS:
+                self._verified.clear()
+            self._verified[raw] = claims
+        return claims
+
+    async def _verify(self, raw: str) -> dict[str, Any]:
+        try:
+            parsed = parse_token(raw)
         except TokenRejected as exc:
             raise AddinAuthError(_REASON_CODES[exc.reason], exc.message) from None
         tid = parsed.claims.get("tid")

@@ -8,8 +8,8 @@ from __future__ import annotations
 import json
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
-from datetime import timedelta
+from dataclasses import dataclass, field
+from datetime import datetime, time, timedelta
 from pathlib import Path
 from typing import Any, Final
 from zoneinfo import ZoneInfo
@@ -19,7 +19,7 @@ import jinja2
 from aiohttp import web
 from yarl import URL
 
-from addin.auth import AddinAuthenticator, AddinAuthError, AddinAuthSettings, AddinDirectory
+from addin.auth import AddinAuthenticator, AddinAuthError, AddinAuthSettings, AddinDirectory, Rep
 from addin.snippets import LinkSnippet, render_link_html, render_link_text
 from addin.suggestions import (
     SuggestedTime,
@@ -27,6 +27,9 @@ from addin.suggestions import (
     SuggestionLinkInvalid,
     SuggestionLinks,
     TimesBlock,
+    TimesInvite,
+    describe_clock,
+    describe_day,
     describe_start,
     new_block_id,
     render_times_html,
@@ -34,7 +37,7 @@ from addin.suggestions import (
 )
 from addin.zones import zone_named
 from scheduling.errors import IdempotencyKeyReused, InvalidRequest, SlotUnavailable, SlotwiseError
-from scheduling.model import Booking, BookingStatus, BookingTarget, ClientDetails, TeamsIdentity, TypeSummary
+from scheduling.model import Booking, BookingStatus, BookingTarget, ClientDetails, Slot, TeamsIdentity, TypeSummary
 from scheduling.ports import BookingStore, Clock, TenantCatalog
 from scheduling.service import Scheduler
 
@@ -70,6 +73,9 @@ class BookingDeps:
 class _AddinState:
     context: AddinContext
     authenticator: AddinAuthenticator | None = None
+    targets: dict[tuple[str, str], tuple[int, BookingTarget | None]] = field(default_factory=dict)
+    """A type's booking target by (tenant, type), with the tenant's config_version it was read under (see
+    storage/addin_directory.py: every apply that changes a tenant bumps it, so a hit is never stale)."""
 
 
 ADDIN: Final = web.AppKey("addin", _AddinState)
@@ -83,7 +89,7 @@ ENTRA_AUTHORITY: Final = "https://login.microsoftonline.com/organizations"
 """Work and school accounts only: the API maps reps by their Entra tenant, so personal accounts cannot sign in."""
 _MAX_BODY_BYTES: Final = 16 * 1024
 
-ApiHandler = Callable[[web.Request, TeamsIdentity], Awaitable[web.Response]]
+ApiHandler = Callable[[web.Request, Rep], Awaitable[web.Response]]
 
 
 def api_error(status: int, code: str, message: str) -> web.Response:
@@ -97,7 +103,7 @@ def _authenticated(handler: ApiHandler) -> Callable[[web.Request], Awaitable[web
         if state.authenticator is None:
             return api_error(503, "starting", "Slotwise is still starting; try again in a moment")
         try:
-            identity = await state.authenticator.authenticate(request.headers.get("Authorization"))
+            rep = await state.authenticator.authenticate_rep(request.headers.get("Authorization"))
         except AddinAuthError as exc:
             response = api_error(exc.status, exc.code, exc.message)
             if exc.status == 401:
@@ -105,7 +111,7 @@ def _authenticated(handler: ApiHandler) -> Callable[[web.Request], Awaitable[web
                 detail = "" if exc.code == "missing" else ', error="invalid_token"'
                 response.headers["WWW-Authenticate"] = f'Bearer realm="slotwise-addin"{detail}'
             return response
-        return await handler(request, identity)
+        return await handler(request, rep)
 
     return run
 
@@ -114,14 +120,23 @@ def type_url(base_url: str, identity: TeamsIdentity, summary: TypeSummary) -> st
     return f"{base_url}/book/{identity.tenant_slug}/{summary.slug}"
 
 
-async def me(request: web.Request, identity: TeamsIdentity) -> web.Response:
+async def _types_of(request: web.Request, rep: Rep) -> list[TypeSummary]:
+    directory = request.app[ADDIN].context.directory
+    return await directory.types_for_user(
+        rep.identity.tenant_id, rep.identity.user_id, config_version=rep.config_version
+    )
+
+
+async def me(request: web.Request, rep: Rep) -> web.Response:
+    identity = rep.identity
     return web.json_response({"name": identity.name, "email": identity.email, "time_zone": identity.time_zone})
 
 
-async def appointment_types(request: web.Request, identity: TeamsIdentity) -> web.Response:
+async def appointment_types(request: web.Request, rep: Rep) -> web.Response:
     """The rep's own types, the panels they sit on and their teams' round-robin types, each with its booking URL."""
     context = request.app[ADDIN].context
-    summaries = await context.directory.types_for_user(identity.tenant_id, identity.user_id)
+    identity = rep.identity
+    summaries = await _types_of(request, rep)
     return web.json_response(
         {
             "types": [
@@ -139,7 +154,7 @@ async def appointment_types(request: web.Request, identity: TeamsIdentity) -> we
     )
 
 
-async def link_snippet(request: web.Request, identity: TeamsIdentity) -> web.Response:
+async def link_snippet(request: web.Request, rep: Rep) -> web.Response:
     """`{"type_id", "body_type": "html"|"text"}` → the content Insert link puts at the cursor, already escaped for
     that body type. The task pane asks Outlook for the body type first (`body.getTypeAsync`): HTML coercion on a
     text body fails with InvalidFormatError."""
@@ -152,7 +167,8 @@ async def link_snippet(request: web.Request, identity: TeamsIdentity) -> web.Res
     if body_type not in ("html", "text"):
         return api_error(400, "invalid_request", 'body_type must be "html" or "text"')
     context = request.app[ADDIN].context
-    summaries = await context.directory.types_for_user(identity.tenant_id, identity.user_id)
+    identity = rep.identity
+    summaries = await _types_of(request, rep)
     summary = next((item for item in summaries if item.type_id == type_id), None)
     if summary is None:
         return api_error(404, "unknown_type", "that appointment type is not one of yours")
@@ -169,11 +185,147 @@ async def link_snippet(request: web.Request, identity: TeamsIdentity) -> web.Res
 
 _CSRF_COOKIE: Final = "slotwise_time_csrf"
 _MAX_SUGGESTED: Final = 5
+_MAX_CANDIDATES: Final = 60
+"""Free times the pane lists for the rep to pick from (checkboxes), soonest first."""
+_MAX_LISTED: Final = 120
+"""Free times a "see all times" page lists: each is a sealed link, and the page is public (anyone with the link)."""
 
 
-async def suggested_times(request: web.Request, identity: TeamsIdentity) -> web.Response:
-    """`{"type_id", "count": 1-5, "time_zone": IANA or Windows name, "recipient": {"name", "email"}}` → the next free
-    times of one of the rep's types, each with its own signed link, and the block to insert (HTML and text)."""
+async def _target_for(request: web.Request, rep: Rep, type_id: str) -> BookingTarget | None:
+    """One of the rep's types as a booking target, or None. Both look-ups are per-process caches checked against
+    the tenant's config_version read while authenticating, so a warm call reads nothing here."""
+    state = request.app[ADDIN]
+    deps = state.context.booking
+    if deps is None or not any(summary.type_id == type_id for summary in await _types_of(request, rep)):
+        return None
+    key = (rep.identity.tenant_id, type_id)
+    cached = state.targets.get(key)
+    if cached is not None and cached[0] == rep.config_version:
+        return cached[1]
+    target = await deps.catalog.find_target_for_type(rep.identity.tenant_id, type_id)
+    if len(state.targets) > 1024:
+        state.targets.clear()
+    state.targets[key] = (rep.config_version, target)
+    return target
+
+
+async def _free_slots(deps: BookingDeps, target: BookingTarget) -> list[Slot]:
+    """The free times of the next `search_days` whole days in the host's zone, from now on. Whole days, as the
+    booking page asks for them: the scheduler and the store cache by range, so a range that moved with `now` would
+    re-read every calendar event on each call."""
+    if not target.hosts:
+        return []
+    now = deps.clock.now()
+    zone = target.hosts[0].schedule.time_zone
+    first = now.astimezone(zone).date()
+    range_start = datetime.combine(first, time(0), tzinfo=zone)
+    range_end = datetime.combine(first + timedelta(days=deps.search_days), time(0), tzinfo=zone)
+    slots = await deps.scheduler.list_slots(target, range_start, range_end)
+    return [slot for slot in slots if slot.starts_at >= now]
+
+
+@dataclass(frozen=True, slots=True)
+class _TimesAsk:
+    type_id: str
+    target: BookingTarget
+    zone: ZoneInfo
+    zone_source: str
+    """"chosen" (the rep typed it), "recipient" (their earlier booking) or "yours" (the rep's Outlook zone)."""
+    name: str
+    email: str
+
+
+async def _read_times_ask(request: web.Request, rep: Rep, body: dict[str, Any]) -> _TimesAsk | web.Response:
+    """The fields both suggested-time calls share: the type, the recipient and the zone to show times in.
+
+    The zone is the one the rep chose (`time_zone`), else the one the recipient chose in their latest booking with
+    this tenant, else the rep's Outlook zone (`rep_time_zone`), else the rep's zone in Slotwise."""
+    context = request.app[ADDIN].context
+    identity = rep.identity
+    type_id, chosen_zone, rep_zone = body.get("type_id"), body.get("time_zone"), body.get("rep_time_zone")
+    recipient = body.get("recipient") or {}
+    if not isinstance(type_id, str) or not type_id:
+        return api_error(400, "invalid_request", "type_id must name one of your appointment types")
+    if not isinstance(recipient, dict):
+        return api_error(400, "invalid_request", "recipient must be an object with name and email")
+    name, email = recipient.get("name", ""), recipient.get("email", "")
+    if not isinstance(name, str) or not isinstance(email, str) or len(name) > 200 or len(email) > 254:
+        return api_error(400, "invalid_request", "recipient name and email must be short text")
+    for value in (chosen_zone, rep_zone):
+        if value is not None and not isinstance(value, str):
+            return api_error(400, "invalid_time_zone", "time zones must be text")
+    zone: ZoneInfo | None = None
+    source = "chosen"
+    if chosen_zone and chosen_zone.strip():
+        zone = zone_named(chosen_zone)
+        if zone is None:
+            return api_error(
+                400, "invalid_time_zone", "time_zone must be an IANA zone (Europe/London) or a Windows zone"
+            )
+    if zone is None and email.strip():
+        known = await context.directory.recipient_time_zone(identity.tenant_id, email)
+        zone, source = (zone_named(known) if known else None), "recipient"
+    if zone is None:
+        zone, source = zone_named(rep_zone or "") or zone_named(identity.time_zone), "yours"
+    if zone is None:
+        return api_error(400, "invalid_time_zone", "time_zone must be an IANA zone (Europe/London) or a Windows zone")
+    target = await _target_for(request, rep, type_id)
+    if target is None:
+        return api_error(404, "unknown_type", "that appointment type is not one of yours")
+    return _TimesAsk(type_id, target, zone, source, name.strip(), email.strip())
+
+
+async def free_times(request: web.Request, rep: Rep) -> web.Response:
+    """`{"type_id", "recipient": {"name", "email"}, "time_zone"?, "rep_time_zone"?}` → the zone to show times in
+    (and where it came from) and the next free times of one of the rep's types, for the rep to pick from."""
+    deps = request.app[ADDIN].context.booking
+    if deps is None:
+        return api_error(503, "unavailable", "suggested times are not available on this server")
+    body = await _json_object(request)
+    if isinstance(body, web.Response):
+        return body
+    ask = await _read_times_ask(request, rep, body)
+    if isinstance(ask, web.Response):
+        return ask
+    slots = (await _free_slots(deps, ask.target))[:_MAX_CANDIDATES]
+    return web.json_response(
+        {
+            "time_zone": ask.zone.key,
+            "time_zone_source": ask.zone_source,
+            "times": [
+                {
+                    "starts_at": slot.starts_at.isoformat(),
+                    "label": describe_start(slot.starts_at, ask.zone),
+                    "day": describe_day(slot.starts_at, ask.zone),
+                    "clock": describe_clock(slot.starts_at, ask.zone),
+                }
+                for slot in slots
+            ],
+        }
+    )
+
+
+def _chosen_starts(value: object) -> list[datetime] | None:
+    if not isinstance(value, list) or not 1 <= len(value) <= _MAX_SUGGESTED:
+        return None
+    starts: list[datetime] = []
+    for item in value:
+        if not isinstance(item, str) or len(item) > 40:
+            return None
+        try:
+            start = datetime.fromisoformat(item)
+        except ValueError:
+            return None
+        if start.tzinfo is None:
+            return None
+        starts.append(start)
+    return sorted(set(starts))
+
+
+async def suggested_times(request: web.Request, rep: Rep) -> web.Response:
+    """`{"type_id", "starts": [ISO instants] | "count": 1-5, "time_zone"?, "rep_time_zone"?, "recipient": {"name",
+    "email"}}` → the chosen free times (`starts`, as the rep ticked them) or the next `count`, each with its own
+    signed link, and the block to insert (HTML and text) ending with a signed "see all times" link."""
     context = request.app[ADDIN].context
     deps = context.booking
     if deps is None:
@@ -181,48 +333,56 @@ async def suggested_times(request: web.Request, identity: TeamsIdentity) -> web.
     body = await _json_object(request)
     if isinstance(body, web.Response):
         return body
-    type_id, count, zone_text = body.get("type_id"), body.get("count", 3), body.get("time_zone") or identity.time_zone
-    recipient = body.get("recipient") or {}
-    if not isinstance(type_id, str) or not type_id:
-        return api_error(400, "invalid_request", "type_id must name one of your appointment types")
-    if not isinstance(count, int) or isinstance(count, bool) or not 1 <= count <= _MAX_SUGGESTED:
+    count, wanted = body.get("count", 3), body.get("starts")
+    if wanted is None and (not isinstance(count, int) or isinstance(count, bool) or not 1 <= count <= _MAX_SUGGESTED):
         return api_error(400, "invalid_request", f"count must be a whole number from 1 to {_MAX_SUGGESTED}")
-    zone = zone_named(zone_text) if isinstance(zone_text, str) else None
-    if zone is None:
-        return api_error(400, "invalid_time_zone", "time_zone must be an IANA zone (Europe/London) or a Windows zone")
-    if not isinstance(recipient, dict):
-        return api_error(400, "invalid_request", "recipient must be an object with name and email")
-    name, email = recipient.get("name", ""), recipient.get("email", "")
-    if not isinstance(name, str) or not isinstance(email, str) or len(name) > 200 or len(email) > 254:
-        return api_error(400, "invalid_request", "recipient name and email must be short text")
-    summaries = await context.directory.types_for_user(identity.tenant_id, identity.user_id)
-    if not any(summary.type_id == type_id for summary in summaries):
-        return api_error(404, "unknown_type", "that appointment type is not one of yours")
-    target = await deps.catalog.find_target_for_type(identity.tenant_id, type_id)
-    if target is None:
-        return api_error(404, "unknown_type", "that appointment type is not one of yours")
-    now = deps.clock.now()
-    slots = await deps.scheduler.list_slots(target, now, now + timedelta(days=deps.search_days))
-    block_id = new_block_id()
-    expires_at = now + timedelta(days=deps.link_days)
-    times = []
-    for slot in slots[:count]:
-        token = deps.links.seal(
-            SuggestedTime(
-                identity.tenant_id, type_id, slot.starts_at, block_id, name.strip(), email.strip(), zone.key, expires_at
-            )
+    starts = None if wanted is None else _chosen_starts(wanted)
+    if wanted is not None and starts is None:
+        return api_error(
+            400, "invalid_request", f"starts must list 1 to {_MAX_SUGGESTED} times as ISO 8601 with an offset"
         )
-        times.append((slot.starts_at, describe_start(slot.starts_at, zone), f"{context.base_url}/addin/t/{token}"))
+    ask = await _read_times_ask(request, rep, body)
+    if isinstance(ask, web.Response):
+        return ask
+    target, zone = ask.target, ask.zone
+    slots = await _free_slots(deps, target)
+    if starts is None:
+        picked = [slot.starts_at for slot in slots[:count]]
+    else:
+        free = {slot.starts_at for slot in slots}
+        taken = [start for start in starts if start not in free]
+        if taken:
+            return api_error(
+                409,
+                "time_not_free",
+                "these times are no longer free: " + ", ".join(describe_start(start, zone) for start in taken),
+            )
+        picked = starts
+    now = deps.clock.now()
+    invite = TimesInvite(
+        rep.identity.tenant_id,
+        ask.type_id,
+        new_block_id(),
+        ask.name,
+        ask.email,
+        zone.key,
+        now + timedelta(days=deps.link_days),
+    )
+    times = [
+        (start, describe_start(start, zone), f"{context.base_url}/addin/t/{deps.links.seal(invite.time_at(start))}")
+        for start in picked
+    ]
     block = TimesBlock(
         type_name=target.appointment_type.name,
         duration_minutes=int(target.duration.total_seconds() // 60),
         zone_name=zone.key,
         times=tuple((label, url) for _, label, url in times),
-        see_all_url=f"{context.base_url}/book/{target.tenant_slug}/{target.appointment_type.slug}",
+        see_all_url=f"{context.base_url}/addin/all/{deps.links.seal_all(invite)}",
     )
     return web.json_response(
         {
             "time_zone": zone.key,
+            "time_zone_source": ask.zone_source,
             "times": [{"starts_at": start.isoformat(), "label": label, "url": url} for start, label, url in times],
             "see_all_url": block.see_all_url,
             "html": render_times_html(block),
@@ -241,6 +401,7 @@ def _time_page(
     ask_details: bool = False,
     alternatives: list[tuple[str, str]] | None = None,
     links: list[tuple[str, str]] | None = None,
+    days: list[tuple[str, list[tuple[str, str]]]] | None = None,
 ) -> web.Response:
     csrf = request.cookies.get(_CSRF_COOKIE) or secrets.token_urlsafe(24)
     html = TEMPLATES.get_template("suggested_time.html").render(
@@ -251,6 +412,7 @@ def _time_page(
         csrf_token=csrf,
         alternatives=alternatives or [],
         links=links or [],
+        days=days or [],
     )
     response = web.Response(text=html, status=status, content_type="text/html")
     response.headers["Content-Security-Policy"] = (
@@ -380,7 +542,7 @@ async def book_time_link(request: web.Request) -> web.Response:
             [f"{describe_start(chosen.starts_at, zone)} is no longer free. Pick another time ({zone.key}):"],
             status=409,
             alternatives=alternatives,
-            links=[("See all times", f"/book/{target.tenant_slug}/{target.appointment_type.slug}")],
+            links=[("See all times", _see_all_path(deps, chosen))],
         )
     except IdempotencyKeyReused:
         # Someone else already booked from this email's times: say so, without showing their booking.
@@ -389,7 +551,7 @@ async def book_time_link(request: web.Request) -> web.Response:
             "Already booked",
             ["A time from this email is already booked. Each email's times book once."],
             status=409,
-            links=[("See all times", f"/book/{target.tenant_slug}/{target.appointment_type.slug}")],
+            links=[("See all times", _see_all_path(deps, chosen))],
         )
     except InvalidRequest as problem:
         return _time_page(
@@ -403,6 +565,56 @@ async def book_time_link(request: web.Request) -> web.Response:
         return _time_page(request, "Not booked", [str(problem)], status=409)
     just_now = created or booking.starts_at == chosen.starts_at
     return _booked_page(request, deps, booking, zone, just_now=just_now)
+
+
+def _see_all_path(deps: BookingDeps, chosen: SuggestedTime) -> str:
+    invite = TimesInvite(
+        chosen.tenant_id, chosen.type_id, chosen.block_id, chosen.name, chosen.email, chosen.zone, chosen.expires_at
+    )
+    return f"/addin/all/{deps.links.seal_all(invite)}"
+
+
+async def see_all_times(request: web.Request) -> web.Response:
+    """GET the block's "see all times" link: every free time of the next days, grouped by day in the recipient's
+    zone, each a link of the same block (so the name and email stay filled in from the signed token, and the block
+    still books once). Once a time of the block is booked, it says so and points to that booking instead."""
+    deps = request.app[ADDIN].context.booking
+    if deps is None:
+        return _time_page(request, "Not available", ["Booking from email is not available here."], status=503)
+    try:
+        invite = deps.links.open_all(request.match_info["token"], deps.clock.now())
+    except SuggestionLinkInvalid:
+        return _time_page(
+            request, "Link not valid", ["This link is not valid. Check that you opened the whole link."], status=400
+        )
+    except SuggestionLinkExpired:
+        return _time_page(request, "Link expired", ["This link has expired. Ask the sender for new times."], status=410)
+    target = await deps.catalog.find_target_for_type(invite.tenant_id, invite.type_id)
+    if target is None:
+        return _time_page(request, "No longer offered", ["This appointment type is no longer offered."], status=410)
+    zone = ZoneInfo(invite.zone)
+    existing = await deps.store.find_by_idempotency_key(invite.tenant_id, f"suggested:{invite.block_id}")
+    if existing is not None and existing.status is BookingStatus.CONFIRMED:
+        if invite.email and existing.client.email.casefold() == invite.email.casefold():
+            return _booked_page(request, deps, existing, zone, just_now=False)
+        return _time_page(
+            request, "Already booked", ["A time from this email is already booked. Each email's times book once."]
+        )
+    days: dict[str, list[tuple[str, str]]] = {}
+    free = await _free_slots(deps, target)
+    for slot in free[:_MAX_LISTED]:
+        day = days.setdefault(describe_day(slot.starts_at, zone), [])
+        day.append(
+            (describe_clock(slot.starts_at, zone), f"/addin/t/{deps.links.seal(invite.time_at(slot.starts_at))}")
+        )
+    lines = [
+        f"{target.appointment_type.name} with {target.tenant_name}, "
+        f"{int(target.duration.total_seconds() // 60)} minutes. Times in {zone.key}.",
+        f"Booking for {invite.name or invite.email} <{invite.email}>." if invite.email else "",
+        "Pick a time to book it." if days else "There are no free times in the next two weeks. Ask the sender.",
+        f"These are the first {_MAX_LISTED} free times." if len(free) > _MAX_LISTED else "",
+    ]
+    return _time_page(request, "All free times", [line for line in lines if line], days=list(days.items()))
 
 
 async def _json_object(request: web.Request) -> dict[str, Any] | web.Response:
@@ -475,9 +687,11 @@ def setup_addin(app: web.Application, context: AddinContext) -> None:
     app.router.add_get("/addin/api/me", _authenticated(me))
     app.router.add_get("/addin/api/appointment-types", _authenticated(appointment_types))
     app.router.add_post("/addin/api/link", _authenticated(link_snippet))
+    app.router.add_post("/addin/api/free-times", _authenticated(free_times))
     app.router.add_post("/addin/api/suggested-times", _authenticated(suggested_times))
     app.router.add_get("/addin/t/{token}", time_link)
     app.router.add_post("/addin/t/{token}", book_time_link)
+    app.router.add_get("/addin/all/{token}", see_all_times)
 
     async def addin_ctx(_app: web.Application) -> AsyncIterator[None]:
         session = context.session_factory()

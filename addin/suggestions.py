@@ -8,7 +8,11 @@ come from the token, never from query parameters.
 Link scanners (Microsoft Defender Safe Links and others) open every URL in an email, so opening a link only shows
 the time with a Confirm button; only the POST books. All times of one email share a block id, used as the booking's
 idempotency key: once one of them is booked, every other link of the block answers with that booking instead of
-making a second one (and a double click books once)."""
+making a second one (and a double click books once).
+
+The block ends with a "see all times" link: a token of its own kind (same block and recipient, no time) that opens
+a page of every free time, each a link of the same block, so the recipient's name and email stay filled in from the
+signed token and the block still books once."""
 
 from __future__ import annotations
 
@@ -57,8 +61,32 @@ def new_block_id() -> str:
     return secrets.token_hex(16)
 
 
+@dataclass(frozen=True, slots=True)
+class TimesInvite:
+    """What a block's "see all times" link carries: every field of its times but the time itself."""
+
+    tenant_id: str
+    type_id: str
+    block_id: str
+    name: str
+    email: str
+    zone: str
+    expires_at: datetime
+
+    def time_at(self, starts_at: datetime) -> SuggestedTime:
+        """One time of the same block, for the same recipient: it books once with the block's other times."""
+        return SuggestedTime(
+            self.tenant_id, self.type_id, starts_at, self.block_id, self.name, self.email, self.zone, self.expires_at
+        )
+
+
+_TIME_PURPOSE: Final = b"slotwise.suggested-time"
+_ALL_PURPOSE: Final = b"slotwise.see-all-times"
+"""A different associated data per kind of link, so a "see all times" token never opens as a time, or back."""
+
+
 class SuggestionLinks:
-    """Seals and opens suggested-time tokens."""
+    """Seals and opens suggested-time and see-all-times tokens."""
 
     def __init__(self, secret: str) -> None:
         key = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=b"slotwise addin suggested times v1").derive(
@@ -67,7 +95,7 @@ class SuggestionLinks:
         self._aead = AESGCM(key)
 
     def seal(self, time: SuggestedTime) -> str:
-        payload = json.dumps(
+        return self._seal(
             [
                 time.tenant_id,
                 time.type_id,
@@ -78,17 +106,44 @@ class SuggestionLinks:
                 time.zone,
                 int(time.expires_at.timestamp()),
             ],
-            separators=(",", ":"),
-            ensure_ascii=False,
-        ).encode()
+            _TIME_PURPOSE,
+        )
+
+    def seal_all(self, invite: TimesInvite) -> str:
+        return self._seal(
+            [
+                invite.tenant_id,
+                invite.type_id,
+                0,
+                invite.block_id,
+                invite.name,
+                invite.email,
+                invite.zone,
+                int(invite.expires_at.timestamp()),
+            ],
+            _ALL_PURPOSE,
+        )
+
+    def _seal(self, values: list[object], purpose: bytes) -> str:
+        payload = json.dumps(values, separators=(",", ":"), ensure_ascii=False).encode()
         nonce = os.urandom(_NONCE_BYTES)
-        sealed = self._aead.encrypt(nonce, payload, b"slotwise.suggested-time")
+        sealed = self._aead.encrypt(nonce, payload, purpose)
         token = base64.urlsafe_b64encode(bytes([_VERSION]) + nonce + sealed).rstrip(b"=").decode("ascii")
         if len(token) > _MAX_TOKEN_CHARS:
             raise ValueError("the recipient's name and email are too long for a link")
         return token
 
     def open(self, token: str, now: datetime) -> SuggestedTime:
+        tenant_id, type_id, starts, block_id, name, email, zone, expires_at = self._open(token, now, _TIME_PURPOSE)
+        return SuggestedTime(
+            tenant_id, type_id, datetime.fromtimestamp(starts, UTC), block_id, name, email, zone, expires_at
+        )
+
+    def open_all(self, token: str, now: datetime) -> TimesInvite:
+        tenant_id, type_id, _, block_id, name, email, zone, expires_at = self._open(token, now, _ALL_PURPOSE)
+        return TimesInvite(tenant_id, type_id, block_id, name, email, zone, expires_at)
+
+    def _open(self, token: str, now: datetime, purpose: bytes) -> tuple[str, str, int, str, str, str, str, datetime]:
         if len(token) > _MAX_TOKEN_CHARS:
             raise SuggestionLinkInvalid
         try:
@@ -98,23 +153,25 @@ class SuggestionLinks:
         if len(raw) < 1 + _NONCE_BYTES + 16 or raw[0] != _VERSION:
             raise SuggestionLinkInvalid
         try:
-            payload = self._aead.decrypt(raw[1 : 1 + _NONCE_BYTES], raw[1 + _NONCE_BYTES :], b"slotwise.suggested-time")
+            payload = self._aead.decrypt(raw[1 : 1 + _NONCE_BYTES], raw[1 + _NONCE_BYTES :], purpose)
             tenant_id, type_id, starts, block_id, name, email, zone, expires = json.loads(payload)
-        except (InvalidTag, ValueError, TypeError) as exc:
+            expires_at = datetime.fromtimestamp(int(expires), UTC)
+            opened = (str(tenant_id), str(type_id), int(starts), str(block_id), str(name), str(email), str(zone))
+        except (InvalidTag, ValueError, TypeError, OverflowError) as exc:
             raise SuggestionLinkInvalid from exc
-        expires_at = datetime.fromtimestamp(int(expires), UTC)
         if now >= expires_at:
             raise SuggestionLinkExpired
-        return SuggestedTime(
-            str(tenant_id),
-            str(type_id),
-            datetime.fromtimestamp(int(starts), UTC),
-            str(block_id),
-            str(name),
-            str(email),
-            str(zone),
-            expires_at,
-        )
+        return (*opened, expires_at)
+
+
+def describe_day(starts_at: datetime, zone: ZoneInfo) -> str:
+    """ "Tuesday 24 November": the day a time falls on in the recipient's zone."""
+    local = starts_at.astimezone(zone)
+    return f"{local:%A} {local.day} {local:%B}"
+
+
+def describe_clock(starts_at: datetime, zone: ZoneInfo) -> str:
+    return f"{starts_at.astimezone(zone):%H:%M}"
 
 
 def describe_start(starts_at: datetime, zone: ZoneInfo) -> str:

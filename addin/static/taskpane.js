@@ -1,5 +1,7 @@
 // The Slotwise task pane in Outlook compose: sign in (nested app authentication, or the Office dialog where NAA is
-// unavailable), list the rep's appointment types, and insert a booking link at the cursor.
+// unavailable), list the rep's appointment types, and insert a booking link at the cursor, or suggested times the rep
+// picks from the type's free times (in the recipient's zone: the one they chose in an earlier booking, else the
+// rep's, unless the rep types another).
 //
 // Office.js facts this relies on (reference/outlook_and_pods.md §1.3, §1.4):
 // - body.getTypeAsync says "html" or "text"; Html coercion on a text body fails, so the type is asked first and the
@@ -18,7 +20,19 @@
   const list = document.getElementById("types");
   const noTypes = document.getElementById("no-types");
   const zoneInput = document.getElementById("zone");
+  const zoneNote = document.getElementById("zone-note");
+  const picker = document.getElementById("picker");
+  const pickerHeading = document.getElementById("picker-heading");
+  const pickerTimes = document.getElementById("picker-times");
+  const pickerInsert = document.getElementById("picker-insert");
+  const pickerCancel = document.getElementById("picker-cancel");
   const SUGGESTED = 3;
+  const MOST = 5;
+  // The rep's Outlook zone (a Windows name; the server maps it to IANA with CLDR), used when the recipient's zone is
+  // not known. `zoneChosen` is set once the rep types a zone themselves: from then on it wins.
+  let repZone = "";
+  let zoneChosen = false;
+  let picking = null;
 
   class Problem extends Error {}
 
@@ -194,34 +208,121 @@
     }
   }
 
-  async function insertTimes(type, button) {
+  function noteZone(answer, recipient) {
+    let note = "";
+    if (answer.time_zone_source === "recipient") {
+      note = "From " + (recipient.name || recipient.email) + "'s earlier booking.";
+    } else if (answer.time_zone_source === "yours") {
+      note = "Your time zone: " + (recipient.email ? "no earlier booking by " + recipient.email + "." : "no recipient yet.");
+    }
+    zoneNote.textContent = note;
+    zoneNote.hidden = !note;
+  }
+
+  function checkedStarts() {
+    return Array.from(pickerTimes.querySelectorAll("input:checked")).map((box) => box.value);
+  }
+
+  function updatePicker() {
+    const count = checkedStarts().length;
+    for (const box of pickerTimes.querySelectorAll("input")) {
+      box.disabled = !box.checked && count >= MOST;
+    }
+    pickerInsert.textContent = count === 1 ? "Insert 1 time" : "Insert " + count + " times";
+    pickerInsert.disabled = count === 0;
+  }
+
+  function closePicker() {
+    picking = null;
+    picker.hidden = true;
+    pickerTimes.replaceChildren();
+  }
+
+  async function showTimes(type, button) {
     button.disabled = true;
+    showProblem("");
+    try {
+      const item = Office.context.mailbox.item;
+      const recipient = await firstRecipient(item);
+      const ask = { type_id: type.id, recipient: recipient, rep_time_zone: repZone };
+      if (zoneChosen && zoneInput.value.trim()) {
+        ask.time_zone = zoneInput.value.trim();
+      }
+      const answer = await api("/addin/api/free-times", ask);
+      zoneInput.value = answer.time_zone;
+      noteZone(answer, recipient);
+      if (!answer.times.length) {
+        closePicker();
+        say("No free times for " + type.name + " in the next two weeks; insert the link instead.");
+        return;
+      }
+      picking = { type: type, button: button, recipient: recipient, zone: answer.time_zone };
+      pickerHeading.textContent = "Free times for " + type.name + " (" + answer.time_zone + ")";
+      pickerTimes.replaceChildren();
+      answer.times.forEach((time, index) => {
+        const label = document.createElement("label");
+        const box = document.createElement("input");
+        box.type = "checkbox";
+        box.value = time.starts_at;
+        box.checked = index < SUGGESTED;
+        box.addEventListener("change", updatePicker);
+        label.append(box, " " + time.label);
+        pickerTimes.append(label);
+      });
+      updatePicker();
+      picker.hidden = false;
+      say("Pick the times to suggest, then insert them.");
+    } catch (error) {
+      showProblem(error instanceof Problem ? error.message : "Something went wrong: " + (error.message || error) + ".");
+    } finally {
+      button.disabled = false;
+    }
+  }
+
+  async function insertTimes() {
+    if (!picking) {
+      return;
+    }
+    const chosen = picking;
+    const starts = checkedStarts();
+    pickerInsert.disabled = true;
     showProblem("");
     try {
       const item = Office.context.mailbox.item;
       const bodyType = await officeCall((done) => item.body.getTypeAsync(done));
       const format = bodyType === Office.CoercionType.Html ? "html" : "text";
-      const recipient = await firstRecipient(item);
       const answer = await api("/addin/api/suggested-times", {
-        type_id: type.id,
-        count: SUGGESTED,
-        time_zone: zoneInput.value.trim(),
-        recipient: recipient,
+        type_id: chosen.type.id,
+        starts: starts,
+        time_zone: chosen.zone,
+        recipient: chosen.recipient,
       });
-      if (!answer.times.length) {
-        say("No free times for " + type.name + " in the next two weeks; insert the link instead.");
-        return;
-      }
       const coercion = format === "html" ? Office.CoercionType.Html : Office.CoercionType.Text;
       const content = format === "html" ? answer.html : answer.text;
       await officeCall((done) => item.body.setSelectedDataAsync(content, { coercionType: coercion }, done));
-      say("Inserted " + answer.times.length + " times for " + type.name + " (" + answer.time_zone + ").");
+      closePicker();
+      say("Inserted " + answer.times.length + " times for " + chosen.type.name + " (" + answer.time_zone + ").");
     } catch (error) {
       showProblem(error instanceof Problem ? error.message : "Outlook could not insert the times: " + (error.message || error) + ".");
-    } finally {
-      button.disabled = false;
+      updatePicker();
     }
   }
+
+  pickerInsert.addEventListener("click", () => insertTimes());
+  pickerCancel.addEventListener("click", () => {
+    closePicker();
+    say("");
+  });
+  zoneInput.addEventListener("input", () => {
+    zoneChosen = zoneInput.value.trim() !== "";
+    zoneNote.hidden = true;
+  });
+  // A zone typed while times are shown lists them again in that zone (on Enter or leaving the field).
+  zoneInput.addEventListener("change", () => {
+    if (picking && zoneChosen) {
+      showTimes(picking.type, picking.button);
+    }
+  });
 
   function renderTypes(types) {
     list.replaceChildren();
@@ -240,9 +341,9 @@
       button.addEventListener("click", () => insertLink(type, button));
       const times = document.createElement("button");
       times.type = "button";
-      times.textContent = "Insert " + SUGGESTED + " times";
-      times.setAttribute("aria-label", "Insert suggested times for " + type.name);
-      times.addEventListener("click", () => insertTimes(type, times));
+      times.textContent = "Suggest times";
+      times.setAttribute("aria-label", "Suggest times for " + type.name);
+      times.addEventListener("click", () => showTimes(type, times));
       row.append(name, details, button, times);
       list.append(row);
     }
@@ -257,7 +358,7 @@
       return;
     }
     // userProfile.timeZone is a Windows zone name; the server maps it to IANA (CLDR). The rep may type another zone.
-    zoneInput.value = Office.context.mailbox.userProfile.timeZone || "";
+    repZone = Office.context.mailbox.userProfile.timeZone || "";
     say("Signing in…");
     try {
       const answer = await api("/addin/api/appointment-types");

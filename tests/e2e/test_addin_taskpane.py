@@ -11,6 +11,7 @@ import socket
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -304,7 +305,7 @@ async def live_pane(sqlite_database: Database, tmp_path: Path, clock: FixedClock
     await keys.close()
 
 
-async def test_a_rep_inserts_suggested_times_and_the_client_books_one_from_the_email(
+async def test_a_rep_picks_suggested_times_and_the_client_books_once_from_the_email(
     browser: Browser, live_pane: Pane, sqlite_database: Database
 ) -> None:
     office = {
@@ -313,32 +314,98 @@ async def test_a_rep_inserts_suggested_times_and_the_client_books_one_from_the_e
         "timeZone": "GMT Standard Time",
     }
     context, page = await open_pane(browser, live_pane, office=office)
-    await expect(page.get_by_label("Recipient's time zone (for suggested times)")).to_have_value("GMT Standard Time")
-    await page.get_by_role("button", name="Insert suggested times for Discovery call").click()
-    await expect(page.get_by_role("status")).to_have_text("Inserted 3 times for Discovery call (Europe/London).")
+    await page.get_by_role("button", name="Suggest times for Discovery call").click()
+    # No earlier booking by Jane: the rep's Outlook zone, mapped from its Windows name.
+    zone = page.get_by_label("Recipient's time zone (for suggested times)")
+    await expect(zone).to_have_value("Europe/London")
+    await expect(page.get_by_text("Your time zone: no earlier booking by jane@client.test.")).to_be_visible()
+    await expect(page.get_by_role("heading", name="Free times for Discovery call (Europe/London)")).to_be_visible()
+    boxes = page.get_by_role("group", name="Pick up to 5 times to suggest").get_by_role("checkbox")
+    assert await boxes.count() > 6
+    labels = [(await boxes.nth(index).evaluate("box => box.parentElement.textContent")).strip() for index in range(6)]
+    for index in range(6):
+        await expect(boxes.nth(index)).to_be_checked(checked=index < 3)  # the first three, until the rep picks
+    await expect(page.get_by_role("button", name="Insert 3 times")).to_be_enabled()
+    await boxes.nth(0).uncheck()
+    await boxes.nth(4).check()
+    await boxes.nth(5).check()
+    await boxes.nth(3).check()
+    # Five is the most: the others are disabled then.
+    await expect(page.get_by_role("button", name="Insert 5 times")).to_be_enabled()
+    await expect(boxes.nth(6)).to_be_disabled()
+    await boxes.nth(3).uncheck()
+    await expect(boxes.nth(6)).to_be_enabled()
+    await page.get_by_role("button", name="Insert 4 times").click()
+    await expect(page.get_by_role("status")).to_have_text("Inserted 4 times for Discovery call (Europe/London).")
+    await expect(page.get_by_role("group", name="Pick up to 5 times to suggest")).to_be_hidden()
     email_html = (await recording(page))["body"]
-    assert email_html.count("/addin/t/") == 3
-    assert "See all times" in email_html
     assert (await recording(page))["calls"][-1]["coercionType"] == "html"
+    assert email_html.count("/addin/t/") == 4
+    assert labels[0] not in email_html
+    assert labels[3] not in email_html
+    for label in (labels[1], labels[2], labels[4], labels[5]):
+        assert f">{label}</a>" in email_html
+    assert "/addin/all/" in email_html
 
-    # The client opens the email and clicks the first time.
+    # The client opens the email and looks at all times first: their name is already filled in.
     client_page = await context.new_page()
     await client_page.set_content(email_html)
-    first_time = client_page.get_by_role("link").first
-    label = await first_time.inner_text()
-    await first_time.click()
-    await expect(client_page.get_by_role("heading", name="Confirm your time")).to_be_visible()
+    await client_page.get_by_role("link", name="See all times").click()
+    await expect(client_page.get_by_role("heading", name="All free times")).to_be_visible()
     await expect(client_page.get_by_text("Booking for Jane <b>Client</b> <jane@client.test>.")).to_be_visible()
-    assert await count(sqlite_database) == 0  # opening the link booked nothing
+    assert await count(sqlite_database) == 0  # a link scanner opening every link books nothing
+    later = client_page.get_by_role("list").nth(1).get_by_role("link").first
+    day = await client_page.get_by_role("heading", level=2).nth(1).inner_text()
+    clock = await later.inner_text()
+    await later.click()
+    await expect(client_page.get_by_role("heading", name="Confirm your time")).to_be_visible()
     await client_page.get_by_role("button", name="Confirm this time").click()
     await expect(client_page.get_by_role("heading", name="Booked")).to_be_visible()
-    await expect(client_page.get_by_text(f"You're booked for {label} (Europe/London).")).to_be_visible()
+    await expect(client_page.get_by_text(f"You're booked for {day}, {clock} (Europe/London).")).to_be_visible()
     assert await count(sqlite_database) == 1
 
-    await client_page.set_content(email_html)
-    await client_page.get_by_role("link").nth(1).click()
-    await expect(client_page.get_by_role("heading", name="Already booked")).to_be_visible()
+    # Every other link of the email now says so and points to that booking; none books again.
+    for name in (labels[1], labels[5], "See all times"):
+        await client_page.set_content(email_html)
+        await client_page.get_by_role("link", name=name).click()
+        await expect(client_page.get_by_role("heading", name="Already booked")).to_be_visible()
+        await expect(client_page.get_by_text(f"{day}, {clock} (Europe/London)")).to_be_visible()
+        await expect(client_page.get_by_role("link", name="Change or cancel this booking")).to_be_visible()
     assert await count(sqlite_database) == 1
+    await context.close()
+
+
+async def test_the_pane_suggests_times_in_the_zone_of_the_recipients_earlier_booking(
+    browser: Browser, live_pane: Pane, sqlite_database: Database, clock: FixedClock
+) -> None:
+    earlier = await live_pane.client.post(
+        "/book/contoso/discovery/bookings",
+        json={
+            "start": (clock.moment + timedelta(days=2)).isoformat(),
+            "name": "Jane",
+            "email": "jane@client.test",
+            "time_zone": "Europe/Berlin",
+            "answers": {},
+        },
+    )
+    assert earlier.status == 201, await earlier.text()
+    office = {"bodyType": "text", "to": [{"displayName": "Jane Client", "emailAddress": "Jane@Client.test"}]}
+    context, page = await open_pane(browser, live_pane, office=office)
+    await page.get_by_role("button", name="Suggest times for Discovery call").click()
+    zone = page.get_by_label("Recipient's time zone (for suggested times)")
+    await expect(zone).to_have_value("Europe/Berlin")
+    await expect(page.get_by_text("From Jane Client's earlier booking.")).to_be_visible()
+    # The rep knows better: Jane is travelling. The times are listed again in the zone the rep typed.
+    await zone.fill("Tokyo Standard Time")
+    await zone.press("Enter")
+    await expect(page.get_by_role("heading", name="Free times for Discovery call (Asia/Tokyo)")).to_be_visible()
+    await expect(zone).to_have_value("Asia/Tokyo")
+    await page.get_by_role("button", name="Insert 3 times").click()
+    await expect(page.get_by_role("status")).to_have_text("Inserted 3 times for Discovery call (Asia/Tokyo).")
+    body = (await recording(page))["body"]
+    assert "Times in Asia/Tokyo. Pick one to book it:" in body
+    assert body.count("/addin/t/") == 3
+    assert "See all times: http://127.0.0.1:" in body
     await context.close()
 
 

@@ -3,6 +3,7 @@ reason, the rep mapped inside their own tenant only, and what the API answers th
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import time
 import uuid
@@ -212,6 +213,16 @@ async def test_every_api_route_requires_the_token(api: TestClient, entra: Entra)
 async def test_a_token_within_five_minutes_of_expiry_skew_is_accepted(api: TestClient, entra: Entra) -> None:
     assert (await call(api, entra.token(now=time.time() - 3600 - 200)))[0] == 200
     assert (await call(api, entra.token(now=time.time() - 3600 - 400)))[0] == 401
+
+
+async def test_a_token_the_api_remembers_as_verified_is_refused_once_it_expires(api: TestClient, entra: Entra) -> None:
+    # Expired 298 s ago: inside the five-minute skew for one to two more seconds.
+    token = entra.token(now=time.time() - 3600 - 298)
+    for _ in range(3):
+        assert (await call(api, token))[0] == 200
+    await asyncio.sleep(2.5)
+    status, body, _ = await call(api, token)
+    assert (status, body["error"]["code"]) == (401, "expired")
 
 
 # Keys

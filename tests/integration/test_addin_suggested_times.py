@@ -14,7 +14,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
-from sqlalchemy import func, select
+from sqlalchemy import event, func, select
 
 from addin.zones import zone_named
 from storage.database import Database
@@ -124,8 +124,9 @@ async def test_times_come_in_the_recipients_zone_from_a_windows_zone_name(
         assert f'href="{item["url"]}"' in body["html"]
         assert f"- {item['label']}: {item['url']}" in body["text"]
     assert "Times in Europe/London" in body["html"]
-    assert body["see_all_url"] == "http://testserver/book/contoso/discovery"
-    assert "See all times</a>" in body["html"]
+    assert body["see_all_url"].startswith("http://testserver/addin/all/")
+    assert f'<a href="{body["see_all_url"]}" id="LPNoLP">See all times</a>' in body["html"]
+    assert body["text"].endswith(f"See all times: {body['see_all_url']}\n")
     assert "style=" not in body["html"]
     assert await count_bookings(addin_db) == 0
 
@@ -316,3 +317,217 @@ async def test_times_inserted_without_a_recipient_ask_the_client_for_their_detai
     assert "already booked" in html
     assert "jane@typed.test" not in html
     assert "/m/" not in html
+
+
+# The rep picks the times; the recipient's zone from their earlier booking
+
+
+async def free_times(api: TestClient, entra: Entra, **changes: Any) -> tuple[int, Any]:
+    body: dict[str, Any] = {
+        "type_id": await discovery_id(api, entra),
+        "recipient": RECIPIENT,
+        "rep_time_zone": "Pacific Standard Time",
+    }
+    body.update(changes)
+    response = await api.post("/addin/api/free-times", json=body, headers={"Authorization": f"Bearer {entra.token()}"})
+    return response.status, await response.json()
+
+
+async def book_on_page(api: TestClient, page: str, start: datetime, email: str, zone: str) -> None:
+    response = await api.post(
+        f"/book/{page}/bookings",
+        json={"start": start.isoformat(), "name": "Jane", "email": email, "time_zone": zone, "answers": {}},
+    )
+    assert response.status == 201, await response.text()
+
+
+async def test_the_rep_picks_which_free_times_go_into_the_email(
+    api: TestClient, entra: Entra, addin_db: Database
+) -> None:
+    status, offered = await free_times(api, entra)
+    assert status == 200, offered
+    assert len(offered["times"]) > 5
+    picked = [offered["times"][index]["starts_at"] for index in (4, 1, 7)]
+    status, body = await suggest(api, entra, starts=picked, time_zone=offered["time_zone"])
+    assert status == 200, body
+    assert [item["starts_at"] for item in body["times"]] == sorted(picked)
+    labels = {item["starts_at"]: item["label"] for item in offered["times"]}
+    assert [item["label"] for item in body["times"]] == [labels[start] for start in sorted(picked)]
+    assert all(f'href="{item["url"]}"' in body["html"] for item in body["times"])
+    assert offered["times"][0]["label"] not in body["html"]
+    assert await count_bookings(addin_db) == 0
+
+
+async def test_a_picked_time_taken_meanwhile_is_refused_with_its_label(api: TestClient, entra: Entra) -> None:
+    _, offered = await free_times(api, entra)
+    taken = offered["times"][2]
+    await book_on_page(api, "contoso/discovery", datetime.fromisoformat(taken["starts_at"]), "x@else.test", "UTC")
+    starts = [offered["times"][0]["starts_at"], taken["starts_at"]]
+    status, body = await suggest(api, entra, starts=starts, time_zone=offered["time_zone"])
+    assert (status, body["error"]["code"]) == (409, "time_not_free")
+    assert taken["label"] in body["error"]["message"]
+
+
+@pytest.mark.parametrize(
+    "starts",
+    [[], ["2026-11-24T10:00:00"], ["tomorrow"], [1], ["2026-11-24T10:00:00+00:00"] * 6, "2026-11-24T10:00:00+00:00"],
+)
+async def test_bad_picked_times_get_a_400(api: TestClient, entra: Entra, starts: Any) -> None:
+    status, body = await suggest(api, entra, starts=starts)
+    assert (status, body["error"]["code"]) == (400, "invalid_request")
+
+
+async def test_the_recipients_zone_comes_from_their_earlier_booking_in_this_tenant_only(
+    api: TestClient, entra: Entra, clock: FixedClock
+) -> None:
+    # Without any booking by that address, times are in the rep's Outlook zone (a Windows name, mapped through CLDR).
+    status, offered = await free_times(api, entra)
+    assert (status, offered["time_zone"], offered["time_zone_source"]) == (200, "America/Los_Angeles", "yours")
+    # The same address booked with another customer of Slotwise: that tells this tenant nothing.
+    await book_on_page(
+        api,
+        "fabrikam/secret-type",
+        datetime.fromisoformat("2026-11-30T10:00:00+00:00"),
+        "JANE@client.test",
+        "Asia/Tokyo",
+    )
+    _, offered = await free_times(api, entra)
+    assert offered["time_zone"] == "America/Los_Angeles"
+    # Once they booked with this tenant, their zone is used, in the candidates and in the inserted block.
+    await book_on_page(api, "contoso/discovery", clock.moment + timedelta(days=3), "Jane@Client.test", "Europe/Berlin")
+    _, offered = await free_times(api, entra)
+    assert (offered["time_zone"], offered["time_zone_source"]) == ("Europe/Berlin", "recipient")
+    first = datetime.fromisoformat(offered["times"][0]["starts_at"]).astimezone(ZoneInfo("Europe/Berlin"))
+    assert offered["times"][0]["label"] == f"{first:%A} {first.day} {first:%B}, {first:%H:%M}"
+    status, body = await suggest(api, entra, time_zone=None, starts=[offered["times"][0]["starts_at"]])
+    assert (status, body["time_zone"], body["time_zone_source"]) == (200, "Europe/Berlin", "recipient")
+    assert "Times in Europe/Berlin" in body["html"]
+    # The rep can still choose another zone in the pane.
+    _, chosen = await free_times(api, entra, time_zone="Tokyo Standard Time")
+    assert (chosen["time_zone"], chosen["time_zone_source"]) == ("Asia/Tokyo", "chosen")
+
+
+async def test_see_all_times_lists_free_times_for_the_same_recipient_and_books_once_with_the_block(
+    api: TestClient, entra: Entra, addin_db: Database
+) -> None:
+    _, body = await suggest(api, entra)
+    see_all = path_of(body["see_all_url"])
+    page = await api.get(see_all + "?name=Mallory&email=mallory@evil.test")
+    html = await page.text()
+    assert page.status == 200, html
+    assert "Times in Europe/London" in html
+    assert "Jane &lt;b&gt;Client&lt;/b&gt; &lt;jane@client.test&gt;" in html
+    assert "mallory" not in html.lower()
+    listed = re.findall(r'<li><a href="(/addin/t/[^"]+)">(\d\d:\d\d)</a></li>', html)
+    # Dana is free all day, every day: the page stops at 120 times and says so.
+    assert len(listed) == 120
+    assert "These are the first 120 free times." in html
+    assert await count_bookings(addin_db) == 0
+    # A later time than any in the email, booked from the list: Jane's name and email come from the signed link.
+    status, booked = await confirm(api, listed[9][0])
+    assert status == 200, booked
+    assert "re booked for" in booked
+    emails = await addin_db.run_read(lambda conn: [row.client_email for row in conn.execute(select(bookings))])
+    assert emails == ["jane@client.test"]
+    # The block is booked: the email's own times and the list itself now say so and point to that booking.
+    for path in (path_of(body["times"][0]["url"]), see_all):
+        html = await (await api.get(path)).text()
+        assert "already booked" in html
+        assert 'href="http://testserver/m/' in html
+    status, _ = await confirm(api, listed[3][0])
+    assert await count_bookings(addin_db) == 1
+
+
+async def test_a_see_all_link_and_a_time_link_cannot_stand_in_for_each_other(api: TestClient, entra: Entra) -> None:
+    _, body = await suggest(api, entra)
+    time_token = path_of(body["times"][0]["url"]).rsplit("/", 1)[1]
+    all_token = path_of(body["see_all_url"]).rsplit("/", 1)[1]
+    assert (await api.get(f"/addin/all/{time_token}")).status == 400
+    assert (await api.get(f"/addin/t/{all_token}")).status == 400
+
+
+async def test_a_taken_times_page_links_to_the_signed_list_of_all_times(api: TestClient, entra: Entra) -> None:
+    _, body = await suggest(api, entra)
+    taken = body["times"][0]
+    await book_on_page(api, "contoso/discovery", datetime.fromisoformat(taken["starts_at"]), "x@else.test", "UTC")
+    status, html = await confirm(api, taken["url"])
+    assert status == 409
+    see_all = re.search(r'<a href="(/addin/all/[^"]+)">See all times</a>', html)
+    assert see_all, html
+    listed = await (await api.get(see_all.group(1))).text()
+    assert "jane@client.test" in listed
+
+
+async def test_a_reps_types_and_identity_follow_an_apply_without_a_restart(
+    api: TestClient, entra: Entra, addin_db: Database, tmp_path: Path
+) -> None:
+    headers = {"Authorization": f"Bearer {entra.token()}"}
+    before = await (await api.get("/addin/api/appointment-types", headers=headers)).json()
+    assert "Discovery call" in [item["name"] for item in before["types"]]
+    status, _ = await suggest(api, entra)
+    assert status == 200
+    changed = (FIXTURES / "teams_tenant.yaml").read_text()
+    changed = changed.replace("name: Discovery call", "name: Discovery chat").replace("duration: 30", "duration: 45")
+    path = tmp_path / "changed.yaml"
+    path.write_text(changed)
+    await apply_file(addin_db, path)
+    after = await (await api.get("/addin/api/appointment-types", headers=headers)).json()
+    assert "Discovery chat" in [item["name"] for item in after["types"]]
+    chat = next(item["id"] for item in after["types"] if item["name"] == "Discovery chat")
+    response = await api.post(
+        "/addin/api/suggested-times", json={"type_id": chat, "recipient": RECIPIENT}, headers=headers
+    )
+    body = await response.json()
+    assert response.status == 200, body
+    assert "Discovery chat (45 minutes)" in body["html"]
+    # The rep leaves the tenant file: their next call is refused, though this process knew them a moment ago.
+    path.write_text(
+        changed.replace("aad_object_id: 11111111-aaaa-4aaa-8aaa-000000000001", "").replace(
+            "dana@contoso-it.example", "dana.new@contoso-it.example"
+        )
+    )
+    await apply_file(addin_db, path)
+    refused = await api.get("/addin/api/me", headers=headers)
+    assert refused.status == 401
+    assert (await refused.json())["error"]["code"] == "unknown_user"
+
+
+async def test_a_warm_suggested_times_call_reads_the_database_no_more_than_the_booking_pages_slots_request(
+    api: TestClient, entra: Entra, addin_db: Database
+) -> None:
+    statements: list[str] = []
+
+    def record(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        statements.append(statement)
+
+    engines = [addin_db.engine.sync_engine]
+    if getattr(addin_db, "_sync_engine", None) is not None:
+        engines.append(addin_db._sync_engine)  # SQLite reads go through a synchronous engine of their own
+    for engine in engines:
+        event.listen(engine, "before_cursor_execute", record)
+    try:
+        type_id = await discovery_id(api, entra)
+        token = entra.token()
+
+        async def suggested() -> None:
+            response = await api.post(
+                "/addin/api/suggested-times",
+                json={"type_id": type_id, "count": 3, "time_zone": "Europe/London", "recipient": RECIPIENT},
+                headers={"Authorization": f"Bearer {token}"},
+            )
+            assert response.status == 200, await response.text()
+
+        async def slots() -> None:
+            response = await api.get("/book/contoso/discovery/slots?start=2026-11-23&end=2026-12-06")
+            assert response.status == 200, await response.text()
+
+        counts = []
+        for call in (suggested, slots):
+            await call()
+            statements.clear()
+            await call()
+            counts.append(len(statements))
+    finally:
+        for engine in engines:
+            event.remove(engine, "before_cursor_execute", record)
+    assert counts[0] <= counts[1], counts
