@@ -99,9 +99,10 @@ TRICKY_ADDRESSES = [
     "jane*@acme.example",
     "*@acme.example",
     "jane\\@acme.example",
-    "jane\\",
+    "jane\\@acme.example\\",
     "[j]ane@acme.example",
-    'x" OR communicationItems/value like "%',
+    'x@acme.example" OR communicationItems/value like "%',
+    '{"op": "exist", "field": "id"}@acme.example',
     "' OR 1=1 --@acme.example",
     "jane@acme.example' OR 'a'='a",
     "jane@acme.example%",
@@ -109,7 +110,7 @@ TRICKY_ADDRESSES = [
 ]
 """Addresses holding the quote, wildcard and escape characters of a `conditions` string (ConnectWise), a JSON string
 (Autotask) or a SQL LIKE pattern (any vendor's `search`/`contains`). Each must be taken as text: it neither breaks
-the request nor matches jane@acme.example."""
+the request nor matches jane@acme.example. Each holds an `@`, so each really reaches the vendor."""
 
 
 async def test_quotes_wildcards_and_backslashes_in_an_address_neither_break_nor_match_wrongly(psa: PsaPair) -> None:
