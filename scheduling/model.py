@@ -367,6 +367,25 @@ class PsaContact:
 
 
 @dataclass(frozen=True, slots=True)
+class PsaOpportunity:
+    """An open opportunity at the PSA (ConnectWise, Autotask; HaloPSA has none): its id, name and pipeline stage."""
+
+    opportunity_id: str
+    name: str
+    stage: str
+
+
+@dataclass(frozen=True, slots=True)
+class PsaRecipientMatch:
+    """What the PSA knows of an email's recipient: the contact with that address, its company's display name, and
+    the contact's (or its company's) open opportunities, newest first."""
+
+    contact: PsaContact
+    company_name: str
+    opportunities: tuple[PsaOpportunity, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class PsaDraft:
     """What any PSA create needs; each adapter maps it to its vendor's fields (to_wire_*).
 

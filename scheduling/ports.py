@@ -21,6 +21,7 @@ from scheduling.model import (
     OutgoingEmail,
     PsaContact,
     PsaDraft,
+    PsaRecipientMatch,
     PsaRecordKind,
     PsaRef,
     TeamRoster,
@@ -28,6 +29,10 @@ from scheduling.model import (
     TypeSummary,
     UpcomingBooking,
 )
+
+MATCHED_OPPORTUNITIES_LIMIT = 5
+"""PsaClient.match_recipient names at most this many open opportunities (the newest): a task pane offers a choice,
+not the pipeline."""
 
 HostDecision = tuple[tuple[str, ...], str]
 """The chosen host ids and a sentence saying why they were chosen."""
@@ -163,6 +168,15 @@ class PsaClient(Protocol):
     async def test_connection(self) -> None: ...
 
     async def find_contact(self, email: str) -> PsaContact | None: ...
+
+    async def match_recipient(self, email: str) -> PsaRecipientMatch | None:
+        """The contact with this address (as find_contact finds it), its company's display name, and at most
+        MATCHED_OPPORTUNITIES_LIMIT of its open opportunities, newest first: the contact's own and its company's,
+        except when the company is the tenant's catch-all (fallback) company, whose other opportunities belong to
+        other people. HaloPSA has no opportunities: always (). None for an address the PSA does not hold, and for
+        text that is no address; nothing is ever created. Every request counts against the vendor's limits like
+        any other call, and errors are raised as for every other call."""
+        ...
 
     async def find_ticket(self, reference: str) -> PsaRef | None:
         """An existing ticket, named by its id or by the number the PSA displays (Autotask: id 12345 or number

@@ -12,15 +12,20 @@ import aiohttp
 from integrations.autotask.client import NO_RECORD_TEXT, AutotaskClient
 from integrations.autotask.config import AutotaskConfig
 from integrations.autotask.wire import (
+    OPPORTUNITY_FIELDS,
     Filter,
     any_of,
     carries_marker,
     chunked_ids,
     condition,
     from_schedule_entry_id,
+    from_wire_active_statuses,
     from_wire_busy,
+    from_wire_company_id,
+    from_wire_company_name,
     from_wire_contact,
     from_wire_contact_first_email,
+    from_wire_opportunities,
     from_wire_picklist,
     from_wire_picklist_default,
     from_wire_picklist_labels,
@@ -46,8 +51,8 @@ from integrations.autotask.wire import (
 )
 from integrations.rate_windows import InMemoryVendorLimits
 from scheduling.errors import IntegrationRejected, IntegrationUnavailable
-from scheduling.model import BusyInterval, PsaContact, PsaDraft, PsaRecordKind, PsaRef
-from scheduling.ports import VendorLimits
+from scheduling.model import BusyInterval, PsaContact, PsaDraft, PsaRecipientMatch, PsaRecordKind, PsaRef
+from scheduling.ports import MATCHED_OPPORTUNITIES_LIMIT, VendorLimits
 
 PIPELINE_STAGE_SETTING = "pipeline_stage"
 """The workflow action setting that names an opportunity's stage (workflows/steps.py)."""
@@ -103,21 +108,61 @@ class AutotaskPsa:
         self._fields["Tickets"] = await self._client.field_info("Tickets")
 
     async def find_contact(self, email: str) -> PsaContact | None:
-        # A contact may hold the address in any of its three email fields (apis.md §2.3).
+        item = await self._find_contact_item(email)
+        return from_wire_contact(item, email) if item is not None else None
+
+    async def match_recipient(self, email: str) -> PsaRecipientMatch | None:
+        """Three requests, each one query or get with a filter: the contact (find_contact's query), its company
+        (`GET Companies/{id}` for `companyName`, CompaniesEntity.htm), and one page of its open opportunities
+        (`POST Opportunities/query` with `status in [active ids]` and `contactID eq` or `companyID eq`, only the
+        fields shown, `IncludeFields`; REST_Basic_Query_Calls.htm, REST_Advanced_Query_Features.htm). "Open" is the
+        status picklist's "Active" (OpportunitiesEntity.htm; ids from `entityInformation/fields`, read once per
+        connection, as the stage picklist is). Autotask sorts nothing, so the newest (highest ids) are picked here
+        from the first page of at most `page_size` (500) rows. A contact of the catch-all company gets its own
+        opportunities only."""
+        address = email.strip()
+        item = await self._find_contact_item(address)
+        if item is None:
+            return None
+        contact = from_wire_contact(item, address)
+        company_id = from_wire_company_id(item)
+        company = await self._client.get("Companies", company_id) if company_id is not None else None
+        company_name = from_wire_company_name(company) if company else ""
+        info = await self._field_info("Opportunities")
+        active = from_wire_active_statuses(info)
+        if not active:
+            return PsaRecipientMatch(contact, company_name, ())
+        whose = [condition("eq", "contactID", _number(contact.contact_id, "contact ids"))]
+        if company_id is not None and company_id != self._config.fallback_company_id:
+            whose.append(condition("eq", "companyID", company_id))
+        items = await self._client.query_page(
+            "Opportunities",
+            [condition("in", "status", sorted(active)), any_of(*whose) if len(whose) > 1 else whose[0]],
+            include_fields=OPPORTUNITY_FIELDS,
+        )
+        opportunities = from_wire_opportunities(items, active, from_wire_picklist_labels(info, "stage"))
+        return PsaRecipientMatch(contact, company_name, opportunities[:MATCHED_OPPORTUNITIES_LIMIT])
+
+    async def _find_contact_item(self, email: str) -> dict[str, Any] | None:
+        """The contact holding this address in any of its three email fields (apis.md §2.3), active ones first,
+        then the oldest; text without an `@` is no address and costs no request."""
+        address = email.strip()
+        if not address or "@" not in address:
+            return None
         items = await self._client.query(
             "Contacts",
             [
                 any_of(
-                    condition("eq", "emailAddress", email),
-                    condition("eq", "emailAddress2", email),
-                    condition("eq", "emailAddress3", email),
+                    condition("eq", "emailAddress", address),
+                    condition("eq", "emailAddress2", address),
+                    condition("eq", "emailAddress3", address),
                 )
             ],
         )
         if not items:
             return None
         items.sort(key=lambda item: (not item.get("isActive", True), int(item["id"])))
-        return from_wire_contact(items[0], email)
+        return items[0]
 
     async def find_ticket(self, reference: str) -> PsaRef | None:
         """By id (`GET Tickets/{id}`, which answers `{"item": null}` for none) when the text is a number, else by the

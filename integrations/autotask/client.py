@@ -226,6 +226,17 @@ class AutotaskClient:
             next_url = (page.get("pageDetails") or {}).get("nextPageUrl")
         return items
 
+    async def query_page(
+        self, entity: str, filters: Sequence[Filter], *, include_fields: Sequence[str] = ()
+    ) -> list[dict[str, Any]]:
+        """The first page of `POST {Entity}/query` only (at most `page_size` rows, never a second request), asking
+        for `include_fields` alone when given (`IncludeFields`, REST_Advanced_Query_Features.htm)."""
+        body = to_wire_query(filters, max_records=self._config.page_size)
+        if include_fields:
+            body["IncludeFields"] = list(include_fields)
+        page = await self.call("POST", f"{entity}/query", entity=entity, body=body)
+        return [item for item in (page or {}).get("items") or [] if isinstance(item, dict)]
+
     async def get(self, entity: str, record_id: int) -> dict[str, Any] | None:
         answer = await self.call("GET", f"{entity}/{record_id}", entity=entity)
         item = (answer or {}).get("item")

@@ -11,7 +11,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from scheduling.model import BusyInterval, BusyKind, PsaContact, PsaDraft, PsaRecordKind, PsaRef
+from scheduling.model import BusyInterval, BusyKind, PsaContact, PsaDraft, PsaOpportunity, PsaRecordKind, PsaRef
 
 Filter = dict[str, Any]
 """One Autotask query condition: {"op", "field", "value"} or a grouping {"op": "or", "items": [...]}."""
@@ -378,3 +378,58 @@ def from_wire_picklist_default(fields_info: Mapping[str, Any], field: str) -> tu
         if value.get("isDefaultValue") is True:
             return int(value["value"]), str(value["label"])
     return None
+
+
+OPPORTUNITY_FIELDS = ("id", "title", "status", "stage", "contactID", "companyID")
+"""What a recipient match reads of an opportunity (`IncludeFields`, REST_Advanced_Query_Features.htm; the field
+names: OpportunitiesEntity.htm)."""
+
+ACTIVE_OPPORTUNITY_STATUS = "active"
+"""The Opportunities `status` picklist's open value, "Active"; its other stock values (Lost, Closed, Implemented,
+Inactive) all end an opportunity (OpportunitiesEntity.htm, `status` picklist) [U: a tenant cannot add statuses, so
+the label is matched by name, case-insensitively]."""
+
+
+def from_wire_company_id(item: Mapping[str, Any]) -> int | None:
+    """A record's `companyID` (an integer reference to Companies); None when it has none."""
+    company_id = item.get("companyID")
+    return company_id if isinstance(company_id, int) and not isinstance(company_id, bool) else None
+
+
+def from_wire_company_name(company: Mapping[str, Any]) -> str:
+    """`companyName` of a Companies record (CompaniesEntity.htm)."""
+    name = company.get("companyName")
+    return " ".join(name.split()) if isinstance(name, str) else ""
+
+
+def from_wire_active_statuses(fields_info: Mapping[str, Any]) -> frozenset[int]:
+    """Ids of the active Opportunities `status` picklist values labelled "Active" (entityInformation/fields)."""
+    return frozenset(
+        status
+        for label, status in from_wire_picklist(fields_info, "status").items()
+        if label.strip() == ACTIVE_OPPORTUNITY_STATUS
+    )
+
+
+def from_wire_opportunities(
+    items: Sequence[Mapping[str, Any]], active: frozenset[int], stages: Mapping[int, str]
+) -> tuple[PsaOpportunity, ...]:
+    """Opportunities rows as PsaOpportunity, newest (highest id) first; a row whose status is not an active one is
+    dropped, whatever the server's filtering did. The stage is shown by its picklist label."""
+    found: list[tuple[int, PsaOpportunity]] = []
+    for item in items:
+        item_id, status, stage = item.get("id"), item.get("status"), item.get("stage")
+        if not isinstance(item_id, int) or isinstance(item_id, bool) or status not in active:
+            continue
+        title = item.get("title")
+        found.append(
+            (
+                item_id,
+                PsaOpportunity(
+                    opportunity_id=str(item_id),
+                    name=" ".join(title.split()) if isinstance(title, str) else "",
+                    stage=stages.get(stage, "") if isinstance(stage, int) else "",
+                ),
+            )
+        )
+    return tuple(opportunity for _, opportunity in sorted(found, key=lambda pair: pair[0], reverse=True))

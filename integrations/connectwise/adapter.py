@@ -13,11 +13,16 @@ from integrations.connectwise.config import ConnectWiseConfig
 from integrations.connectwise.wire import (
     ACTIVITY_TYPE,
     CONTACT_FIELDS,
+    OPPORTUNITY_FIELDS,
     SERVICE_TICKET_TYPE,
     TICKET_CONTACT_FIELDS,
     from_wire_busy,
+    from_wire_company_identifier,
+    from_wire_company_name,
     from_wire_contact,
     from_wire_contact_email,
+    from_wire_open_statuses,
+    from_wire_opportunities,
     from_wire_ref,
     from_wire_ticket_contact,
     from_wire_ticket_contact_id,
@@ -30,6 +35,7 @@ from integrations.connectwise.wire import (
     to_wire_contact,
     to_wire_id,
     to_wire_note,
+    to_wire_open_opportunities,
     to_wire_opportunity,
     to_wire_patch,
     to_wire_schedule_entry,
@@ -40,8 +46,8 @@ from integrations.connectwise.wire import (
 )
 from integrations.rate_windows import InMemoryVendorLimits
 from scheduling.errors import IntegrationAuthError, IntegrationRejected, IntegrationUnavailable
-from scheduling.model import BusyInterval, PsaContact, PsaDraft, PsaRecordKind, PsaRef
-from scheduling.ports import VendorLimits
+from scheduling.model import BusyInterval, PsaContact, PsaDraft, PsaRecipientMatch, PsaRecordKind, PsaRef
+from scheduling.ports import MATCHED_OPPORTUNITIES_LIMIT, VendorLimits
 
 _LOOKUP_PAGE_SIZE = MAX_PAGE_SIZE
 """Idempotency look-ups read every candidate the `contains` probe returns, in pages of the largest size ConnectWise
@@ -74,6 +80,7 @@ class ConnectWisePsa:
         self._board_ids: dict[str, int] = {}
         self._status_ids: dict[tuple[int, str], int] = {}
         self._email_type_id: int | None = None
+        self._open_statuses: frozenset[int] | None = None
 
     async def test_connection(self) -> None:
         """`GET /system/info`: one cheap authenticated call (the ConnectWiseManageAPI PowerShell module validates
@@ -88,7 +95,63 @@ class ConnectWisePsa:
     async def find_contact(self, email: str) -> PsaContact | None:
         """E-mail lives in the contact's `communicationItems[]`, searched with `childConditions` (apis.md §1.2)."""
         address = email.strip()
-        if not address:
+        row = await self._find_contact_row(address)
+        return from_wire_contact(row, address) if row is not None else None
+
+    async def match_recipient(self, email: str) -> PsaRecipientMatch | None:
+        """The contact (find_contact's look-up), its company's name from the contact's own `company` reference
+        (`CompanyReference` `{id, identifier, name}`, ai-connor/connectwise:model_company_reference.go; read by id only
+        when the reference carries no name), and its open opportunities: `GET /sales/opportunities` with
+        `conditions=status/id in (...) AND (contact/id=C OR company/id=K)`, `orderBy=id desc`, one page of
+        MATCHED_OPPORTUNITIES_LIMIT. "Open" is a status whose `closedFlag` is false (`OpportunityStatus`,
+        `GET /sales/opportunities/statuses`, ai-connor/connectwise:build/docs/OpportunityStatus.md): the Opportunity
+        model has no closed flag of its own (build/docs/Opportunity.md), and tenants name their statuses, so the
+        open ones are read once per connection. A contact of the catch-all company gets its own opportunities
+        only."""
+        address = email.strip()
+        row = await self._find_contact_row(address)
+        if row is None:
+            return None
+        contact = from_wire_contact(row, address)
+        company_name = from_wire_company_name(row)
+        if not company_name and contact.company_id:
+            company = await self._client.get(
+                f"company/companies/{to_wire_id(contact.company_id, 'company')}",
+                {"fields": "id,name"},
+                allow_not_found=True,
+            )
+            company_name = str(company.get("name") or "") if isinstance(company, dict) else ""
+        catch_all = from_wire_company_identifier(row).casefold() == self._config.fallback_company_identifier.casefold()
+        statuses = await self._open_opportunity_statuses()
+        if not statuses:
+            return PsaRecipientMatch(contact, company_name, ())
+        rows = await self._client.get_list(
+            "sales/opportunities",
+            {
+                "conditions": to_wire_open_opportunities(
+                    statuses, contact.contact_id, "" if catch_all else contact.company_id
+                ),
+                "orderBy": "id desc",
+                "fields": OPPORTUNITY_FIELDS,
+            },
+            limit=MATCHED_OPPORTUNITIES_LIMIT,
+        )
+        opportunities = from_wire_opportunities(rows, statuses)[:MATCHED_OPPORTUNITIES_LIMIT]
+        return PsaRecipientMatch(contact, company_name, opportunities)
+
+    async def _open_opportunity_statuses(self) -> frozenset[int]:
+        """Ids of the tenant's opportunity statuses that are not closed, read once per connection."""
+        if self._open_statuses is None:
+            rows = await self._client.get_list(
+                "sales/opportunities/statuses", {"conditions": "closedFlag=false", "orderBy": "id asc"}
+            )
+            self._open_statuses = from_wire_open_statuses(rows)
+        return self._open_statuses
+
+    async def _find_contact_row(self, address: str) -> dict[str, Any] | None:
+        """The oldest active contact holding this exact address (any case) in an e-mail communication item; text
+        without an `@` is no address and costs no request."""
+        if not address or "@" not in address:
             return None
         rows = await self._client.get_list(
             "company/contacts",
@@ -103,7 +166,7 @@ class ConnectWisePsa:
         for row in rows:
             values = [item.get("value") for item in row.get("communicationItems") or [] if isinstance(item, dict)]
             if any(isinstance(value, str) and value.strip().lower() == wanted for value in values):
-                return from_wire_contact(row, address)
+                return row
         return None
 
     async def find_ticket(self, reference: str) -> PsaRef | None:

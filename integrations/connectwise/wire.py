@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from scheduling.errors import IntegrationRejected
-from scheduling.model import BusyInterval, BusyKind, PsaContact, PsaDraft, PsaRecordKind, PsaRef
+from scheduling.model import BusyInterval, BusyKind, PsaContact, PsaDraft, PsaOpportunity, PsaRecordKind, PsaRef
 
 BUSY_LABEL = "PSA schedule entry"
 
@@ -362,3 +362,75 @@ def from_wire_busy(row: Mapping[str, Any]) -> BusyInterval:
         kind=BusyKind.EVENT,
         label=BUSY_LABEL,
     )
+
+
+OPPORTUNITY_FIELDS = "id,name,stage,status"
+"""What a recipient match reads of an opportunity (`fields`, apis.md §1.2): `name`, `stage`
+(`OpportunityStageReference` `{id, name}`) and `status` (`OpportunityStatusReference`), ai-connor/connectwise:
+build/docs/Opportunity.md."""
+
+
+def from_wire_company_name(row: Mapping[str, Any]) -> str:
+    """The display name in a record's `company` reference (`CompanyReference` `{id, identifier, name}`, all optional;
+    ai-connor/connectwise:build/docs/CompanyReference.md); "" when it carries none."""
+    reference = row.get("company")
+    name = reference.get("name") if isinstance(reference, dict) else None
+    return " ".join(name.split()) if isinstance(name, str) else ""
+
+
+def from_wire_company_identifier(row: Mapping[str, Any]) -> str:
+    """The `identifier` in a record's `company` reference; "" when it carries none."""
+    reference = row.get("company")
+    identifier = reference.get("identifier") if isinstance(reference, dict) else None
+    return identifier.strip() if isinstance(identifier, str) else ""
+
+
+def from_wire_open_statuses(rows: list[dict[str, Any]]) -> frozenset[int]:
+    """Ids of `GET /sales/opportunities/statuses?conditions=closedFlag=false` rows that really are open: a row whose
+    `closedFlag` is true (a server that ignored the condition) is left out; a missing flag reads as open, as the
+    spec makes it nullable (ai-connor/connectwise:build/docs/OpportunityStatus.md)."""
+    return frozenset(
+        int(row["id"])
+        for row in rows
+        if isinstance(row.get("id"), int) and not isinstance(row.get("id"), bool) and row.get("closedFlag") is not True
+    )
+
+
+def to_wire_open_opportunities(statuses: frozenset[int], contact_id: str, company_id: str) -> str:
+    """`conditions` for a recipient's open opportunities: an open status (`in`, apis.md §1.3) and the contact, or
+    the contact's company when `company_id` is given (nested reference fields with `/`, apis.md §1.3). Ids are
+    numbers here, so nothing a client typed reaches the expression."""
+    ids = ",".join(str(status) for status in sorted(statuses))
+    contact = to_wire_id(contact_id, "contact")
+    who = f"contact/id={contact}"
+    if company_id:
+        who = f"({who} OR company/id={to_wire_id(company_id, 'company')})"
+    return f"status/id in ({ids}) AND {who}"
+
+
+def from_wire_opportunities(rows: list[dict[str, Any]], open_statuses: frozenset[int]) -> tuple[PsaOpportunity, ...]:
+    """Opportunity rows as PsaOpportunity, newest (highest id) first; a row whose status is not one of the open ones
+    is dropped, whatever the server's filtering did."""
+    found: list[tuple[int, PsaOpportunity]] = []
+    for row in rows:
+        row_id = row.get("id")
+        if not isinstance(row_id, int) or isinstance(row_id, bool):
+            continue
+        status = row.get("status")
+        status_id = status.get("id") if isinstance(status, dict) else None
+        if status_id not in open_statuses:
+            continue
+        stage = row.get("stage")
+        stage_name = stage.get("name") if isinstance(stage, dict) else None
+        name = row.get("name")
+        found.append(
+            (
+                row_id,
+                PsaOpportunity(
+                    opportunity_id=str(row_id),
+                    name=" ".join(name.split()) if isinstance(name, str) else "",
+                    stage=stage_name.strip() if isinstance(stage_name, str) else "",
+                ),
+            )
+        )
+    return tuple(opportunity for _, opportunity in sorted(found, key=lambda pair: pair[0], reverse=True))

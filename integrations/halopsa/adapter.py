@@ -12,6 +12,7 @@ from integrations.halopsa.client import NOT_FOUND, HaloPsaClient
 from integrations.halopsa.config import HaloPsaConfig
 from integrations.halopsa.wire import (
     from_wire_busy,
+    from_wire_client_name,
     from_wire_contact,
     from_wire_holiday,
     from_wire_ref,
@@ -32,7 +33,7 @@ from integrations.halopsa.wire import (
 )
 from integrations.rate_windows import InMemoryVendorLimits
 from scheduling.errors import IntegrationRejected, IntegrationUnavailable
-from scheduling.model import BusyInterval, PsaContact, PsaDraft, PsaRecordKind, PsaRef
+from scheduling.model import BusyInterval, PsaContact, PsaDraft, PsaRecipientMatch, PsaRecordKind, PsaRef
 from scheduling.ports import VendorLimits
 
 _ZONE_SLACK = timedelta(days=1)
@@ -64,13 +65,38 @@ class HaloPsa:
         await self._client.get("Client", {"pageinate": "true", "page_size": "1", "page_no": "1"})
 
     async def find_contact(self, email: str) -> PsaContact | None:
-        # Halo's `search` may be a LIKE match over several columns, where `_` (common in addresses) and `[` are
-        # wildcards; the term is a wildcard-free part of the address and the exact address is checked here.
-        wanted = email.strip().lower()
-        users = await self._client.get_pages("Users", {"search": to_wire_search(email.strip())}, "users")
+        user = await self._find_user(email)
+        return from_wire_contact(user) if user is not None else None
+
+    async def match_recipient(self, email: str) -> PsaRecipientMatch | None:
+        """The user (find_contact's look-up) and its client's name: the user row's `client_name` (schema `Users`,
+        as GET /Users answers it), else `GET /api/Client/{id}` ("Get one Client", path `id` int32) for `name`.
+        HaloPSA has no opportunities (PRODUCT.md; the swagger has no Opportunity path), so none are ever listed."""
+        user = await self._find_user(email)
+        if user is None:
+            return None
+        contact = from_wire_contact(user)
+        company_name = from_wire_client_name(user)
+        if not company_name and contact.company_id.isdigit():
+            client = await self._client.get(f"Client/{int(contact.company_id)}", allow_not_found=True)
+            company_name = (
+                from_wire_client_name({"client_name": client.get("name")}) if isinstance(client, dict) else ""
+            )
+        return PsaRecipientMatch(contact, company_name, ())
+
+    async def _find_user(self, email: str) -> dict[str, Any] | None:
+        """The first user whose `emailaddress` is this address (any case). Halo's `search` may be a LIKE match over
+        several columns, where `_` (common in addresses) and `[` are wildcards; the term is a wildcard-free part of
+        the address and the exact address is checked here. Text without an `@` is no address and costs no
+        request."""
+        address = email.strip()
+        if not address or "@" not in address:
+            return None
+        wanted = address.lower()
+        users = await self._client.get_pages("Users", {"search": to_wire_search(address)}, "users")
         for user in users:
             if str(user.get("emailaddress", "")).strip().lower() == wanted:
-                return from_wire_contact(user)
+                return user
         return None
 
     async def find_ticket(self, reference: str) -> PsaRef | None:

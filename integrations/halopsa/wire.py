@@ -185,6 +185,13 @@ def from_wire_contact(user: dict[str, Any]) -> PsaContact:
     )
 
 
+def from_wire_client_name(user: dict[str, Any]) -> str:
+    """The client's display name a user row carries, `client_name` (the `Users` schema, as GET /Users and
+    GET /Users/{id} answer it); "" when it carries none."""
+    name = user.get("client_name")
+    return " ".join(name.split()) if isinstance(name, str) else ""
+
+
 def from_wire_ticket_user_id(ticket: dict[str, Any]) -> int | None:
     """The ticket's end user, `user_id` (the Faults schema's link to Users), None when it has none."""
     user_id = ticket.get("user_id")

@@ -41,6 +41,18 @@ class FakePsaControl(Protocol):
         """Seed a contact (with its company) and return it as our client should find it."""
         ...
 
+    def company_name(self, company_id: str) -> str:
+        """The display name of a company (client) the fake holds; add_contact names a new one after the domain."""
+        ...
+
+    def add_opportunity(
+        self, name: str, *, contact: PsaContact, open_: bool = True, for_company_only: bool = False, stage: str = ""
+    ) -> str:
+        """Seed an opportunity a rep entered in the PSA itself, on `contact`'s company: for that contact, or with
+        `for_company_only` for the company but not this contact. `open_` False puts it in a closed status. Returns
+        its id. Only where `supports_opportunities`."""
+        ...
+
     def add_ticket(self, title: str, *, contact: PsaContact | None = None) -> int:
         """Seed a ticket someone opened in the PSA itself (not through Slotwise); returns its id. `contact` (one
         add_contact returned): the ticket is for that contact (ConnectWise `contact`, Autotask `contactID`, Halo

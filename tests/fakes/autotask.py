@@ -629,6 +629,39 @@ class FakeAutotaskServer:
             values["contactID"] = int(contact.contact_id)
         return int(self._insert("Tickets", values)["id"])
 
+    def company_name(self, company_id: str) -> str:
+        """`companyName` of a company (add_contact names a new one after the address's domain)."""
+        return str(self.tables["Companies"][int(company_id)]["companyName"])
+
+    def add_opportunity(
+        self, name: str, *, contact: PsaContact, open_: bool = True, for_company_only: bool = False, stage: str = ""
+    ) -> str:
+        """An opportunity a rep entered in Autotask itself, on `contact`'s company (one add_contact made): for that
+        contact, or with `for_company_only` for the company alone (no `contactID`). `open_`: status "Active", else
+        "Lost". `stage`: a stage label (the picklist's first when empty). Returns its id."""
+        company_id = int(self.tables["Contacts"][int(contact.contact_id)]["companyID"])
+        spec = SPECS["Opportunities"]
+        status = next(
+            value for value, label in spec.picklists["status"].items() if label == ("Active" if open_ else "Lost")
+        )
+        stage_id = next((value for value, label in spec.picklists["stage"].items() if label == stage), 1)
+        values: dict[str, Any] = {
+            "companyID": company_id,
+            "title": name,
+            "description": "Entered by a rep",
+            "status": status,
+            "stage": stage_id,
+            "ownerResourceID": DEMO_RESOURCE_ID,
+            "amount": 0,
+            "cost": 0,
+            "probability": 50,
+            "projectedCloseDate": _wire_time(self.clock()),
+            "useQuoteTotals": False,
+        }
+        if not for_company_only:
+            values["contactID"] = int(contact.contact_id)
+        return str(self._insert("Opportunities", values)["id"])
+
     def ticket_number(self, ticket_id: int) -> str:
         """The number Autotask shows for a ticket (`ticketNumber`, T20261124.0001), which is not its id."""
         return str(self.tables["Tickets"][ticket_id]["ticketNumber"])
@@ -927,6 +960,16 @@ class FakeAutotaskServer:
         if not isinstance(size, int) or isinstance(size, bool) or not 1 <= size <= MAX_PAGE:
             raise AutotaskError(f"MaxRecords must be between 1 and {MAX_PAGE}.")
         include = body.get("IncludeFields")
+        if include is not None:
+            # REST_Advanced_Query_Features.htm: IncludeFields is a list of the entity's field names. A name the
+            # entity lacks is refused the way an unknown filter field is (HTTP 500 "Unable to find X in the Y
+            # Entity", WYRE-AI/autotask-mcp#282) [U: Autotask's exact answer for an unknown IncludeFields name].
+            if not isinstance(include, list) or not all(isinstance(name, str) for name in include):
+                raise AutotaskError("IncludeFields must be an array of field names.")
+            known = {field_name.lower() for field_name in SPECS[entity].fields}
+            for name in include:
+                if name.lower() not in known:
+                    raise AutotaskError(f"Unable to find {name} in the {entity} Entity.")
         matches = [
             dict(record)
             for record in sorted(self.tables[entity].values(), key=lambda row: row["id"])

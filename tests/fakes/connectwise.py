@@ -484,9 +484,16 @@ _RESOURCE_FIELDS: dict[str, set[str]] = {
         "id summary recordType board status company contact owner priority initialDescription closedFlag _info lastUpdated dateEntered"
     ),
     "notes": _names("id ticketId text detailDescriptionFlag internalAnalysisFlag resolutionFlag member"),
+    # The Opportunity model has no closed flag; whether one is open is its status's `closedFlag`
+    # (ai-connor/connectwise:build/docs/Opportunity.md, OpportunityStatus.md), so `closedFlag` here is a 400.
     "opportunities": _names(
-        "id name primarySalesRep company contact stage status notes expectedCloseDate closedFlag _info lastUpdated dateEntered"
+        "id name primarySalesRep company contact stage status notes expectedCloseDate closedDate _info lastUpdated"
+        " dateEntered"
     ),
+    # OpportunityStatus: id, name (max 30), wonFlag, lostFlag, closedFlag, inactiveFlag, defaultFlag, enteredBy,
+    # dateEntered (ai-connor/connectwise:build/docs/OpportunityStatus.md), listed at GET /sales/opportunities/statuses
+    # (build/docs/OpportunityStatusesAPI.md).
+    "opportunityStatuses": _names("id name wonFlag lostFlag closedFlag inactiveFlag defaultFlag _info"),
     "activities": _names(
         "id name assignTo company contact opportunity ticket dateStart dateEnd notes type status _info lastUpdated"
     ),
@@ -539,6 +546,59 @@ def _category(kind: dict[str, Any]) -> str:
     return "Email" if kind.get("emailFlag") else "Fax" if kind.get("faxFlag") else "Phone"
 
 
+def stock_opportunity_statuses() -> list[dict[str, Any]]:
+    """A tenant's opportunity statuses (`OpportunityStatus`, ai-connor/connectwise:build/docs/OpportunityStatus.md):
+    one open default and three closed ones. Names and ids are those of a stock tenant [U]; tenants rename and add
+    their own, which is why a client must go by `closedFlag`, never by a name."""
+    return [
+        {
+            "id": 1,
+            "name": "Open",
+            "wonFlag": False,
+            "lostFlag": False,
+            "closedFlag": False,
+            "inactiveFlag": False,
+            "defaultFlag": True,
+        },
+        {
+            "id": 2,
+            "name": "Won",
+            "wonFlag": True,
+            "lostFlag": False,
+            "closedFlag": True,
+            "inactiveFlag": False,
+            "defaultFlag": False,
+        },
+        {
+            "id": 3,
+            "name": "Lost",
+            "wonFlag": False,
+            "lostFlag": True,
+            "closedFlag": True,
+            "inactiveFlag": False,
+            "defaultFlag": False,
+        },
+        {
+            "id": 4,
+            "name": "No Decision",
+            "wonFlag": False,
+            "lostFlag": False,
+            "closedFlag": True,
+            "inactiveFlag": False,
+            "defaultFlag": False,
+        },
+        {
+            "id": 5,
+            "name": "Waiting on Budget",
+            "wonFlag": False,
+            "lostFlag": False,
+            "closedFlag": False,
+            "inactiveFlag": False,
+            "defaultFlag": False,
+        },
+    ]
+
+
 _SCHEDULE_TYPES = [
     {"id": 1, "identifier": "S", "name": "Service"},
     {"id": 2, "identifier": "C", "name": "Activity"},
@@ -573,6 +633,7 @@ class FakeConnectWiseServer:
     """"like": `contains` and `like` run as SQL Server LIKE (see `_compare`)."""
     reading: str = ""
     communication_types: list[dict[str, Any]] = field(default_factory=stock_communication_types)
+    opportunity_statuses: list[dict[str, Any]] = field(default_factory=stock_opportunity_statuses)
     request_log: list[LoggedRequest] = field(default_factory=list)
     members: dict[int, dict[str, Any]] = field(default_factory=dict)
     companies: dict[int, dict[str, Any]] = field(default_factory=dict)
@@ -784,6 +845,59 @@ class FakeConnectWiseServer:
         """The number ConnectWise shows for a ticket ("ticket #1234"): its id."""
         return str(self.tickets[ticket_id]["id"])
 
+    def company_name(self, company_id: str) -> str:
+        """The display name of a company (add_contact names a new one after the address's domain)."""
+        return str(self.companies[int(company_id)]["name"])
+
+    def add_opportunity(
+        self, name: str, *, contact: PsaContact, open_: bool = True, for_company_only: bool = False, stage: str = ""
+    ) -> str:
+        """An opportunity a rep entered in ConnectWise itself, for `contact` (one add_contact made) and its company.
+        `open_`: in the open default status, else in a closed one ("Won"). `for_company_only`: for another contact
+        of the same company (made here), so it is the company's, not this contact's. `stage`: a stage name (the
+        first stage when empty). Returns its id."""
+        row = self.contacts[int(contact.contact_id)]
+        company = self.companies[row["company"]["id"]]
+        person = row
+        if for_company_only:
+            other = self._new_id()
+            person = {
+                "id": other,
+                "firstName": "Colleague",
+                "lastName": str(other),
+                "company": self._company_ref(company),
+                "inactiveFlag": False,
+                "communicationItems": [],
+            }
+            self.contacts[other] = person
+        statuses = [status for status in self.opportunity_statuses if status["closedFlag"] is not open_]
+        status = next((item for item in statuses if item.get("defaultFlag")), statuses[0])
+        stage_row = next(
+            (item for item in self.stages.values() if item["name"] == stage), self.stages[min(self.stages)]
+        )
+        member = self.members[min(self.members)]
+        opportunity_id = self._new_id()
+        self.opportunities[opportunity_id] = {
+            "id": opportunity_id,
+            "name": name,
+            "primarySalesRep": self._member_ref(member),
+            "company": self._company_ref(company),
+            "contact": {"id": person["id"], "name": f"{person['firstName']} {person['lastName']}".strip()},
+            "stage": {"id": stage_row["id"], "name": stage_row["name"]},
+            "status": {"id": status["id"], "name": status["name"]},
+            "notes": "",
+            "expectedCloseDate": _cw_time(self.clock() + timedelta(days=30)),
+            "_info": self._info(),
+        }
+        return str(opportunity_id)
+
+    def _default_opportunity_status(self) -> dict[str, Any]:
+        """A new opportunity without a status gets the tenant's default one (`defaultFlag`, OpportunityStatus) [U:
+        the spec does not say what a create without `status` gets; the default is the reading a tenant expects]."""
+        status = next((item for item in self.opportunity_statuses if item.get("defaultFlag")), None)
+        status = status or self.opportunity_statuses[0]
+        return {"id": status["id"], "name": status["name"]}
+
     # Serving
 
     @property
@@ -797,6 +911,7 @@ class FakeConnectWiseServer:
         router.add_get(f"{prefix}/system/info", self._system_info)
         router.add_get(f"{prefix}/system/members", self._list_members)
         router.add_get(f"{prefix}/company/companies", self._list_companies)
+        router.add_get(f"{prefix}/company/companies/{{id}}", self._get_company)
         router.add_get(f"{prefix}/company/communicationTypes", self._list_communication_types)
         router.add_get(f"{prefix}/company/contacts", self._list_contacts)
         router.add_post(f"{prefix}/company/contacts", self._post_contact)
@@ -810,6 +925,7 @@ class FakeConnectWiseServer:
         router.add_get(f"{prefix}/service/tickets/{{id}}/notes", self._list_notes)
         router.add_post(f"{prefix}/service/tickets/{{id}}/notes", self._post_note)
         router.add_get(f"{prefix}/sales/opportunities", self._list_opportunities)
+        router.add_get(f"{prefix}/sales/opportunities/statuses", self._list_opportunity_statuses)
         router.add_post(f"{prefix}/sales/opportunities", self._post_opportunity)
         router.add_get(f"{prefix}/sales/stages", self._list_stages)
         router.add_get(f"{prefix}/sales/activities", self._list_activities)
@@ -1137,6 +1253,11 @@ class FakeConnectWiseServer:
     async def _list_companies(self, request: web.Request) -> web.Response:
         return self._listed(request, list(self.companies.values()), "companies")
 
+    async def _get_company(self, request: web.Request) -> web.Response:
+        """`GET /company/companies/{id}` (get by id with `fields`, as the lists take it; 404 with the error body for
+        an unknown id, apis.md §1.5)."""
+        return self._single(request, self.companies[self._record_id(request, self.companies, "Company")])
+
     async def _get_contact(self, request: web.Request) -> web.Response:
         """`GET /company/contacts/{id}` (Jetbuilt/connect_wise:docs/ContactsApi.md `get_company_contacts_by_id`);
         404 with the error body for an unknown id (apis.md §1.5)."""
@@ -1419,6 +1540,11 @@ class FakeConnectWiseServer:
     async def _list_opportunities(self, request: web.Request) -> web.Response:
         return self._listed(request, list(self.opportunities.values()), "opportunities")
 
+    async def _list_opportunity_statuses(self, request: web.Request) -> web.Response:
+        """`GET /sales/opportunities/statuses` (ai-connor/connectwise:build/docs/OpportunityStatusesAPI.md "Get List
+        of OpportunityStatus"), filtered and paged like every list."""
+        return self._listed(request, list(self.opportunity_statuses), "opportunityStatuses")
+
     async def _post_opportunity(self, request: web.Request) -> web.Response:
         """`POST /sales/opportunities`: `name`, `primarySalesRep`, `company` and `contact` are required
         (`NewOpportunity(name, primarySalesRep, company, contact)`, ai-connor/connectwise:model_opportunity.go);
@@ -1446,10 +1572,9 @@ class FakeConnectWiseServer:
             "company": self._company_ref(company),
             "contact": {"id": contact["id"], "name": f"{contact['firstName']} {contact['lastName']}".strip()},
             "stage": {"id": stage["id"], "name": stage["name"]},
-            "status": {"id": 1, "name": "Open"},
+            "status": self._default_opportunity_status(),
             "notes": body.get("notes") if isinstance(body.get("notes"), str) else "",
             "expectedCloseDate": close or _cw_time(self.clock() + timedelta(days=30)),
-            "closedFlag": False,
             "_info": self._info(),
         }
         self.opportunities[opportunity_id] = opportunity

@@ -219,6 +219,7 @@ class FakeHaloPsaServer:
     responses_lost: int = 0
     """How many committed creates had their answer dropped by lose_next_response."""
     _lose_next: bool = False
+    _lean_users: bool = False
     _revoked: bool = False
     _next_id: int = 1000
     _window_started: datetime | None = None
@@ -339,6 +340,21 @@ class FakeHaloPsaServer:
         }
         return user_id
 
+    def company_name(self, company_id: str) -> str:
+        """The name of a client (add_contact names a new one after the address's domain)."""
+        return str(self.clients[int(company_id)]["name"])
+
+    def add_opportunity(
+        self, name: str, *, contact: PsaContact, open_: bool = True, for_company_only: bool = False, stage: str = ""
+    ) -> str:
+        """HaloPSA has no opportunities (apis.md §3 lists none; PRODUCT.md): there is nothing to seed."""
+        raise NotImplementedError("HaloPSA has no opportunities")
+
+    def drop_client_names(self) -> None:
+        """User rows stop carrying `client_name` (a Halo version or list that leaves it out [U]), so a reader must
+        ask for the client itself."""
+        self._lean_users = True
+
     def ticket_number(self, ticket_id: int) -> str:
         """The number Halo shows for a ticket: its id."""
         return str(self.tickets[ticket_id]["id"])
@@ -398,6 +414,7 @@ class FakeHaloPsaServer:
         app.router.add_post("/api/Users", self._post_users)
         app.router.add_get("/api/Site", self._list_sites)
         app.router.add_get("/api/Client", self._list_clients)
+        app.router.add_get("/api/Client/{id}", self._get_client)
         app.router.add_get("/api/Agent", self._list_agents)
         app.router.add_get("/api/Status", self._list_statuses)
         app.router.add_get("/api/TicketType", self._list_tickettypes)
@@ -820,7 +837,7 @@ class FakeHaloPsaServer:
         search = request.query.get("search", "")
         client_id = _int_query(request.query, "client_id")
         rows = [
-            dict(user)
+            {key: value for key, value in user.items() if not (self._lean_users and key == "client_name")}
             for user in self.users.values()
             if (not search or self._matches(search, user["name"], user["emailaddress"]))
             and (client_id is None or user["client_id"] == client_id)
@@ -876,6 +893,16 @@ class FakeHaloPsaServer:
         search = request.query.get("search", "")
         rows = [dict(client) for client in self.clients.values() if not search or self._matches(search, client["name"])]
         return self._paged(request, rows, "clients")
+
+    async def _get_client(self, request: web.Request) -> web.Response:
+        """GET /Client/{id}: one client, 404 for an unknown id [U: the path and its 404 by analogy with the
+        swagger's `/Users/{id}` "Get one Users" and `/Tickets/{id}`; this stand-in's client rows carry `id` and
+        `name`]."""
+        raw = request.match_info["id"]
+        client = self.clients.get(int(raw)) if raw.isdigit() else None
+        if client is None:
+            return web.Response(status=404, text="Client not found")
+        return web.json_response(dict(client))
 
     async def _list_agents(self, request: web.Request) -> web.Response:
         return web.json_response(list(self.agents.values()))
