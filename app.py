@@ -23,6 +23,7 @@ from aiohttp import web
 from yarl import URL
 
 from addin.auth import AddinAuthSettings
+from addin.recipients import RecipientMatcher
 from addin.routes import AddinContext, BookingDeps, setup_addin
 from addin.suggestions import SuggestionLinks
 from admin.connections import load_connection_configs, load_webhook_secrets
@@ -280,6 +281,7 @@ def create_app(settings: Settings, *, overrides: Overrides | None = None) -> web
                 manage_url_for=manage_links.url_for,
                 link_days=settings.request_link_days,
             ),
+            recipients=RecipientMatcher(tenant_psa),
         ),
     )
     app[RUNNER_WATCH] = RunnerWatch()

@@ -20,6 +20,7 @@ from aiohttp import web
 from yarl import URL
 
 from addin.auth import AddinAuthenticator, AddinAuthError, AddinAuthSettings, AddinDirectory, Rep
+from addin.recipients import MAX_ADDRESSES, RecipientMatcher, clean_addresses
 from addin.snippets import LinkSnippet, render_link_html, render_link_text
 from addin.suggestions import (
     SuggestedTime,
@@ -36,7 +37,7 @@ from addin.suggestions import (
     render_times_text,
 )
 from addin.zones import zone_named
-from scheduling.errors import IdempotencyKeyReused, InvalidRequest, SlotUnavailable, SlotwiseError
+from scheduling.errors import IdempotencyKeyReused, InvalidRequest, ServiceUnavailable, SlotUnavailable, SlotwiseError
 from scheduling.model import Booking, BookingStatus, BookingTarget, ClientDetails, Slot, TeamsIdentity, TypeSummary
 from scheduling.ports import BookingStore, Clock, TenantCatalog
 from scheduling.service import Scheduler
@@ -54,6 +55,8 @@ class AddinContext:
     """MSAL.js as `npm ci` (scripts/bootstrap) put it in node_modules, served from our origin."""
     booking: BookingDeps | None = None
     """What suggested times need; None leaves them out (the API answers 503)."""
+    recipients: RecipientMatcher | None = None
+    """Matches the email's recipients to the tenant's PSA; None leaves it out (the API answers 503)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -617,6 +620,31 @@ async def see_all_times(request: web.Request) -> web.Response:
     return _time_page(request, "All free times", [line for line in lines if line], days=list(days.items()))
 
 
+async def recipients(request: web.Request, rep: Rep) -> web.Response:
+    """The email's recipients as the tenant's PSA knows them: `{"addresses": [...]}` in, one answer per address out
+    (matched with contact, company and open opportunities; unknown; or unavailable with a reason)."""
+    matcher = request.app[ADDIN].context.recipients
+    if matcher is None:
+        return api_error(503, "unavailable", "Recipient look-ups are not available on this Slotwise server")
+    body = await _json_object(request)
+    if isinstance(body, web.Response):
+        return body
+    addresses = clean_addresses(body.get("addresses"))
+    if addresses is None:
+        return api_error(
+            400,
+            "invalid_addresses",
+            f"'addresses' must be a list of at most {MAX_ADDRESSES} email addresses",
+        )
+    try:
+        answers = await matcher.match(rep.identity.tenant_id, addresses)
+    except ServiceUnavailable as exc:
+        return api_error(503, "starting", str(exc))
+    if answers is None:
+        return web.json_response({"psa": False, "recipients": []})
+    return web.json_response({"psa": True, "recipients": [answer.to_json() for answer in answers]})
+
+
 async def _json_object(request: web.Request) -> dict[str, Any] | web.Response:
     if request.content_type != "application/json":
         return api_error(415, "unsupported_media_type", "send the request body as application/json")
@@ -689,6 +717,7 @@ def setup_addin(app: web.Application, context: AddinContext) -> None:
     app.router.add_post("/addin/api/link", _authenticated(link_snippet))
     app.router.add_post("/addin/api/free-times", _authenticated(free_times))
     app.router.add_post("/addin/api/suggested-times", _authenticated(suggested_times))
+    app.router.add_post("/addin/api/recipients", _authenticated(recipients))
     app.router.add_get("/addin/t/{token}", time_link)
     app.router.add_post("/addin/t/{token}", book_time_link)
     app.router.add_get("/addin/all/{token}", see_all_times)

@@ -26,6 +26,9 @@
   const pickerTimes = document.getElementById("picker-times");
   const pickerInsert = document.getElementById("picker-insert");
   const pickerCancel = document.getElementById("picker-cancel");
+  const recipientsSection = document.getElementById("recipients-section");
+  const recipientsList = document.getElementById("recipients");
+  const RECIPIENTS_PAUSE_MS = 800;
   const SUGGESTED = 3;
   const MOST = 5;
   // The rep's Outlook zone (a Windows name; the server maps it to IANA with CLDR), used when the recipient's zone is
@@ -351,6 +354,93 @@
     section.hidden = false;
   }
 
+  // Recipients as the PSA knows them. Asked when the pane opens and again once the recipients have stopped changing
+  // for a moment (RecipientsChanged, Mailbox 1.7): every look-up costs the MSP's PSA requests (Autotask counts them
+  // against its hourly quota), so typing an address is not a request per keystroke. The server caches answers too.
+
+  let recipientsTimer = null;
+  let recipientsAsked = 0;
+
+  async function addressesOf(item) {
+    const addresses = [];
+    for (const field of ["to", "cc"]) {
+      if (!item[field] || typeof item[field].getAsync !== "function") continue;
+      try {
+        const recipients = await officeCall((done) => item[field].getAsync(done));
+        for (const recipient of recipients || []) {
+          const address = (recipient.emailAddress || "").trim().toLowerCase();
+          if (address && !addresses.includes(address)) addresses.push(address);
+        }
+      } catch (error) {
+        // An unresolved recipient list is simply not looked up.
+      }
+    }
+    return addresses.slice(0, 10);
+  }
+
+  function describeRecipient(entry) {
+    const row = document.createElement("li");
+    const who = document.createElement("span");
+    who.className = "name";
+    const details = document.createElement("span");
+    details.className = "details";
+    if (entry.status === "matched") {
+      who.textContent = entry.contact.name + " (" + entry.email + ")";
+      const deals = entry.opportunities || [];
+      let text = entry.company.name || "No company";
+      if (deals.length) {
+        text += " · open: " + deals.map((deal) => deal.name + (deal.stage ? " (" + deal.stage + ")" : "")).join(", ");
+      } else {
+        text += " · no open opportunities";
+      }
+      details.textContent = text;
+    } else if (entry.status === "unknown") {
+      who.textContent = entry.email;
+      details.textContent = "Not in your PSA yet.";
+    } else {
+      who.textContent = entry.email;
+      details.textContent = entry.message || "Your PSA could not be asked right now.";
+    }
+    row.append(who, details);
+    return row;
+  }
+
+  async function checkRecipients() {
+    const item = Office.context.mailbox.item;
+    const asked = ++recipientsAsked;
+    const addresses = await addressesOf(item);
+    if (!addresses.length) {
+      recipientsSection.hidden = true;
+      return;
+    }
+    let answer;
+    try {
+      answer = await api("/addin/api/recipients", { addresses: addresses });
+    } catch (error) {
+      return; // The types and links still work; the recipients section just stays as it was.
+    }
+    if (asked !== recipientsAsked) return; // a newer look-up is under way
+    if (!answer.psa) {
+      recipientsSection.hidden = true;
+      return;
+    }
+    recipientsList.replaceChildren(...answer.recipients.map(describeRecipient));
+    recipientsSection.hidden = false;
+  }
+
+  function recipientsChanged() {
+    clearTimeout(recipientsTimer);
+    recipientsTimer = setTimeout(checkRecipients, RECIPIENTS_PAUSE_MS);
+  }
+
+  function watchRecipients() {
+    const item = Office.context.mailbox.item;
+    if (typeof item.addHandlerAsync === "function" && Office.EventType.RecipientsChanged) {
+      item.addHandlerAsync(Office.EventType.RecipientsChanged, recipientsChanged, () => {});
+    }
+    checkRecipients();
+  }
+
   async function start() {
     if (!Office.context || !Office.context.mailbox || !Office.context.mailbox.item) {
       say("");
@@ -364,6 +454,7 @@
       const answer = await api("/addin/api/appointment-types");
       renderTypes(answer.types);
       say(answer.types.length ? "Choose a link to insert at the cursor." : "");
+      watchRecipients();
     } catch (error) {
       say("");
       showProblem(error instanceof Problem ? error.message : "Something went wrong: " + (error.message || error) + ".");

@@ -21,16 +21,18 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from playwright.async_api import Browser, BrowserContext, Page, Route, async_playwright, expect
 from sqlalchemy import func, select
 
-from app import Overrides, create_app
+from app import Overrides, apply_tenant_file, create_app
 from storage.database import Database
 from storage.tables import bookings
 from tests.conftest import FIXTURES, FixedClock, apply_file, make_settings, start_client
 from tests.fakes.bot_identity import FakeBotIdentity, SigningKey, generate_rsa_key, mint
+from tests.fakes.connectwise import FakeConnectWiseServer
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 pytestmark = pytest.mark.browser
 
 STAND_INS = Path(__file__).resolve().parents[1] / "fakes" / "office_js"
+SHOTS = Path(__file__).resolve().parents[2] / "var" / "artifacts" / "addin"
 INSTALLED_MSAL = Path(__file__).resolve().parents[2] / "node_modules/@azure/msal-browser/lib/msal-browser.min.js"
 OFFICE_JS_URL = "https://office-js.test/lib/1/hosted/office.js"
 API_CLIENT_ID = "6f1d2c3b-4a59-4e68-8d7c-0b1a2f3e4d5c"
@@ -447,3 +449,82 @@ async def test_type_names_are_shown_and_inserted_as_text_never_as_markup(
     finally:
         await client.close()
         await keys.close()
+
+
+@pytest.fixture
+async def psa_pane(
+    sqlite_database: Database, tmp_path: Path, clock: FixedClock, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[tuple[Pane, FakeConnectWiseServer]]:
+    """Like `pane`, with the tenant's ConnectWise (the stand-in, over real HTTP) connected."""
+    fake = FakeConnectWiseServer()
+    psa = TestServer(fake.build_app(), host="127.0.0.1", port=0)
+    await psa.start_server()
+    monkeypatch.setenv("PANE_CW_PRIVATE_KEY", fake.private_key)
+    monkeypatch.setenv("PANE_CW_CLIENT_ID", fake.client_id)
+    path = tmp_path / "contoso.yaml"
+    path.write_text(
+        (FIXTURES / "teams_tenant.yaml").read_text(encoding="utf-8").rstrip("\n")
+        + "\nintegrations:\n  psa:\n    vendor: connectwise\n"
+        + f"    site_url: {str(psa.make_url('')).rstrip('/')}\n    codebase: {fake.codebase}\n"
+        + f"    company_id: {fake.company_id}\n    public_key: {fake.public_key}\n"
+        + "    secrets_from_env: {private_key: PANE_CW_PRIVATE_KEY, client_id: PANE_CW_CLIENT_ID}\n"
+    )
+    await apply_tenant_file(sqlite_database, make_settings(tmp_path), path, dry_run=False)
+    identity = FakeBotIdentity()
+    key = identity.add_tenant_key("common", "pane-key", private_key=signing_key())
+    keys = TestServer(identity.build_app())
+    await keys.start_server()
+    client = await start_client(
+        sqlite_database,
+        tmp_path,
+        clock,
+        base_url=BASE_URL,
+        addin_client_id=API_CLIENT_ID,
+        addin_openid_metadata_url=str(keys.make_url("/common/v2.0/.well-known/openid-configuration")),
+        office_js_url=OFFICE_JS_URL,
+        msal_browser_script=tmp_path / "not-installed" / "msal-browser.min.js",
+    )
+    yield Pane(client, key, []), fake
+    await client.close()
+    await keys.close()
+    await psa.close()
+
+
+async def test_the_pane_shows_who_the_recipients_are_in_the_psa_and_asks_once_they_stop_changing(
+    browser: Browser, psa_pane: tuple[Pane, FakeConnectWiseServer]
+) -> None:
+    pane, fake = psa_pane
+    pat = fake.add_contact("Pat <b>Buyer</b>", "pat@client.example")
+    fake.add_opportunity("Managed <i>services</i>", contact=pat)
+    fake.add_contact("Lee Chen", "lee@client.example")
+    office = {
+        "to": [{"displayName": "Pat", "emailAddress": "pat@client.example"}],
+        "cc": [{"displayName": "Someone new", "emailAddress": "new@elsewhere.example"}],
+    }
+    context, page = await open_pane(browser, pane, office=office)
+    asked: list[str] = []
+    page.on("request", lambda request: asked.append(request.url) if "/addin/api/recipients" in request.url else None)
+    found = page.locator("#recipients li")
+    await expect(found).to_have_count(2)
+    # Names and deal names from the PSA are shown as text, never as markup.
+    await expect(found.nth(0)).to_contain_text("Pat <b>Buyer</b> (pat@client.example)")
+    await expect(found.nth(0)).to_contain_text("open: Managed <i>services</i>")
+    await expect(found.nth(1)).to_contain_text("Not in your PSA yet.")
+    assert await page.locator("#recipients b, #recipients i").count() == 0
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    await page.screenshot(path=str(SHOTS / "recipients.png"), full_page=True)  # kept for a person to judge
+
+    # The rep edits the recipients three times in quick succession: one look-up, once they stop.
+    before = len(asked)
+    for to in ("lee@client", "lee@client.exam", "lee@client.example"):
+        await page.evaluate(
+            "(address) => window.__officeSetRecipients([{displayName: 'Lee', emailAddress: address}], [])", to
+        )
+    await expect(found).to_have_count(1)
+    await expect(found.nth(0)).to_contain_text("Lee Chen (lee@client.example)")
+    # Lee's company is Pat's: its open opportunity is offered for Lee too.
+    await expect(found.nth(0)).to_contain_text("open: Managed <i>services</i>")
+    assert len(asked) - before == 1, asked
+    office_calls = [call["method"] for call in (await recording(page))["calls"]]
+    assert "item.addHandlerAsync" in office_calls
+    await context.close()

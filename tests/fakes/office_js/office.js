@@ -18,6 +18,12 @@
 //   (https://learn.microsoft.com/javascript/api/office/office.requirementsetsupport).
 // - item.to.getAsync answers the resolved To recipients as EmailAddressDetails {displayName, emailAddress,
 //   recipientType} (https://learn.microsoft.com/office/dev/add-ins/outlook/get-set-or-add-recipients).
+// - item.cc.getAsync answers the resolved Cc recipients the same way (Mailbox 1.1,
+//   https://learn.microsoft.com/javascript/api/outlook/office.messagecompose#outlook-office-messagecompose-cc-member).
+// - item.addHandlerAsync(Office.EventType.RecipientsChanged, handler, callback) registers a handler that Outlook calls
+//   with RecipientsChangedEventArgs {changedRecipientFields: {to, cc, bcc}, type: "olkRecipientsChanged"} whenever
+//   the recipients change (Mailbox 1.7; https://learn.microsoft.com/javascript/api/outlook/office.recipientschangedeventargs).
+//   Below 1.7 the method is absent. Tests change the recipients with window.__officeSetRecipients(to, cc).
 // - userProfile.timeZone is a Windows zone name such as "Central Standard Time"
 //   (https://learn.microsoft.com/javascript/api/outlook/office.userprofile).
 // - ui.displayDialogAsync opens a dialog and calls back with an AsyncResult whose value is a Dialog; the dialog's
@@ -35,6 +41,7 @@
       dialogMessage: null,
       mailbox: "1.13",
       to: [],
+      cc: [],
       timeZone: "Central Standard Time",
     },
     window.__officeStandIn || {},
@@ -121,10 +128,44 @@
     return opened;
   }
 
+  function recipientsField(field) {
+    return {
+      getAsync(...args) {
+        recording.calls.push({ method: field + ".getAsync" });
+        const recipients = setup[field].map((entry) => Object.assign({ recipientType: "externalUser" }, entry));
+        finish(callbackOf(args), result(Succeeded, recipients));
+      },
+    };
+  }
+
+  const recipientHandlers = [];
+
+  function addHandlerAsync(eventType, handler, ...rest) {
+    recording.calls.push({ method: "item.addHandlerAsync", eventType: eventType });
+    const callback = callbackOf(rest);
+    if (eventType !== "olkRecipientsChanged") {
+      finish(callback, result(Failed, undefined, { name: "InvalidEventDispatch", message: "Unknown event." }));
+      return;
+    }
+    recipientHandlers.push(handler);
+    finish(callback, result(Succeeded, undefined));
+  }
+
+  window.__officeSetRecipients = function (to, cc) {
+    setup.to = to || [];
+    setup.cc = cc || [];
+    const args = { changedRecipientFields: { to: true, cc: true, bcc: false }, type: "olkRecipientsChanged" };
+    for (const handler of recipientHandlers) setTimeout(() => handler(args), 0);
+  };
+
   window.Office = {
     CoercionType: { Html: "html", Text: "text" },
     AsyncResultStatus: { Succeeded: Succeeded, Failed: Failed },
-    EventType: { DialogMessageReceived: "dialogMessageReceived", DialogEventReceived: "dialogEventReceived" },
+    EventType: {
+      DialogMessageReceived: "dialogMessageReceived",
+      DialogEventReceived: "dialogEventReceived",
+      RecipientsChanged: "olkRecipientsChanged",
+    },
     HostType: { Outlook: "Outlook" },
     PlatformType: { OfficeOnline: "OfficeOnline" },
     context: {
@@ -140,13 +181,9 @@
         item: {
           body: body,
           itemType: "message",
-          to: {
-            getAsync(...args) {
-              recording.calls.push({ method: "to.getAsync" });
-              const recipients = setup.to.map((entry) => Object.assign({ recipientType: "externalUser" }, entry));
-              finish(callbackOf(args), result(Succeeded, recipients));
-            },
-          },
+          to: recipientsField("to"),
+          cc: recipientsField("cc"),
+          addHandlerAsync: newer(setup.mailbox, "1.7") ? addHandlerAsync : undefined,
         },
         userProfile: { displayName: "Dana Diaz", emailAddress: "dana@contoso-it.example", timeZone: setup.timeZone },
         diagnostics: { hostName: "OutlookWebApp", hostVersion: "16.0" },
