@@ -4,7 +4,15 @@ negotiation that picks English or German from Accept-Language, the page's langua
 Catalogs live next to this module (`locales/<lang>/LC_MESSAGES/messages.po`); `scripts/bootstrap` compiles them to
 .mo with `pybabel compile`. A catalog whose .mo is missing or older than its .po is compiled in memory when first
 used, so a checkout that has not run bootstrap yet still speaks German. Message ids are the English text: English
-needs no catalog of its own."""
+needs no catalog of its own.
+
+After changing a message, refresh the template and the German catalog, then translate what is new or fuzzy
+(tests/unit/test_i18n.py fails until you do):
+
+    .venv/bin/pybabel extract -F i18n/babel.cfg -k translate:2 -k translate_plural:2,3 --no-location \
+        --sort-output --omit-header -o i18n/messages.pot .
+    .venv/bin/pybabel update -i i18n/messages.pot -d i18n/locales --no-location
+"""
 
 from __future__ import annotations
 
@@ -133,12 +141,13 @@ def translations(tag: str) -> NullTranslations:
     return Translations(compiled, domain=DOMAIN)
 
 
-def gettext(tag: str, message: str) -> str:
-    """`message` in the language of `tag`."""
+def translate(tag: str, message: str) -> str:
+    """`message` in the language of `tag`. (Named apart from gettext so the extractor can tell our calls, locale
+    first, from the standard ones: `pybabel extract -k translate:2 -k translate_plural:2,3`.)"""
     return translations(tag).gettext(message)
 
 
-def ngettext(tag: str, singular: str, plural: str, count: int) -> str:
+def translate_plural(tag: str, singular: str, plural: str, count: int) -> str:
     return translations(tag).ngettext(singular, plural, count)
 
 

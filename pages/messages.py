@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import re
 
-from i18n import N_, gettext, language_of
+from i18n import N_, language_of, translate
 
 _PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
     (
@@ -55,11 +55,11 @@ def translate_message(locale: str, message: str) -> str:
     """`message` in the page's language when the catalog has it (or its pattern); otherwise unchanged."""
     if language_of(locale) in ("", "en") or not message:
         return message
-    translated = gettext(locale, message)
+    translated = translate(locale, message)
     if translated != message:
         return translated
     for pattern, msgid in _PATTERNS:
         found = pattern.match(message)
         if found:
-            return gettext(locale, msgid) % {"value": found["value"]}
+            return translate(locale, msgid) % {"value": found["value"]}
     return message

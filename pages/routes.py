@@ -19,7 +19,7 @@ import icalendar
 import jinja2
 from aiohttp import web
 
-from i18n import FALLBACK, LANGUAGE_NAMES, N_, SUPPORTED, gettext, language_of, negotiate_locale, translations
+from i18n import FALLBACK, LANGUAGE_NAMES, N_, SUPPORTED, language_of, negotiate_locale, translate, translations
 from pages.branding import DEFAULT_BRANDING, Branding, branding_from, initials
 from pages.links import LinkSigner, ManageLinks, csrf_matches, new_csrf_token
 from pages.locale import Formatter
@@ -296,9 +296,9 @@ def _error_response(request: web.Request, status: int, code: str, message: str, 
         "error.html",
         status=status,
         locale=locale,
-        title=gettext(locale, title),
+        title=translate(locale, title),
         message=translate_message(locale, message),
-        next_step=gettext(locale, next_step),
+        next_step=translate(locale, next_step),
         # A link back to the page the form was on; none when this page is that page (a GET of an expired link).
         back=back if back != request.path or request.method != "GET" else None,
     )
@@ -370,12 +370,12 @@ _TERMS = (
 
 async def privacy_page(request: web.Request) -> web.Response:
     locale = _page_locale(request)
-    return _html(request, "policy.html", locale=locale, title=gettext(locale, "Privacy"), paragraphs=_PRIVACY)
+    return _html(request, "policy.html", locale=locale, title=translate(locale, "Privacy"), paragraphs=_PRIVACY)
 
 
 async def terms_page(request: web.Request) -> web.Response:
     locale = _page_locale(request)
-    return _html(request, "policy.html", locale=locale, title=gettext(locale, "Terms of use"), paragraphs=_TERMS)
+    return _html(request, "policy.html", locale=locale, title=translate(locale, "Terms of use"), paragraphs=_TERMS)
 
 
 # ---------------------------------------------------------------- helpers
@@ -1214,7 +1214,7 @@ async def zones_page(request: web.Request) -> web.Response:
         if wanted in name.lower()
     ]
     locale = _page_locale(request)
-    title = gettext(locale, "Choose your time zone")
+    title = translate(locale, "Choose your time zone")
     return _html(
         request,
         "zones.html",
@@ -1255,7 +1255,7 @@ async def personal_page(request: web.Request) -> web.Response:
         locale=locale,
         brand=look.branding,
         face=HostFace(host.name, look.photos.get(host.user_id, ""), initials(host.name)),
-        title=gettext(locale, "Book time with %(name)s") % {"name": host.name},
+        title=translate(locale, "Book time with %(name)s") % {"name": host.name},
         heading=host.name,
         types=types,
         tenant=tenant,
@@ -1278,7 +1278,7 @@ async def team_page(request: web.Request) -> web.Response:
         locale=locale,
         brand=look.branding,
         face=HostFace(name, "", initials(name)),
-        title=gettext(locale, "Book time with %(name)s") % {"name": name},
+        title=translate(locale, "Book time with %(name)s") % {"name": name},
         heading=name,
         types=types,
         tenant=tenant,
@@ -1354,7 +1354,7 @@ async def _manage_html(
         keep_clock=_chosen_clock(request, form),
         keep_lang=_chosen_language(request, form),
         confirm_cancel=confirm_cancel or reason_error is not None,
-        reason_error=gettext(locale, reason_error) if reason_error else None,
+        reason_error=translate(locale, reason_error) if reason_error else None,
         target=target,
         kind=target.appointment_type,
         booking=booking,
@@ -1376,7 +1376,7 @@ def _event_title(target: BookingTarget, booking: Booking, locale: str = FALLBACK
     hosts = [names[host_id] for host_id in booking.host_ids if host_id in names]
     kind = target.appointment_type.name
     if hosts:
-        return gettext(locale, "%(type)s with %(hosts)s") % {"type": kind, "hosts": ", ".join(hosts)}
+        return translate(locale, "%(type)s with %(hosts)s") % {"type": kind, "hosts": ", ".join(hosts)}
     return f"{kind} ({target.tenant_name})"
 
 
@@ -1385,8 +1385,8 @@ def _calendar_links(target: BookingTarget, booking: Booking, join_url: str, loca
     link: that is a bearer token, and these URLs go to Google's and Microsoft's servers. The .ics file has it."""
     title = _event_title(target, booking, locale)
     where = join_url or describe_place(translations(locale).gettext, target.appointment_type.location)
-    details = gettext(locale, "Booked with %(name)s.") % {"name": target.tenant_name} + (
-        " " + gettext(locale, "Join: %(url)s") % {"url": join_url} if join_url else ""
+    details = translate(locale, "Booked with %(name)s.") % {"name": target.tenant_name} + (
+        " " + translate(locale, "Join: %(url)s") % {"url": join_url} if join_url else ""
     )
     compact = "%Y%m%dT%H%M%SZ"
     google = urlencode(
@@ -1443,10 +1443,10 @@ async def manage_ics(request: web.Request) -> web.Response:
     manage = manage_url(ctx, booking)
     event.add(
         "description",
-        gettext(locale, "Booked with %(name)s.") % {"name": target.tenant_name}
-        + ("\n" + gettext(locale, "Join: %(url)s") % {"url": join_url} if join_url else "")
+        translate(locale, "Booked with %(name)s.") % {"name": target.tenant_name}
+        + ("\n" + translate(locale, "Join: %(url)s") % {"url": join_url} if join_url else "")
         + "\n"
-        + gettext(locale, "Reschedule or cancel: %(url)s") % {"url": manage},
+        + translate(locale, "Reschedule or cancel: %(url)s") % {"url": manage},
     )
     event.add("url", manage)
     calendar.add_component(event)

@@ -15,7 +15,7 @@ from functools import lru_cache
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from i18n import FALLBACK, gettext, translations
+from i18n import FALLBACK, translate, translations
 from workflows.templates import _AnyOutputs, _present, describe_zone, email_locale, format_day, format_moment
 
 _RV = {
@@ -104,11 +104,11 @@ def request_variables(request: Mapping[str, Any], outputs: Mapping[str, Any]) ->
 
     window: str | None = None
     if starts and ends:
-        window = gettext(locale, "from %(start)s to %(end)s") % {"start": day(starts), "end": day(ends)}
+        window = translate(locale, "from %(start)s to %(end)s") % {"start": day(starts), "end": day(ends)}
     elif starts:
-        window = gettext(locale, "from %(start)s") % {"start": day(starts)}
+        window = translate(locale, "from %(start)s") % {"start": day(starts)}
     elif ends:
-        window = gettext(locale, "until %(end)s") % {"end": day(ends)}
+        window = translate(locale, "until %(end)s") % {"end": day(ends)}
     ticket = request.get("ticket") or {}
     return {
         "tenant": {"name": request.get("tenant_name", "")},

@@ -14,7 +14,7 @@ from typing import Any
 
 from sqlalchemy import select
 
-from i18n import gettext
+from i18n import translate
 from scheduling.errors import IntegrationAuthError, IntegrationError, IntegrationRejected
 from scheduling.model import (
     CalendarEventDraft,
@@ -331,12 +331,12 @@ def booking_invite(
     )
     title = str(booking["type_name"])
     if host.get("name"):
-        title = gettext(locale, "%(type)s with %(hosts)s") % {"type": title, "hosts": host["name"]}
-    lines = [title, gettext(locale, "Where: %(place)s") % {"place": location}]
+        title = translate(locale, "%(type)s with %(hosts)s") % {"type": title, "hosts": host["name"]}
+    lines = [title, translate(locale, "Where: %(place)s") % {"place": location}]
     if join_url:
-        lines.append(gettext(locale, "Join: %(url)s") % {"url": join_url})
+        lines.append(translate(locale, "Join: %(url)s") % {"url": join_url})
     if manage_url and booking.get("status") != "cancelled":
-        lines.append(gettext(locale, "Reschedule or cancel: %(url)s") % {"url": manage_url})
+        lines.append(translate(locale, "Reschedule or cancel: %(url)s") % {"url": manage_url})
     guests = tuple((str(guest), str(guest)) for guest in client.get("guests", []))
     return CalendarInvite(
         uid=f"{booking['id']}@slotwise",

@@ -19,7 +19,7 @@ from liquid import BoundTemplate, Environment, StrictUndefined
 from liquid.exceptions import LiquidError
 from markupsafe import Markup
 
-from i18n import FALLBACK, N_, babel_locale, gettext, language_of, ngettext, translations
+from i18n import FALLBACK, N_, babel_locale, language_of, translate, translate_plural, translations
 from scheduling.errors import IntegrationRejected
 
 # Liquid is the syntax MSP admins already write, and it is safe for untrusted authors: no attribute access to
@@ -251,8 +251,8 @@ def describe_location(kind: str, detail: str, locale: str = FALLBACK) -> str:
     label = LOCATION_LABELS.get(kind)
     if label is None or kind == "custom":
         to_follow = LOCATION_LABELS["custom"]
-        return detail or gettext(locale, to_follow)
-    label = gettext(locale, label)
+        return detail or translate(locale, to_follow)
+    label = translate(locale, label)
     return f"{label}: {detail}" if detail and detail != kind else label
 
 
@@ -267,7 +267,7 @@ def describe_zone(zone_name: str, at: datetime, locale: str = FALLBACK) -> str:
     hours, rest = divmod(abs(minutes), 60)
     utc_offset = f"UTC{sign}{hours:02d}:{rest:02d}"
     if zone_name in _UTC_ZONES:
-        return gettext(locale, "Coordinated Universal Time (UTC)")
+        return translate(locale, "Coordinated Universal Time (UTC)")
     if zone_name.startswith("Etc/"):
         return utc_offset
     names = "en_US" if language_of(locale) in ("", FALLBACK) else babel_locale(locale)
@@ -284,7 +284,7 @@ def describe_zone(zone_name: str, at: datetime, locale: str = FALLBACK) -> str:
 def _join_names(names: list[str], locale: str = FALLBACK) -> str:
     """'Alice', 'Alice and Bob', 'Alice, Bob and Carol' ('Alice, Bob und Carol')."""
     names = [name for name in names if name]
-    joiner = " " + gettext(locale, "and") + " "
+    joiner = " " + translate(locale, "and") + " "
     if len(names) <= 2:
         return joiner.join(names)
     return f"{', '.join(names[:-1])}{joiner}{names[-1]}"
@@ -299,7 +299,7 @@ def _host_phrase(type_name: str, names: list[str], locale: str = FALLBACK) -> st
     names the member who was picked."""
     if not names or any(word in f" {type_name.lower()} " for word in _WITH_WORDS):
         return None
-    return gettext(locale, "with %(names)s") % {"names": _join_names(names, locale)}
+    return translate(locale, "with %(names)s") % {"names": _join_names(names, locale)}
 
 
 def answer_rows(booking: Mapping[str, Any]) -> list[tuple[str, str]]:
@@ -376,7 +376,7 @@ def snapshot_variables(booking: Mapping[str, Any], outputs: Mapping[str, Any]) -
         "host": {
             "names": _join_names(hosts, locale),
             "list": hosts,
-            "label": ngettext(locale, "Host", "Hosts", len(hosts)),
+            "label": translate_plural(locale, "Host", "Hosts", len(hosts)),
             "phrase": _host_phrase(str(booking["type_name"]), hosts, locale),
         },
         "ticket": {"number": _present(outputs.get("ticket_number"))},
@@ -569,7 +569,7 @@ def compose_email(
     accent = str(brand.get("accent") or "")
     logo = str(brand.get("logo_url") or "")
     host_names = str((variables.get("host") or {}).get("names") or "")
-    words = {key: gettext(locale, message) for key, message in LAYOUT_TEXT.items()}
+    words = {key: translate(locale, message) for key, message in LAYOUT_TEXT.items()}
     footer = (
         words["footer"] % {"name": name, "host": host_names} if host_names else words["footer_no_host"] % {"name": name}
     )
