@@ -1220,6 +1220,7 @@ async def zones_page(request: web.Request) -> web.Response:
         "zones.html",
         locale=locale,
         switch_query={"back": back, "q": search},
+        chosen_lang=_chosen_language(request),
         title=title,
         zones=zones,
         search=search,
