@@ -473,6 +473,11 @@ def _parser() -> argparse.ArgumentParser:
         default="client_scheduled",
         choices=("client_scheduled", "rescheduled", "cancelled", "before_appointment"),
     )
+    preview.add_argument(
+        "--locale",
+        default=None,
+        help="the client's language (en, de, de-DE...); default: the tenant file's tenant.locale, else English",
+    )
     preview.add_argument("--out", default=None, help="the HTML file to write (default var/preview/…)")
     commands.add_parser("migrate", help="upgrade the database schema, keeping every row")
     worker = commands.add_parser("worker", help="run only the workflow runner (scale-out: one or more per database)")
@@ -826,11 +831,14 @@ async def _run_command(args: argparse.Namespace, settings: Settings) -> int:
             from admin.preview import PreviewError, render_preview
 
             try:
-                shown = await render_preview(database, settings.base_url, args.tenant, args.type_slug, args.trigger)
+                shown = await render_preview(
+                    database, settings.base_url, args.tenant, args.type_slug, args.trigger, locale=args.locale
+                )
             except PreviewError as exc:
                 print(str(exc), file=sys.stderr)
                 return 1
-            out = Path(args.out or f"var/preview/{args.tenant}-{args.type_slug}-{args.trigger}.html")
+            suffix = f"-{args.locale}" if args.locale else ""
+            out = Path(args.out or f"var/preview/{args.tenant}-{args.type_slug}-{args.trigger}{suffix}.html")
             out.parent.mkdir(parents=True, exist_ok=True)
             await asyncio.to_thread(out.write_text, shown.page, encoding="utf-8")
             print(f"{shown.subject}\n" + "".join(f"  {note}\n" for note in shown.notes) + f"Wrote {out}")

@@ -19,12 +19,13 @@ from sqlalchemy.engine import Connection
 
 from cards.booking_event import render_booking_event
 from cards.views import BookingChange, BookingEventView
+from i18n import FALLBACK, SUPPORTED, supported_tag
 from integrations.mail.wire import to_wire_ics
 from storage.database import Database
 from storage.tables import appointment_types, teams, tenants, users
 from workflows.dispatch import connected_systems
 from workflows.steps import booking_invite, host_notification
-from workflows.templates import DEFAULT_TEMPLATES, SAMPLE_BOOKING, RenderedEmail, compose_email, snapshot_variables
+from workflows.templates import SAMPLE_BOOKING, RenderedEmail, compose_email, default_email, snapshot_variables
 from workflows.triggers import ActionKind, Connected, Trigger, workflow_for_type
 
 PREVIEW_TRIGGERS = ("client_scheduled", "rescheduled", "cancelled", "before_appointment")
@@ -116,12 +117,26 @@ def sample_booking(
 
 
 async def render_preview(
-    database: Database, base_url: str, tenant_slug: str, type_slug: str, trigger: str, *, now: datetime | None = None
+    database: Database,
+    base_url: str,
+    tenant_slug: str,
+    type_slug: str,
+    trigger: str,
+    *,
+    now: datetime | None = None,
+    locale: str | None = None,
 ) -> Preview:
+    """The email, invitation and host card of a type's trigger against a sample booking whose client speaks
+    `locale` (default: the tenant's default language, else English)."""
     if trigger not in PREVIEW_TRIGGERS:
         raise PreviewError(f"'--trigger' must be one of: {', '.join(PREVIEW_TRIGGERS)}")
+    chosen = supported_tag(locale) if locale else ""
+    if locale and not chosen:
+        raise PreviewError(f"'--locale' must be a language Slotwise has: {', '.join(SUPPORTED)} (e.g. de-DE)")
     tenant, kind, connected, hosts = await database.run_read(lambda conn: _load(conn, tenant_slug, type_slug))
     booking = sample_booking(tenant, kind, hosts, trigger, base_url, now or datetime.now(UTC))
+    booking["client"]["locale"] = chosen or str(tenant.get("default_locale") or "") or FALLBACK
+    email_language = str(booking["client"]["locale"])
     primary = hosts[0].primary_calendar if hosts else "m365"
     workflow, mode = workflow_for_type(kind["settings"], primary, connected)
     actions = workflow.actions_for(Trigger(trigger))
@@ -140,10 +155,11 @@ async def render_preview(
         if booking["location_kind"] == "teams":
             outputs["join_url"] = SAMPLE_JOIN_URL
     if action is not None and action.template == "custom":
-        rendered = compose_email(action.subject or "", action.body or "", snapshot_variables(booking, outputs))
+        variables = snapshot_variables(booking, outputs)
+        rendered = compose_email(action.subject or "", action.body or "", variables, email_language)
     else:
-        subject, body = DEFAULT_TEMPLATES[trigger]
-        rendered = compose_email(subject, body, snapshot_variables(booking, outputs))
+        subject, body = default_email(trigger, email_language)
+        rendered = compose_email(subject, body, snapshot_variables(booking, outputs), email_language)
     recipients = action.recipients if action is not None else "client_and_guests"
     invite = booking_invite(booking, outputs, trigger, recipients, "bookings@example.com")
     if invite is None:

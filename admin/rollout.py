@@ -299,6 +299,7 @@ async def _compute_plan(conn: AsyncConnection, file: TenantFile) -> Plan:
         "holidays": list(spec.holidays),
         "microsoft_tenant_id": spec.microsoft_tenant_id,
         "branding": file.branding.model_dump(exclude_none=True) if file.branding else None,
+        "default_locale": spec.locale,
     }
     changes = _diff("tenant", [(spec.name, tenant_row)], {spec.slug: current_tenant} if current_tenant else {}, labels)
     changes += _diff(

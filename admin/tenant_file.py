@@ -27,6 +27,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from i18n import SUPPORTED, supported_tag
 from scheduling.errors import SlotwiseError
 from workflows.triggers import Connected, WorkflowSpec, teams_meeting_problem, validate_workflow
 
@@ -244,6 +245,24 @@ class TenantSpec(_FileModel):
         description="Classic mode emails the client (and guests) a reminder a day before when email is connected; "
         "false turns that off. Workflow Mode types set their own under workflow.triggers.before_appointment.",
     )
+    locale: str | None = Field(
+        default=None,
+        max_length=35,
+        description="The language (BCP 47 tag such as de-DE or en-US) of booking pages and emails for clients "
+        "whose browser asks for none Slotwise has; English and German are available. Without it, English.",
+    )
+
+    @field_validator("locale")
+    @classmethod
+    def _known_locale(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        found = supported_tag(value)
+        if not found:
+            raise ValueError(
+                f"{value!r} is not a language Slotwise has: use one of {', '.join(SUPPORTED)} (e.g. de-DE)"
+            )
+        return found
 
     @field_validator("holidays")
     @classmethod

@@ -1,9 +1,10 @@
 """Dates and times as the client reads them: 12- or 24-hour clock and date order from their browser's language
 (Accept-Language) through Babel's CLDR data, switchable on the page.
 
-The pages' words are English until they are translated, so names of days and months come from the English variant
-of the client's region (en_US, en_GB, en_DE...): a German browser sees "Tuesday, 24 November" and 15:00, an American
-one "Tuesday, November 24" and 3:00 PM."""
+Names of days and months are in the page's language (i18n.negotiate_locale): a German page reads "Dienstag,
+24. November" at 15:00. An English page takes the English variant of the client's region (en_US, en_GB, en_FR...),
+so an American sees "Tuesday, November 24" and 3:00 PM, a British or French browser "Tuesday, 24 November" and
+15:00."""
 
 from __future__ import annotations
 
@@ -16,26 +17,12 @@ from zoneinfo import ZoneInfo
 from babel import Locale, UnknownLocaleError
 from babel.dates import format_date, format_time
 
-_TAG = re.compile(r"^[A-Za-z]{1,8}(?:[-_][A-Za-z0-9]{1,8})*$")
+from i18n import babel_locale, language_of, preferred_tags
 
 
 def preferred_locales(header: str) -> list[str]:
     """Language tags of an Accept-Language header, best first (RFC 9110 §12.5.4); q=0 and '*' are dropped."""
-    weighted: list[tuple[float, int, str]] = []
-    for index, part in enumerate(header.split(",")[:20]):
-        tag, _, params = part.strip().partition(";")
-        quality = 1.0
-        for param in params.split(";"):
-            name, _, value = param.strip().partition("=")
-            if name.strip() == "q":
-                try:
-                    quality = float(value)
-                except ValueError:
-                    quality = 0.0
-        tag = tag.strip()
-        if tag and tag != "*" and quality > 0 and _TAG.match(tag):
-            weighted.append((-quality, index, tag))
-    return [tag for _quality, _index, tag in sorted(weighted)]
+    return preferred_tags(header)
 
 
 @lru_cache(maxsize=256)
@@ -93,13 +80,20 @@ class Formatter:
     hour12: bool
 
     @classmethod
-    def for_client(cls, zone: ZoneInfo, accept_language: str, clock: str = "") -> Formatter:
-        """The client's conventions; a client that names no language CLDR knows gets English names and the
-        24-hour clock, which no reader misreads."""
+    def for_client(cls, zone: ZoneInfo, accept_language: str, clock: str = "", language: str = "en") -> Formatter:
+        """The client's conventions in the page's language (a tag such as 'de-DE', 'en-US' or 'de'). English names
+        follow the client's region; a client that names no language CLDR knows gets English names and the 24-hour
+        clock, which no reader misreads. Other languages use their own locale's names and clock (German: 24-hour).
+        """
         locale = client_locale(accept_language)
-        default = uses_12_hour_clock(locale) if locale is not None else False
+        if language_of(language) in ("", "en"):
+            names = _english_for(locale.territory if locale is not None else None)
+            default = uses_12_hour_clock(locale) if locale is not None else False
+        else:
+            names = babel_locale(language)
+            default = uses_12_hour_clock(names)
         hour12 = {"12": True, "24": False}.get(clock, default)
-        return cls(zone, _english_for(locale.territory if locale is not None else None), hour12)
+        return cls(zone, names, hour12)
 
     @property
     def clock(self) -> str:

@@ -172,6 +172,8 @@ def _page_paths(prefix: str, params: list[dict[str, Any]], label: str, link_erro
             "post": {
                 "operationId": f"book{label.title().replace(' ', '')}",
                 "summary": f"Book a slot of a {label}",
+                "description": "The booking keeps the client's language, negotiated from Accept-Language (English "
+                "or German, else the tenant's default, else English): its emails and reminders are written in it.",
                 "parameters": [
                     *params,
                     {

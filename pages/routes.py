@@ -8,7 +8,7 @@ import logging
 import math
 import zoneinfo
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 from typing import Any, Protocol
@@ -19,9 +19,11 @@ import icalendar
 import jinja2
 from aiohttp import web
 
+from i18n import FALLBACK, LANGUAGE_NAMES, N_, SUPPORTED, language_of, negotiate_locale, translate, translations
 from pages.branding import DEFAULT_BRANDING, Branding, branding_from, initials
 from pages.links import LinkSigner, ManageLinks, csrf_matches, new_csrf_token
 from pages.locale import Formatter
+from pages.messages import translate_message
 from scheduling.availability import epoch_ceil, from_epoch, window_ends
 from scheduling.errors import (
     BookingChanged,
@@ -42,6 +44,8 @@ from scheduling.model import (
     BookingStatus,
     BookingTarget,
     ClientDetails,
+    Location,
+    LocationKind,
     PsaRef,
     SchedulingRequest,
     Slot,
@@ -86,6 +90,8 @@ class TenantLook:
     photos: Mapping[str, str] = field(default_factory=dict)
     teams: Mapping[str, str] = field(default_factory=dict)
     """Team names by team id, so a round-robin page names the team rather than whoever happens to be free."""
+    locale: str = ""
+    """The tenant file's `tenant.locale`: the language of clients whose browser asks for none we have."""
 
 
 TenantLooks = Callable[[str], Awaitable[TenantLook]]
@@ -105,6 +111,7 @@ def tenant_looks_of(source: LookSource) -> TenantLooks:
             branding=branding_from(stored.get("branding")),
             photos=dict(stored.get("photos") or {}),
             teams=dict(stored.get("teams") or {}),
+            locale=str(stored.get("locale") or ""),
         )
 
     return looks
@@ -119,16 +126,66 @@ TenantPsa = Callable[[str], Awaitable[PsaClient | None]]
 PAGES = web.AppKey("pages", PagesContext)
 
 
-def build_templates() -> jinja2.Environment:
+def build_templates(language: str = FALLBACK) -> jinja2.Environment:
+    """The pages' templates in one language: `{{ _("...") }}` and `ngettext` come from that language's gettext
+    catalog (jinja2.ext.i18n, new-style: placeholders are filled and escaped by the call)."""
     environment = jinja2.Environment(
         loader=jinja2.PackageLoader("pages", "templates"),
         autoescape=jinja2.select_autoescape(["html"], default=True),
         undefined=jinja2.StrictUndefined,
         trim_blocks=True,
         lstrip_blocks=True,
+        extensions=["jinja2.ext.i18n"],
     )
+    catalog = translations(language)
+    environment.install_gettext_translations(catalog, newstyle=True)  # type: ignore[attr-defined]
     environment.filters["qs"] = _query_string
+    environment.globals["place"] = lambda location: describe_place(catalog.gettext, location)
+    environment.globals["lang"] = language
     return environment
+
+
+_LOCALIZED: dict[tuple[int, str], jinja2.Environment] = {}
+
+
+def _templates_for(ctx: PagesContext, locale: str) -> jinja2.Environment:
+    """The context's templates for English; an environment per other language, built once per process."""
+    language = language_of(locale)
+    if language not in SUPPORTED or language == FALLBACK:
+        return ctx.templates
+    key = (id(ctx.templates), language)
+    found = _LOCALIZED.get(key)
+    if found is None:
+        found = _LOCALIZED[key] = build_templates(language)
+    return found
+
+
+def describe_place(_: Callable[[str], str], location: Location) -> str:
+    """Where the meeting is, in the page's language: 'Microsoft Teams meeting', 'Phone call: +1 555 0100'; a custom
+    location is the tenant's own text."""
+    if location.kind is LocationKind.TEAMS:
+        return _("Microsoft Teams meeting")
+    if location.kind is LocationKind.PHONE:
+        return _("Phone call") + (f": {location.detail}" if location.detail else "")
+    if location.kind is LocationKind.ONSITE:
+        return _("On site") + (f": {location.detail}" if location.detail else "")
+    return location.detail or _("Details to follow")
+
+
+def _chosen_language(request: web.Request, form: Mapping[str, Any] | None = None) -> str:
+    """The language picked with the page's switch ('de', 'en'): in the query of a link or the form of a post."""
+    chosen = language_of(request.query.get("lang") or str((form or {}).get("lang", "")))
+    return chosen if chosen in SUPPORTED else ""
+
+
+def _page_locale(request: web.Request, default: str = "", form: Mapping[str, Any] | None = None) -> str:
+    """The page's locale: the switch, else Accept-Language, else `default` (the booking's or tenant's), else en."""
+    return negotiate_locale(request.headers.get("Accept-Language", ""), _chosen_language(request, form), default)
+
+
+def _lang_of(request: web.Request, form: Mapping[str, Any]) -> dict[str, str]:
+    chosen = _chosen_language(request, form)
+    return {"lang": chosen} if chosen else {}
 
 
 def _query_string(params: Mapping[str, str], keep: Mapping[str, str]) -> str:
@@ -150,9 +207,11 @@ def _chosen_clock(request: web.Request, form: Mapping[str, Any] | None = None) -
     return clock if clock in ("12", "24") else ""
 
 
-def _formatter(request: web.Request, zone: ZoneInfo, form: Mapping[str, Any] | None = None) -> Formatter:
+def _formatter(
+    request: web.Request, zone: ZoneInfo, form: Mapping[str, Any] | None = None, locale: str = ""
+) -> Formatter:
     clock = _chosen_clock(request, form)
-    return Formatter.for_client(zone, request.headers.get("Accept-Language", "")[:500], clock)
+    return Formatter.for_client(zone, request.headers.get("Accept-Language", "")[:500], clock, locale or "en")
 
 
 # ---------------------------------------------------------------- errors
@@ -231,36 +290,47 @@ def _error_response(request: web.Request, status: int, code: str, message: str, 
         return web.json_response(error_body(code, message, **extra), status=status)
     title, next_step = _ERROR_PAGES.get(status, _ERROR_PAGES[400])
     back = _page_of(request.path)
+    locale = _page_locale(request)
     return _html(
         request,
         "error.html",
         status=status,
-        title=title,
-        message=message,
-        next_step=next_step,
+        locale=locale,
+        title=translate(locale, title),
+        message=translate_message(locale, message),
+        next_step=translate(locale, next_step),
         # A link back to the page the form was on; none when this page is that page (a GET of an expired link).
         back=back if back != request.path or request.method != "GET" else None,
     )
 
 
 _ERROR_PAGES: dict[int, tuple[str, str]] = {
-    400: ("Something needs attention", "Nothing was booked or changed. Go back, check what you entered and try again."),
+    400: (
+        N_("Something needs attention"),
+        N_("Nothing was booked or changed. Go back, check what you entered and try again."),
+    ),
     403: (
-        "Your session expired",
-        "Nothing was booked or changed. Go back to the page, check your details and send the form again.",
+        N_("Your session expired"),
+        N_("Nothing was booked or changed. Go back to the page, check your details and send the form again."),
     ),
-    404: ("We couldn't find that page", "Check the link with the person who sent it, or ask them for a new one."),
-    405: ("That didn't work", "Go back to the page and use its buttons and links."),
-    409: ("That time is no longer available", "Go back to the page to see the times that are still free."),
+    404: (
+        N_("We couldn't find that page"),
+        N_("Check the link with the person who sent it, or ask them for a new one."),
+    ),
+    405: (N_("That didn't work"), N_("Go back to the page and use its buttons and links.")),
+    409: (N_("That time is no longer available"), N_("Go back to the page to see the times that are still free.")),
     410: (
-        "This link has expired",
-        "Ask the person who sent it for a new link. If you still need a meeting, book again from their booking page.",
+        N_("This link has expired"),
+        N_(
+            "Ask the person who sent it for a new link. If you still need a meeting, book again from their "
+            "booking page."
+        ),
     ),
-    413: ("That was too much to send", "Go back, shorten what you entered and try again."),
-    415: ("That didn't work", "Go back to the page and send the form again."),
-    422: ("Something needs attention", "Go back, check what you entered and try again."),
-    429: ("Too many attempts", "Nothing was booked or changed. Wait a minute, then go back and try again."),
-    503: ("We can't take bookings right now", "Nothing was booked or changed. Wait a minute, then try again."),
+    413: (N_("That was too much to send"), N_("Go back, shorten what you entered and try again.")),
+    415: (N_("That didn't work"), N_("Go back to the page and send the form again.")),
+    422: (N_("Something needs attention"), N_("Go back, check what you entered and try again.")),
+    429: (N_("Too many attempts"), N_("Nothing was booked or changed. Wait a minute, then go back and try again.")),
+    503: (N_("We can't take bookings right now"), N_("Nothing was booked or changed. Wait a minute, then try again.")),
 }
 """Title and next step of each error page a person can meet; the specific message sits between them."""
 
@@ -274,27 +344,38 @@ def _page_of(path: str) -> str:
 
 
 _PRIVACY = (
-    "Slotwise stores what you enter to book a meeting (your name, email address, time zone and answers) and shares "
-    "it with the person you booked and their organisation's systems (their PSA, Microsoft 365 calendar and email) "
-    "so the meeting can happen.",
-    "Your booking links are signed and expire. Your details are kept for as long as the organisation you booked "
-    "with keeps its records; ask them to correct or delete them.",
-    "For the Microsoft Teams app, Slotwise reads your Teams user id and tenant id to find your Slotwise account and "
-    "keeps the chat reference so it can send you booking cards. It does not read your messages to other people.",
+    N_(
+        "Slotwise stores what you enter to book a meeting (your name, email address, time zone and answers) and shares "
+        "it with the person you booked and their organisation's systems (their PSA, Microsoft 365 calendar and email) "
+        "so the meeting can happen."
+    ),
+    N_(
+        "Your booking links are signed and expire. Your details are kept for as long as the organisation you booked "
+        "with keeps its records; ask them to correct or delete them."
+    ),
+    N_(
+        "For the Microsoft Teams app, Slotwise reads your Teams user id and tenant id to find your Slotwise account "
+        "and keeps the chat reference so it can send you booking cards. It does not read your messages to other "
+        "people."
+    ),
 )
 _TERMS = (
-    "Slotwise is provided to organisations that schedule meetings with their clients. By booking you agree that "
-    "the organisation may contact you about the meeting.",
+    N_(
+        "Slotwise is provided to organisations that schedule meetings with their clients. By booking you agree that "
+        "the organisation may contact you about the meeting."
+    ),
     "Use booking pages only to book real meetings; automated or abusive use is rate limited and refused.",
 )
 
 
 async def privacy_page(request: web.Request) -> web.Response:
-    return _html(request, "policy.html", title="Privacy", paragraphs=_PRIVACY)
+    locale = _page_locale(request)
+    return _html(request, "policy.html", locale=locale, title=translate(locale, "Privacy"), paragraphs=_PRIVACY)
 
 
 async def terms_page(request: web.Request) -> web.Response:
-    return _html(request, "policy.html", title="Terms of use", paragraphs=_TERMS)
+    locale = _page_locale(request)
+    return _html(request, "policy.html", locale=locale, title=translate(locale, "Terms of use"), paragraphs=_TERMS)
 
 
 # ---------------------------------------------------------------- helpers
@@ -549,7 +630,8 @@ def _bookings_handler(load: TargetLoader) -> Callable[[web.Request], Awaitable[w
         default_zone = target.hosts[0].schedule.time_zone.key
         if request.content_type == "application/json":
             body = await read_json(request)
-            client = _client_from(body, default_zone)
+            look = await _look(request, target.tenant_slug)
+            client = replace(_client_from(body, default_zone), locale=_page_locale(request, look.locale))
             zone = parse_time_zone(client.time_zone)
             booking, created = await ctx.scheduler.book(
                 target, parse_instant(body.get("start")), client, idempotency_key=idempotency_key_of(request)
@@ -582,7 +664,8 @@ async def _form_booking(request: web.Request, target: BookingTarget, default_zon
             key.removeprefix("answer_"): str(value) for key, value in form.items() if key.startswith("answer_")
         },
     }
-    client = _client_from(body, default_zone)
+    look = await _look(request, target.tenant_slug)
+    client = replace(_client_from(body, default_zone), locale=_page_locale(request, look.locale, form))
     zone = parse_time_zone(client.time_zone)
     start = parse_instant(str(form.get("start", "")))
     # The form's key names the visit; with the start it names this attempt, so booking an offered alternative
@@ -598,7 +681,9 @@ async def _form_booking(request: web.Request, target: BookingTarget, default_zon
             request, target, zone, start.astimezone(zone).date(), start, exc, status, form
         )
     raise web.HTTPSeeOther(
-        manage_path(ctx, booking) + "?" + urlencode({"booked": "1", "tz": str(zone), **_clock_of(form)})
+        manage_path(ctx, booking)
+        + "?"
+        + urlencode({"booked": "1", "tz": str(zone), **_clock_of(form), **_lang_of(request, form)})
     )
 
 
@@ -831,14 +916,49 @@ def _csrf(request: web.Request) -> str:
     return request.cookies.get(CSRF_COOKIE) or new_csrf_token()
 
 
+def _language_links(
+    request: web.Request, language: str, query: Mapping[str, str] | None = None
+) -> list[tuple[str, str, str]]:
+    """The page's language switch: (code, name in that language, link or "" for the current one), each link this
+    page's address with `lang` set (and `query` in place of the request's own, where a page has checked it). Only
+    on pages reached by a link (GET): a form's answer has no address to switch."""
+    if request.method != "GET":
+        return []
+    base = request.rel_url if query is None else request.rel_url.with_query(query)
+    links = []
+    for code in SUPPORTED:
+        href = "" if code == language else str(base.update_query({"lang": code}))
+        links.append((code, LANGUAGE_NAMES[code], href))
+    return links
+
+
 def _html(
-    request: web.Request, template: str, status: int = 200, brand: Branding = DEFAULT_BRANDING, **values: Any
+    request: web.Request,
+    template: str,
+    status: int = 200,
+    brand: Branding = DEFAULT_BRANDING,
+    locale: str = "",
+    switch_query: Mapping[str, str] | None = None,
+    **values: Any,
 ) -> web.Response:
     ctx = request.app[PAGES]
     token = _csrf(request)
+    locale = locale or _page_locale(request)
+    language = language_of(locale) or FALLBACK
     # The tenant's accent colour is the one inline style; a per-response nonce admits only that <style> element.
     nonce = new_csrf_token()[:22]
-    html = ctx.templates.get_template(template).render(csrf_token=token, brand=brand, style_nonce=nonce, **values)
+    html = (
+        _templates_for(ctx, locale)
+        .get_template(template)
+        .render(
+            csrf_token=token,
+            brand=brand,
+            style_nonce=nonce,
+            lang=language,
+            language_links=_language_links(request, language, switch_query),
+            **values,
+        )
+    )
     response = web.Response(text=html, status=status, content_type="text/html")
     response.headers["Content-Security-Policy"] = (
         f"default-src 'self'; style-src 'self' 'nonce-{nonce}'; script-src 'self'; img-src 'self' data: https:; "
@@ -846,6 +966,8 @@ def _html(
     )
     response.headers["X-Content-Type-Options"] = "nosniff"
     response.headers["Referrer-Policy"] = "no-referrer"
+    response.headers["Content-Language"] = language
+    response.headers["Vary"] = "Accept-Language"
     if CSRF_COOKIE not in request.cookies:
         response.set_cookie(CSRF_COOKIE, token, httponly=True, samesite="Lax", path="/")
     return response
@@ -919,17 +1041,20 @@ async def _render_booking_page(
     alternatives = list(error.next_free) if isinstance(error, SlotUnavailable) else []
     field = _form_field(error.field) if isinstance(error, InvalidRequest) and error.field else None
     look = await _look(request, target.tenant_slug)
-    fmt = _formatter(request, zone, form)
+    locale = _page_locale(request, (booking.client.locale if booking else "") or look.locale, form)
+    fmt = _formatter(request, zone, form, locale)
     return _html(
         request,
         "booking.html",
         status=status,
+        locale=locale,
         fmt=fmt,
         keep_clock=_chosen_clock(request, form),
         keep={
             "tz": str(zone),
             "clock": _chosen_clock(request, form),
             "action": "reschedule" if mode == "reschedule" else "",
+            "lang": _chosen_language(request, form),
         },
         brand=look.branding,
         host_faces=_faces(look, target),
@@ -947,8 +1072,8 @@ async def _render_booking_page(
         chosen_start=None if lost else chosen_start,
         lost_start=chosen_start if lost else None,
         alternatives=alternatives,
-        error=str(error) if error is not None and field is None and not lost else None,
-        field_error=(field, str(error)) if field else None,
+        error=translate_message(locale, str(error)) if error is not None and field is None and not lost else None,
+        field_error=(field, translate_message(locale, str(error))) if field else None,
         form=form or {},
         page_path=_page_of(request.path),
         prev_month=(month - timedelta(days=1)).replace(day=1) if month > today.replace(day=1) else None,
@@ -1088,7 +1213,19 @@ async def zones_page(request: web.Request) -> web.Response:
         for name in _all_zones()
         if wanted in name.lower()
     ]
-    return _html(request, "zones.html", title="Choose your time zone", zones=zones, search=search, back=back)
+    locale = _page_locale(request)
+    title = translate(locale, "Choose your time zone")
+    return _html(
+        request,
+        "zones.html",
+        locale=locale,
+        switch_query={"back": back, "q": search},
+        chosen_lang=_chosen_language(request),
+        title=title,
+        zones=zones,
+        search=search,
+        back=back,
+    )
 
 
 def _page_handler(load: TargetLoader) -> Callable[[web.Request], Awaitable[web.Response]]:
@@ -1112,12 +1249,14 @@ async def personal_page(request: web.Request) -> web.Response:
     host, types = found
     tenant = request.match_info["tenant"]
     look = await _look(request, tenant)
+    locale = _page_locale(request, look.locale)
     return _html(
         request,
         "listing.html",
+        locale=locale,
         brand=look.branding,
         face=HostFace(host.name, look.photos.get(host.user_id, ""), initials(host.name)),
-        title=f"Book time with {host.name}",
+        title=translate(locale, "Book time with %(name)s") % {"name": host.name},
         heading=host.name,
         types=types,
         tenant=tenant,
@@ -1133,12 +1272,14 @@ async def team_page(request: web.Request) -> web.Response:
     name, types = found
     tenant = request.match_info["tenant"]
     look = await _look(request, tenant)
+    locale = _page_locale(request, look.locale)
     return _html(
         request,
         "listing.html",
+        locale=locale,
         brand=look.branding,
         face=HostFace(name, "", initials(name)),
-        title=f"Book time with {name}",
+        title=translate(locale, "Book time with %(name)s") % {"name": name},
         heading=name,
         types=types,
         tenant=tenant,
@@ -1188,6 +1329,7 @@ async def _manage_html(
     just_moved: bool = False,
     confirm_cancel: bool = False,
     reason_error: str | None = None,
+    form: Mapping[str, Any] | None = None,
 ) -> web.Response:
     ctx = request.app[PAGES]
     names = {host.user_id: host.name for host in target.hosts}
@@ -1196,18 +1338,24 @@ async def _manage_html(
     if ctx.join_url_of is not None and booking.status is BookingStatus.CONFIRMED:
         join_url = await ctx.join_url_of(booking.tenant_id, booking.booking_id)
     page_path = request.path.removesuffix("/cancel").removesuffix("/reschedule")
+    locale = _page_locale(request, booking.client.locale or look.locale, form)
+    calendar_links = (
+        _calendar_links(target, booking, join_url, locale) if booking.status is BookingStatus.CONFIRMED else []
+    )
     return _html(
         request,
         "manage.html",
+        locale=locale,
         join_url=join_url if join_url.startswith("https://") else "",
-        calendar_links=_calendar_links(target, booking, join_url) if booking.status is BookingStatus.CONFIRMED else [],
+        calendar_links=calendar_links,
         ics_path=f"{page_path}/invite.ics",
         status=status,
         brand=look.branding,
-        fmt=_formatter(request, zone),
-        keep_clock=_chosen_clock(request),
+        fmt=_formatter(request, zone, form, locale),
+        keep_clock=_chosen_clock(request, form),
+        keep_lang=_chosen_language(request, form),
         confirm_cancel=confirm_cancel or reason_error is not None,
-        reason_error=reason_error,
+        reason_error=translate(locale, reason_error) if reason_error else None,
         target=target,
         kind=target.appointment_type,
         booking=booking,
@@ -1215,7 +1363,7 @@ async def _manage_html(
         starts=booking.starts_at.astimezone(zone),
         ends=booking.ends_at.astimezone(zone),
         zone=str(zone),
-        error=error,
+        error=translate_message(locale, error) if error else None,
         just_booked=just_booked,
         just_moved=just_moved,
         cancelled=booking.status is BookingStatus.CANCELLED,
@@ -1224,19 +1372,23 @@ async def _manage_html(
     )
 
 
-def _event_title(target: BookingTarget, booking: Booking) -> str:
+def _event_title(target: BookingTarget, booking: Booking, locale: str = FALLBACK) -> str:
     names = {host.user_id: host.name for host in target.hosts}
     hosts = [names[host_id] for host_id in booking.host_ids if host_id in names]
     kind = target.appointment_type.name
-    return f"{kind} with {', '.join(hosts)}" if hosts else f"{kind} ({target.tenant_name})"
+    if hosts:
+        return translate(locale, "%(type)s with %(hosts)s") % {"type": kind, "hosts": ", ".join(hosts)}
+    return f"{kind} ({target.tenant_name})"
 
 
-def _calendar_links(target: BookingTarget, booking: Booking, join_url: str) -> list[tuple[str, str]]:
+def _calendar_links(target: BookingTarget, booking: Booking, join_url: str, locale: str) -> list[tuple[str, str]]:
     """Add-to-calendar links for web calendars. They carry the title, times, place and join link, never the manage
     link: that is a bearer token, and these URLs go to Google's and Microsoft's servers. The .ics file has it."""
-    title = _event_title(target, booking)
-    where = join_url or target.appointment_type.location.describe()
-    details = f"Booked with {target.tenant_name}." + (f" Join: {join_url}" if join_url else "")
+    title = _event_title(target, booking, locale)
+    where = join_url or describe_place(translations(locale).gettext, target.appointment_type.location)
+    details = translate(locale, "Booked with %(name)s.") % {"name": target.tenant_name} + (
+        " " + translate(locale, "Join: %(url)s") % {"url": join_url} if join_url else ""
+    )
     compact = "%Y%m%dT%H%M%SZ"
     google = urlencode(
         {
@@ -1285,14 +1437,17 @@ async def manage_ics(request: web.Request) -> web.Response:
     event.add("dtstart", booking.starts_at.astimezone(UTC))
     event.add("dtend", booking.ends_at.astimezone(UTC))
     event.add("sequence", max(0, booking.version - 1))
-    event.add("summary", _event_title(target, booking))
-    event.add("location", join_url or target.appointment_type.location.describe())
+    look = await _look(request, target.tenant_slug)
+    locale = _page_locale(request, booking.client.locale or look.locale)
+    event.add("summary", _event_title(target, booking, locale))
+    event.add("location", join_url or describe_place(translations(locale).gettext, target.appointment_type.location))
     manage = manage_url(ctx, booking)
     event.add(
         "description",
-        f"Booked with {target.tenant_name}."
-        + (f"\nJoin: {join_url}" if join_url else "")
-        + f"\nReschedule or cancel: {manage}",
+        translate(locale, "Booked with %(name)s.") % {"name": target.tenant_name}
+        + ("\n" + translate(locale, "Join: %(url)s") % {"url": join_url} if join_url else "")
+        + "\n"
+        + translate(locale, "Reschedule or cancel: %(url)s") % {"url": manage},
     )
     event.add("url", manage)
     calendar.add_component(event)
@@ -1394,7 +1549,9 @@ async def manage_reschedule(request: web.Request) -> web.StreamResponse:
             booking=booking,
         )
     raise web.HTTPSeeOther(
-        manage_path(ctx, moved) + "?" + urlencode({"moved": "1", "tz": str(zone), **_clock_of(form)})
+        manage_path(ctx, moved)
+        + "?"
+        + urlencode({"moved": "1", "tz": str(zone), **_clock_of(form), **_lang_of(request, form)})
     )
 
 
@@ -1427,14 +1584,20 @@ async def manage_cancel(request: web.Request) -> web.StreamResponse:
     if not reason and booking.status is BookingStatus.CONFIRMED:
         # People confirm a cancellation by saying why; the host reads it (the JSON API keeps it optional).
         return await _manage_html(
-            request, target, booking, zone, status=400, reason_error="Please tell us why you are cancelling."
+            request,
+            target,
+            booking,
+            zone,
+            status=400,
+            reason_error=N_("Please tell us why you are cancelling."),
+            form=form,
         )
     try:
         await ctx.scheduler.cancel(booking, reason, version=version)
     except BookingChanged as changed:
         return await _changed_response(request, target, changed, zone)
     page = request.path.removesuffix("/cancel")
-    raise web.HTTPSeeOther(f"{page}?" + urlencode({"tz": zone_name, **_clock_of(form)}))
+    raise web.HTTPSeeOther(f"{page}?" + urlencode({"tz": zone_name, **_clock_of(form), **_lang_of(request, form)}))
 
 
 def setup_pages(app: web.Application, ctx: PagesContext) -> None:

@@ -268,6 +268,9 @@ class ClientDetails:
     answers: Mapping[str, str]
     guests: tuple[str, ...] = ()
     notes: str = ""
+    locale: str = ""
+    """The language tag the client booked in ('de-DE', 'en-US'); later emails and reminders use it. "" for bookings
+    made before it was kept (then the tenant's default applies)."""
 
 
 class BookingStatus(StrEnum):

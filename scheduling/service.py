@@ -118,7 +118,7 @@ def validate_client(target: BookingTarget, client: ClientDetails) -> ClientDetai
             )
         if answer:
             answers[question.key] = answer
-    return ClientDetails(name, email, client.time_zone, answers, guests, client.notes.strip())
+    return ClientDetails(name, email, client.time_zone, answers, guests, client.notes.strip(), client.locale)
 
 
 def effective_rules(target: BookingTarget) -> SlotRules:

@@ -134,7 +134,13 @@ def _to_booking(row: BookingRow) -> Booking:
         ends_at=row.ends_at,
         status=BookingStatus(row.status),
         client=ClientDetails(
-            row.client_name, row.client_email, row.client_time_zone, dict(row.answers), tuple(row.guests), row.notes
+            row.client_name,
+            row.client_email,
+            row.client_time_zone,
+            dict(row.answers),
+            tuple(row.guests),
+            row.notes,
+            row.client_locale or "",
         ),
         assignment_reason=row.assignment_reason,
         created_at=row.created_at,
@@ -157,11 +163,12 @@ class SqlTenantLooks:
         self._looks: dict[str, tuple[int, dict[str, Any]]] = {}
 
     async def look(self, tenant_slug: str) -> dict[str, Any]:
-        """{"branding": dict | None, "photos": {user id: url}, "teams": {team id: name}}; empty for no tenant."""
+        """{"branding": dict | None, "locale": default tag or "", "photos": {user id: url}, "teams": {team id:
+        name}}; empty for no tenant."""
         async with self._db.read() as conn:
             found = (
                 await conn.execute(
-                    select(tenants.c.id, tenants.c.config_version, tenants.c.branding).where(
+                    select(tenants.c.id, tenants.c.config_version, tenants.c.branding, tenants.c.default_locale).where(
                         tenants.c.slug == tenant_slug
                     )
                 )
@@ -179,6 +186,7 @@ class SqlTenantLooks:
             names = await conn.execute(select(teams.c.id, teams.c.name).where(teams.c.tenant_id == found.id))
             look = {
                 "branding": found.branding,
+                "locale": found.default_locale or "",
                 "photos": {row.id: row.photo_url for row in photos},
                 "teams": {row.id: row.name for row in names},
             }
@@ -580,6 +588,7 @@ class SqlBookingStore:
                 client_name=client.name,
                 client_email=client.email,
                 client_time_zone=client.time_zone,
+                client_locale=client.locale or None,
                 answers=dict(client.answers),
                 guests=list(client.guests),
                 notes=client.notes,

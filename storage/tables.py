@@ -58,6 +58,8 @@ class TenantRow(SQLModel, table=True):
     microsoft_tenant_id: str | None = Field(default=None, sa_column=Column(String(64), unique=True, nullable=True))
     """The Microsoft 365 (Entra) tenant whose Teams users may use the bot; one Slotwise tenant per Microsoft tenant."""
     branding: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
+    default_locale: str | None = Field(default=None, max_length=35)
+    """The tenant file's `tenant.locale` ('de-DE'): the language of clients whose browser names none we have."""
     """The tenant file's `branding` section as validated (admin/tenant_file.py BrandingSpec); None: Slotwise's look."""
 
 
@@ -116,6 +118,8 @@ class BookingRow(SQLModel, table=True):
     client_name: str = Field(max_length=200)
     client_email: str = Field(max_length=254)
     client_time_zone: str = Field(max_length=64)
+    client_locale: str | None = Field(default=None, max_length=35)
+    """The language the client booked in; emails and reminders about the booking are written in it."""
     answers: dict[str, str] = _json_column()
     guests: list[str] = _json_column()
     notes: str = Field(default="", max_length=2000)

@@ -34,7 +34,6 @@ from workflows.outbox import (
     enqueue_jobs,
     settle_dependants,
 )
-from workflows.templates import RESCHEDULE_REQUESTED_BODY, RESCHEDULE_REQUESTED_SUBJECT
 from workflows.triggers import Connected, Trigger, WorkflowSpec, plan_jobs, plan_reminders, workflow_for_type
 
 ManageUrlFor = Callable[[Booking], str]
@@ -159,6 +158,9 @@ class BookingFanOut:
                 "answers": dict(booking.client.answers),
                 "guests": list(booking.client.guests),
                 "notes": booking.client.notes,
+                # The language the client booked in; every email about the booking is written in it (bookings made
+                # before it was kept: the tenant's default).
+                "locale": booking.client.locale or tenant.get("default_locale") or "",
             },
             "manage_url": self._manage_url_for(booking),
             **_request_ticket(conn, booking),
@@ -201,10 +203,9 @@ class BookingFanOut:
         run_key = f"{booking.booking_id}:{RESCHEDULE_REQUESTED}:{occurrence}"
         action = {
             "action": "send_email",
-            "template": "custom",
+            # Our default "pick a new time" email (workflows/templates.py), written in the client's language.
+            "template": "default",
             "recipients": "client",
-            "subject": RESCHEDULE_REQUESTED_SUBJECT,
-            "body": RESCHEDULE_REQUESTED_BODY,
             "requested_by": requested_by,
         }
         return [

@@ -11,45 +11,82 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import datetime
+from functools import lru_cache
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from workflows.templates import _AnyOutputs, _present, describe_zone
+from i18n import FALLBACK, translate, translations
+from workflows.templates import _AnyOutputs, _present, describe_zone, email_locale, format_day, format_moment
 
-REQUEST_SENT_SUBJECT = (
-    "Please choose a time: {{ appointment.name }}{% if ticket.number %} (ticket #{{ ticket.number }}){% endif %}"
-)
-REQUEST_SENT_BODY = """<p>Hi {{ client.name }},</p>
-<p>{{ tenant.name }} would like to find a time with you for your {{ appointment.name }}
-({{ appointment.duration_minutes }} minutes){% if ticket.number %} about ticket #{{ ticket.number }}{% endif %}.</p>
-<p class="actions"><a class="button" href="{{ links.book }}">Choose a time that suits you</a></p>
-<p>{% if request.window %}The times offered are {{ request.window }}. {% endif %}The link works until
-{{ request.expires_local }} ({{ request.time_zone }}).</p>
-<p>If the button does not work, copy this address into your browser: {{ links.book }}</p>
-<p>{{ tenant.name }}</p>"""
-
-NO_RESPONSE_SUBJECT = (
-    "Reminder: please choose a time for {{ appointment.name }}"
-    "{% if ticket.number %} (ticket #{{ ticket.number }}){% endif %}"
-)
-NO_RESPONSE_BODY = """<p>Hi {{ client.name }},</p>
-<p>We have not found a time for your {{ appointment.name }} with {{ tenant.name }} yet
-({{ appointment.duration_minutes }} minutes){% if ticket.number %}, about ticket #{{ ticket.number }}{% endif %}.</p>
-<p class="actions"><a class="button" href="{{ links.book }}">Choose a time that suits you</a></p>
-<p>{% if request.window %}The times offered are {{ request.window }}. {% endif %}The link works until
-{{ request.expires_local }} ({{ request.time_zone }}).</p>
-<p>If the button does not work, copy this address into your browser: {{ links.book }}</p>
-<p>{{ tenant.name }}</p>"""
-
-REQUEST_TEMPLATES: dict[str, tuple[str, str]] = {
-    "request_sent": (REQUEST_SENT_SUBJECT, REQUEST_SENT_BODY),
-    "no_response": (NO_RESPONSE_SUBJECT, NO_RESPONSE_BODY),
-    # request_created has no default email (the client has not been told anything yet); a custom one may be set.
-    "request_created": (REQUEST_SENT_SUBJECT, REQUEST_SENT_BODY),
+_RV = {
+    "client": "{{ client.name }}",
+    "tenant": "{{ tenant.name }}",
+    "name": "{{ appointment.name }}",
+    "minutes": "{{ appointment.duration_minutes }}",
+    "number": "{{ ticket.number }}",
+    "window": "{{ request.window }}",
+    "expires": "{{ request.expires_local }}",
+    "zone": "{{ request.time_zone }}",
+    "link": "{{ links.book }}",
 }
 
-_DAY = "%A %-d %B %Y"
-_MOMENT = "%A %-d %B %Y, %H:%M"
+
+@lru_cache(maxsize=8)
+def request_emails(locale: str = FALLBACK) -> dict[str, tuple[str, str]]:
+    """Subject and body (Liquid) of a request's default emails in the language of `locale` (the tenant's default:
+    the client has not opened a page yet)."""
+    _ = translations(locale).gettext
+    v = _RV
+    ticket = "{% if ticket.number %} " + _("(ticket #%(number)s)") % v + "{% endif %}"
+    tail = "\n".join(
+        (
+            '<p class="actions"><a class="button" href="{{ links.book }}">'
+            + _("Choose a time that suits you")
+            + "</a></p>",
+            "<p>{% if request.window %}"
+            + _("The times offered are %(window)s.") % v
+            + " {% endif %}"
+            + _("The link works until %(expires)s (%(zone)s).") % v
+            + "</p>",
+            "<p>" + _("If the button does not work, copy this address into your browser: %(link)s") % v + "</p>",
+            "<p>{{ tenant.name }}</p>",
+        )
+    )
+    sent = "\n".join(
+        (
+            "<p>" + _("Hi %(client)s,") % v + "</p>",
+            "<p>"
+            + _("%(tenant)s would like to find a time with you for your %(name)s (%(minutes)s minutes).") % v
+            + "{% if ticket.number %} "
+            + _("It is about ticket #%(number)s.") % v
+            + "{% endif %}</p>",
+            tail,
+        )
+    )
+    follow_up = "\n".join(
+        (
+            "<p>" + _("Hi %(client)s,") % v + "</p>",
+            "<p>"
+            + _("We have not found a time for your %(name)s with %(tenant)s yet (%(minutes)s minutes).") % v
+            + "{% if ticket.number %} "
+            + _("It is about ticket #%(number)s.") % v
+            + "{% endif %}</p>",
+            tail,
+        )
+    )
+    sent_subject = _("Please choose a time: %(name)s") % v + ticket
+    return {
+        "request_sent": (sent_subject, sent),
+        "no_response": (_("Reminder: please choose a time for %(name)s") % v + ticket, follow_up),
+        # request_created has no default email (the client has not been told anything yet); a custom one may be set.
+        "request_created": (sent_subject, sent),
+    }
+
+
+REQUEST_TEMPLATES: dict[str, tuple[str, str]] = request_emails()
+"""The English defaults."""
+REQUEST_SENT_SUBJECT, REQUEST_SENT_BODY = REQUEST_TEMPLATES["request_sent"]
+NO_RESPONSE_SUBJECT, NO_RESPONSE_BODY = REQUEST_TEMPLATES["no_response"]
 
 
 def request_variables(request: Mapping[str, Any], outputs: Mapping[str, Any]) -> dict[str, Any]:
@@ -58,18 +95,20 @@ def request_variables(request: Mapping[str, Any], outputs: Mapping[str, Any]) ->
     Times are shown in the request's zone (the tenant's default: the client's own zone is not known until they open
     the page). `request.window` is nil when the request has no window of its own."""
     zone = ZoneInfo(str(request.get("time_zone") or "UTC"))
+    locale = email_locale(request)
     starts = request.get("window_starts_at")
     ends = request.get("window_ends_at")
+
+    def day(value: str) -> str:
+        return format_day(datetime.fromisoformat(value), zone, locale)
+
     window: str | None = None
     if starts and ends:
-        window = (
-            f"from {datetime.fromisoformat(starts).astimezone(zone).strftime(_DAY)} "
-            f"to {datetime.fromisoformat(ends).astimezone(zone).strftime(_DAY)}"
-        )
+        window = translate(locale, "from %(start)s to %(end)s") % {"start": day(starts), "end": day(ends)}
     elif starts:
-        window = f"from {datetime.fromisoformat(starts).astimezone(zone).strftime(_DAY)}"
+        window = translate(locale, "from %(start)s") % {"start": day(starts)}
     elif ends:
-        window = f"until {datetime.fromisoformat(ends).astimezone(zone).strftime(_DAY)}"
+        window = translate(locale, "until %(end)s") % {"end": day(ends)}
     ticket = request.get("ticket") or {}
     return {
         "tenant": {"name": request.get("tenant_name", "")},
@@ -79,8 +118,8 @@ def request_variables(request: Mapping[str, Any], outputs: Mapping[str, Any]) ->
         "request": {
             "id": request.get("id", ""),
             "window": window,
-            "expires_local": datetime.fromisoformat(str(request["expires_at"])).astimezone(zone).strftime(_MOMENT),
-            "time_zone": describe_zone(str(zone), datetime.fromisoformat(str(request["expires_at"]))),
+            "expires_local": format_moment(datetime.fromisoformat(str(request["expires_at"])), zone, locale),
+            "time_zone": describe_zone(str(zone), datetime.fromisoformat(str(request["expires_at"])), locale),
             "follow_up": int(request.get("follow_up") or 0),
         },
         "links": {"book": request.get("book_url", "")},

@@ -10,10 +10,11 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
+from i18n import language_of
 from scheduling.errors import IntegrationRejected
 from scheduling.model import OutgoingEmail, PsaDraft, PsaRecordKind
-from workflows.request_emails import REQUEST_TEMPLATES, request_variables
-from workflows.templates import compose_email
+from workflows.request_emails import request_emails, request_variables
+from workflows.templates import compose_email, email_locale
 from workflows.triggers import ActionKind
 from workflows.webhooks import post_webhook
 
@@ -63,11 +64,13 @@ async def _request_email(ctx: StepContext, booked: RequestBooked) -> Mapping[str
             "This scheduling request names no recipient (the agent shares the link), so there is nobody to email"
         )
     variables = request_variables(request, ctx.outputs)
+    locale = email_locale(request)
     if ctx.action.get("template") == "custom":
-        rendered = compose_email(ctx.action["subject"], ctx.action["body"], variables)
+        rendered = compose_email(ctx.action["subject"], ctx.action["body"], variables, locale)
     else:
-        subject, body = REQUEST_TEMPLATES.get(trigger, REQUEST_TEMPLATES["request_sent"])
-        rendered = compose_email(subject, body, variables)
+        emails = request_emails(language_of(locale) or "en")
+        subject, body = emails.get(trigger, emails["request_sent"])
+        rendered = compose_email(subject, body, variables, locale)
     recipients = (client["email"],)
     if ctx.action.get("recipients", "client_and_guests") == "client_and_guests":
         recipients = (client["email"], *client.get("guests", []))

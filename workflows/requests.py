@@ -55,14 +55,20 @@ class RequestFanOut:
             )
         workflow, _mode = workflow_for_type(settings, _primary_calendar(conn, tenant_id, settings), connected)
         tenant = conn.execute(
-            select(tenants.c.name, tenants.c.default_time_zone, tenants.c.holidays, tenants.c.branding).where(
-                tenants.c.id == tenant_id
-            )
+            select(
+                tenants.c.name,
+                tenants.c.default_time_zone,
+                tenants.c.holidays,
+                tenants.c.branding,
+                tenants.c.default_locale,
+            ).where(tenants.c.id == tenant_id)
         ).one()
         zone = ZoneInfo(tenant.default_time_zone or "UTC")
         snapshot = self._snapshot(request, settings, tenant.name, zone)
         # The request's emails wear the tenant's branding, as a booking's do (workflows/templates.py).
         snapshot["branding"] = dict(tenant.branding or {})
+        # The client has not opened a page yet, so their language is not known: the tenant's default.
+        snapshot["locale"] = tenant.default_locale or ""
         jobs = plan_request_runs(
             tenant_id=tenant_id,
             request_id=request_id,

@@ -14,6 +14,7 @@ from typing import Any
 
 from sqlalchemy import select
 
+from i18n import translate
 from scheduling.errors import IntegrationAuthError, IntegrationError, IntegrationRejected
 from scheduling.model import (
     CalendarEventDraft,
@@ -32,11 +33,12 @@ from workflows.breaker import CredentialBreaker
 from workflows.outbox import BLOCKED, CANCELLED, COMPLETED, FAILED, RETRYABLE, SOFT, Job, list_runs
 from workflows.request_steps import request_steps
 from workflows.templates import (
-    DEFAULT_TEMPLATES,
     answer_rows,
     compose_email,
+    default_email,
     describe_booking_for_host,
     describe_location,
+    email_locale,
     snapshot_variables,
 )
 from workflows.triggers import M365_ACTIONS, PSA_ACTIONS, ActionKind
@@ -271,11 +273,13 @@ async def _email(ctx: StepContext) -> Mapping[str, Any]:
     # default templates leave its line out.
     variables = snapshot_variables(ctx.booking, ctx.outputs)
     trigger = _trigger_of(ctx)
+    locale = email_locale(ctx.booking)
     if ctx.action.get("template") == "custom":
-        rendered = compose_email(ctx.action["subject"], ctx.action["body"], variables)
+        # An admin's template is theirs, in their words; our layout around it speaks the client's language.
+        rendered = compose_email(ctx.action["subject"], ctx.action["body"], variables, locale)
     else:
-        subject, body = DEFAULT_TEMPLATES.get(trigger, DEFAULT_TEMPLATES["client_scheduled"])
-        rendered = compose_email(subject, body, variables)
+        subject, body = default_email(trigger, locale)
+        rendered = compose_email(subject, body, variables, locale)
     client = ctx.booking["client"]
     recipient_kind = ctx.action.get("recipients", "")
     recipients = {
@@ -340,15 +344,20 @@ def booking_invite(
     host = dict((booking.get("hosts") or [{}])[0])
     join_url = str(outputs.get("join_url") or "")
     manage_url = str(booking.get("manage_url") or "")
+    locale = email_locale(booking)
     location = describe_location(
         str(booking.get("location_kind") or ""),
         "" if booking.get("location") == booking.get("location_kind") else str(booking.get("location")),
+        locale,
     )
-    lines = [f"{booking['type_name']} with {host.get('name', '')}".strip(), f"Where: {location}"]
+    title = str(booking["type_name"])
+    if host.get("name"):
+        title = translate(locale, "%(type)s with %(hosts)s") % {"type": title, "hosts": host["name"]}
+    lines = [title, translate(locale, "Where: %(place)s") % {"place": location}]
     if join_url:
-        lines.append(f"Join: {join_url}")
+        lines.append(translate(locale, "Join: %(url)s") % {"url": join_url})
     if manage_url and booking.get("status") != "cancelled":
-        lines.append(f"Reschedule or cancel: {manage_url}")
+        lines.append(translate(locale, "Reschedule or cancel: %(url)s") % {"url": manage_url})
     guests = tuple((str(guest), str(guest)) for guest in client.get("guests", []))
     return CalendarInvite(
         uid=f"{booking['id']}@slotwise",

@@ -13,12 +13,13 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import css_inline
-from babel.dates import get_timezone_location, get_timezone_name
+from babel.dates import format_datetime, get_timezone_location, get_timezone_name
 from jinja2 import Environment as JinjaEnvironment
 from liquid import BoundTemplate, Environment, StrictUndefined
 from liquid.exceptions import LiquidError
 from markupsafe import Markup
 
+from i18n import FALLBACK, N_, babel_locale, language_of, translate, translate_plural, translations
 from scheduling.errors import IntegrationRejected
 
 # Liquid is the syntax MSP admins already write, and it is safe for untrusted authors: no attribute access to
@@ -28,88 +29,165 @@ _TEXT = Environment(autoescape=False, undefined=StrictUndefined)
 # Our own layout around every email is Jinja2 with autoescape, like our pages.
 _JINJA = JinjaEnvironment(autoescape=True)
 
-DEFAULT_SUBJECT = "Confirmed: {{ appointment.name }} on {{ appointment.starts_local }}"
-RESCHEDULED_SUBJECT = "Rescheduled: {{ appointment.name }} on {{ appointment.starts_local }}"
-CANCELLED_SUBJECT = "Cancelled: {{ appointment.name }} on {{ appointment.starts_local }}"
-REMINDER_SUBJECT = "Reminder: {{ appointment.name }} on {{ appointment.starts_local }}"
+# Our default emails are Liquid templates like an admin's, built per language from the gettext catalog (i18n/).
+# A message's %(placeholders)s stand for Liquid expressions, so translators move them, never write Liquid.
+_V = {
+    "appointment": "{{ appointment.name }}{% if host.phrase %} {{ host.phrase }}{% endif %}",
+    "name": "{{ appointment.name }}",
+    "when": "{{ appointment.starts_local }}",
+    "strong_when": "<strong>{{ appointment.starts_local }}</strong>",
+    "ends": "{{ appointment.ends_local }}",
+    "minutes": "{{ appointment.duration_minutes }}",
+    "previous": "{{ appointment.previous_starts_local }}",
+    "client": "{{ client.name }}",
+    "hosts": "{{ host.names }}",
+    "host_phrase": "{% if host.phrase %} {{ host.phrase }}{% endif %}",
+}
 
-# The rows every default email shows. Each optional row sits inside its own {% if %}, so a value that is missing
-# (nil, see _present) leaves the whole row out rather than printing a label with nothing after it.
-_DETAILS = """<table role="presentation" class="details" width="100%" cellpadding="0" cellspacing="0">
-<tr><td class="label">What</td><td class="value">{{ appointment.name }}</td></tr>
-<tr><td class="label">When</td><td class="value">{{ appointment.starts_local }} to {{ appointment.ends_local }}<br>
-<span class="muted">{{ appointment.time_zone }}</span></td></tr>
-{% if host.names %}<tr><td class="label">{{ host.label }}</td><td class="value">{{ host.names }}</td></tr>{% endif %}
-{% if appointment.location %}<tr><td class="label">Where</td>
-<td class="value">{{ appointment.location }}</td></tr>{% endif %}
-{% if ticket.number %}<tr><td class="label">Ticket</td><td class="value">#{{ ticket.number }}</td></tr>{% endif %}
-</table>"""
 
-_JOIN_BUTTON = """{% if appointment.join_url %}<p class="actions"><a class="button" href="{{ appointment.join_url }}">\
-Join the meeting</a></p>
-<p class="muted link">Or open this link: <a href="{{ appointment.join_url }}">{{ appointment.join_url }}</a></p>\
-{% endif %}"""
+@lru_cache(maxsize=8)
+def default_emails(locale: str = FALLBACK) -> dict[str, tuple[str, str]]:
+    """Subject and body (Liquid) of each default email in the language of `locale`: client_scheduled,
+    rescheduled, cancelled, before_appointment and reschedule_requested."""
+    _ = translations(locale).gettext
+    v = _V
+    hi = "<p>" + _("Hi %(client)s,") % v + "</p>"
+    when_row = (
+        '<tr><td class="label">'
+        + _("When")
+        + '</td><td class="value">'
+        + _("%(when)s to %(ends)s") % v
+        + '<br>\n<span class="muted">{{ appointment.time_zone }}</span></td></tr>'
+    )
+    what_row = '<tr><td class="label">' + _("What") + '</td><td class="value">{{ appointment.name }}</td></tr>'
+    ticket_row = (
+        '{% if ticket.number %}<tr><td class="label">'
+        + _("Ticket")
+        + '</td><td class="value">#{{ ticket.number }}</td></tr>{% endif %}'
+    )
+    # Each optional row sits inside its own {% if %}, so a value that is missing (nil, see _present) leaves the
+    # whole row out rather than printing a label with nothing after it.
+    details = (
+        '<table role="presentation" class="details" width="100%" cellpadding="0" cellspacing="0">\n'
+        + what_row
+        + "\n"
+        + when_row
+        + "\n"
+        + '{% if host.names %}<tr><td class="label">{{ host.label }}</td><td class="value">{{ host.names }}</td></tr>'
+        + "{% endif %}\n"
+        + '{% if appointment.location %}<tr><td class="label">'
+        + _("Where")
+        + "</td>\n"
+        + '<td class="value">{{ appointment.location }}</td></tr>{% endif %}\n'
+        + ticket_row
+        + "\n</table>"
+    )
+    join = (
+        '{% if appointment.join_url %}<p class="actions"><a class="button" href="{{ appointment.join_url }}">'
+        + _("Join the meeting")
+        + "</a></p>\n"
+        + '<p class="muted link">'
+        + _("Or open this link:")
+        + ' <a href="{{ appointment.join_url }}">{{ appointment.join_url }}</a></p>{% endif %}'
+    )
+    manage = (
+        '<p class="manage">'
+        + _("Need to change it?")
+        + ' <a href="{{ links.manage }}">'
+        + _("Reschedule or cancel")
+        + "</a></p>"
+    )
+    confirmed = "\n".join(
+        (
+            "<h1>" + _("You're booked") + "</h1>",
+            hi,
+            "<p>" + _("Your %(appointment)s is confirmed for %(strong_when)s, %(minutes)s minutes.") % v + "</p>",
+            details,
+            join,
+            manage,
+        )
+    )
+    rescheduled = "\n".join(
+        (
+            "<h1>" + _("Your booking has moved") + "</h1>",
+            hi,
+            "<p>"
+            + _("Your %(appointment)s has moved to %(strong_when)s.") % v
+            + "{% if appointment.previous_starts_local %} "
+            + _("It was %(previous)s.") % v
+            + "{% endif %}</p>",
+            details,
+            join,
+            manage,
+        )
+    )
+    cancelled = "\n".join(
+        (
+            "<h1>" + _("Your booking is cancelled") + "</h1>",
+            hi,
+            "<p>" + _("Your %(appointment)s on %(strong_when)s is cancelled.") % v + "</p>",
+            '<table role="presentation" class="details" width="100%" cellpadding="0" cellspacing="0">',
+            what_row,
+            when_row,
+            '{% if appointment.cancel_reason %}<tr><td class="label">'
+            + _("Reason")
+            + '</td><td class="value">{{ appointment.cancel_reason }}</td></tr>{% endif %}',
+            ticket_row,
+            "</table>",
+        )
+    )
+    reminder = "\n".join(
+        (
+            "<h1>" + _("Coming up: %(name)s") % v + "</h1>",
+            hi,
+            "<p>" + _("A reminder: your %(appointment)s is on %(strong_when)s, %(minutes)s minutes.") % v + "</p>",
+            details,
+            join,
+            manage,
+        )
+    )
+    pick_new = "\n".join(
+        (
+            "<h1>" + _("Please pick a new time") + "</h1>",
+            hi,
+            "<p>{% if host.names %}"
+            + _("%(hosts)s asked us to find a new time for your %(name)s on %(strong_when)s.") % v
+            + "{% else %}"
+            + _("We were asked to find a new time for your %(name)s on %(strong_when)s.") % v
+            + "{% endif %}</p>",
+            '<p class="actions"><a class="button" href="{{ links.manage }}">' + _("Pick a new time") + "</a></p>",
+            "<p>" + _("Your current time stays booked until you choose a new one.") + "</p>",
+        )
+    )
+    return {
+        "client_scheduled": (_("Confirmed: %(name)s on %(when)s") % v, confirmed),
+        "rescheduled": (_("Rescheduled: %(name)s on %(when)s") % v, rescheduled),
+        "cancelled": (_("Cancelled: %(name)s on %(when)s") % v, cancelled),
+        "before_appointment": (_("Reminder: %(name)s on %(when)s") % v, reminder),
+        "reschedule_requested": (_("Please pick a new time: %(name)s%(host_phrase)s") % v, pick_new),
+    }
 
-_MANAGE = """<p class="manage">Need to change it? <a href="{{ links.manage }}">Reschedule or cancel</a></p>"""
 
-DEFAULT_BODY = f"""<h1>You're booked</h1>
-<p>Hi {{{{ client.name }}}},</p>
-<p>Your {{{{ appointment.name }}}}{{% if host.phrase %}} {{{{ host.phrase }}}}{{% endif %}} is confirmed for
-<strong>{{{{ appointment.starts_local }}}}</strong>, {{{{ appointment.duration_minutes }}}} minutes.</p>
-{_DETAILS}
-{_JOIN_BUTTON}
-{_MANAGE}"""
+def default_email(trigger: str, locale: str = FALLBACK) -> tuple[str, str]:
+    """The default email for a trigger, in the client's language: a client who cancels is not sent a
+    "Confirmed" message; a trigger without an email of its own gets the confirmation."""
+    emails = default_emails(language_of(locale) or FALLBACK)
+    return emails.get(trigger, emails["client_scheduled"])
 
-RESCHEDULED_BODY = f"""<h1>Your booking has moved</h1>
-<p>Hi {{{{ client.name }}}},</p>
-<p>Your {{{{ appointment.name }}}}{{% if host.phrase %}} {{{{ host.phrase }}}}{{% endif %}} has moved to
-<strong>{{{{ appointment.starts_local }}}}</strong>.{{% if appointment.previous_starts_local %}}
-It was {{{{ appointment.previous_starts_local }}}}.{{% endif %}}</p>
-{_DETAILS}
-{_JOIN_BUTTON}
-{_MANAGE}"""
 
-CANCELLED_BODY = """<h1>Your booking is cancelled</h1>
-<p>Hi {{ client.name }},</p>
-<p>Your {{ appointment.name }}{% if host.phrase %} {{ host.phrase }}{% endif %} on
-<strong>{{ appointment.starts_local }}</strong> is cancelled.</p>
-<table role="presentation" class="details" width="100%" cellpadding="0" cellspacing="0">
-<tr><td class="label">What</td><td class="value">{{ appointment.name }}</td></tr>
-<tr><td class="label">When</td><td class="value">{{ appointment.starts_local }} to {{ appointment.ends_local }}<br>
-<span class="muted">{{ appointment.time_zone }}</span></td></tr>
-{% if appointment.cancel_reason %}<tr><td class="label">Reason</td><td class="value">{{ appointment.cancel_reason }}\
-</td></tr>{% endif %}
-{% if ticket.number %}<tr><td class="label">Ticket</td><td class="value">#{{ ticket.number }}</td></tr>{% endif %}
-</table>"""
-
-REMINDER_BODY = f"""<h1>Coming up: {{{{ appointment.name }}}}</h1>
-<p>Hi {{{{ client.name }}}},</p>
-<p>A reminder: your {{{{ appointment.name }}}}{{% if host.phrase %}} {{{{ host.phrase }}}}{{% endif %}} is on
-<strong>{{{{ appointment.starts_local }}}}</strong>, {{{{ appointment.duration_minutes }}}} minutes.</p>
-{_DETAILS}
-{_JOIN_BUTTON}
-{_MANAGE}"""
-
-RESCHEDULE_REQUESTED_SUBJECT = (
-    "Please pick a new time: {{ appointment.name }}{% if host.phrase %} {{ host.phrase }}{% endif %}"
-)
-RESCHEDULE_REQUESTED_BODY = """<h1>Please pick a new time</h1>
-<p>Hi {{ client.name }},</p>
-<p>{% if host.names %}{{ host.names }} asked us{% else %}We were asked{% endif %} to find a new time for your
-{{ appointment.name }} on <strong>{{ appointment.starts_local }}</strong>.</p>
-<p class="actions"><a class="button" href="{{ links.manage }}">Pick a new time</a></p>
-<p>Your current time stays booked until you choose a new one.</p>"""
+DEFAULT_SUBJECT, DEFAULT_BODY = default_emails()["client_scheduled"]
+RESCHEDULED_SUBJECT, RESCHEDULED_BODY = default_emails()["rescheduled"]
+CANCELLED_SUBJECT, CANCELLED_BODY = default_emails()["cancelled"]
+REMINDER_SUBJECT, REMINDER_BODY = default_emails()["before_appointment"]
+RESCHEDULE_REQUESTED_SUBJECT, RESCHEDULE_REQUESTED_BODY = default_emails()["reschedule_requested"]
 """What a host's "Send reschedule link" (Teams) emails the client (workflows/dispatch.py)."""
 
 DEFAULT_TEMPLATES: dict[str, tuple[str, str]] = {
-    "client_scheduled": (DEFAULT_SUBJECT, DEFAULT_BODY),
-    "rescheduled": (RESCHEDULED_SUBJECT, RESCHEDULED_BODY),
-    "cancelled": (CANCELLED_SUBJECT, CANCELLED_BODY),
-    "before_appointment": (REMINDER_SUBJECT, REMINDER_BODY),
+    trigger: default_emails()[trigger]
+    for trigger in ("client_scheduled", "rescheduled", "cancelled", "before_appointment")
 }
-"""The default email for each trigger: a client who cancels is not sent a "Confirmed" message. Every client-facing
-phrase of the default emails lives in this module (these templates, LOCATION_LABELS and LAYOUT_TEXT), so a
-translation replaces them in one place."""
+"""The English default email of each booking trigger. Every client-facing phrase of the default emails lives in
+this module and in the catalogs (i18n/), so a translation replaces them in one place."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,21 +198,41 @@ class RenderedEmail:
 
 
 _LOCAL = "%A %-d %B %Y, %H:%M"
+"""The host's records (PSA notes, their calendar entry) are in English."""
+
+_MOMENT_PATTERNS = {"en": "EEEE d MMMM y, HH:mm", "de": "EEEE, d. MMMM y, HH:mm"}
+"""How an email names a moment: 'Monday 5 January 2026, 15:00', 'Montag, 5. Januar 2026, 15:00' (CLDR names
+through Babel; emails use the 24-hour clock, which no reader misreads)."""
+
+
+def format_moment(moment: datetime, zone: ZoneInfo, locale: str = FALLBACK) -> str:
+    language = language_of(locale) or FALLBACK
+    pattern = _MOMENT_PATTERNS.get(language, _MOMENT_PATTERNS[FALLBACK])
+    return format_datetime(moment.astimezone(zone), pattern, tzinfo=zone, locale=babel_locale(locale))
+
+
+def format_day(moment: datetime, zone: ZoneInfo, locale: str = FALLBACK) -> str:
+    """'Monday 5 January 2026', 'Montag, 5. Januar 2026'."""
+    language = language_of(locale) or FALLBACK
+    pattern = _MOMENT_PATTERNS.get(language, _MOMENT_PATTERNS[FALLBACK]).removesuffix(", HH:mm")
+    return format_datetime(moment.astimezone(zone), pattern, tzinfo=zone, locale=babel_locale(locale))
+
 
 LOCATION_LABELS = {
-    "teams": "Microsoft Teams meeting",
-    "phone": "Phone call",
-    "onsite": "On site",
-    "custom": "Details to follow",
+    "teams": N_("Microsoft Teams meeting"),
+    "phone": N_("Phone call"),
+    "onsite": N_("On site"),
+    "custom": N_("Details to follow"),
 }
-"""How each location kind reads to a person; a detail the tenant file gives follows after a colon."""
+"""How each location kind reads to a person (English; translated where shown); a detail the tenant file gives
+follows after a colon."""
 
 LAYOUT_TEXT = {
-    "footer": "Sent by {name} on behalf of {host}.",
-    "footer_no_host": "Sent by {name}.",
-    "powered": "Scheduling by Slotwise",
-    "privacy": "Privacy",
-    "terms": "Terms",
+    "footer": N_("Sent by %(name)s on behalf of %(host)s."),
+    "footer_no_host": N_("Sent by %(name)s."),
+    "powered": N_("Scheduling by Slotwise"),
+    "privacy": N_("Privacy"),
+    "terms": N_("Terms"),
 }
 
 _UTC_ZONES = frozenset({"UTC", "Etc/UTC", "Etc/UCT", "UCT", "Zulu", "Etc/Zulu", "Universal", "Etc/Universal"})
@@ -147,15 +245,18 @@ def _present(value: Any) -> str | None:
     return text or None
 
 
-def describe_location(kind: str, detail: str) -> str:
-    """'Microsoft Teams meeting', 'Phone call: +1 555 0100', 'On site: 1 Main St': never a raw kind like `teams`."""
+def describe_location(kind: str, detail: str, locale: str = FALLBACK) -> str:
+    """'Microsoft Teams meeting', 'Phone call: +1 555 0100', 'On site: 1 Main St': never a raw kind like `teams`;
+    in the language of `locale` ('Microsoft Teams-Besprechung', 'Telefonat: ...')."""
     label = LOCATION_LABELS.get(kind)
     if label is None or kind == "custom":
-        return detail or LOCATION_LABELS["custom"]
+        to_follow = LOCATION_LABELS["custom"]
+        return detail or translate(locale, to_follow)
+    label = translate(locale, label)
     return f"{label}: {detail}" if detail and detail != kind else label
 
 
-def describe_zone(zone_name: str, at: datetime) -> str:
+def describe_zone(zone_name: str, at: datetime, locale: str = FALLBACK) -> str:
     """'Eastern Time (New York), UTC-05:00' (with a real minus sign, U+2212): CLDR's generic zone name and exemplar
     city (Babel), and the offset in effect at `at` (so a summer booking says -04:00). Zones CLDR cannot name
     (Etc/GMT+5) show the offset."""
@@ -166,12 +267,13 @@ def describe_zone(zone_name: str, at: datetime) -> str:
     hours, rest = divmod(abs(minutes), 60)
     utc_offset = f"UTC{sign}{hours:02d}:{rest:02d}"
     if zone_name in _UTC_ZONES:
-        return "Coordinated Universal Time (UTC)"
+        return translate(locale, "Coordinated Universal Time (UTC)")
     if zone_name.startswith("Etc/"):
         return utc_offset
+    names = "en_US" if language_of(locale) in ("", FALLBACK) else babel_locale(locale)
     try:
-        generic = get_timezone_name(zone, "long", zone_variant="generic", locale="en_US")
-        city = get_timezone_location(zone, locale="en_US", return_city=True)
+        generic = get_timezone_name(zone, "long", zone_variant="generic", locale=names)
+        city = get_timezone_location(zone, locale=names, return_city=True)
     except (LookupError, ValueError):
         return f"{zone_name.replace('_', ' ')}, {utc_offset}"
     if not generic or "Unknown" in generic:
@@ -179,21 +281,25 @@ def describe_zone(zone_name: str, at: datetime) -> str:
     return f"{generic} ({city}), {utc_offset}"
 
 
-def _join_names(names: list[str]) -> str:
-    """'Alice', 'Alice and Bob', 'Alice, Bob and Carol'."""
+def _join_names(names: list[str], locale: str = FALLBACK) -> str:
+    """'Alice', 'Alice and Bob', 'Alice, Bob and Carol' ('Alice, Bob und Carol')."""
     names = [name for name in names if name]
+    joiner = " " + translate(locale, "and") + " "
     if len(names) <= 2:
-        return " and ".join(names)
-    return f"{', '.join(names[:-1])} and {names[-1]}"
+        return joiner.join(names)
+    return f"{', '.join(names[:-1])}{joiner}{names[-1]}"
 
 
-def _host_phrase(type_name: str, names: list[str]) -> str | None:
+_WITH_WORDS = (" with ", " mit ")
+
+
+def _host_phrase(type_name: str, names: list[str], locale: str = FALLBACK) -> str | None:
     """'with Alice Adams' after the type's name, unless that name already says who it is with ("Intro with Alice"
     would read "Intro with Alice with Alice Adams"). A panel reads 'with Alice Adams and Bob Brown'; a round robin
     names the member who was picked."""
-    if not names or " with " in f" {type_name.lower()} ":
+    if not names or any(word in f" {type_name.lower()} " for word in _WITH_WORDS):
         return None
-    return f"with {_join_names(names)}"
+    return translate(locale, "with %(names)s") % {"names": _join_names(names, locale)}
 
 
 def answer_rows(booking: Mapping[str, Any]) -> list[tuple[str, str]]:
@@ -211,6 +317,12 @@ def answer_rows(booking: Mapping[str, Any]) -> list[tuple[str, str]]:
     return rows
 
 
+def email_locale(snapshot: Mapping[str, Any]) -> str:
+    """The language of a booking's or request's emails: the client's (kept with the booking), else English."""
+    client = snapshot.get("client") or {}
+    return str(client.get("locale") or snapshot.get("locale") or FALLBACK)
+
+
 def snapshot_variables(booking: Mapping[str, Any], outputs: Mapping[str, Any]) -> dict[str, Any]:
     """What a workflow's email template sees: the booking snapshot its step carries, and earlier steps' outputs.
 
@@ -221,6 +333,7 @@ def snapshot_variables(booking: Mapping[str, Any], outputs: Mapping[str, Any]) -
     out), and one template can serve all triggers. Missing outputs (ticket number, join link) are nil too.
     """
     client = booking["client"]
+    locale = email_locale(booking)
     zone = ZoneInfo(client["time_zone"])
     starts = datetime.fromisoformat(booking["starts_at"])
     ends = datetime.fromisoformat(booking["ends_at"])
@@ -228,7 +341,7 @@ def snapshot_variables(booking: Mapping[str, Any], outputs: Mapping[str, Any]) -
     hosts = [str(host.get("name", "")) for host in booking.get("hosts", []) if host.get("name")]
     kind = str(booking.get("location_kind") or "")
     raw_location = str(booking.get("location", "") or "")
-    location = describe_location(kind or raw_location, "" if raw_location == kind else raw_location)
+    location = describe_location(kind or raw_location, "" if raw_location == kind else raw_location, locale)
     branding = dict(booking.get("branding") or {})
     display_name = str(branding.get("display_name") or booking.get("tenant_name", ""))
     return {
@@ -245,26 +358,26 @@ def snapshot_variables(booking: Mapping[str, Any], outputs: Mapping[str, Any]) -
             "name": booking["type_name"],
             "starts_at": booking["starts_at"],
             "ends_at": booking["ends_at"],
-            "starts_local": starts.astimezone(zone).strftime(_LOCAL),
+            "starts_local": format_moment(starts, zone, locale),
             "ends_local": ends.astimezone(zone).strftime("%H:%M"),
-            "time_zone": describe_zone(client["time_zone"], starts),
+            "time_zone": describe_zone(client["time_zone"], starts, locale),
             "time_zone_id": client["time_zone"],
             "duration_minutes": int((ends - starts) / timedelta(minutes=1)),
             "location": _present(location),
             "status": booking.get("status", ""),
             "cancel_reason": _present(booking.get("cancel_reason")),
             "join_url": _present(outputs.get("join_url")),
-            "previous_starts_local": datetime.fromisoformat(previous).astimezone(zone).strftime(_LOCAL)
+            "previous_starts_local": format_moment(datetime.fromisoformat(previous), zone, locale)
             if previous
             else None,
         },
         "client": dict(client),
         "answers": [{"label": label, "value": value} for label, value in answer_rows(booking)],
         "host": {
-            "names": _join_names(hosts),
+            "names": _join_names(hosts, locale),
             "list": hosts,
-            "label": "Hosts" if len(hosts) > 1 else "Host",
-            "phrase": _host_phrase(str(booking["type_name"]), hosts),
+            "label": translate_plural(locale, "Host", "Hosts", len(hosts)),
+            "phrase": _host_phrase(str(booking["type_name"]), hosts, locale),
         },
         "ticket": {"number": _present(outputs.get("ticket_number"))},
         "opportunity": {"id": _present(outputs.get("opportunity_id"))},
@@ -399,7 +512,7 @@ body { margin: 0; padding: 0; background: #f3f4f6; color: #1f2937;
 
 _LAYOUT = _JINJA.from_string(
     """<!DOCTYPE html>
-<html lang="en">
+<html lang="{{ lang }}">
 <head>
 <meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
@@ -444,19 +557,21 @@ def _https(value: object) -> str:
 _INLINER = css_inline.CSSInliner(keep_at_rules=True, load_remote_stylesheets=False)
 
 
-def compose_email(subject_template: str, body_template: str, variables: Mapping[str, Any]) -> RenderedEmail:
-    """The email people receive: the template's content inside the tenant's branded, responsive layout, CSS
-    inlined (css-inline) for mail clients that drop <style>, and a plain-text part that keeps every link."""
+def compose_email(
+    subject_template: str, body_template: str, variables: Mapping[str, Any], locale: str = FALLBACK
+) -> RenderedEmail:
+    """The email people receive: the template's content inside the tenant's branded, responsive layout (its words
+    in the language of `locale`), CSS inlined (css-inline) for mail clients that drop <style>, and a plain-text part
+    that keeps every link."""
     content = render_email(subject_template, body_template, variables)
     brand = variables.get("brand") or {}
     name = str(brand.get("name") or (variables.get("tenant") or {}).get("name") or "")
     accent = str(brand.get("accent") or "")
     logo = str(brand.get("logo_url") or "")
     host_names = str((variables.get("host") or {}).get("names") or "")
+    words = {key: translate(locale, message) for key, message in LAYOUT_TEXT.items()}
     footer = (
-        LAYOUT_TEXT["footer"].format(name=name, host=host_names)
-        if host_names
-        else LAYOUT_TEXT["footer_no_host"].format(name=name)
+        words["footer"] % {"name": name, "host": host_names} if host_names else words["footer_no_host"] % {"name": name}
     )
     markup = _LAYOUT.render(
         subject=content.subject,
@@ -466,11 +581,12 @@ def compose_email(subject_template: str, body_template: str, variables: Mapping[
         brand=name,
         body=Markup(content.html),  # noqa: S704 (rendered by the autoescaping Liquid environment above)
         footer=footer,
-        powered=LAYOUT_TEXT["powered"],
+        lang=language_of(locale) or FALLBACK,
+        powered=words["powered"],
         privacy_url=_https(brand.get("privacy_url")),
         terms_url=_https(brand.get("terms_url")),
-        privacy=LAYOUT_TEXT["privacy"],
-        terms=LAYOUT_TEXT["terms"],
+        privacy=words["privacy"],
+        terms=words["terms"],
     )
     inlined = _INLINER.inline(markup)
     return RenderedEmail(subject=content.subject, html=inlined, text=html_to_text(inlined))

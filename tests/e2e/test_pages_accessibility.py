@@ -1,7 +1,7 @@
 """axe-core, run inside Chromium, finds no critical or serious violation on any page a client can reach: the booking
 page (with and without a chosen time), the personal and team listings, a scheduling-request page, the manage page,
 the confirmation, privacy and terms, and every error page (not found, expired link, session expired, rate limited),
-each at phone and desktop sizes.
+each at phone and desktop sizes, in English (en-US) and in German (de-DE).
 
 axe-core is the npm package pinned in package.json, injected by Playwright (the page's own CSP allows only our
 scripts, so the context bypasses CSP for the injection; nothing else on the page changes)."""
@@ -63,16 +63,25 @@ async def check(
         problems.append(f"{name} at {viewport}: {violation}")
 
 
+LABELS = {
+    "en-US": {"name": "Your name", "email": "Email"},
+    "de-DE": {"name": "Ihr Name", "email": "E-Mail"},
+}
+
+
+@pytest.mark.parametrize("locale", ["en-US", "de-DE"])
 @pytest.mark.parametrize("viewport", ["phone", "desktop"])
 async def test_every_page_type_has_no_serious_accessibility_violation(
-    browser: Browser, sqlite_database: Database, tmp_path: Path, clock: FixedClock, viewport: str
+    browser: Browser, sqlite_database: Database, tmp_path: Path, clock: FixedClock, viewport: str, locale: str
 ) -> None:
     await apply_file(sqlite_database, FIXTURES / "tenant.yaml")
     client = await start_client(sqlite_database, tmp_path, clock)
     base = base_of(client)
     context = await browser.new_context(
-        viewport=VIEWPORTS[viewport], timezone_id="America/New_York", locale="en-US", bypass_csp=True
+        viewport=VIEWPORTS[viewport], timezone_id="America/New_York", locale=locale, bypass_csp=True
     )
+    labels = LABELS[locale]
+    viewport = f"{viewport}-{locale}" if locale != "en-US" else viewport
     problems: list[str] = []
     try:
         page = await context.new_page()
@@ -104,8 +113,8 @@ async def test_every_page_type_has_no_serious_accessibility_violation(
 
         # Book through the page, as a client does: the answer is the confirmation.
         await page.goto(f"{base}/book/acme/intro-call?tz=America/New_York&date={DAY}&start={START}")
-        await page.get_by_label("Your name").fill("Dana Client")
-        await page.get_by_label("Email", exact=True).fill("dana@client.test")
+        await page.get_by_label(labels["name"]).fill("Dana Client")
+        await page.get_by_label(labels["email"], exact=True).fill("dana@client.test")
         await page.get_by_label("Company name").fill("Client Co")
         async with page.expect_navigation() as navigation:
             await page.locator("form.details button[type=submit]").click()
@@ -118,8 +127,8 @@ async def test_every_page_type_has_no_serious_accessibility_violation(
 
         # A field error shown at its field.
         await page.goto(f"{base}/book/acme/intro-call?tz=America/New_York&date={DAY}&start=2026-11-24T17:00:00%2B00:00")
-        await page.get_by_label("Your name").fill("Dana Client")
-        await page.get_by_label("Email", exact=True).fill("dana@client.test")
+        await page.get_by_label(labels["name"]).fill("Dana Client")
+        await page.get_by_label(labels["email"], exact=True).fill("dana@client.test")
         await page.get_by_label("Company name").fill("   ")
         async with page.expect_navigation() as navigation:
             await page.locator("form.details button[type=submit]").click()
@@ -129,8 +138,8 @@ async def test_every_page_type_has_no_serious_accessibility_violation(
         # The session cookie is gone (as after a browser restart): the form post is refused with a page.
         await page.goto(f"{base}/book/acme/intro-call?tz=America/New_York&date={DAY}&start=2026-11-24T16:00:00%2B00:00")
         await context.clear_cookies()
-        await page.get_by_label("Your name").fill("Dana Client")
-        await page.get_by_label("Email", exact=True).fill("dana@client.test")
+        await page.get_by_label(labels["name"]).fill("Dana Client")
+        await page.get_by_label(labels["email"], exact=True).fill("dana@client.test")
         await page.get_by_label("Company name").fill("Client Co")
         async with page.expect_navigation() as navigation:
             await page.locator("form.details button[type=submit]").click()

@@ -105,7 +105,10 @@ async def test_times_follow_the_clients_language_and_the_clock_switch(client: Te
     assert "Times on Tuesday, November 24" in us
     german = await (await client.get(PAGE, params=params, headers={"Accept-Language": "de-DE,de;q=0.9"})).text()
     assert ">15:00</a>" in german
-    assert "Times on Tuesday, 24 November" in german
+    assert "Zeiten am Dienstag, 24. November" in german
+    british = await (await client.get(PAGE, params=params, headers={"Accept-Language": "en-GB"})).text()
+    assert ">15:00</a>" in british
+    assert "Times on Tuesday, 24 November" in british
     switched = await (
         await client.get(PAGE, params={**params, "clock": "24"}, headers={"Accept-Language": "en-US"})
     ).text()

@@ -56,3 +56,23 @@ def test_instants_are_shown_in_the_clients_zone() -> None:
     formatter = Formatter.for_client(ZoneInfo("America/Chicago"), "en-US")
     assert formatter.when(datetime(2026, 11, 24, 15, 0, tzinfo=UTC)) == "Tuesday, November 24, 2026, 9:00 AM"
     assert formatter.month(date(2026, 11, 24)) == "November 2026"
+
+
+@pytest.mark.parametrize(
+    ("header", "language", "hour12", "day", "when"),
+    [
+        ("de-DE,de;q=0.9", "de-DE", False, "Dienstag, 24. November", "Dienstag, 24. November 2026, 15:00"),
+        ("de-AT", "de-AT", False, "Dienstag, 24. November", "Dienstag, 24. November 2026, 15:00"),
+        # An American who picks Deutsch on the page reads German names on German's 24-hour clock.
+        ("en-US", "de", False, "Dienstag, 24. November", "Dienstag, 24. November 2026, 15:00"),
+        # A German browser on an English page (the switch): English names, the 24-hour clock of its region.
+        ("de-DE", "en", False, "Tuesday, 24 November", "Tuesday, 24 November 2026, 15:00"),
+    ],
+)
+def test_a_german_page_names_days_and_months_in_german_on_the_24_hour_clock(
+    header: str, language: str, hour12: bool, day: str, when: str
+) -> None:
+    formatter = Formatter.for_client(UTC_ZONE, header, "", language)
+    assert formatter.hour12 is hour12
+    assert formatter.day(date(2026, 11, 24)) == day
+    assert formatter.when(datetime(2026, 11, 24, 15, 0, tzinfo=UTC)) == when
