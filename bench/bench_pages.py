@@ -1,5 +1,7 @@
 """HTTP benchmarks: GET PATH/slots for a 20-person round robin, and booking throughput, each against a bare
-aiohttp baseline measured in the same run (run: .venv/bin/python bench/bench_pages.py)."""
+aiohttp baseline measured in the same run (run: .venv/bin/python bench/bench_pages.py), and the booking page's warm
+server time against the same page served by an earlier commit in the same run (`--against REV`, default
+BASELINE_COMMIT: the commit issue #12 was filed against; target <= 2x)."""
 
 from __future__ import annotations
 
@@ -165,6 +167,34 @@ async def bench_slots(database: Database, folder: Path) -> None:
 
 
 PAGE_WEIGHT_LIMIT = 60 * 1024
+BASELINE_COMMIT = "9e01cd6"
+"""The code base as it was when the page redesign (issue #12) was asked for: its booking page is the baseline."""
+ROOT = Path(__file__).resolve().parent.parent
+
+# Run in a child process with an earlier commit's tree first on sys.path: that commit's own bench_pages.prepare
+# builds the same tenant and busy times on its own schema, and its app serves the page under the same fixed clock.
+_OLD_SERVER = """
+import asyncio, sys, tempfile
+from pathlib import Path
+sys.path[:0] = [sys.argv[1], sys.argv[1] + "/bench"]
+import bench_pages as old
+from app import Overrides, create_app
+from settings import Settings
+
+async def main():
+    with tempfile.TemporaryDirectory() as raw:
+        folder = Path(raw)
+        database = await old.prepare(folder)
+        settings = Settings(
+            database_url="sqlite:///unused", secret_key="bench-secret-0123456789-abcdefghij", secret_key_file=folder / "k"
+        )
+        runner, url = await old.serve(create_app(settings, overrides=Overrides(clock=old.FixedClock(), database=database)))
+        print(url, flush=True)
+        await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
+        await runner.cleanup()
+
+asyncio.run(main())
+"""
 
 
 async def bench_page(database: Database, folder: Path) -> None:
@@ -192,6 +222,60 @@ async def bench_page(database: Database, folder: Path) -> None:
     print("  weight: " + ", ".join(f"{name} {size / 1024:.1f} KB" for name, size in sizes.items()))
     print(f"  total {total / 1024:.1f} KB   limit {PAGE_WEIGHT_LIMIT / 1024:.0f} KB   times in the HTML: {first_times}")
     print(f"  warm server time: median {median:.2f} ms  p95 {p95:.2f} ms")
+
+
+async def bench_page_against(database: Database, folder: Path, revision: str) -> None:
+    """Warm server time of the booking page, ours against `revision`'s, sampled in turns in this one run."""
+    tree = folder / "baseline"
+    tree.mkdir()
+    archive = await asyncio.create_subprocess_exec(
+        "git", "-C", str(ROOT), "archive", revision, stdout=asyncio.subprocess.PIPE
+    )
+    tar = await asyncio.create_subprocess_exec("tar", "-x", "-C", str(tree), stdin=asyncio.subprocess.PIPE)
+    assert archive.stdout is not None
+    assert tar.stdin is not None
+    tar.stdin.write(await archive.stdout.read())
+    tar.stdin.close()
+    if await archive.wait() or await tar.wait():
+        raise RuntimeError(f"could not check out {revision}")
+    old = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        _OLD_SERVER,
+        str(tree),
+        cwd=tree,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+    )
+    assert old.stdout is not None
+    assert old.stdin is not None
+    old_url = (await old.stdout.readline()).decode().strip()
+    if not old_url.startswith("http"):
+        raise RuntimeError(f"{revision}'s server did not start")
+    settings = Settings(
+        database_url="sqlite:///unused", secret_key="bench-secret-0123456789-abcdefghij", secret_key_file=folder / "k"
+    )  # type: ignore[arg-type]
+    ours, ours_url = await serve(create_app(settings, overrides=Overrides(clock=FixedClock(), database=database)))
+    page = "/book/bench/rr?tz=America/New_York"
+    ours_samples: list[float] = []
+    old_samples: list[float] = []
+    try:
+        async with aiohttp.ClientSession(headers={"Accept-Language": "en-US,en;q=0.9"}) as session:
+            for _ in range(6):  # alternate short batches, so machine noise falls on both alike
+                ours_samples += await time_gets(session, ours_url + page, 10)
+                old_samples += await time_gets(session, old_url + page, 10)
+    finally:
+        await ours.cleanup()
+        old.stdin.write(b"\n")
+        await old.stdin.drain()
+        await old.wait()
+    ours_median, ours_p95 = summary(ours_samples)
+    old_median, old_p95 = summary(old_samples)
+    ratio = ours_median / old_median
+    print(f"GET {page}: this commit against {revision} (the page before the redesign), in turns, same run")
+    print(f"  {revision}: median {old_median:.2f} ms  p95 {old_p95:.2f} ms")
+    print(f"  this commit: median {ours_median:.2f} ms  p95 {ours_p95:.2f} ms")
+    print(f"  ratio: {ratio:.2f}x   target <= 2x   {'OK' if ratio <= 2 else 'MISSED'}")
 
 
 async def bench_booking_throughput(folder: Path) -> None:
@@ -261,15 +345,18 @@ async def bench_booking_throughput(folder: Path) -> None:
     print(f"  ratio: {our_rate / bare_rate:.2f}x   target >= 0.5x")
 
 
-async def main() -> None:
+async def main(against: str) -> None:
     with tempfile.TemporaryDirectory() as raw:
         folder = Path(raw)
         database = await prepare(folder)
         await bench_slots(database, folder)
         await bench_page(database, folder)
+        await bench_page_against(database, folder, against)
         await database.dispose()
         await bench_booking_throughput(folder)
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    arguments = sys.argv[1:]
+    revision = arguments[arguments.index("--against") + 1] if "--against" in arguments else BASELINE_COMMIT
+    asyncio.run(main(revision))
