@@ -142,8 +142,6 @@ class RequestStore(Protocol):
         recipient: tuple[str, str] | None = None,
         now: datetime | None = None,
         single_use: bool = True,
-        psa_contact_id: str = "",
-        psa_opportunity_id: str = "",
     ) -> str:
         """Returns the new request id; raises NotFound for an unknown type of this tenant, and InvalidRequest
         (field `duration_minutes`) for a duration that is not a whole number of the type's slot increment.
@@ -151,8 +149,7 @@ class RequestStore(Protocol):
         `ticket` is what people see (the displayed number when the PSA resolved it); `ticket_id` and `ticket_number`
         are the PSA's ticket, empty when the tenant has no PSA and the ticket is only a label. `recipient` (name,
         email): Slotwise emails the link to them now (`request_sent`), and `no_response` counts from `now`.
-        `ticket` "" means no ticket. `single_use` False: the link books any number of times until it expires.
-        `psa_contact_id` / `psa_opportunity_id`: the PSA records a booking through the link lands on ("" for none)."""
+        `ticket` "" means no ticket. `single_use` False: the link books any number of times until it expires."""
         ...
 
 

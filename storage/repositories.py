@@ -898,8 +898,6 @@ class SqlRequestStore:
         recipient: tuple[str, str] | None = None,
         now: datetime | None = None,
         single_use: bool = True,
-        psa_contact_id: str = "",
-        psa_opportunity_id: str = "",
     ) -> str:
         request_id = new_id()
         created_at = now or datetime.now(UTC)
@@ -941,8 +939,6 @@ class SqlRequestStore:
                     recipient_email=recipient[1] if recipient else None,
                     sent_at=created_at if recipient else None,
                     single_use=single_use,
-                    psa_contact_id=psa_contact_id or None,
-                    psa_opportunity_id=psa_opportunity_id or None,
                 )
             )
             if self._on_created is not None:

@@ -190,10 +190,6 @@ class SchedulingRequestRow(SQLModel, table=True):
     """When Slotwise sent it; `no_response` follow-ups count from here."""
     single_use: bool = Field(default=True)
     """False: the link books any number of times until it expires (each booking independent)."""
-    psa_contact_id: str | None = Field(default=None, max_length=64)
-    """The PSA contact the rep bound the link to (Outlook add-in); a booking through it lands on that contact."""
-    psa_opportunity_id: str | None = Field(default=None, max_length=64)
-    """The PSA opportunity the rep bound the link to (ConnectWise, Autotask)."""
 
 
 class BusyCacheRow(SQLModel, table=True):
