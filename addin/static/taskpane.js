@@ -256,6 +256,7 @@
     button.disabled = true;
     showProblem("");
     try {
+      closeOneOff();
       const item = Office.context.mailbox.item;
       const recipient = await firstRecipient(item);
       const ask = { type_id: type.id, recipient: recipient, rep_time_zone: repZone };
