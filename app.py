@@ -24,7 +24,7 @@ from yarl import URL
 
 from addin.auth import AddinAuthSettings
 from addin.recipients import RecipientMatcher
-from addin.routes import AddinContext, BookingDeps, setup_addin
+from addin.routes import AddinContext, BookingDeps, OneOffDeps, setup_addin
 from addin.suggestions import SuggestionLinks
 from admin.connections import load_connection_configs, load_webhook_secrets
 from admin.routes import setup_admin_api
@@ -282,6 +282,14 @@ def create_app(settings: Settings, *, overrides: Overrides | None = None) -> web
                 link_days=settings.request_link_days,
             ),
             recipients=RecipientMatcher(tenant_psa),
+            one_off=OneOffDeps(
+                requests=context.requests,
+                clock=clock,
+                url_for=lambda tenant_id, request_id, expires: (
+                    f"{base_url}/r/" + signer.sign("request", tenant_id, request_id, expires)
+                ),
+                link_days=settings.request_link_days,
+            ),
         ),
     )
     app[RUNNER_WATCH] = RunnerWatch()

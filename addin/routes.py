@@ -39,8 +39,8 @@ from addin.suggestions import (
 from addin.zones import zone_named
 from scheduling.errors import IdempotencyKeyReused, InvalidRequest, ServiceUnavailable, SlotUnavailable, SlotwiseError
 from scheduling.model import Booking, BookingStatus, BookingTarget, ClientDetails, Slot, TeamsIdentity, TypeSummary
-from scheduling.ports import BookingStore, Clock, TenantCatalog
-from scheduling.service import Scheduler
+from scheduling.ports import BookingStore, Clock, RequestStore, TenantCatalog
+from scheduling.service import Scheduler, validate_email
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +57,17 @@ class AddinContext:
     """What suggested times need; None leaves them out (the API answers 503)."""
     recipients: RecipientMatcher | None = None
     """Matches the email's recipients to the tenant's PSA; None leaves it out (the API answers 503)."""
+    one_off: OneOffDeps | None = None
+    """What one-off links need (the scheduling-request store and link signer); None: the API answers 503."""
+
+
+@dataclass(frozen=True, slots=True)
+class OneOffDeps:
+    requests: RequestStore
+    clock: Clock
+    url_for: Callable[[str, str, datetime], str]
+    """(tenant id, request id, expiry) → the signed `/r/{token}` link a client books through."""
+    link_days: int = 14
 
 
 @dataclass(frozen=True, slots=True)
@@ -645,6 +656,110 @@ async def recipients(request: web.Request, rep: Rep) -> web.Response:
     return web.json_response({"psa": True, "recipients": [answer.to_json() for answer in answers]})
 
 
+_MAX_ONE_OFF_DAYS: Final = 366
+_MAX_ONE_OFF_GUESTS: Final = 10
+
+
+def _whole_number(value: object) -> int | None:
+    """A JSON whole number (30 or 30.0), else None."""
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int):
+        return None
+    return value
+
+
+async def one_off_link(request: web.Request, rep: Rep) -> web.Response:
+    """`{"type_id", "body_type", "duration_minutes"?, "window_days"?, "single_use"?, "guests"?}` → a scheduling
+    request (no ticket) for one of the rep's types, and the content Insert puts at the cursor. Its request triggers
+    run as for any request; each bad value is a 400 whose code names the field."""
+    context = request.app[ADDIN].context
+    deps = context.one_off
+    if deps is None:
+        return api_error(503, "unavailable", "One-off links are not available on this Slotwise server")
+    body = await _json_object(request)
+    if isinstance(body, web.Response):
+        return body
+    type_id, body_type = body.get("type_id"), body.get("body_type")
+    if not isinstance(type_id, str) or not type_id:
+        return api_error(400, "invalid_type_id", "type_id must name one of your appointment types")
+    if body_type not in ("html", "text"):
+        return api_error(400, "invalid_body_type", 'body_type must be "html" or "text"')
+    duration = body.get("duration_minutes")
+    minutes = _whole_number(duration) if duration is not None else None
+    if duration is not None and (minutes is None or not 5 <= minutes <= 480):
+        return api_error(400, "invalid_duration_minutes", "duration_minutes must be a whole number from 5 to 480")
+    days_given = body.get("window_days")
+    days = _whole_number(days_given) if days_given is not None else None
+    if days_given is not None and (days is None or not 1 <= days <= _MAX_ONE_OFF_DAYS):
+        return api_error(
+            400, "invalid_window_days", f"window_days must be a whole number of days from 1 to {_MAX_ONE_OFF_DAYS}"
+        )
+    single_use = body.get("single_use", True)
+    if single_use is None:
+        single_use = True
+    if not isinstance(single_use, bool):
+        return api_error(400, "invalid_single_use", "single_use must be true or false")
+    given_guests = body.get("guests") or []
+    if not isinstance(given_guests, list) or len(given_guests) > _MAX_ONE_OFF_GUESTS:
+        return api_error(
+            400, "invalid_guests", f"guests must be a list of at most {_MAX_ONE_OFF_GUESTS} email addresses"
+        )
+    guests: dict[str, str] = {}
+    for guest in given_guests:
+        try:
+            address = validate_email(guest if isinstance(guest, str) else "", field="guests")
+        except InvalidRequest as exc:
+            return api_error(400, "invalid_guests", str(exc))
+        guests.setdefault(address.lower(), address)
+    summary = next((item for item in await _types_of(request, rep) if item.type_id == type_id), None)
+    if summary is None:
+        return api_error(404, "unknown_type", "that appointment type is not one of yours")
+    identity = rep.identity
+    now = deps.clock.now()
+    window_end = now + timedelta(days=days) if days is not None else None
+    expires = now + timedelta(days=deps.link_days)
+    if window_end is not None:
+        expires = min(expires, window_end)
+    try:
+        request_id = await deps.requests.create_request(
+            identity.tenant_id,
+            summary.slug,
+            duration=timedelta(minutes=minutes) if minutes else None,
+            window_starts_at=None,
+            window_ends_at=window_end,
+            guests=list(guests.values()),
+            created_by=f"Outlook: {identity.name}"[:200],
+            expires_at=expires,
+            now=now,
+            single_use=single_use,
+        )
+    except InvalidRequest as exc:
+        return api_error(400, f"invalid_{exc.field or 'request'}", str(exc))
+    url = deps.url_for(identity.tenant_id, request_id, expires)
+    snippet = LinkSnippet(
+        type_name=summary.name,
+        duration_minutes=minutes or summary.duration_minutes,
+        location=summary.location.describe(),
+        host_name=identity.name,
+        url=url,
+    )
+    content = render_link_html(snippet) if body_type == "html" else render_link_text(snippet)
+    return web.json_response(
+        {
+            "id": request_id,
+            "url": url,
+            "expires_at": expires.isoformat(),
+            "single_use": single_use,
+            "guests": list(guests.values()),
+            "duration_minutes": snippet.duration_minutes,
+            "coercion": body_type,
+            "content": content,
+        },
+        status=201,
+    )
+
+
 async def _json_object(request: web.Request) -> dict[str, Any] | web.Response:
     if request.content_type != "application/json":
         return api_error(415, "unsupported_media_type", "send the request body as application/json")
@@ -718,6 +833,7 @@ def setup_addin(app: web.Application, context: AddinContext) -> None:
     app.router.add_post("/addin/api/free-times", _authenticated(free_times))
     app.router.add_post("/addin/api/suggested-times", _authenticated(suggested_times))
     app.router.add_post("/addin/api/recipients", _authenticated(recipients))
+    app.router.add_post("/addin/api/one-off-links", _authenticated(one_off_link))
     app.router.add_get("/addin/t/{token}", time_link)
     app.router.add_post("/addin/t/{token}", book_time_link)
     app.router.add_get("/addin/all/{token}", see_all_times)

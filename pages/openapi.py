@@ -276,8 +276,9 @@ def openapi_document(base_url: str) -> dict[str, Any]:
         "/api/v1/scheduling-requests": {
             "post": {
                 "operationId": "createSchedulingRequest",
-                "summary": "Create a one-time, ticket-bound scheduling link (agents only)",
-                "description": "`ticket` names an existing PSA ticket by its id or by the number the PSA shows "
+                "summary": "Create a scheduling link, optionally ticket-bound and multi-use (agents only)",
+                "description": "Without `ticket` the link is a one-off link with the given overrides. "
+                "`ticket` names an existing PSA ticket by its id or by the number the PSA shows "
                 "(Autotask: id 12345 or number T20261124.0001; ConnectWise and HaloPSA show the id). It is looked "
                 "up in the tenant's PSA now: a booking through the link then lands on that ticket (schedule entry, "
                 "note, status) and no ticket is created. A tenant without a PSA keeps `ticket` as a label "
@@ -295,14 +296,18 @@ def openapi_document(base_url: str) -> dict[str, Any]:
                                 "ticket_id",
                                 "ticket_number",
                                 "ticket_bound",
+                                "single_use",
+                                "guests",
                                 "expires_at",
                             ],
                             "properties": {
                                 "id": {"type": "string"},
                                 "url": {"type": "string", "format": "uri"},
+                                "single_use": {"type": "boolean"},
+                                "guests": {"type": "array", "items": {"type": "string"}},
                                 "ticket": {
-                                    "type": "string",
-                                    "description": "The ticket as people see it: the PSA's number, or the label",
+                                    "type": ["string", "null"],
+                                    "description": "As people see it: the PSA's number, or the label; null: none",
                                 },
                                 "ticket_id": {"type": ["string", "null"], "description": "The PSA's ticket id"},
                                 "ticket_number": {
@@ -627,21 +632,44 @@ def _schemas() -> dict[str, Any]:
         },
         "SchedulingRequest": {
             "type": "object",
-            "required": ["appointment_type", "ticket"],
+            "required": ["appointment_type"],
             "properties": {
                 "appointment_type": {"type": "string", "minLength": 1, "example": "demo"},
                 "ticket": {
-                    "type": "string",
-                    "minLength": 1,
+                    "type": ["string", "null"],
                     "maxLength": 64,
-                    "pattern": r"\S",
-                    "description": "The PSA ticket's id, or the number the PSA shows for it",
+                    "description": "The PSA ticket's id, or the number the PSA shows for it. Left out (or empty): "
+                    "a link without a ticket; ticket steps of the request's triggers are then skipped, and a "
+                    "booking's workflow runs as for any booking.",
                     "example": "T20261124.0001",
                 },
-                "duration_minutes": {"type": ["integer", "null"], "minimum": 5, "maximum": 480},
+                "duration_minutes": {
+                    "type": ["integer", "null"],
+                    "minimum": 5,
+                    "maximum": 480,
+                    "description": "Overrides the type's duration; a whole multiple of the type's slot increment "
+                    "(a 400 otherwise). The slots offered through the link have this length.",
+                },
                 "window_start": {"anyOf": [_INSTANT, {"const": ""}, {"type": "null"}]},
                 "window_end": {"anyOf": [_INSTANT, {"const": ""}, {"type": "null"}]},
-                "guests": {"type": ["array", "null"], "items": _EMAIL, "maxItems": 10},
+                "window_days": {
+                    "type": ["integer", "null"],
+                    "minimum": 1,
+                    "maximum": 366,
+                    "description": "The window ends this many days after `window_start` (or now); not with "
+                    "`window_end`. Any window is clipped to the type's maximum scheduling window.",
+                },
+                "single_use": {
+                    "type": ["boolean", "null"],
+                    "description": "Default true: the link books once, then says it was used. false: it books "
+                    "any number of times until it expires, each booking independent.",
+                },
+                "guests": {
+                    "type": ["array", "null"],
+                    "items": _EMAIL,
+                    "maxItems": 10,
+                    "description": "Invited to every booking through the link (and its emails)",
+                },
                 "send": {
                     "type": ["boolean", "null"],
                     "description": "true: Slotwise emails the link and the window to `recipient` now (the "

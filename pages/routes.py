@@ -727,20 +727,25 @@ async def authenticate_agent(request: web.Request) -> tuple[str, str]:
     return found
 
 
-async def create_request_handler(request: web.Request) -> web.Response:
-    """An agent creates a one-time scheduling link for a ticket, with ad-hoc duration, window and guests."""
-    ctx = request.app[PAGES]
-    tenant_id, role = await authenticate_agent(request)
-    body = await read_json(request)
-    type_slug = body.get("appointment_type")
-    ticket = body.get("ticket")
-    if not isinstance(type_slug, str) or not type_slug:
-        raise InvalidRequest("'appointment_type' (a slug) is required", field="appointment_type")
-    if not isinstance(ticket, str) or not ticket.strip() or len(ticket) > 64:
-        raise InvalidRequest(
-            "'ticket' (the PSA ticket's id or the number the PSA shows, at most 64 characters) is required",
-            field="ticket",
-        )
+MAX_REQUEST_WINDOW_DAYS = 366
+"""`window_days` at most: a year ahead (the type's maximum scheduling window clips it further)."""
+
+
+@dataclass(frozen=True)
+class RequestOverrides:
+    """A scheduling request's checked overrides: duration, window, guests, and whether the link books once."""
+
+    duration: timedelta | None
+    window_start: datetime | None
+    window_end: datetime | None
+    guests: list[str]
+    single_use: bool
+
+
+def request_overrides(body: Mapping[str, Any], now: datetime) -> RequestOverrides:
+    """Check a scheduling request's overrides (shared by the agent API and the Outlook add-in's one-off link); each
+    bad value is an InvalidRequest naming its field. `window_days` (whole days from now) is the short form of a
+    window that ends that many days ahead; it cannot be combined with `window_end`."""
     duration = body.get("duration_minutes")
     if isinstance(duration, float) and duration.is_integer():
         # JSON has one number type: 30.0 is the whole number 30 (and a JSON Schema "integer").
@@ -752,17 +757,65 @@ async def create_request_handler(request: web.Request) -> web.Response:
     # Absent, null and "" all mean "no window"; anything else must be a time.
     window_start = parse_instant(body["window_start"], "window_start") if body.get("window_start", "") != "" else None
     window_end = parse_instant(body["window_end"], "window_end") if body.get("window_end", "") != "" else None
+    days = body.get("window_days")
+    if isinstance(days, float) and days.is_integer():
+        days = int(days)
+    if days is not None:
+        if not isinstance(days, int) or isinstance(days, bool) or not 1 <= days <= MAX_REQUEST_WINDOW_DAYS:
+            raise InvalidRequest(
+                f"'window_days' must be a whole number of days from 1 to {MAX_REQUEST_WINDOW_DAYS}", field="window_days"
+            )
+        if window_end is not None:
+            raise InvalidRequest("Give either 'window_days' or 'window_end', not both", field="window_days")
+        window_end = (window_start or now) + timedelta(days=days)
     if window_start and window_end and window_end <= window_start:
         raise InvalidRequest("'window_end' must be after 'window_start'", field="window_end")
+    if window_end is not None and window_end <= now:
+        raise InvalidRequest("'window_end' is in the past: the link would offer no time", field="window_end")
     guests = body.get("guests")
     if guests is None:
         guests = []
     if not isinstance(guests, list) or len(guests) > 10:
         raise InvalidRequest("'guests' must be a list of at most 10 email addresses", field="guests")
-    clean_guests = [validate_email(str(guest), field="guests") for guest in guests]
+    # One address given twice (in any case) is one guest; the first spelling is kept.
+    by_address: dict[str, str] = {}
+    for guest in guests:
+        address = validate_email(guest if isinstance(guest, str) else "", field="guests")
+        by_address.setdefault(address.lower(), address)
+    clean_guests = list(by_address.values())
+    single_use = body.get("single_use", True)
+    if single_use is None:
+        single_use = True
+    if not isinstance(single_use, bool):
+        raise InvalidRequest("'single_use' must be true or false", field="single_use")
+    return RequestOverrides(
+        timedelta(minutes=duration) if duration else None, window_start, window_end, clean_guests, single_use
+    )
+
+
+async def create_request_handler(request: web.Request) -> web.Response:
+    """An agent creates a scheduling link, optionally for a PSA ticket, with ad-hoc duration, window and guests;
+    single-use unless `single_use` is false."""
+    ctx = request.app[PAGES]
+    tenant_id, role = await authenticate_agent(request)
+    body = await read_json(request)
+    type_slug = body.get("appointment_type")
+    ticket = body.get("ticket")
+    if not isinstance(type_slug, str) or not type_slug:
+        raise InvalidRequest("'appointment_type' (a slug) is required", field="appointment_type")
+    if ticket is None:
+        ticket = ""
+    if not isinstance(ticket, str) or len(ticket) > 64:
+        raise InvalidRequest(
+            "'ticket' is the PSA ticket's id or the number the PSA shows, at most 64 characters (leave it out for a "
+            "link without a ticket)",
+            field="ticket",
+        )
+    now = ctx.clock.now()
+    overrides = request_overrides(body, now)
     recipient = _recipient_of(body)
-    reference = ticket.strip()
-    found = await _resolve_ticket(ctx, tenant_id, reference)
+    reference = check_text(ticket.strip(), "ticket")
+    found = await _resolve_ticket(ctx, tenant_id, reference) if reference else None
     if found is _UNKNOWN_TICKET:
         return web.json_response(
             error_body(
@@ -776,37 +829,39 @@ async def create_request_handler(request: web.Request) -> web.Response:
     bound = found if isinstance(found, PsaRef) else None
     if recipient is _TICKET_CONTACT:
         recipient = await _ticket_contact(ctx, tenant_id, bound, reference)
-    now = ctx.clock.now()
     expires = now + timedelta(days=ctx.request_link_days)
-    if window_end is not None:
-        expires = min(expires, window_end)
+    if overrides.window_end is not None:
+        expires = min(expires, overrides.window_end)
     request_id = await ctx.requests.create_request(
         tenant_id,
         type_slug,
         ticket=bound.number if bound else reference,
-        duration=timedelta(minutes=duration) if duration else None,
-        window_starts_at=window_start,
-        window_ends_at=window_end,
-        guests=clean_guests,
+        duration=overrides.duration,
+        window_starts_at=overrides.window_start,
+        window_ends_at=overrides.window_end,
+        guests=overrides.guests,
         created_by=role,
         expires_at=expires,
         ticket_id=bound.record_id if bound else "",
         ticket_number=bound.number if bound else "",
         recipient=recipient,
         now=now,
+        single_use=overrides.single_use,
     )
     token = ctx.signer.sign("request", tenant_id, request_id, expires)
     answer: dict[str, Any] = {
         "id": request_id,
-        "ticket": bound.number if bound else reference,
+        "ticket": (bound.number if bound else reference) or None,
         "ticket_id": bound.record_id if bound else None,
         "ticket_number": bound.number if bound else None,
         "ticket_bound": bound is not None,
+        "single_use": overrides.single_use,
+        "guests": overrides.guests,
         "url": f"{ctx.base_url}/r/{token}",
         "expires_at": expires.isoformat(),
         "sent_to": {"name": recipient[0], "email": recipient[1]} if recipient else None,
     }
-    if bound is None:
+    if bound is None and reference:
         answer["notice"] = (
             f"No PSA is connected for this tenant, so {reference!r} is kept as a label only: the booking page shows "
             "it, but nothing is added to a ticket. Connect a PSA to book onto the ticket."
@@ -856,6 +911,12 @@ def _recipient_of(body: Mapping[str, Any]) -> tuple[str, str] | None:
 
 async def _ticket_contact(ctx: PagesContext, tenant_id: str, ticket: PsaRef | None, reference: str) -> tuple[str, str]:
     """The ticket's contact, for `send: true` without a recipient; a clear 400 when there is none to send to."""
+    if not reference:
+        raise InvalidRequest(
+            "This link names no ticket, so there is no ticket contact to send it to: give 'recipient' (the client's "
+            "email address)",
+            field="recipient",
+        )
     psa = await ctx.tenant_psa(tenant_id) if ctx.tenant_psa is not None and ticket is not None else None
     if psa is None or ticket is None:
         raise InvalidRequest(

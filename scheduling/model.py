@@ -225,7 +225,8 @@ class AppointmentType:
 
 @dataclass(frozen=True, slots=True)
 class SchedulingRequest:
-    """An agent's one-time link tied to a PSA ticket, overriding duration, window and guests."""
+    """An agent's or rep's link, optionally tied to a PSA ticket, overriding duration, window and guests; single-use
+    unless made multi-use."""
 
     request_id: str
     ticket: str
@@ -239,6 +240,8 @@ class SchedulingRequest:
     """The PSA's id of the ticket, resolved when the request was created; empty when no PSA is connected."""
     ticket_number: str = ""
     """The number the PSA displays (Autotask T20261124.0001; ConnectWise and HaloPSA show the id)."""
+    single_use: bool = True
+    """False: every booking through the link is independent, until the link expires."""
 
 
 @dataclass(frozen=True, slots=True)

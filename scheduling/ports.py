@@ -123,14 +123,14 @@ class AgentKeys(Protocol):
 
 
 class RequestStore(Protocol):
-    """Ticket-bound scheduling requests created by agents."""
+    """Scheduling requests created by agents (optionally bound to a PSA ticket) and by reps (one-off links)."""
 
     async def create_request(
         self,
         tenant_id: str,
         type_slug: str,
         *,
-        ticket: str,
+        ticket: str = "",
         duration: timedelta | None,
         window_starts_at: datetime | None,
         window_ends_at: datetime | None,
@@ -141,12 +141,15 @@ class RequestStore(Protocol):
         ticket_number: str = "",
         recipient: tuple[str, str] | None = None,
         now: datetime | None = None,
+        single_use: bool = True,
     ) -> str:
-        """Returns the new request id; raises NotFound for an unknown type of this tenant.
+        """Returns the new request id; raises NotFound for an unknown type of this tenant, and InvalidRequest
+        (field `duration_minutes`) for a duration that is not a whole number of the type's slot increment.
 
         `ticket` is what people see (the displayed number when the PSA resolved it); `ticket_id` and `ticket_number`
         are the PSA's ticket, empty when the tenant has no PSA and the ticket is only a label. `recipient` (name,
-        email): Slotwise emails the link to them now (`request_sent`), and `no_response` counts from `now`."""
+        email): Slotwise emails the link to them now (`request_sent`), and `no_response` counts from `now`.
+        `ticket` "" means no ticket. `single_use` False: the link books any number of times until it expires."""
         ...
 
 

@@ -29,8 +29,6 @@ from scheduling.model import (
     Slot,
     SlotQuery,
     SlotRules,
-    Span,
-    SpanUnit,
     utc,
 )
 from scheduling.ports import BookingStore, Clock, HostDecision
@@ -132,8 +130,9 @@ def effective_rules(target: BookingTarget) -> SlotRules:
         buffer_before=rules.buffer_before,
         buffer_after=rules.buffer_after,
         notice=rules.notice,
-        # The request's own window bounds are applied to the range, so the type's window must not cut them short.
-        window=Span(366, SpanUnit.DAYS) if request.window_ends_at else rules.window,
+        # The request's own window bounds are applied to the range (build_query); the type's maximum scheduling
+        # window still holds, so a request's window is clipped to it.
+        window=rules.window,
     )
 
 

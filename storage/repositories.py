@@ -16,7 +16,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql import Select
 
-from scheduling.errors import BookingChanged, DuplicateRequest, LinkExpired, NotFound, SlotUnavailable
+from scheduling.errors import BookingChanged, DuplicateRequest, InvalidRequest, LinkExpired, NotFound, SlotUnavailable
 from scheduling.model import (
     AppointmentType,
     Booking,
@@ -324,9 +324,10 @@ class SqlTenantCatalog:
                 window_starts_at=req.window_starts_at,
                 window_ends_at=req.window_ends_at,
                 guests=tuple(req.guests),
-                used=req.used_at is not None,
+                used=req.single_use and req.used_at is not None,
                 ticket_id=req.ticket_id or "",
                 ticket_number=req.ticket_number or "",
+                single_use=req.single_use,
             )
             return await self._target(conn, tenant, types[0], request)
 
@@ -611,7 +612,8 @@ class SqlBookingStore:
                     )
                     .values(used_at=now, booking_id=booking_id)
                 )
-                if used.rowcount != 1:
+                # A multi-use link keeps its first booking as `booking_id` and books on: each booking is independent.
+                if used.rowcount != 1 and target.request.single_use:
                     raise LinkExpired("This scheduling link has already been used to book an appointment")
             if self._on_change is not None:
                 self._on_change(conn, "client_scheduled", _to_booking(row))
@@ -884,7 +886,7 @@ class SqlRequestStore:
         tenant_id: str,
         type_slug: str,
         *,
-        ticket: str,
+        ticket: str = "",
         duration: timedelta | None,
         window_starts_at: datetime | None,
         window_ends_at: datetime | None,
@@ -895,19 +897,27 @@ class SqlRequestStore:
         ticket_number: str = "",
         recipient: tuple[str, str] | None = None,
         now: datetime | None = None,
+        single_use: bool = True,
     ) -> str:
         request_id = new_id()
         created_at = now or datetime.now(UTC)
 
         def transaction(conn: Connection) -> None:
-            type_id = conn.execute(
-                select(appointment_types.c.id).where(
+            found = conn.execute(
+                select(appointment_types.c.id, appointment_types.c.settings).where(
                     appointment_types.c.tenant_id == tenant_id,
                     appointment_types.c.slug == type_slug,
                 )
-            ).scalar_one_or_none()
-            if type_id is None:
+            ).first()
+            if found is None:
                 raise NotFound(f"No appointment type '{type_slug[:64]}'")
+            type_id = found.id
+            increment = int(dict(found.settings).get("increment_minutes") or 0)
+            if duration is not None and increment > 0 and (duration.total_seconds() / 60) % increment:
+                raise InvalidRequest(
+                    f"'duration_minutes' must be a multiple of this type's {increment}-minute slot increment",
+                    field="duration_minutes",
+                )
             conn.execute(
                 scheduling_requests.insert().values(
                     id=request_id,
@@ -928,6 +938,7 @@ class SqlRequestStore:
                     recipient_name=recipient[0] if recipient else None,
                     recipient_email=recipient[1] if recipient else None,
                     sent_at=created_at if recipient else None,
+                    single_use=single_use,
                 )
             )
             if self._on_created is not None:

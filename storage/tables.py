@@ -188,6 +188,8 @@ class SchedulingRequestRow(SQLModel, table=True):
     """Whom Slotwise emailed the link to (None: the agent shares the link themselves)."""
     sent_at: datetime | None = _utc_column(nullable=True)
     """When Slotwise sent it; `no_response` follow-ups count from here."""
+    single_use: bool = Field(default=True)
+    """False: the link books any number of times until it expires (each booking independent)."""
 
 
 class BusyCacheRow(SQLModel, table=True):

@@ -104,6 +104,7 @@ class RequestFanOut:
             "expires_at": _iso(request.expires_at),
             "created_by": request.created_by,
             "ticket_label": request.ticket,
+            "single_use": bool(request.single_use),
             **({"ticket": ticket} if request.ticket_id else {}),
             "client": {
                 "name": request.recipient_name or "",

@@ -1,7 +1,8 @@
 // The Slotwise task pane in Outlook compose: sign in (nested app authentication, or the Office dialog where NAA is
 // unavailable), list the rep's appointment types, and insert a booking link at the cursor, or suggested times the rep
 // picks from the type's free times (in the recipient's zone: the one they chose in an earlier booking, else the
-// rep's, unless the rep types another).
+// rep's, unless the rep types another), or a one-off link (a scheduling request with its own duration, days ahead,
+// single or multi use, and guests chosen from the email's To and Cc).
 //
 // Office.js facts this relies on (reference/outlook_and_pods.md §1.3, §1.4):
 // - body.getTypeAsync says "html" or "text"; Html coercion on a text body fails, so the type is asked first and the
@@ -28,6 +29,16 @@
   const pickerCancel = document.getElementById("picker-cancel");
   const recipientsSection = document.getElementById("recipients-section");
   const recipientsList = document.getElementById("recipients");
+  const oneOff = document.getElementById("oneoff");
+  const oneOffHeading = document.getElementById("oneoff-heading");
+  const oneOffDuration = document.getElementById("oneoff-duration");
+  const oneOffDays = document.getElementById("oneoff-days");
+  const oneOffSingle = document.getElementById("oneoff-single");
+  const oneOffGuests = document.getElementById("oneoff-guests");
+  const oneOffNoGuests = document.getElementById("oneoff-no-guests");
+  const oneOffInsert = document.getElementById("oneoff-insert");
+  const oneOffCancel = document.getElementById("oneoff-cancel");
+  let oneOffType = null;
   const RECIPIENTS_PAUSE_MS = 800;
   const SUGGESTED = 3;
   const MOST = 5;
@@ -245,6 +256,7 @@
     button.disabled = true;
     showProblem("");
     try {
+      closeOneOff();
       const item = Office.context.mailbox.item;
       const recipient = await firstRecipient(item);
       const ask = { type_id: type.id, recipient: recipient, rep_time_zone: repZone };
@@ -327,6 +339,118 @@
     }
   });
 
+  // One-off links
+
+  async function recipientsOf(item) {
+    // The email's resolved To and Cc recipients ({name, email}), each address once.
+    const found = [];
+    for (const field of ["to", "cc"]) {
+      if (!item[field] || typeof item[field].getAsync !== "function") continue;
+      try {
+        const recipients = await officeCall((done) => item[field].getAsync(done));
+        for (const recipient of recipients || []) {
+          const email = (recipient.emailAddress || "").trim();
+          if (email && !found.some((known) => known.email.toLowerCase() === email.toLowerCase())) {
+            found.push({ name: recipient.displayName || "", email: email });
+          }
+        }
+      } catch (error) {
+        // Recipients Outlook cannot give are simply not offered.
+      }
+    }
+    return found.slice(0, 10);
+  }
+
+  function closeOneOff() {
+    oneOffType = null;
+    oneOff.hidden = true;
+    oneOffGuests.replaceChildren();
+  }
+
+  async function openOneOff(type, button) {
+    button.disabled = true;
+    showProblem("");
+    try {
+      closePicker();
+      oneOffType = type;
+      oneOffHeading.textContent = "One-off link for " + type.name;
+      oneOffDuration.value = String(type.duration_minutes);
+      oneOffDays.value = "14";
+      oneOffSingle.checked = true;
+      const recipients = await recipientsOf(Office.context.mailbox.item);
+      oneOffGuests.replaceChildren();
+      for (const recipient of recipients) {
+        const label = document.createElement("label");
+        const box = document.createElement("input");
+        box.type = "checkbox";
+        box.value = recipient.email;
+        const who = recipient.name && recipient.name !== recipient.email ? recipient.name + " <" + recipient.email + ">" : recipient.email;
+        label.append(box, " " + who);
+        oneOffGuests.append(label);
+      }
+      oneOffNoGuests.hidden = recipients.length > 0;
+      oneOff.hidden = false;
+      oneOffDuration.focus();
+      say("Set the link up, then insert it.");
+    } catch (error) {
+      showProblem(error instanceof Problem ? error.message : "Something went wrong: " + (error.message || error) + ".");
+    } finally {
+      button.disabled = false;
+    }
+  }
+
+  function wholeNumber(input) {
+    const text = input.value.trim();
+    return /^[0-9]+$/.test(text) ? Number(text) : text === "" ? null : NaN;
+  }
+
+  async function insertOneOff() {
+    if (!oneOffType) {
+      return;
+    }
+    const type = oneOffType;
+    const duration = wholeNumber(oneOffDuration);
+    const days = wholeNumber(oneOffDays);
+    if (Number.isNaN(duration) || Number.isNaN(days)) {
+      showProblem("Give the duration and the days ahead as whole numbers.");
+      return;
+    }
+    oneOffInsert.disabled = true;
+    showProblem("");
+    try {
+      const item = Office.context.mailbox.item;
+      const bodyType = await officeCall((done) => item.body.getTypeAsync(done));
+      const format = bodyType === Office.CoercionType.Html ? "html" : "text";
+      const guests = Array.from(oneOffGuests.querySelectorAll("input:checked")).map((box) => box.value);
+      const answer = await api("/addin/api/one-off-links", {
+        type_id: type.id,
+        body_type: format,
+        duration_minutes: duration,
+        window_days: days,
+        single_use: oneOffSingle.checked,
+        guests: guests,
+      });
+      const coercion = format === "html" ? Office.CoercionType.Html : Office.CoercionType.Text;
+      await officeCall((done) => item.body.setSelectedDataAsync(answer.content, { coercionType: coercion }, done));
+      closeOneOff();
+      say(
+        "Inserted a " + (answer.single_use ? "single-use" : "multi-use") + " link to " + type.name + " (" +
+          answer.duration_minutes + " minutes" + (answer.guests.length ? ", " + answer.guests.length + " guest" +
+          (answer.guests.length === 1 ? "" : "s") : "") + ").",
+      );
+    } catch (error) {
+      showProblem(error instanceof Problem ? error.message : "Outlook could not insert the link: " + (error.message || error) + ".");
+    } finally {
+      oneOffInsert.disabled = false;
+    }
+  }
+
+  oneOffInsert.addEventListener("click", () => insertOneOff());
+  oneOffCancel.addEventListener("click", () => {
+    closeOneOff();
+    say("");
+  });
+
   function renderTypes(types) {
     list.replaceChildren();
     for (const type of types) {
@@ -347,7 +471,12 @@
       times.textContent = "Suggest times";
       times.setAttribute("aria-label", "Suggest times for " + type.name);
       times.addEventListener("click", () => showTimes(type, times));
-      row.append(name, details, button, times);
+      const custom = document.createElement("button");
+      custom.type = "button";
+      custom.textContent = "One-off link";
+      custom.setAttribute("aria-label", "One-off link for " + type.name);
+      custom.addEventListener("click", () => openOneOff(type, custom));
+      row.append(name, details, button, times, custom);
       list.append(row);
     }
     noTypes.hidden = types.length > 0;

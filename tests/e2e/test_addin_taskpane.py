@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 import shutil
 import socket
 import time
@@ -527,4 +528,62 @@ async def test_the_pane_shows_who_the_recipients_are_in_the_psa_and_asks_once_th
     assert len(asked) - before == 1, asked
     office_calls = [call["method"] for call in (await recording(page))["calls"]]
     assert "item.addHandlerAsync" in office_calls
+    await context.close()
+
+
+async def test_a_rep_builds_a_one_off_link_with_a_recipient_as_guest_and_the_client_books_through_it(
+    browser: Browser, live_pane: Pane, sqlite_database: Database
+) -> None:
+    office = {
+        "bodyType": "html",
+        "to": [{"displayName": "Jane <b>Client</b>", "emailAddress": "jane@client.test"}],
+        "cc": [{"displayName": "Sam Boss", "emailAddress": "sam@client.test"}],
+    }
+    context, page = await open_pane(browser, live_pane, office=office)
+    await page.get_by_role("button", name="One-off link for Discovery call").click()
+    await expect(page.get_by_role("heading", name="One-off link for Discovery call")).to_be_visible()
+    duration = page.get_by_label("Duration (minutes)")
+    await expect(duration).to_have_value("30")
+    guests = page.get_by_role("group", name="Guests from this email's To and Cc").get_by_role("checkbox")
+    await expect(guests).to_have_count(2)
+    # The recipient's name is shown as text, never as markup.
+    await expect(page.get_by_text("Jane <b>Client</b> <jane@client.test>")).to_be_visible()
+    await page.get_by_label("Sam Boss <sam@client.test>").check()
+    await duration.fill("45")  # not on the type's 30-minute increment: refused, nothing inserted
+    await page.get_by_role("button", name="Insert one-off link").click()
+    await expect(page.get_by_role("alert")).to_contain_text("multiple of this type's 30-minute slot increment")
+    assert "/r/" not in (await recording(page))["body"]
+    await duration.fill("60")
+    await page.get_by_label("Days ahead the client can book").fill("7")
+    await page.get_by_label("Single use: the link books once").uncheck()
+    await page.get_by_role("button", name="Insert one-off link").click()
+    await expect(page.get_by_role("status")).to_have_text(
+        "Inserted a multi-use link to Discovery call (60 minutes, 1 guest)."
+    )
+    await expect(page.get_by_role("heading", name="One-off link for Discovery call")).to_be_hidden()
+    office_after = await recording(page)
+    assert office_after["calls"][-1]["coercionType"] == "html"
+    email_html = office_after["body"]
+    assert email_html.count("/r/") == 1
+    assert "<b>Discovery call</b> (60 minutes, Microsoft Teams meeting)" in email_html
+
+    # The client opens the email, follows the link and books on our page.
+    client_page = await context.new_page()
+    await client_page.set_content(email_html)
+    await client_page.get_by_role("link", name="Book a time with Dana Diaz").click()
+    await client_page.get_by_role("link", name=re.compile("times available")).first.click()
+    await client_page.get_by_role("link", name=re.compile(r"^\d{1,2}:\d{2}")).first.click()
+    await client_page.get_by_label("Your name").fill("Jane Client")
+    await client_page.get_by_label("Email", exact=True).fill("jane@client.test")
+    await client_page.get_by_role("button", name=re.compile("^Book ")).click()
+    await expect(client_page.get_by_role("status")).to_contain_text("You're booked")
+    async with sqlite_database.read() as conn:
+        made = (await conn.execute(select(bookings))).one()
+    assert made.request_id is not None
+    assert made.guests == ["sam@client.test"]
+    assert made.ends_at - made.starts_at == timedelta(minutes=60)
+    # Multi-use: the same link still offers times to the next client.
+    await client_page.set_content(email_html)
+    await client_page.get_by_role("link", name="Book a time with Dana Diaz").click()
+    await expect(client_page.get_by_role("link", name=re.compile("times available")).first).to_be_visible()
     await context.close()

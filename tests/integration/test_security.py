@@ -128,7 +128,6 @@ async def test_scheduling_request_input_is_validated(client: TestClient, tenant_
     headers = {"Authorization": f"Bearer {key}"}
     for body in (
         {"ticket": "1"},
-        {"appointment_type": "intro-call"},
         {"appointment_type": "intro-call", "ticket": "1", "duration_minutes": 9999},
         {"appointment_type": "intro-call", "ticket": "1", "guests": ["x"]},
         {
