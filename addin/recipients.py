@@ -96,9 +96,8 @@ class RecipientMatcher:
             return _answer(address, cached[1])
         task = self._pending.get(key)
         if task is None:
-            task = asyncio.ensure_future(self._ask(psa, address))
+            task = asyncio.ensure_future(self._ask(psa, key))
             self._pending[key] = task
-            task.add_done_callback(lambda _done: self._pending.pop(key, None))
         try:
             found = await asyncio.shield(task)
         except IntegrationAuthError:
@@ -107,12 +106,20 @@ class RecipientMatcher:
             )
         except IntegrationError:
             return RecipientAnswer(address, "unavailable", message="Your PSA did not answer; try again in a moment")
-        self._remember(key, found)
         return _answer(address, found)
 
-    async def _ask(self, psa: PsaClient, address: str) -> PsaRecipientMatch | None:
+    async def _ask(self, psa: PsaClient, key: tuple[str, str]) -> PsaRecipientMatch | None:
+        """The one look-up for `key`. Its answer is cached and it leaves `_pending` in the same step, with no await
+        between: a caller arriving in between would otherwise find neither and ask the PSA a second time."""
         self.vendor_lookups += 1
-        return await psa.match_recipient(address)
+        try:
+            found = await psa.match_recipient(key[1])
+        except BaseException:
+            self._pending.pop(key, None)
+            raise
+        self._remember(key, found)
+        self._pending.pop(key, None)
+        return found
 
     def _remember(self, key: tuple[str, str], found: PsaRecipientMatch | None) -> None:
         now = self._clock()
