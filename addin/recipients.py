@@ -78,8 +78,6 @@ class RecipientMatcher:
         self._clock = clock
         self._cache: dict[tuple[str, str], tuple[float, PsaRecipientMatch | None]] = {}
         self._pending: dict[tuple[str, str], asyncio.Task[PsaRecipientMatch | None]] = {}
-        self.vendor_lookups = 0
-        """How many look-ups reached the PSA adapter (for tests and metrics)."""
 
     async def match(self, tenant_id: str, addresses: Sequence[str]) -> list[RecipientAnswer] | None:
         """One answer per address, in order; None when the tenant has no PSA connected."""
@@ -111,7 +109,6 @@ class RecipientMatcher:
     async def _ask(self, psa: PsaClient, key: tuple[str, str]) -> PsaRecipientMatch | None:
         """The one look-up for `key`. Its answer is cached and it leaves `_pending` in the same step, with no await
         between: a caller arriving in between would otherwise find neither and ask the PSA a second time."""
-        self.vendor_lookups += 1
         try:
             found = await psa.match_recipient(key[1])
         except BaseException:

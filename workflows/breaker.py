@@ -25,6 +25,10 @@ from scheduling.errors import IntegrationAuthError
 HOLD_SECONDS = 30.0
 
 
+class CredentialsHeld(IntegrationAuthError):
+    """Not sent: the connection refused our credentials a moment ago (a step fails with it as with the refusal)."""
+
+
 @dataclass(frozen=True)
 class _Refusal:
     at: float
@@ -45,16 +49,15 @@ class CredentialBreaker:
         ago = self._clock() - refusal.at
         if ago >= self.hold_seconds:
             return
-        raise IntegrationAuthError(
+        raise CredentialsHeld(
             f"Not sent: {ago:.0f} s ago the same connection refused Slotwise's credentials ({refusal.reason}). "
             "Correct the credentials in the tenant file, apply it, then retry this step."
         )
 
     def refused(self, connection: object, error: IntegrationAuthError) -> None:
-        reason = str(error)
-        if reason.startswith("Not sent: "):
+        if isinstance(error, CredentialsHeld):
             return  # our own answer, not a new refusal: the hold keeps counting from the vendor's
-        self._refused[connection] = _Refusal(self._clock(), reason)
+        self._refused[connection] = _Refusal(self._clock(), str(error))
 
     def succeeded(self, connection: object) -> None:
         self._refused.pop(connection, None)

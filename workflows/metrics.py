@@ -29,15 +29,13 @@ from sqlalchemy.engine import Connection
 from storage.database import Database, is_database_fault
 from workflows.outbox import Job, count_jobs_by_state, oldest_due_at
 from workflows.steps import IntegrationsFor
-from workflows.triggers import M365_ACTIONS, PSA_ACTIONS, ActionKind
+from workflows.triggers import M365_KINDS, PSA_KINDS, ActionKind
 
 log = logging.getLogger("slotwise.metrics")
 
 BOOKING_EVENTS = ("client_scheduled", "rescheduled", "cancelled")
 
 # Which connection a step kind talks to (workflows.triggers); the vendor then comes from the tenant's adapter for it.
-_PSA_KINDS = frozenset(kind.value for kind in PSA_ACTIONS)
-_M365_KINDS = frozenset(kind.value for kind in M365_ACTIONS)
 # Adapter class -> vendor, by name, so this module imports no integration.
 _VENDOR_BY_ADAPTER = {
     "ConnectWisePsa": "connectwise",
@@ -206,13 +204,13 @@ class StepMetrics:
     async def vendor_of(self, job: Job) -> str:
         if job.kind == ActionKind.NOTIFY_HOST:
             return "teams"
-        if job.kind not in _PSA_KINDS and job.kind not in _M365_KINDS and job.kind != ActionKind.SEND_EMAIL:
+        if job.kind not in PSA_KINDS and job.kind not in M365_KINDS and job.kind != ActionKind.SEND_EMAIL:
             return "none"
         # The tenant's adapters are cached by the caller (a minute), so this is a dictionary look-up per step.
         integrations = await self._integrations_for(job.tenant_id)
-        if job.kind in _PSA_KINDS:
+        if job.kind in PSA_KINDS:
             adapter: object = integrations.psa
-        elif job.kind in _M365_KINDS:
+        elif job.kind in M365_KINDS:
             adapter = integrations.calendar
         else:
             adapter = integrations.mailer

@@ -41,7 +41,7 @@ from workflows.templates import (
     email_locale,
     snapshot_variables,
 )
-from workflows.triggers import M365_ACTIONS, PSA_ACTIONS, ActionKind
+from workflows.triggers import M365_KINDS, PSA_KINDS, ActionKind
 from workflows.webhooks import WebhookSender, post_webhook
 
 
@@ -455,15 +455,11 @@ STEPS: dict[str, Step] = {
 }
 
 
-_PSA_KINDS = frozenset(kind.value for kind in PSA_ACTIONS)
-_M365_KINDS = frozenset(kind.value for kind in M365_ACTIONS)
-
-
 def connection_of(kind: str, integrations: TenantIntegrations) -> object | None:
     """The adapter whose credentials a step of this kind uses (None: several, or none of ours)."""
-    if kind in _PSA_KINDS:
+    if kind in PSA_KINDS:
         return integrations.psa
-    if kind in _M365_KINDS:
+    if kind in M365_KINDS:
         return integrations.calendar
     if kind == ActionKind.SEND_EMAIL.value:
         return integrations.mailer

@@ -62,6 +62,9 @@ PSA_ACTIONS = frozenset(
     }
 )
 M365_ACTIONS = frozenset({ActionKind.CREATE_M365_EVENT, ActionKind.UPDATE_M365_EVENT, ActionKind.CANCEL_M365_EVENT})
+PSA_KINDS = frozenset(kind.value for kind in PSA_ACTIONS)
+M365_KINDS = frozenset(kind.value for kind in M365_ACTIONS)
+"""The same, as the step kinds stored in the outbox."""
 REQUEST_TRIGGERS = frozenset({Trigger.REQUEST_CREATED, Trigger.REQUEST_SENT, Trigger.NO_RESPONSE})
 """Triggers of a scheduling request, before anything is booked: their runs have no time, host or booking."""
 REQUEST_ACTIONS = frozenset(

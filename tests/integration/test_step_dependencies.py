@@ -308,7 +308,7 @@ async def test_a_psa_that_refuses_our_credentials_is_not_asked_once_per_booking_
                 for step in tickets:
                     # Each names the vendor's own reason; those not sent also say what to do.
                     assert "Invalid API key or company" in step["last_error"], step["last_error"]
-                held = [step for step in tickets if step["last_error"].startswith("IntegrationAuthError: Not sent")]
+                held = [step for step in tickets if step["last_error"].startswith("CredentialsHeld: Not sent")]
                 assert len(held) == bookings - len(refused)
                 assert "Correct the credentials in the tenant file" in held[0]["last_error"]
                 # The clients still get their confirmations, without a ticket number.
