@@ -7,7 +7,6 @@ is never trusted on its own.
 
 from __future__ import annotations
 
-import asyncio
 import re
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -53,7 +52,6 @@ from storage.bot_queries import (
     count_upcoming,
     failed_step_rows,
     host_phrases,
-    last_reschedule_request,
     recently_requested,
     type_facts,
 )
@@ -175,7 +173,6 @@ class ChatService:
         # One reschedule-link send at a time per booking in this process, so two presses that arrive together
         # cannot both pass the "sent a moment ago?" check before either has queued its email.
         # (lock, how many presses hold or wait for it); the entry goes when the last one is done.
-        self._sending: dict[str, tuple[asyncio.Lock, int]] = {}
 
     def welcome(self, identity: TeamsIdentity) -> Card:
         commands = COMMANDS + MANAGER_COMMANDS if identity.is_manager else COMMANDS
@@ -470,37 +467,20 @@ class ChatService:
             self._deps.scheduler.check_changeable(booking)
         except SlotwiseError as exc:
             return await answer(f"No link was sent: {_message(exc)}", sent=False)
-        lock, users = self._sending.get(booking.booking_id, (asyncio.Lock(), 0))
-        self._sending[booking.booking_id] = (lock, users + 1)
+        # The quiet window is checked in the enqueue transaction, under a lock on the booking's row: presses in this
+        # process or another queue one email between them.
         try:
-            async with lock:
-                earlier = await last_reschedule_request(
-                    self._deps.database,
-                    identity.tenant_id,
-                    booking.booking_id,
-                    f"{booking.booking_id}:{RESCHEDULE_REQUESTED}:",
-                    _quiet_since(),
-                )
-                try:
-                    if earlier is not None:
-                        raise AlreadyRequested(earlier)
-                    await self._deps.request_reschedule(booking, identity.name, _quiet_since())
-                except AlreadyRequested as already:
-                    at = format_clock(already.at.replace(tzinfo=already.at.tzinfo or UTC).astimezone(zone))
-                    return await answer(
-                        f"A link to pick a new time already went to {booking.client.name} at {at}; "
-                        "I won't send another within a few minutes.",
-                        sent=True,
-                    )
-                except NoEmailConnection as exc:
-                    link = self._deps.manage_url_for(booking)
-                    return await answer(f"{exc}. Send the client this link yourself: {link}", sent=False)
-        finally:
-            lock, users = self._sending[booking.booking_id]
-            if users == 1:
-                del self._sending[booking.booking_id]
-            else:
-                self._sending[booking.booking_id] = (lock, users - 1)
+            await self._deps.request_reschedule(booking, identity.name, _quiet_since())
+        except AlreadyRequested as already:
+            at = format_clock(already.at.astimezone(zone))
+            return await answer(
+                f"A link to pick a new time already went to {booking.client.name} at {at}; "
+                "I won't send another within a few minutes.",
+                sent=True,
+            )
+        except NoEmailConnection as exc:
+            link = self._deps.manage_url_for(booking)
+            return await answer(f"{exc}. Send the client this link yourself: {link}", sent=False)
         return await answer(
             f"Sent {booking.client.name} a link to pick a new time ({booking.client.email}).", sent=True
         )

@@ -177,23 +177,3 @@ async def recently_requested(
         }
 
     return await database.run_read(read)
-
-
-async def last_reschedule_request(
-    database: Database, tenant_id: str, booking_id: str, run_prefix: str, since: datetime
-) -> datetime | None:
-    """When the newest step whose run key starts with `run_prefix` was queued for the booking at or after `since`
-    (a reschedule-link email asked for a moment ago), or None."""
-    jobs = workflow_jobs.c
-    query = select(func.max(jobs.created_at)).where(
-        jobs.tenant_id == tenant_id,
-        jobs.booking_id == booking_id,
-        jobs.run_key.startswith(run_prefix, autoescape=True),
-        jobs.created_at >= since,
-    )
-
-    def read(conn: Connection) -> datetime | None:
-        found = conn.execute(query).scalar_one_or_none()
-        return found if isinstance(found, datetime) else None
-
-    return await database.run_read(read)
