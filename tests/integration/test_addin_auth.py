@@ -14,7 +14,7 @@ from typing import Any
 
 import jwt
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from storage.database import Database
@@ -69,16 +69,6 @@ class Entra:
 
     def token(self, **claims: Any) -> str:
         return mint(self.key, user_claims(**claims))
-
-
-@pytest.fixture
-async def entra() -> AsyncIterator[Entra]:
-    fake = FakeBotIdentity()
-    key = fake.add_tenant_key("common", "entra-common-1", private_key=pooled_key(0))
-    server = TestServer(fake.build_app())
-    await server.start_server()
-    yield Entra(fake, key, str(server.make_url("")).rstrip("/"))
-    await server.close()
 
 
 @pytest.fixture

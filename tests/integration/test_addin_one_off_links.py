@@ -12,13 +12,12 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 from sqlalchemy import select
 
 from storage.database import Database
 from storage.tables import bookings, scheduling_requests
 from tests.conftest import FIXTURES, FixedClock, apply_file, start_client
-from tests.fakes.bot_identity import FakeBotIdentity
 from tests.integration.test_addin_auth import (
     API_CLIENT_ID,
     COMMON_METADATA,
@@ -26,21 +25,10 @@ from tests.integration.test_addin_auth import (
     FABRIKAM_DANA,
     MAYA,
     Entra,
-    pooled_key,
 )
 from tests.integration.test_addin_suggested_times import discovery_id
 
 LINKS = "/addin/api/one-off-links"
-
-
-@pytest.fixture
-async def entra() -> AsyncIterator[Entra]:
-    fake = FakeBotIdentity()
-    key = fake.add_tenant_key("common", "entra-common-1", private_key=pooled_key(0))
-    server = TestServer(fake.build_app())
-    await server.start_server()
-    yield Entra(fake, key, str(server.make_url("")).rstrip("/"))
-    await server.close()
 
 
 @pytest.fixture

@@ -14,7 +14,6 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from storage.database import Database
 from tests.conftest import FIXTURES, FixedClock, apply_file, make_settings, start_client
-from tests.fakes.bot_identity import FakeBotIdentity
 from tests.fakes.connectwise import FakeConnectWiseServer
 from tests.integration.test_addin_auth import (
     API_CLIENT_ID,
@@ -22,7 +21,6 @@ from tests.integration.test_addin_auth import (
     FABRIKAM,
     FABRIKAM_DANA,
     Entra,
-    pooled_key,
 )
 
 PSA = """integrations:
@@ -34,16 +32,6 @@ PSA = """integrations:
     public_key: {public_key}
     secrets_from_env: {{private_key: RECIPIENTS_CW_PRIVATE_KEY, client_id: RECIPIENTS_CW_CLIENT_ID}}
 """
-
-
-@pytest.fixture
-async def entra() -> AsyncIterator[Entra]:
-    fake = FakeBotIdentity()
-    key = fake.add_tenant_key("common", "entra-common-1", private_key=pooled_key(0))
-    server = TestServer(fake.build_app())
-    await server.start_server()
-    yield Entra(fake, key, str(server.make_url("")).rstrip("/"))
-    await server.close()
 
 
 @pytest.fixture

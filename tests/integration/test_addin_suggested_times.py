@@ -13,35 +13,23 @@ from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 from sqlalchemy import event, func, select
 
 from addin.zones import zone_named
 from storage.database import Database
 from storage.tables import bookings
 from tests.conftest import FIXTURES, FixedClock, apply_file, start_client
-from tests.fakes.bot_identity import FakeBotIdentity
 from tests.integration.test_addin_auth import (
     API_CLIENT_ID,
     COMMON_METADATA,
     FABRIKAM,
     FABRIKAM_DANA,
     Entra,
-    pooled_key,
 )
 
 LONDON = ZoneInfo("Europe/London")
 RECIPIENT = {"name": "Jane <b>Client</b>", "email": "jane@client.test"}
-
-
-@pytest.fixture
-async def entra() -> AsyncIterator[Entra]:
-    fake = FakeBotIdentity()
-    key = fake.add_tenant_key("common", "entra-common-1", private_key=pooled_key(0))
-    server = TestServer(fake.build_app())
-    await server.start_server()
-    yield Entra(fake, key, str(server.make_url("")).rstrip("/"))
-    await server.close()
 
 
 @pytest.fixture

@@ -107,6 +107,34 @@ async def connectwise() -> AsyncIterator[tuple[FakeConnectWiseServer, str]]:
     await server.close()
 
 
+async def apply_deps_tenant(
+    database: Database,
+    tmp_path: Path,
+    connectwise: tuple[FakeConnectWiseServer, str],
+    smtp: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> dict[str, str]:
+    """Apply TENANT against these stand-ins; returns an admin API key's headers."""
+    fake, site = connectwise
+    monkeypatch.setenv("DEPS_CW_PRIVATE_KEY", fake.private_key)
+    monkeypatch.setenv("DEPS_CW_CLIENT_ID", fake.client_id)
+    monkeypatch.setenv("DEPS_SMTP_PASSWORD", smtp.password)
+    path = tmp_path / "deps.yaml"
+    path.write_text(
+        TENANT.format(
+            member=DEMO_MEMBER,
+            site=site,
+            codebase=fake.codebase,
+            company=fake.company_id,
+            public_key=fake.public_key,
+            smtp_port=smtp.port,
+            smtp_user=smtp.username,
+        )
+    )
+    await apply_tenant_file(database, make_settings(tmp_path), path, dry_run=False)
+    return {"Authorization": f"Bearer {await SqlAgentKeys(database).create_key('deps', 'ops', 'admin')}"}
+
+
 async def eventually(check: Callable[[], Any], what: str, seconds: float = 20) -> None:
     deadline = asyncio.get_running_loop().time() + seconds
     while not check():
@@ -129,26 +157,10 @@ async def test_a_failing_psa_neither_delays_the_confirmation_nor_lets_a_reschedu
     connectwise: tuple[FakeConnectWiseServer, str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    fake, site = connectwise
+    fake, _site = connectwise
     with running_smtp_server() as smtp:
-        monkeypatch.setenv("DEPS_CW_PRIVATE_KEY", fake.private_key)
-        monkeypatch.setenv("DEPS_CW_CLIENT_ID", fake.client_id)
-        monkeypatch.setenv("DEPS_SMTP_PASSWORD", smtp.password)
-        path = tmp_path / "deps.yaml"
-        path.write_text(
-            TENANT.format(
-                member=DEMO_MEMBER,
-                site=site,
-                codebase=fake.codebase,
-                company=fake.company_id,
-                public_key=fake.public_key,
-                smtp_port=smtp.port,
-                smtp_user=smtp.username,
-            )
-        )
-        await apply_tenant_file(database, make_settings(tmp_path), path, dry_run=False)
+        admin = await apply_deps_tenant(database, tmp_path, connectwise, smtp, monkeypatch)
         fake.add_contact("Dana Client", "dana@client.example")
-        admin = {"Authorization": f"Bearer {await SqlAgentKeys(database).create_key('deps', 'ops', 'admin')}"}
         # The web app takes bookings; this test runs the runner itself, with a short grace and a clock it can move.
         client = await start_client(database, tmp_path, clock, run_workflows=False)
         skew = [timedelta(0)]
@@ -254,25 +266,9 @@ async def test_a_psa_that_refuses_our_credentials_is_not_asked_once_per_booking_
     connectwise: tuple[FakeConnectWiseServer, str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    fake, site = connectwise
+    fake, _site = connectwise
     with running_smtp_server() as smtp:
-        monkeypatch.setenv("DEPS_CW_PRIVATE_KEY", fake.private_key)
-        monkeypatch.setenv("DEPS_CW_CLIENT_ID", fake.client_id)
-        monkeypatch.setenv("DEPS_SMTP_PASSWORD", smtp.password)
-        path = tmp_path / "deps.yaml"
-        path.write_text(
-            TENANT.format(
-                member=DEMO_MEMBER,
-                site=site,
-                codebase=fake.codebase,
-                company=fake.company_id,
-                public_key=fake.public_key,
-                smtp_port=smtp.port,
-                smtp_user=smtp.username,
-            )
-        )
-        await apply_tenant_file(database, make_settings(tmp_path), path, dry_run=False)
-        admin = {"Authorization": f"Bearer {await SqlAgentKeys(database).create_key('deps', 'ops', 'admin')}"}
+        admin = await apply_deps_tenant(database, tmp_path, connectwise, smtp, monkeypatch)
         client = await start_client(database, tmp_path, clock, run_workflows=False)
         bookings = 12
         for index in range(bookings):
