@@ -38,7 +38,16 @@ from addin.suggestions import (
 )
 from addin.zones import zone_named
 from scheduling.errors import IdempotencyKeyReused, InvalidRequest, ServiceUnavailable, SlotUnavailable, SlotwiseError
-from scheduling.model import Booking, BookingStatus, BookingTarget, ClientDetails, Slot, TeamsIdentity, TypeSummary
+from scheduling.model import (
+    Booking,
+    BookingStatus,
+    BookingTarget,
+    ClientDetails,
+    PsaBinding,
+    Slot,
+    TeamsIdentity,
+    TypeSummary,
+)
 from scheduling.ports import BookingStore, Clock, RequestStore, TenantCatalog
 from scheduling.service import Scheduler, validate_email
 
@@ -715,6 +724,9 @@ async def one_off_link(request: web.Request, rep: Rep) -> web.Response:
     summary = next((item for item in await _types_of(request, rep) if item.type_id == type_id), None)
     if summary is None:
         return api_error(404, "unknown_type", "that appointment type is not one of yours")
+    binding = await _binding_of(request, rep, body.get("bind"))
+    if isinstance(binding, web.Response):
+        return binding
     identity = rep.identity
     now = deps.clock.now()
     window_end = now + timedelta(days=days) if days is not None else None
@@ -733,6 +745,7 @@ async def one_off_link(request: web.Request, rep: Rep) -> web.Response:
             expires_at=expires,
             now=now,
             single_use=single_use,
+            binding=binding,
         )
     except InvalidRequest as exc:
         return api_error(400, f"invalid_{exc.field or 'request'}", str(exc))
@@ -755,9 +768,61 @@ async def one_off_link(request: web.Request, rep: Rep) -> web.Response:
             "duration_minutes": snippet.duration_minutes,
             "coercion": body_type,
             "content": content,
+            "bound_to": _bound_json(binding),
         },
         status=201,
     )
+
+
+async def _binding_of(request: web.Request, rep: Rep, given: object) -> PsaBinding | web.Response | None:
+    """`bind: {"email", "opportunity_id"?}`: the PSA contact the rep matched among the email's recipients (and one of
+    its open opportunities), taken from the server's own look-up, never from ids the pane sends; so a link can only
+    be bound to a contact of the rep's own tenant that has this address. None without `bind`; else a clear error."""
+    if given is None:
+        return None
+    if not isinstance(given, dict) or not isinstance(given.get("email"), str):
+        return api_error(400, "invalid_bind", 'bind must be {"email": a recipient\'s address, "opportunity_id"?: ...}')
+    addresses = clean_addresses([given["email"]])
+    deal_id = given.get("opportunity_id")
+    if not addresses or (deal_id is not None and not isinstance(deal_id, str)):
+        return api_error(400, "invalid_bind", "bind.email must be an email address and bind.opportunity_id text")
+    matcher = request.app[ADDIN].context.recipients
+    if matcher is None:
+        return api_error(503, "unavailable", "Recipient look-ups are not available on this Slotwise server")
+    try:
+        answers = await matcher.match(rep.identity.tenant_id, addresses)
+    except ServiceUnavailable as exc:
+        return api_error(503, "starting", str(exc))
+    if answers is None:
+        return api_error(400, "no_psa", "Your tenant has no PSA connected, so a link cannot be bound to a PSA contact")
+    answer = answers[0]
+    if answer.status == "unavailable":
+        return api_error(503, "psa_unavailable", f"{answer.message}; the link was not made")
+    if answer.match is None:
+        return api_error(
+            404, "unknown_contact", f"Your PSA has no contact with the address {answer.email}; add the contact first"
+        )
+    deal = None
+    if deal_id:
+        deal = next((item for item in answer.match.opportunities if item.opportunity_id == deal_id), None)
+        if deal is None:
+            return api_error(
+                404,
+                "unknown_opportunity",
+                f"That opportunity is not one of {answer.match.contact.name}'s open opportunities in your PSA",
+            )
+    return PsaBinding(answer.match.contact, answer.match.company_name, deal)
+
+
+def _bound_json(binding: PsaBinding | None) -> dict[str, Any] | None:
+    if binding is None:
+        return None
+    contact, deal = binding.contact, binding.opportunity
+    return {
+        "contact": {"id": contact.contact_id, "name": contact.name, "email": contact.email},
+        "company": binding.company_name,
+        "opportunity": {"id": deal.opportunity_id, "name": deal.name} if deal is not None else None,
+    }
 
 
 async def _json_object(request: web.Request) -> dict[str, Any] | web.Response:

@@ -1135,7 +1135,7 @@ async def _render_booking_page(
         alternatives=alternatives,
         error=translate_message(locale, str(error)) if error is not None and field is None and not lost else None,
         field_error=(field, translate_message(locale, str(error))) if field else None,
-        form=form or {},
+        form=form or _prefilled(target),
         page_path=_page_of(request.path),
         prev_month=(month - timedelta(days=1)).replace(day=1) if month > today.replace(day=1) else None,
         next_month=next_month if next_month <= last_day else None,
@@ -1144,6 +1144,15 @@ async def _render_booking_page(
         booking=booking,
         duration_minutes=int(target.duration.total_seconds() // 60),
     )
+
+
+def _prefilled(target: BookingTarget) -> dict[str, str]:
+    """A link a rep bound to a PSA contact names its client: the form starts with their name and address (from the
+    stored request the signed link names, never from the URL)."""
+    binding = target.request.binding if target.request is not None else None
+    if binding is None:
+        return {}
+    return {"name": binding.contact.name, "email": binding.contact.email}
 
 
 def window_end(target: BookingTarget, now: datetime) -> datetime:

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from enum import StrEnum
+from typing import Any
 from zoneinfo import ZoneInfo
 
 
@@ -242,6 +243,8 @@ class SchedulingRequest:
     """The number the PSA displays (Autotask T20261124.0001; ConnectWise and HaloPSA show the id)."""
     single_use: bool = True
     """False: every booking through the link is independent, until the link expires."""
+    binding: PsaBinding | None = None
+    """The PSA contact (and opportunity) the rep bound the link to; None: the steps find or create the contact."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -389,6 +392,52 @@ class PsaRecipientMatch:
     contact: PsaContact
     company_name: str
     opportunities: tuple[PsaOpportunity, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class PsaBinding:
+    """The PSA records a rep bound a link to, as the PSA named them when it was made: a booking through the link lands
+    on this contact (never a duplicate of it) and, when one was chosen, on this open opportunity."""
+
+    contact: PsaContact
+    company_name: str = ""
+    opportunity: PsaOpportunity | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        contact = self.contact
+        body: dict[str, Any] = {
+            "contact": {
+                "id": contact.contact_id,
+                "company_id": contact.company_id,
+                "name": contact.name,
+                "email": contact.email,
+            },
+            "company_name": self.company_name,
+        }
+        if self.opportunity is not None:
+            item = self.opportunity
+            body["opportunity"] = {"id": item.opportunity_id, "name": item.name, "stage": item.stage}
+        return body
+
+    @classmethod
+    def from_json(cls, body: Mapping[str, Any] | None) -> PsaBinding | None:
+        """The stored form back (None for None or a record without a contact id)."""
+        if not body or not (body.get("contact") or {}).get("id"):
+            return None
+        contact = body["contact"]
+        deal = body.get("opportunity") or {}
+        return cls(
+            PsaContact(
+                str(contact["id"]),
+                str(contact.get("company_id") or ""),
+                str(contact.get("name") or ""),
+                str(contact.get("email") or ""),
+            ),
+            str(body.get("company_name") or ""),
+            PsaOpportunity(str(deal["id"]), str(deal.get("name") or ""), str(deal.get("stage") or ""))
+            if deal.get("id")
+            else None,
+        )
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,6 +19,7 @@ from scheduling.model import (
     HostNotification,
     HostProfile,
     OutgoingEmail,
+    PsaBinding,
     PsaContact,
     PsaDraft,
     PsaRecipientMatch,
@@ -142,6 +143,7 @@ class RequestStore(Protocol):
         recipient: tuple[str, str] | None = None,
         now: datetime | None = None,
         single_use: bool = True,
+        binding: PsaBinding | None = None,
     ) -> str:
         """Returns the new request id; raises NotFound for an unknown type of this tenant, and InvalidRequest
         (field `duration_minutes`) for a duration that is not a whole number of the type's slot increment.
@@ -149,7 +151,8 @@ class RequestStore(Protocol):
         `ticket` is what people see (the displayed number when the PSA resolved it); `ticket_id` and `ticket_number`
         are the PSA's ticket, empty when the tenant has no PSA and the ticket is only a label. `recipient` (name,
         email): Slotwise emails the link to them now (`request_sent`), and `no_response` counts from `now`.
-        `ticket` "" means no ticket. `single_use` False: the link books any number of times until it expires."""
+        `ticket` "" means no ticket. `single_use` False: the link books any number of times until it expires.
+        `binding`: the PSA contact (and opportunity) a booking through the link lands on."""
         ...
 
 

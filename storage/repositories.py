@@ -30,6 +30,7 @@ from scheduling.model import (
     HostProfile,
     Location,
     LocationKind,
+    PsaBinding,
     Question,
     SchedulingRequest,
     SlotRules,
@@ -328,6 +329,7 @@ class SqlTenantCatalog:
                 ticket_id=req.ticket_id or "",
                 ticket_number=req.ticket_number or "",
                 single_use=req.single_use,
+                binding=PsaBinding.from_json(req.psa_binding),
             )
             return await self._target(conn, tenant, types[0], request)
 
@@ -898,6 +900,7 @@ class SqlRequestStore:
         recipient: tuple[str, str] | None = None,
         now: datetime | None = None,
         single_use: bool = True,
+        binding: PsaBinding | None = None,
     ) -> str:
         request_id = new_id()
         created_at = now or datetime.now(UTC)
@@ -939,6 +942,7 @@ class SqlRequestStore:
                     recipient_email=recipient[1] if recipient else None,
                     sent_at=created_at if recipient else None,
                     single_use=single_use,
+                    psa_binding=binding.to_json() if binding is not None else None,
                 )
             )
             if self._on_created is not None:

@@ -190,6 +190,8 @@ class SchedulingRequestRow(SQLModel, table=True):
     """When Slotwise sent it; `no_response` follow-ups count from here."""
     single_use: bool = Field(default=True)
     """False: the link books any number of times until it expires (each booking independent)."""
+    psa_binding: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
+    """The PSA records the link is for (scheduling.model.PsaBinding.to_json); None: the steps find or create them."""
 
 
 class BusyCacheRow(SQLModel, table=True):

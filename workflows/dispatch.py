@@ -163,7 +163,7 @@ class BookingFanOut:
                 "locale": booking.client.locale or tenant.get("default_locale") or "",
             },
             "manage_url": self._manage_url_for(booking),
-            **_request_ticket(conn, booking),
+            **_request_records(conn, booking),
         }
 
     def reschedule_link_jobs(
@@ -299,19 +299,26 @@ def _type_settings(conn: Connection, booking: Booking) -> dict[str, Any] | None:
     return dict(row[0]) if row is not None else None
 
 
-def _request_ticket(conn: Connection, booking: Booking) -> dict[str, Any]:
-    """`{"ticket": {"id", "number"}}` when the booking came through a scheduling request bound to a PSA ticket:
-    the steps then act on that ticket instead of creating one (workflows/steps.py, StepContext)."""
+def _request_records(conn: Connection, booking: Booking) -> dict[str, Any]:
+    """The PSA records the booking's scheduling request names, for the snapshot the steps read
+    (workflows/steps.py, StepContext): `{"ticket": {"id", "number"}}` when the request is bound to a ticket (the
+    steps act on it instead of creating one), and `{"psa_binding": ...}` when a rep bound the link to a PSA contact
+    and opportunity (the steps use them instead of finding or creating their own)."""
     if booking.request_id is None:
         return {}
     row = conn.execute(
-        select(scheduling_requests.c.ticket_id, scheduling_requests.c.ticket_number).where(
-            scheduling_requests.c.tenant_id == booking.tenant_id, scheduling_requests.c.id == booking.request_id
-        )
+        select(
+            scheduling_requests.c.ticket_id, scheduling_requests.c.ticket_number, scheduling_requests.c.psa_binding
+        ).where(scheduling_requests.c.tenant_id == booking.tenant_id, scheduling_requests.c.id == booking.request_id)
     ).first()
-    if row is None or not row.ticket_id:
+    if row is None:
         return {}
-    return {"ticket": {"id": str(row.ticket_id), "number": str(row.ticket_number or row.ticket_id)}}
+    records: dict[str, Any] = {}
+    if row.ticket_id:
+        records["ticket"] = {"id": str(row.ticket_id), "number": str(row.ticket_number or row.ticket_id)}
+    if row.psa_binding:
+        records["psa_binding"] = dict(row.psa_binding)
+    return records
 
 
 def _hosts_of(conn: Connection, booking: Booking) -> list[dict[str, Any]]:

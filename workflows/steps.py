@@ -21,6 +21,7 @@ from scheduling.model import (
     CalendarInvite,
     HostNotification,
     OutgoingEmail,
+    PsaBinding,
     PsaContact,
     PsaDraft,
     PsaRecordKind,
@@ -76,10 +77,15 @@ class StepContext:
         self.booking: Mapping[str, Any] = job.payload.get("booking", {})
         bound = self.bound_ticket
         # A booking made through a ticket-bound scheduling request acts on that ticket from its first step: the
-        # request's ticket is an output every step sees, and no earlier output can point the steps elsewhere.
-        self.outputs: Mapping[str, Any] = (
-            {**outputs, "ticket_id": bound.record_id, "ticket_number": bound.number} if bound else outputs
-        )
+        # request's ticket is an output every step sees, and no earlier output can point the steps elsewhere. The
+        # same holds for the opportunity a rep bound an Outlook link to.
+        fixed: dict[str, Any] = {}
+        if bound is not None:
+            fixed.update(ticket_id=bound.record_id, ticket_number=bound.number)
+        binding = self.binding
+        if binding is not None and binding.opportunity is not None:
+            fixed["opportunity_id"] = binding.opportunity.opportunity_id
+        self.outputs: Mapping[str, Any] = {**outputs, **fixed} if fixed else outputs
         self.integrations = integrations
         self.progress: Mapping[str, Any] = job.output or {}
         """What an earlier, failed attempt of this very step got done (see IntegrationError.progress)."""
@@ -91,6 +97,22 @@ class StepContext:
         if not ticket.get("id"):
             return None
         return PsaRef(PsaRecordKind.TICKET, str(ticket["id"]), str(ticket.get("number") or ticket["id"]))
+
+    @property
+    def binding(self) -> PsaBinding | None:
+        """The PSA contact (and opportunity) the rep bound the booking's link to in Outlook, if any."""
+        return PsaBinding.from_json(self.booking.get("psa_binding"))
+
+    async def client_contact(self, *, create: bool = True) -> PsaContact | None:
+        """The client's PSA contact: the one the link is bound to, else the contact with the client's address (made
+        when `create` and the PSA has none). A bound contact is never looked up or created again."""
+        binding = self.binding
+        if binding is not None:
+            return binding.contact
+        client = self.booking["client"]
+        if create:
+            return await self.psa().find_or_create_contact(client["name"], client["email"])
+        return await self.psa().find_contact(client["email"])
 
     @property
     def starts_at(self) -> datetime:
@@ -148,8 +170,17 @@ Step = Callable[[StepContext], Awaitable[Mapping[str, Any]]]
 
 
 async def _opportunity(ctx: StepContext) -> Mapping[str, Any]:
+    binding = ctx.binding
+    if binding is not None and binding.opportunity is not None:
+        # The rep bound the link to this open opportunity: the booking joins it, and no opportunity is created.
+        deal = binding.opportunity
+        return {
+            "opportunity_id": deal.opportunity_id,
+            "opportunity_created": False,
+            "opportunity_source": f"bound in Outlook: existing opportunity {deal.name or deal.opportunity_id}",
+        }
     psa = ctx.psa()
-    contact = await psa.find_or_create_contact(ctx.booking["client"]["name"], ctx.booking["client"]["email"])
+    contact = await ctx.client_contact()
     ref = await psa.create_record(
         PsaRecordKind.OPPORTUNITY,
         ctx.draft(
@@ -173,21 +204,21 @@ async def _ticket(ctx: StepContext) -> Mapping[str, Any]:
             "ticket_source": f"scheduling request: existing ticket #{bound.number}, no new ticket created",
         }
     psa = ctx.psa()
-    contact = await psa.find_or_create_contact(ctx.booking["client"]["name"], ctx.booking["client"]["email"])
+    contact = await ctx.client_contact()
     ref = await psa.create_record(PsaRecordKind.TICKET, ctx.draft(contact, board=ctx.action.get("ticket_board", "")))
     return {"ticket_id": ref.record_id, "ticket_number": ref.number or ref.record_id}
 
 
 async def _activity(ctx: StepContext) -> Mapping[str, Any]:
     psa = ctx.psa()
-    contact = await psa.find_or_create_contact(ctx.booking["client"]["name"], ctx.booking["client"]["email"])
+    contact = await ctx.client_contact()
     ref = await psa.create_record(PsaRecordKind.ACTIVITY, ctx.draft(contact))
     return {"activity_id": ref.record_id}
 
 
 async def _schedule_entry(ctx: StepContext) -> Mapping[str, Any]:
     psa = ctx.psa()
-    contact = await psa.find_contact(ctx.booking["client"]["email"])
+    contact = await ctx.client_contact(create=False)
     ref = await psa.create_record(PsaRecordKind.SCHEDULE_ENTRY, ctx.draft(contact))
     return {"schedule_entry_id": ref.record_id}
 
