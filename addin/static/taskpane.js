@@ -2,7 +2,8 @@
 // unavailable), list the rep's appointment types, and insert a booking link at the cursor, or suggested times the rep
 // picks from the type's free times (in the recipient's zone: the one they chose in an earlier booking, else the
 // rep's, unless the rep types another), or a one-off link (a scheduling request with its own duration, days ahead,
-// single or multi use, and guests chosen from the email's To and Cc).
+// single or multi use, guests chosen from the email's To and Cc, and optionally bound to a recipient's PSA contact
+// and open opportunity, so bookings through it land on those records).
 //
 // Office.js facts this relies on (reference/outlook_and_pods.md §1.3, §1.4):
 // - body.getTypeAsync says "html" or "text"; Html coercion on a text body fails, so the type is asked first and the
@@ -38,7 +39,11 @@
   const oneOffNoGuests = document.getElementById("oneoff-no-guests");
   const oneOffInsert = document.getElementById("oneoff-insert");
   const oneOffCancel = document.getElementById("oneoff-cancel");
+  const oneOffBindSet = document.getElementById("oneoff-bind-set");
+  const oneOffBind = document.getElementById("oneoff-bind");
   let oneOffType = null;
+  // The last PSA answer for the email's recipients (see checkRecipients): the contacts a one-off link may be bound to.
+  let matchedRecipients = [];
   const RECIPIENTS_PAUSE_MS = 800;
   const SUGGESTED = 3;
   const MOST = 5;
@@ -389,6 +394,7 @@
         oneOffGuests.append(label);
       }
       oneOffNoGuests.hidden = recipients.length > 0;
+      offerBindings();
       oneOff.hidden = false;
       oneOffDuration.focus();
       say("Set the link up, then insert it.");
@@ -397,6 +403,37 @@
     } finally {
       button.disabled = false;
     }
+  }
+
+  function bindChoice(text, value, checked) {
+    const label = document.createElement("label");
+    const radio = document.createElement("input");
+    radio.type = "radio";
+    radio.name = "oneoff-bind";
+    radio.value = JSON.stringify(value);
+    radio.checked = checked;
+    label.append(radio, " " + text);
+    return label;
+  }
+
+  function offerBindings() {
+    // One choice per matched contact and per open opportunity of theirs. The server checks the choice against its
+    // own look-up of that address, so the pane sends only the address and the opportunity's id.
+    // A choice the rep already made survives a fresh look-up while it is still offered.
+    const kept = oneOffBind.querySelector("input:checked");
+    const keep = kept ? kept.value : "null";
+    const choices = [bindChoice("No PSA contact chosen: the client's address decides, as for any link", null, false)];
+    for (const entry of matchedRecipients) {
+      const who = entry.contact.name + (entry.company.name ? ", " + entry.company.name : "");
+      choices.push(bindChoice(who, { email: entry.email }, false));
+      for (const deal of entry.opportunities || []) {
+        choices.push(bindChoice(who + ", opportunity " + deal.name, { email: entry.email, opportunity_id: deal.id }, false));
+      }
+    }
+    const again = choices.find((label) => label.firstChild.value === keep) || choices[0];
+    again.firstChild.checked = true;
+    oneOffBind.replaceChildren(...choices);
+    oneOffBindSet.hidden = matchedRecipients.length === 0;
   }
 
   function wholeNumber(input) {
@@ -422,6 +459,7 @@
       const bodyType = await officeCall((done) => item.body.getTypeAsync(done));
       const format = bodyType === Office.CoercionType.Html ? "html" : "text";
       const guests = Array.from(oneOffGuests.querySelectorAll("input:checked")).map((box) => box.value);
+      const bound = oneOffBind.querySelector("input:checked");
       const answer = await api("/addin/api/one-off-links", {
         type_id: type.id,
         body_type: format,
@@ -429,6 +467,7 @@
         window_days: days,
         single_use: oneOffSingle.checked,
         guests: guests,
+        bind: bound && !oneOffBindSet.hidden ? JSON.parse(bound.value) : null,
       });
       const coercion = format === "html" ? Office.CoercionType.Html : Office.CoercionType.Text;
       await officeCall((done) => item.body.setSelectedDataAsync(answer.content, { coercionType: coercion }, done));
@@ -436,13 +475,19 @@
       say(
         "Inserted a " + (answer.single_use ? "single-use" : "multi-use") + " link to " + type.name + " (" +
           answer.duration_minutes + " minutes" + (answer.guests.length ? ", " + answer.guests.length + " guest" +
-          (answer.guests.length === 1 ? "" : "s") : "") + ").",
+          (answer.guests.length === 1 ? "" : "s") : "") + ")" + describeBinding(answer.bound_to) + ".",
       );
     } catch (error) {
       showProblem(error instanceof Problem ? error.message : "Outlook could not insert the link: " + (error.message || error) + ".");
     } finally {
       oneOffInsert.disabled = false;
     }
+  }
+
+  function describeBinding(bound) {
+    if (!bound) return "";
+    return " for " + bound.contact.name + (bound.company ? " at " + bound.company : "") +
+      (bound.opportunity ? ", on " + bound.opportunity.name : "");
   }
 
   oneOffInsert.addEventListener("click", () => insertOneOff());
@@ -540,6 +585,8 @@
     const addresses = await addressesOf(item);
     if (!addresses.length) {
       recipientsSection.hidden = true;
+      matchedRecipients = [];
+      if (!oneOff.hidden) offerBindings();
       return;
     }
     let answer;
@@ -551,8 +598,11 @@
     if (asked !== recipientsAsked) return; // a newer look-up is under way
     if (!answer.psa) {
       recipientsSection.hidden = true;
+      matchedRecipients = [];
       return;
     }
+    matchedRecipients = answer.recipients.filter((entry) => entry.status === "matched");
+    if (!oneOff.hidden) offerBindings();
     recipientsList.replaceChildren(...answer.recipients.map(describeRecipient));
     recipientsSection.hidden = false;
   }

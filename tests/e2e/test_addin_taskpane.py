@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
@@ -24,7 +25,7 @@ from sqlalchemy import func, select
 
 from app import Overrides, apply_tenant_file, create_app
 from storage.database import Database
-from storage.tables import bookings
+from storage.tables import bookings, scheduling_requests
 from tests.conftest import FIXTURES, FixedClock, apply_file, make_settings, start_client
 from tests.fakes.bot_identity import FakeBotIdentity, SigningKey, generate_rsa_key, mint
 from tests.fakes.connectwise import FakeConnectWiseServer
@@ -586,4 +587,48 @@ async def test_a_rep_builds_a_one_off_link_with_a_recipient_as_guest_and_the_cli
     await client_page.set_content(email_html)
     await client_page.get_by_role("link", name="Book a time with Dana Diaz").click()
     await expect(client_page.get_by_role("link", name=re.compile("times available")).first).to_be_visible()
+    await context.close()
+
+
+async def test_a_rep_binds_a_one_off_link_to_the_recipients_psa_contact_and_deal_and_the_client_books(
+    browser: Browser, psa_pane: tuple[Pane, FakeConnectWiseServer], sqlite_database: Database
+) -> None:
+    pane, fake = psa_pane
+    pat = fake.add_contact("Pat <b>Buyer</b>", "pat@client.example")
+    deal = fake.add_opportunity("Managed services", contact=pat)
+    office = {"bodyType": "html", "to": [{"displayName": "Pat", "emailAddress": "pat@client.example"}]}
+    context, page = await open_pane(browser, pane, office=office)
+    await expect(page.locator("#recipients li")).to_have_count(1)
+    await page.get_by_role("button", name="One-off link for Discovery call").click()
+    choices = page.get_by_role("group", name="Bookings through this link land on").get_by_role("radio")
+    await expect(choices).to_have_count(3)
+    await expect(choices.nth(0)).to_be_checked()
+    company = fake.company_name(pat.company_id)
+    # Names from the PSA are text, never markup.
+    await page.get_by_label(f"Pat <b>Buyer</b>, {company}, opportunity Managed services").check()
+    await page.screenshot(path=str(SHOTS / "one-off-bound.png"), full_page=True)  # kept for a person to judge
+    await page.get_by_role("button", name="Insert one-off link").click()
+    await expect(page.get_by_role("status")).to_have_text(
+        f"Inserted a single-use link to Discovery call (30 minutes) for Pat <b>Buyer</b> at {company}, "
+        "on Managed services."
+    )
+    async with sqlite_database.read() as conn:
+        binding = (await conn.execute(select(scheduling_requests.c.psa_binding))).scalar_one()
+    assert (binding["contact"]["id"], binding["opportunity"]["id"]) == (pat.contact_id, deal)
+
+    # The client follows the email's link (this server's base URL is not where it listens, so the link's path is
+    # opened on it): the form already names them, and one click on Book books.
+    href = re.search(r'href="([^"]+/r/[^"]+)"', (await recording(page))["body"])
+    assert href is not None
+    client_page = await context.new_page()
+    await client_page.goto(pane.base + urlsplit(href.group(1)).path)
+    await client_page.get_by_role("link", name=re.compile("times available")).first.click()
+    await client_page.get_by_role("link", name=re.compile(r"^\d{1,2}:\d{2}")).first.click()
+    await expect(client_page.get_by_label("Your name")).to_have_value("Pat <b>Buyer</b>")
+    await expect(client_page.get_by_label("Email", exact=True)).to_have_value("pat@client.example")
+    await client_page.get_by_role("button", name=re.compile("^Book ")).click()
+    await expect(client_page.get_by_role("status")).to_contain_text("You're booked")
+    async with sqlite_database.read() as conn:
+        made = (await conn.execute(select(bookings))).one()
+    assert (made.client_email, made.request_id is not None) == ("pat@client.example", True)
     await context.close()
