@@ -106,7 +106,11 @@ class AppointmentTypeRow(SQLModel, table=True):
 
 class BookingRow(SQLModel, table=True):
     __tablename__ = "bookings"
-    __table_args__ = (UniqueConstraint("tenant_id", "idempotency_key"),)
+    __table_args__ = (
+        UniqueConstraint("tenant_id", "idempotency_key"),
+        # The Outlook add-in looks up a recipient's latest booking by address (storage/addin_directory.py).
+        Index("ix_bookings_tenant_client_email", "tenant_id", text("lower(client_email)")),
+    )
     id: str = Field(primary_key=True, max_length=40)
     tenant_id: str = Field(foreign_key="tenants.id", index=True, max_length=40)
     type_id: str = Field(foreign_key="appointment_types.id", max_length=40)

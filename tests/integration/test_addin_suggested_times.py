@@ -519,3 +519,27 @@ async def test_a_warm_suggested_times_call_reads_the_database_no_more_than_the_b
         for engine in engines:
             event.remove(engine, "before_cursor_execute", record)
     assert counts[0] <= counts[1], counts
+
+
+async def test_the_recipient_zone_look_up_reads_an_index_not_every_booking(addin_db: Database) -> None:
+    """The look-up runs on every suggested-times call; on a tenant with years of bookings a scan of them all would be
+    the slowest part of it, so the plan must use the (tenant, lower(address)) index of migration 0014."""
+    from sqlalchemy import text
+    from sqlalchemy.dialects import postgresql, sqlite
+
+    query = (
+        select(bookings.c.client_time_zone)
+        .where(bookings.c.tenant_id == "t", func.lower(bookings.c.client_email) == "jane@client.test")
+        .order_by(bookings.c.created_at.desc(), bookings.c.id.desc())
+        .limit(1)
+    )
+    dialect = sqlite.dialect() if addin_db.is_sqlite else postgresql.dialect()
+    compiled = str(query.compile(dialect=dialect, compile_kwargs={"literal_binds": True}))
+    async with addin_db.read() as conn:
+        if addin_db.is_sqlite:
+            plan = " ".join(str(row[-1]) for row in await conn.execute(text(f"EXPLAIN QUERY PLAN {compiled}")))
+        else:
+            # An empty table is cheapest to scan; forbidding sequential scans shows whether an index can serve.
+            await conn.execute(text("SET LOCAL enable_seqscan = off"))
+            plan = " ".join(str(row[0]) for row in await conn.execute(text(f"EXPLAIN {compiled}")))
+    assert "ix_bookings_tenant_client_email" in plan, plan
