@@ -190,6 +190,12 @@ class PsaClient(Protocol):
         such ticket; nothing is ever created."""
         ...
 
+    async def ticket_web_url(self, ticket_id: str, number: str) -> str:
+        """Where a person opens this ticket in the PSA's own web app (the "Open ticket" link on the host's card and
+        booking page); "" when it cannot be known. Makes no request, except Autotask's one-time public zone look-up
+        (its web host is per database). Sources: integrations/*/SOURCES.md, "Ticket web links"."""
+        ...
+
     async def ticket_contact(self, ticket_id: str) -> PsaContact | None:
         """The contact the ticket is for (its requester/end user), with a name and an email address; None when the
         ticket has none or the contact has no email address. Raises like every other call.

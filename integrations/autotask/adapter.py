@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import urlencode
 
 import aiohttp
 
@@ -106,6 +107,16 @@ class AutotaskPsa:
         """Re-discover the zone, then read the ticket field metadata: proves the credentials and warms the picklists."""
         await self._client.api_base(refresh=True)
         self._fields["Tickets"] = await self._client.field_info("Tickets")
+
+    async def ticket_web_url(self, ticket_id: str, number: str) -> str:
+        """Autotask's ExecuteCommand "Ticket Detail by Ticket Number" link, which Autotask documents for opening a
+        ticket from an email: `{webUrl}Autotask/AutotaskExtend/ExecuteCommand.aspx?Code=OpenTicketDetail&
+        TicketNumber=T20261124.0001` (TicketID=<id> when the number is unknown). SOURCES.md, "Ticket web links"."""
+        root = (await self._client.web_url()).rstrip("/")
+        if not root or not (number or ticket_id):
+            return ""
+        which = {"TicketNumber": number} if number and number != ticket_id else {"TicketID": ticket_id}
+        return f"{root}/Autotask/AutotaskExtend/ExecuteCommand.aspx?" + urlencode({"Code": "OpenTicketDetail", **which})
 
     async def find_contact(self, email: str) -> PsaContact | None:
         item = await self._find_contact_item(email)

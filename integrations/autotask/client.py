@@ -76,6 +76,7 @@ class AutotaskClient:
         self._session = session
         self._timeout = aiohttp.ClientTimeout(total=config.timeout_seconds)
         self._api_base: str | None = None
+        self._web_url = ""
         self._zone_lock = asyncio.Lock()
         self._zone_discovered_at = float("-inf")
         self._limits: VendorLimits = limits or InMemoryVendorLimits(_HOURLY_BUDGETS)
@@ -97,6 +98,11 @@ class AutotaskClient:
                 self._zone_discovered_at = now
             return self._api_base
 
+    async def web_url(self) -> str:
+        """The Autotask web app's root for this database ("" when the zone look-up named none)."""
+        await self.api_base()
+        return self._web_url
+
     async def _discover_zone(self) -> str:
         # No credentials on this call: zoneInformation is public and exempt from thread limits (apis.md §2.1).
         url = self._config.zone_lookup_url.rstrip("/") + "/v1.0/zoneInformation"
@@ -110,9 +116,14 @@ class AutotaskClient:
             raise IntegrationUnavailable(f"Could not reach Autotask zone discovery: {type(exc).__name__}") from exc
         if status == 200:
             try:
-                zone_url = str(json.loads(text)["url"])
+                found = json.loads(text)
+                zone_url = str(found["url"])
             except (ValueError, KeyError, TypeError) as exc:
                 raise IntegrationUnavailable("Autotask zone discovery answered without a zone URL") from exc
+            # The web app's host for this database (e.g. https://ww5.autotask.net/): "WebUrl … the proper URL for
+            # the Autotask application UI" (Autotask getZoneInfo); ticket links are built on it.
+            web_url = found.get("webUrl") if isinstance(found, dict) else None
+            self._web_url = web_url if isinstance(web_url, str) and web_url.startswith(("https://", "http://")) else ""
             # Keep the casing Autotask returns for the host part; the version segment is `V1.0` (apis.md §2.1).
             return zone_url.rstrip("/") + "/V1.0/"
         messages = error_messages(text)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
+from urllib.parse import urlencode, urlsplit
 
 import aiohttp
 
@@ -97,6 +98,21 @@ class ConnectWisePsa:
         address = email.strip()
         row = await self._find_contact_row(address)
         return from_wire_contact(row, address) if row is not None else None
+
+    async def ticket_web_url(self, ticket_id: str, number: str) -> str:
+        """The service-ticket screen of ConnectWise PSA's web app:
+        `https://{site}/{codebase}/services/system_io/Service/fv_sr100_request.rails?service_recid={id}&companyName=
+        {company}`. ConnectWise documents no linking URL; this is the form integrations have used since 2017
+        (SOURCES.md, "Ticket web links"). The web app's host is the API's without its `api-` prefix
+        (api-na.myconnectwise.net serves the API of na.myconnectwise.net)."""
+        if not ticket_id.isdigit():
+            return ""
+        site = urlsplit(self._config.site_url)
+        host = site.netloc.removeprefix("api-")
+        query = urlencode({"service_recid": ticket_id, "companyName": self._config.company_id})
+        return (
+            f"{site.scheme}://{host}/{self._config.codebase}/services/system_io/Service/fv_sr100_request.rails?{query}"
+        )
 
     async def match_recipient(self, email: str) -> PsaRecipientMatch | None:
         """The contact (find_contact's look-up), its company's name from the contact's own `company` reference

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
+from urllib.parse import urlencode
 
 import aiohttp
 
@@ -67,6 +68,16 @@ class HaloPsa:
     async def find_contact(self, email: str) -> PsaContact | None:
         user = await self._find_user(email)
         return from_wire_contact(user) if user is not None else None
+
+    async def ticket_web_url(self, ticket_id: str, number: str) -> str:
+        """The agent app's ticket screen, `{web root}/ticket?id={id}`: the web root is the API URL without its
+        `/api` (https://acme.halopsa.com/api → https://acme.halopsa.com), the id is the number agents see. Halo
+        documents no linking URL; SOURCES.md, "Ticket web links", has the form in use."""
+        if not ticket_id.isdigit():
+            return ""
+        root = self._config.api_base
+        root = root[: -len("/api")] if root.lower().endswith("/api") else root
+        return f"{root}/ticket?{urlencode({'id': ticket_id})}"
 
     async def match_recipient(self, email: str) -> PsaRecipientMatch | None:
         """The user (find_contact's look-up) and its client's name: the user row's `client_name` (schema `Users`,

@@ -1157,7 +1157,10 @@ class FakeAutotaskServer:
             # "AT returns 500 if username is blank or incorrect" (django-autotask api.py get_zone_info).
             return _errors(500, f"Zone information could not be determined for user '{user}'.")
         zone = self.zone_url or f"{request.scheme}://{request.host}/ATServicesRest/"
-        return web.json_response({"url": zone, "dataBaseType": "Production", "ciLevel": 1, "webUrl": zone, "ci": 1})
+        # webUrl is the web app's root for the database (getZoneInfo: "the proper URL for the Autotask application
+        # UI"), not the API's: https://ww5.autotask.net/ against https://webservices5.autotask.net/ATServicesRest/.
+        web_root = f"{request.scheme}://{request.host}/"
+        return web.json_response({"url": zone, "dataBaseType": "Production", "ciLevel": 1, "webUrl": web_root, "ci": 1})
 
     async def handle_api(self, request: web.Request) -> web.StreamResponse:
         raw = await request.read()
