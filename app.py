@@ -27,6 +27,7 @@ from addin.recipients import RecipientMatcher
 from addin.routes import AddinContext, BookingDeps, OneOffDeps, setup_addin
 from addin.suggestions import SuggestionLinks
 from admin.connections import load_connection_configs, load_webhook_secrets
+from admin.host_view import HostViewDeps, setup_host_view
 from admin.routes import setup_admin_api
 from bot.app import SlotwiseBot, create_notifier, setup_bot
 from bot.auth import BotAuthSettings
@@ -34,7 +35,7 @@ from bot.handlers import ChatDeps, ChatService
 from integrations.rate_windows import InMemoryVendorLimits
 from integrations.registry import REGISTRY
 from pages.access_log import RouteAccessLogger
-from pages.links import LinkSigner, ManageLinks
+from pages.links import HostLinks, LinkSigner, ManageLinks
 from pages.openapi import openapi_document
 from pages.ratelimit import InMemoryRateLimiter
 from pages.routes import PagesContext, build_templates, setup_pages, tenant_looks_of
@@ -217,7 +218,8 @@ def create_app(settings: Settings, *, overrides: Overrides | None = None) -> web
     signer = LinkSigner(secret)
     manage_links = ManageLinks(signer, clock.now, base_url, settings.manage_link_days)
     # Every booking change enqueues its workflow in the same transaction (transactional outbox).
-    fanout = BookingFanOut(manage_links.url_for, clock.now)
+    host_links = HostLinks(signer, clock.now, base_url)
+    fanout = BookingFanOut(manage_links.url_for, clock.now, host_url_for=host_links.url_for)
     store = SqlBookingStore(database, on_change=metrics.count_booking_changes(fanout))
     # The tenants' adapters, built once the app's ClientSession is open (adapters_ctx); shared by the pages (ticket
     # look-ups for scheduling requests) and the runner, so both count against the same per-vendor limits.
@@ -260,7 +262,17 @@ def create_app(settings: Settings, *, overrides: Overrides | None = None) -> web
     # Inside the pages' error middleware, so the ServiceUnavailable it raises is rendered like every other error.
     app.middlewares.append(database_fault_middleware)
     setup_admin_api(app, database)
-    bot = build_bot(settings, database, context.scheduler, clock, manage_links.url_for, fanout, vendor_limits)
+    setup_host_view(app, HostViewDeps(database=database, signer=signer, clock=clock))
+    bot = build_bot(
+        settings,
+        database,
+        context.scheduler,
+        clock,
+        manage_links.url_for,
+        fanout,
+        vendor_limits,
+        host_url_for=host_links.url_for,
+    )
     if bot is not None:
         setup_bot(app, bot, lambda: aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)))
     setup_addin(
@@ -388,6 +400,7 @@ def build_bot(
     manage_url_for: Callable[[Booking], str],
     fanout: BookingFanOut,
     limits: VendorLimits | None = None,
+    host_url_for: Callable[[Booking], str] | None = None,
 ) -> SlotwiseBot | None:
     """The Teams bot, when this deployment has a bot registration (or explicitly runs it anonymously for local
     development); None otherwise, and /api/messages is then not mounted at all."""
@@ -411,6 +424,7 @@ def build_bot(
             base_url=settings.base_url.rstrip("/"),
             manage_url_for=manage_url_for,
             request_reschedule=request_reschedule,
+            host_url_for=host_url_for,
         )
     )
     return SlotwiseBot(bot_auth_settings(settings), chat, directory, limits=limits)

@@ -58,7 +58,7 @@ from storage.bot_queries import (
 from storage.database import Database
 from workflows.dispatch import RESCHEDULE_REQUESTED, AlreadyRequested, NoEmailConnection
 from workflows.outbox import Job, retry_job
-from workflows.status import join_urls
+from workflows.status import join_urls, step_links
 
 Card = dict[str, Any]
 MAX_TEXT = 2000
@@ -165,14 +165,13 @@ class ChatDeps:
     request_reschedule: RequestReschedule
     upcoming_limit: int = 10
     """Bookings per page of the "upcoming" card."""
+    host_url_for: Callable[[Booking], str] | None = None
+    """The booking's host page ("Open booking" on the host's card); None leaves the button out."""
 
 
 class ChatService:
     def __init__(self, deps: ChatDeps) -> None:
         self._deps = deps
-        # One reschedule-link send at a time per booking in this process, so two presses that arrive together
-        # cannot both pass the "sent a moment ago?" check before either has queued its email.
-        # (lock, how many presses hold or wait for it); the entry goes when the last one is done.
 
     def welcome(self, identity: TeamsIdentity) -> Card:
         commands = COMMANDS + MANAGER_COMMANDS if identity.is_manager else COMMANDS
@@ -510,8 +509,9 @@ class ChatService:
         else:
             raw = str(data.get("change") or "")
             change = BookingChange(raw) if raw in _EVENT_CHANGES else BookingChange.BOOKED
-        links = await join_urls(self._deps.database, identity.tenant_id, [booking.booking_id])
-        ticket = data.get("ticket")
+        links = await step_links(self._deps.database, identity.tenant_id, booking.booking_id)
+        ticket = links.get("ticket_number") or data.get("ticket")
+        host_url_for = self._deps.host_url_for
         view = BookingEventView(
             change=change,
             booking_id=booking.booking_id,
@@ -521,13 +521,15 @@ class ChatService:
             starts_at=booking.starts_at,
             ends_at=booking.ends_at,
             time_zone=zone,
-            join_url=links.get(booking.booking_id),
+            join_url=links.get("join_url"),
             reason=booking.cancel_reason,
             answers=tuple(rows),
             # Shown back only to the host who pressed the button, escaped like everything else on the card.
             ticket_number=ticket[:64] if isinstance(ticket, str) else "",
             notice=notice,
             reschedule_link_sent=link_sent,
+            booking_url=host_url_for(booking) if host_url_for is not None else "",
+            ticket_url=links.get("ticket_url", ""),
         )
         return render_booking_event(view)
 

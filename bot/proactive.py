@@ -199,4 +199,6 @@ def _view(notification: HostNotification, zone: ZoneInfo) -> BookingEventView:
         answers=notification.answers,
         previous_starts_at=notification.previous_starts_at,
         ticket_number=notification.ticket_number,
+        booking_url=notification.booking_url,
+        ticket_url=notification.ticket_url,
     )

@@ -9,6 +9,7 @@ from zoneinfo import ZoneInfo
 
 from cards.elements import (
     Element,
+    action_set,
     adaptive_card,
     container,
     fit_to_budget,
@@ -55,9 +56,16 @@ def render_booking_event(view: BookingEventView) -> dict[str, Any]:
         facts.append(("Reason", escape_markdown(view.reason, 500) if view.reason.strip() else "No reason given"))
     actions: list[Element] = []
     # A cancelled meeting has nothing to join, reschedule or cancel; its Teams meeting is being removed.
+    if view.change is not BookingChange.CANCELLED and view.join_url:
+        actions.append(open_url("Join", view.join_url))
+    # The open links sit under the facts they belong to, in every state, cancelled included; the card's own row
+    # keeps the actions on the meeting (a host app shows at most five there).
+    opens: list[Element] = []
+    if view.booking_url:
+        opens.append(open_url("Open booking", view.booking_url))
+    if view.ticket_url:
+        opens.append(open_url("Open ticket", view.ticket_url))
     if view.change is not BookingChange.CANCELLED:
-        if view.join_url:
-            actions.append(open_url("Join", view.join_url))
         # The buttons name this card, so the bot answers with this card again (the answers stay in the chat).
         data = {"bookingId": view.booking_id, "card": "event", "change": view.change.value}
         if view.ticket_number:
@@ -71,8 +79,16 @@ def render_booking_event(view: BookingEventView) -> dict[str, Any]:
     def build(answers: Sequence[Element], hidden: int) -> Element:
         rows = [*({"title": title, "value": value} for title, value in facts), *answers]
         lines = [*body, {"type": "FactSet", "facts": rows, "spacing": "Medium"}]
+        if opens:
+            lines.append(action_set(opens, spacing="Small"))
         if hidden:
-            lines.append(text_block(f"and {hidden} more answers — see the booking in Slotwise", isSubtle=True))
+            more = f"and {hidden} more answers"
+            lines.append(
+                text_block(
+                    f"{more}: Open booking shows them all" if view.booking_url else f"{more}, not shown here",
+                    isSubtle=True,
+                )
+            )
         return adaptive_card(lines, actions)
 
     return fit_to_budget(build, _answer_fact, view.answers, MAX_ANSWERS)

@@ -170,6 +170,10 @@ class BookingEventView:
     notice: str | None = None
     """A line shown under the headline after the host acted on this card, e.g. "Sent Dana a link"."""
     reschedule_link_sent: bool = False
+    booking_url: str = ""
+    """The booking's host page ("Open booking"); "" leaves the button out."""
+    ticket_url: str = ""
+    """The ticket in the PSA's web app ("Open ticket"); "" leaves the button out."""
 
 
 @dataclass(frozen=True, slots=True)

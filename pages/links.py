@@ -170,3 +170,22 @@ class ManageLinks:
 
     def url_for(self, booking: Booking) -> str:
         return self._base_url + self.path_for(booking)
+
+
+HOST_LINK_DAYS_AFTER = 30
+"""How long after the appointment a host's "Open booking" link still opens it (notes, answers, what ran)."""
+
+
+class HostLinks:
+    """Builds the encrypted link to a booking's host page (`/h/{token}`), the "Open booking" of the host's Teams
+    card. Its own purpose ('host'), so a client's manage link never opens it and it never opens the manage page;
+    it lives until HOST_LINK_DAYS_AFTER days after the appointment (cards stay in the chat that long and more)."""
+
+    def __init__(self, signer: LinkSigner, now: Callable[[], datetime], base_url: str) -> None:
+        self._signer = signer
+        self._now = now
+        self._base_url = base_url.rstrip("/")
+
+    def url_for(self, booking: Booking) -> str:
+        expires = max(booking.ends_at, self._now()) + timedelta(days=HOST_LINK_DAYS_AFTER)
+        return f"{self._base_url}/h/" + self._signer.sign("host", booking.tenant_id, booking.booking_id, expires)

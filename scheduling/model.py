@@ -558,3 +558,7 @@ class HostNotification:
     """For a reschedule: when it was before."""
     ticket_number: str = ""
     """The PSA ticket the booking is on, as the PSA shows it (the request's ticket, or the one a step created)."""
+    ticket_url: str = ""
+    """Where the host opens that ticket in the PSA's web app ("" when unknown)."""
+    booking_url: str = ""
+    """The booking's host page (pages/links.py HostLinks): details, answers, and what Slotwise did about it."""

@@ -51,8 +51,16 @@ class BookingFanOut:
     before the (new) start, and a reschedule or a cancellation first cancels the pending ones of the old time.
     `clock` says what "now" is when deciding which reminders are already too late."""
 
-    def __init__(self, manage_url_for: ManageUrlFor, clock: Callable[[], datetime] = _system_now) -> None:
+    def __init__(
+        self,
+        manage_url_for: ManageUrlFor,
+        clock: Callable[[], datetime] = _system_now,
+        *,
+        host_url_for: ManageUrlFor | None = None,
+    ) -> None:
         self._manage_url_for = manage_url_for
+        self._host_url_for = host_url_for
+        """The host's "Open booking" link (pages/links.py HostLinks); None leaves it out of the snapshot."""
         self._clock = clock
 
     def __call__(self, conn: Connection, trigger: str, booking: Booking, previous: Booking | None = None) -> None:
@@ -163,6 +171,7 @@ class BookingFanOut:
                 "locale": booking.client.locale or tenant.get("default_locale") or "",
             },
             "manage_url": self._manage_url_for(booking),
+            **({"host_url": self._host_url_for(booking)} if self._host_url_for is not None else {}),
             **_request_records(conn, booking),
         }
 

@@ -200,13 +200,19 @@ async def _ticket(ctx: StepContext) -> Mapping[str, Any]:
         return {
             "ticket_id": bound.record_id,
             "ticket_number": bound.number,
+            "ticket_url": await ticket_link(ctx.integrations.psa, bound.record_id, bound.number),
             "ticket_created": False,
             "ticket_source": f"scheduling request: existing ticket #{bound.number}, no new ticket created",
         }
     psa = ctx.psa()
     contact = await ctx.client_contact()
     ref = await psa.create_record(PsaRecordKind.TICKET, ctx.draft(contact, board=ctx.action.get("ticket_board", "")))
-    return {"ticket_id": ref.record_id, "ticket_number": ref.number or ref.record_id}
+    number = ref.number or ref.record_id
+    return {
+        "ticket_id": ref.record_id,
+        "ticket_number": number,
+        "ticket_url": await ticket_link(psa, ref.record_id, number),
+    }
 
 
 async def _activity(ctx: StepContext) -> Mapping[str, Any]:
@@ -436,7 +442,20 @@ def host_notification(booking: Mapping[str, Any], outputs: Mapping[str, Any], tr
             datetime.fromisoformat(booking["previous_starts_at"]) if booking.get("previous_starts_at") else None
         ),
         ticket_number=str(outputs.get("ticket_number") or ""),
+        ticket_url=str(outputs.get("ticket_url") or ""),
+        booking_url=str(booking.get("host_url") or ""),
     )
+
+
+async def ticket_link(psa: PsaClient | None, ticket_id: str, number: str) -> str:
+    """The ticket's page in the PSA's web app, or "" (no PSA, no ticket, or the PSA could not say): a missing link
+    never fails the step that shows it."""
+    if psa is None or not ticket_id:
+        return ""
+    try:
+        return await psa.ticket_web_url(ticket_id, number)
+    except IntegrationError:
+        return ""
 
 
 async def _notify_host(ctx: StepContext) -> Mapping[str, Any]:
@@ -448,7 +467,12 @@ async def _notify_host(ctx: StepContext) -> Mapping[str, Any]:
             "Teams notifications need the Slotwise bot: this deployment has no bot registration "
             "(set SLOTWISE_BOT_APP_ID and SLOTWISE_BOT_APP_PASSWORD), so the host was not told"
         )
-    notification = host_notification(ctx.booking, ctx.outputs, _trigger_of(ctx))
+    outputs = ctx.outputs
+    if outputs.get("ticket_id") and not outputs.get("ticket_url"):
+        # A ticket the request named (no step made it here), or one made before links were kept.
+        url = await ticket_link(ctx.integrations.psa, str(outputs["ticket_id"]), str(outputs.get("ticket_number", "")))
+        outputs = {**outputs, "ticket_url": url}
+    notification = host_notification(ctx.booking, outputs, _trigger_of(ctx))
     # A panel has several hosts: one whose card went out on an earlier attempt is not sent a second one.
     sent: dict[str, Any] = {key: value for key, value in ctx.progress.items() if key.startswith("teams_activity:")}
     unreachable: list[str] = []

@@ -297,7 +297,7 @@ def message_id(idempotency_key: str) -> str:
 
 
 # The manage link lets whoever holds it move or cancel the booking; a receiver gets the booking, not that power.
-_PRIVATE_SNAPSHOT_KEYS = frozenset({"manage_url", "book_url"})
+_PRIVATE_SNAPSHOT_KEYS = frozenset({"manage_url", "book_url", "host_url"})
 """Client links are bearer tokens: they go to the client, not to another system."""
 
 

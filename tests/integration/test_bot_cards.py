@@ -9,6 +9,7 @@ import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 from aiohttp.test_utils import TestClient
@@ -192,6 +193,12 @@ async def test_the_host_card_labels_answers_and_its_buttons_keep_them_in_the_cha
     (sent,) = executes(card, "sendRescheduleLink")
     assert (sent["title"], sent["isEnabled"]) == ("Reschedule link sent", False)
     assert await reschedule_jobs(database, booking_id) == 1
+    # The card answered in place still opens the booking's host page (made afresh, not taken from the action data).
+    opens = [action for item in card["body"] if item.get("type") == "ActionSet" for action in item["actions"]]
+    assert [action["title"] for action in opens] == ["Open booking"]
+    page = await bot.get(urlsplit(opens[0]["url"]).path)
+    assert page.status == 200
+    assert "+1 555 0100" in await page.text()
 
     # Pressed again (an old copy of the card, or from the upcoming list): nothing more goes to the client.
     status, body = await execute(bot, connector, "sendRescheduleLink", event)

@@ -8,6 +8,7 @@ import json
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from sqlalchemy import select
 
@@ -115,5 +116,34 @@ async def test_a_connector_that_refuses_our_credentials_fails_the_step_visibly_a
         [step] = await until(bot_db, lambda rows: rows and rows[0].state == "failed")
         assert "401" in step.last_error or "credential" in step.last_error.lower(), step.last_error
         assert len(connector.cards(conversation_id=DANA_CHAT)) == before
+    finally:
+        await client.close()
+
+
+async def test_the_hosts_card_opens_the_booking_page_with_the_clients_answers(
+    bot_db: Database, tmp_path: Path, clock: FixedClock, connector: FakeTeamsConnector
+) -> None:
+    client = await start_client(bot_db, tmp_path, clock, run_workflows=True, **BOT_SETTINGS)
+    try:
+        await say(client, connector, "hi")
+        before = len(connector.cards(conversation_id=DANA_CHAT))
+        await book_at(client, "2026-11-24T14:00:00+00:00", "casey@x.example")
+        await until(bot_db, lambda rows: len(rows) == 1 and rows[0].state == "completed")
+        card = connector.cards(conversation_id=DANA_CHAT)[before]
+        text = json.dumps(card)
+        assert "Open booking" in text
+        opens = [
+            action
+            for item in card["body"]
+            if item.get("type") == "ActionSet"
+            for action in item["actions"]
+            if action["title"] == "Open booking"
+        ]
+        assert len(opens) == 1
+        page = await client.get(urlsplit(opens[0]["url"]).path)
+        assert page.status == 200
+        body = await page.text()
+        assert "Casey Client" in body
+        assert "casey@x.example" in body
     finally:
         await client.close()

@@ -231,17 +231,36 @@ async def test_serve_with_wait_for_db_starts_once_the_database_answers(
         "SLOTWISE_DATABASE_CONNECT_TIMEOUT_SECONDS": "1",
         "SLOTWISE_RUN_WORKFLOWS": "false",
     }
-    process = subprocess.Popen(  # noqa: S603, ASYNC220 (our own entry point; started once, then polled)
-        [sys.executable, str(ROOT / "app.py"), "serve", "--port", str(port), "--wait-for-db"],
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        str(ROOT / "app.py"),
+        "serve",
+        "--port",
+        str(port),
+        "--wait-for-db",
         env=env,
         cwd=tmp_path,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
     )
+    assert process.stderr is not None
+    lines: list[str] = []
+
+    async def read_stderr() -> None:
+        assert process.stderr is not None
+        async for raw in process.stderr:
+            lines.append(raw.decode(errors="replace"))
+
+    reader = asyncio.create_task(read_stderr())
     try:
-        await asyncio.sleep(3)
-        assert process.poll() is None, "serve gave up instead of waiting"
+        # Restored only once serve has said it is waiting (its imports alone can take seconds on a busy machine).
+        deadline = time.monotonic() + 60
+        while not any("waiting for the database" in line for line in lines):
+            assert process.returncode is None, "serve gave up instead of waiting:\n" + "".join(lines)[-3000:]
+            assert time.monotonic() < deadline, "serve never said it was waiting:\n" + "".join(lines)[-3000:]
+            await asyncio.sleep(0.2)
+        await asyncio.sleep(1)
+        assert process.returncode is None, "serve gave up instead of waiting"
         await proxy.restore()
         deadline = time.monotonic() + 30
         async with aiohttp.ClientSession() as session:
@@ -255,11 +274,14 @@ async def test_serve_with_wait_for_db_starts_once_the_database_answers(
                 assert time.monotonic() < deadline, "serve never came up after the database did"
                 await asyncio.sleep(0.3)
     finally:
-        process.terminate()
+        if process.returncode is None:
+            process.terminate()
         try:
-            _out, err = process.communicate(timeout=20)
-        except subprocess.TimeoutExpired:
+            await asyncio.wait_for(process.wait(), timeout=20)
+        except TimeoutError:
             process.kill()
-            _out, err = process.communicate(timeout=10)
-            raise AssertionError(f"serve did not stop on SIGTERM:\n{err[-3000:]}") from None
-    assert "waiting for the database" in err, err[-4000:]
+            await process.wait()
+            raise AssertionError("serve did not stop on SIGTERM:\n" + "".join(lines)[-3000:]) from None
+        finally:
+            await asyncio.wait_for(reader, timeout=10)
+    assert process.returncode == 0 or process.returncode == -15, "".join(lines)[-3000:]

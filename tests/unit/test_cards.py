@@ -271,6 +271,10 @@ def failures_views() -> dict[str, FailuresView]:
     }
 
 
+HOST_PAGE = "https://slotwise.example/h/token"
+TICKET_PAGE = "https://ww5.autotask.net/Autotask/AutotaskExtend/ExecuteCommand.aspx?Code=OpenTicketDetail&TicketNumber=T20261124.0001"
+
+
 def booking_event_views() -> dict[str, BookingEventView]:
     booked = BookingEventView(
         BookingChange.BOOKED,
@@ -292,6 +296,10 @@ def booking_event_views() -> dict[str, BookingEventView]:
         ),
         "cancelled": replace(booked, change=BookingChange.CANCELLED, reason="Something came up, sorry!", answers=()),
         "cancelled_no_reason": replace(booked, change=BookingChange.CANCELLED, join_url=None, answers=()),
+        "with_links": replace(booked, booking_url=HOST_PAGE, ticket_url=TICKET_PAGE),
+        "cancelled_with_links": replace(
+            booked, change=BookingChange.CANCELLED, booking_url=HOST_PAGE, ticket_url=TICKET_PAGE, answers=()
+        ),
         "link_sent": replace(
             booked,
             notice="Sent Dana Fox a link to pick a new time (dana@fabrikam.example).",
@@ -630,7 +638,7 @@ def test_booking_event_answers_are_capped_and_fit_the_budget() -> None:
     facts = of_type(CARDS["booking_event-maximal"], "FactSet")[0]["facts"]
     shown = len(facts) - 3  # When, Client, Email
     assert 1 <= shown <= 20
-    assert f"and {100 - shown} more answers — " in all_texts(CARDS["booking_event-maximal"])
+    assert f"and {100 - shown} more answers" in all_texts(CARDS["booking_event-maximal"])
     many_short = render_booking_event(
         BookingEventView(
             BookingChange.BOOKED,
@@ -645,7 +653,13 @@ def test_booking_event_answers_are_capped_and_fit_the_budget() -> None:
         )
     )
     assert len(of_type(many_short, "FactSet")[0]["facts"]) == 3 + 20
-    assert "and 5 more answers — " in all_texts(many_short)
+    assert "and 5 more answers, not shown here" in all_texts(many_short)
+    with_page = render_booking_event(
+        replace(
+            booking_event_views()["booked"], answers=tuple((f"Q{n}", "yes") for n in range(25)), booking_url=HOST_PAGE
+        )
+    )
+    assert "and 5 more answers: Open booking shows them all" in all_texts(with_page)
 
 
 # 4. escaping
@@ -836,6 +850,7 @@ SNAPSHOT_CARDS = {
     "team_several_teams_paged": lambda: render_team(team_views()["several_teams_paged"]),
     "booking_event_booked": lambda: render_booking_event(booking_event_views()["booked"]),
     "booking_event_link_sent": lambda: render_booking_event(booking_event_views()["link_sent"]),
+    "booking_event_with_links": lambda: render_booking_event(booking_event_views()["with_links"]),
     "booking_event_cancelled_from_card": lambda: render_booking_event(booking_event_views()["cancelled_from_card"]),
     "booking_link_round_robin": lambda: render_booking_link(booking_link_views()["round_robin"]),
     "team": lambda: render_team(team_views()["filtered"]),
@@ -1027,6 +1042,26 @@ def test_booking_event_headlines_facts_and_actions() -> None:
     assert [action["title"] for action in from_card["actions"]] == ["My upcoming bookings"]
     no_reason = of_type(CARDS["booking_event-cancelled_no_reason"], "FactSet")[0]["facts"]
     assert {"title": "Reason", "value": "No reason given"} in no_reason
+
+
+def test_booking_event_opens_the_booking_and_its_ticket_in_every_state() -> None:
+    def opens(card: dict[str, Any]) -> list[tuple[str, str]]:
+        sets = of_type(card, "ActionSet")
+        return [(action["title"], action["url"]) for found in sets for action in found["actions"]]
+
+    booked = CARDS["booking_event-with_links"]
+    assert opens(booked) == [("Open booking", HOST_PAGE), ("Open ticket", TICKET_PAGE)]
+    # The card's own row keeps the actions on the meeting.
+    assert [action["title"] for action in booked["actions"]] == [
+        "Join",
+        "Send reschedule link",
+        "Cancel…",
+        "My upcoming bookings",
+    ]
+    cancelled = CARDS["booking_event-cancelled_with_links"]
+    assert opens(cancelled) == [("Open booking", HOST_PAGE), ("Open ticket", TICKET_PAGE)]
+    # Without the links (no host page, no ticket in a PSA) the buttons are left out, not shown empty.
+    assert opens(CARDS["booking_event-booked"]) == []
 
 
 def test_welcome_buttons_send_commands_and_managers_get_two_more() -> None:
