@@ -33,7 +33,7 @@ from bot.app import SlotwiseBot, create_notifier, setup_bot
 from bot.auth import BotAuthSettings
 from bot.handlers import ChatDeps, ChatService
 from integrations.rate_windows import InMemoryVendorLimits
-from integrations.registry import REGISTRY
+from integrations.registry import REGISTRY, GraphConnection
 from pages.access_log import RouteAccessLogger
 from pages.links import HostLinks, LinkSigner, ManageLinks
 from pages.openapi import openapi_document
@@ -41,12 +41,13 @@ from pages.ratelimit import InMemoryRateLimiter
 from pages.routes import PagesContext, build_templates, setup_pages, tenant_looks_of
 from scheduling.errors import ServiceUnavailable
 from scheduling.model import Booking
-from scheduling.ports import Clock, Notifier, PsaClient, RateLimiter, VendorLimits
+from scheduling.ports import Clock, Notifier, ProfilePhotoSource, PsaClient, RateLimiter, VendorLimits
 from scheduling.service import Scheduler
 from settings import Settings
 from storage.addin_directory import SqlAddinDirectory
 from storage.database import Database, PoolLimits, is_database_fault
 from storage.directory import SqlTeamsDirectory
+from storage.host_photos import SqlHostPhotos
 from storage.repositories import SqlAgentKeys, SqlBookingStore, SqlRequestStore, SqlTenantCatalog, SqlTenantLooks
 from storage.secrets import SecretBox
 from storage.vendor_limits import PostgresVendorLimits
@@ -54,6 +55,7 @@ from workflows.busy_sync import BusyRefresher
 from workflows.dispatch import BookingFanOut
 from workflows.metrics import SlotwiseMetrics
 from workflows.outbox import enqueue_jobs
+from workflows.photo_sync import HostPhotoRefresher
 from workflows.requests import RequestFanOut
 from workflows.runner import Runner, RunnerWatch
 from workflows.status import join_urls
@@ -117,6 +119,12 @@ class TenantAdapters:
             if cached is not None and time.monotonic() - cached[0] < 60:
                 return cached[1]
             return await self._build(tenant_id, cached)
+
+    async def photos(self, tenant_id: str) -> ProfilePhotoSource | None:
+        """The tenant's Microsoft 365 profile photos: the same Graph connection as its calendar, so photo requests
+        share the four concurrent requests per mailbox with everything else."""
+        calendar = (await self(tenant_id)).calendar
+        return calendar if isinstance(calendar, GraphConnection) else None
 
     async def _build(self, tenant_id: str, cached: tuple[float, TenantIntegrations] | None) -> TenantIntegrations:
         configs = await load_connection_configs(self._database, tenant_id, self._box)
@@ -257,6 +265,7 @@ def create_app(settings: Settings, *, overrides: Overrides | None = None) -> web
         tenant_psa=tenant_psa,
         tenant_looks=tenant_looks_of(SqlTenantLooks(database)),
         join_url_of=join_url_of,
+        host_photos=SqlHostPhotos(database),
     )
     setup_pages(app, context)
     # Inside the pages' error middleware, so the ServiceUnavailable it raises is rendered like every other error.
@@ -347,10 +356,15 @@ def create_app(settings: Settings, *, overrides: Overrides | None = None) -> web
         refresher = BusyRefresher(
             database, adapters, interval=timedelta(minutes=settings.busy_refresh_minutes), clock=clock.now
         )
+        photos = HostPhotoRefresher(database, adapters.photos, clock=clock.now)
         stop = asyncio.Event()
         runner_task = asyncio.create_task(runner.run_forever(stop))
-        tasks = [runner_task, asyncio.create_task(refresher.run_forever(stop))]
-        # Both loops ride out database outages themselves; /readyz reports one that stopped or cannot work.
+        tasks = [
+            runner_task,
+            asyncio.create_task(refresher.run_forever(stop)),
+            asyncio.create_task(photos.run_forever(stop)),
+        ]
+        # The loops ride out database outages themselves; /readyz reports a runner that stopped or cannot work.
         watch = app[RUNNER_WATCH]
         watch.runner, watch.task = runner, runner_task
         metrics.runner_stalled_seconds = runner.stalled_seconds
@@ -692,7 +706,13 @@ DEMO_STAND_INS: tuple[tuple[str, int, str, tuple[str, ...]], ...] = (
     ("tests.fakes.connectwise", 8101, "ConnectWise PSA", ("--records-port", "8111")),
     ("tests.fakes.autotask", 8102, "Datto Autotask", ("--records-port", "8112")),
     ("tests.fakes.halopsa", 8103, "HaloPSA", ("--records-port", "8113")),
-    ("tests.fakes.graph", 8104, "Microsoft Graph", ("--records-port", "8114")),
+    # Alice has a profile photo in Microsoft 365, so her booking pages show it instead of initials.
+    (
+        "tests.fakes.graph",
+        8104,
+        "Microsoft Graph",
+        ("--records-port", "8114", "--photo", "alice.adams@northwind.example"),
+    ),
     ("tests.fakes.smtp", 8125, "SMTP", ("--spool", str(DEMO_SPOOL))),
     (
         "tests.fakes.demo_inspector",

@@ -178,7 +178,7 @@ def _type_row(
 
 
 # Identity and bookkeeping columns: never written by a tenant file, so never part of its diff.
-_NOT_CONFIGURED = frozenset({"id", "tenant_id", "slug", "config_version", "busy_version"})
+_NOT_CONFIGURED = frozenset({"id", "tenant_id", "slug", "config_version", "busy_version", "photos_version"})
 
 
 def _comparable(kind: Kind, row: Mapping[str, Any]) -> dict[str, Any]:

@@ -70,16 +70,17 @@ def _psa_entry(vendor: str, config_model: type[BaseModel], secrets: tuple[str, .
 
 
 class GraphConnection:
-    """Microsoft 365 for one tenant: the calendar writer and the busy source share one GraphClient, so together they
-    never exceed Graph's four concurrent requests per mailbox."""
+    """Microsoft 365 for one tenant: the calendar writer, the busy source and the profile photos share one
+    GraphClient, so together they never exceed Graph's four concurrent requests per mailbox."""
 
     def __init__(self, config: Any, limits: VendorLimits | None = None) -> None:
-        from integrations.graph.adapter import GraphBusySource, GraphCalendar
+        from integrations.graph.adapter import GraphBusySource, GraphCalendar, GraphProfilePhotos
         from integrations.graph.client import GraphClient
 
         self.client = GraphClient(config, limits=limits)
         self._calendar = GraphCalendar(self.client)
         self._busy = GraphBusySource(self.client)
+        self._photos = GraphProfilePhotos(self.client)
 
     async def create_event(self, mailbox: str, draft: Any) -> Any:
         return await self._calendar.create_event(mailbox, draft)
@@ -92,6 +93,9 @@ class GraphConnection:
 
     async def busy_times(self, mailboxes: Any, starts_at: Any, ends_at: Any) -> Any:
         return await self._busy.busy_times(mailboxes, starts_at, ends_at)
+
+    async def profile_photo(self, mailbox: str) -> bytes | None:
+        return await self._photos.profile_photo(mailbox)
 
     async def check(self) -> None:
         await self._calendar.check()

@@ -24,6 +24,7 @@ from pages.branding import DEFAULT_BRANDING, Branding, branding_from, initials
 from pages.links import LinkSigner, ManageLinks, csrf_matches, new_csrf_token
 from pages.locale import Formatter
 from pages.messages import translate_message
+from pages.photos import PHOTO_ROUTE, HostPhotoReader, photo_handler, photo_path
 from scheduling.availability import epoch_ceil, from_epoch, window_ends
 from scheduling.errors import (
     BookingChanged,
@@ -80,6 +81,8 @@ class PagesContext:
     """Branding and host photos; None: every tenant looks like Slotwise's default."""
     join_url_of: JoinUrlOf | None = None
     """The online meeting's join link of a booking, once a workflow step made one; None: never shown."""
+    host_photos: HostPhotoReader | None = None
+    """Hosts' stored Microsoft 365 photos, served at /photos/{tenant}/{user}; None: no such route."""
 
 
 @dataclass(frozen=True)
@@ -95,7 +98,8 @@ class TenantLook:
 
 
 TenantLooks = Callable[[str], Awaitable[TenantLook]]
-"""A tenant's look by tenant slug (the tenant file's `branding` section and users' `photo_url`)."""
+"""A tenant's look by tenant slug (the tenant file's `branding` section, users' `photo_url`, else their stored
+Microsoft 365 photo)."""
 
 
 class LookSource(Protocol):
@@ -109,7 +113,14 @@ def tenant_looks_of(source: LookSource) -> TenantLooks:
         stored = await source.look(tenant_slug)
         return TenantLook(
             branding=branding_from(stored.get("branding")),
-            photos=dict(stored.get("photos") or {}),
+            # A photo_url from the tenant file wins over the stored Microsoft 365 photo.
+            photos={
+                **{
+                    user_id: photo_path(tenant_slug, user_id, digest)
+                    for user_id, digest in (stored.get("photo_digests") or {}).items()
+                },
+                **(stored.get("photos") or {}),
+            },
             teams=dict(stored.get("teams") or {}),
             locale=str(stored.get("locale") or ""),
         )
@@ -1692,4 +1703,6 @@ def setup_pages(app: web.Application, ctx: PagesContext) -> None:
     r.add_post("/m/{token}/cancel", manage_cancel)
     r.add_get("/m/{token}/invite.ics", manage_ics)
     r.add_post("/api/v1/scheduling-requests", create_request_handler)
+    if ctx.host_photos is not None:
+        r.add_get(PHOTO_ROUTE, photo_handler(ctx.host_photos))
     r.add_static("/static", str(STATIC_DIR), name="static")

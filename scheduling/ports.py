@@ -248,6 +248,15 @@ class BusySource(Protocol):
     ) -> Mapping[str, list[BusyInterval]]: ...
 
 
+class ProfilePhotoSource(Protocol):
+    """Hosts' profile photos from their Microsoft 365 accounts, for the background photo refresh (never on a page
+    view). Raises IntegrationAuthError, IntegrationUnavailable or IntegrationRejected like the other ports."""
+
+    async def profile_photo(self, mailbox: str) -> bytes | None:
+        """The photo's bytes at a small size, or None when the account has no photo (or no such account)."""
+        ...
+
+
 class TeamsDirectory(Protocol):
     """What the Teams bot reads and remembers; every method but `find_identity` is scoped by a tenant id that came
     from a resolved identity, never from the activity."""

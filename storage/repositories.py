@@ -41,6 +41,7 @@ from scheduling.model import (
 )
 from scheduling.ports import HostDecider
 from storage.database import Database
+from storage.host_photos import photo_digests
 from storage.tables import (
     AppointmentTypeRow,
     BookingRow,
@@ -161,23 +162,29 @@ class SqlTenantLooks:
 
     def __init__(self, database: Database) -> None:
         self._db = database
-        self._looks: dict[str, tuple[int, dict[str, Any]]] = {}
+        self._looks: dict[str, tuple[tuple[int, int], dict[str, Any]]] = {}
 
     async def look(self, tenant_slug: str) -> dict[str, Any]:
-        """{"branding": dict | None, "locale": default tag or "", "photos": {user id: url}, "teams": {team id:
-        name}}; empty for no tenant."""
+        """{"branding": dict | None, "locale": default tag or "", "photos": {user id: url}, "photo_digests": {user
+        id: digest of the stored Microsoft 365 photo}, "teams": {team id: name}}; empty for no tenant. Cached until
+        the tenant's config_version or photos_version moves."""
         async with self._db.read() as conn:
             found = (
                 await conn.execute(
-                    select(tenants.c.id, tenants.c.config_version, tenants.c.branding, tenants.c.default_locale).where(
-                        tenants.c.slug == tenant_slug
-                    )
+                    select(
+                        tenants.c.id,
+                        tenants.c.config_version,
+                        tenants.c.photos_version,
+                        tenants.c.branding,
+                        tenants.c.default_locale,
+                    ).where(tenants.c.slug == tenant_slug)
                 )
             ).first()
             if found is None:
                 return {"branding": None, "photos": {}, "teams": {}}
+            version = (found.config_version, found.photos_version)
             cached = self._looks.get(tenant_slug)
-            if cached is not None and cached[0] == found.config_version:
+            if cached is not None and cached[0] == version:
                 return cached[1]
             photos = await conn.execute(
                 select(users.c.id, users.c.photo_url).where(
@@ -189,11 +196,12 @@ class SqlTenantLooks:
                 "branding": found.branding,
                 "locale": found.default_locale or "",
                 "photos": {row.id: row.photo_url for row in photos},
+                "photo_digests": await photo_digests(conn, found.id),
                 "teams": {row.id: row.name for row in names},
             }
         if len(self._looks) > 1024:
             self._looks.clear()
-        self._looks[tenant_slug] = (found.config_version, look)
+        self._looks[tenant_slug] = (version, look)
         return look
 
 

@@ -5,7 +5,21 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, Column, DateTime, ForeignKey, Index, Integer, String, Table, Text, UniqueConstraint, text
+from sqlalchemy import (
+    JSON,
+    Column,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    PrimaryKeyConstraint,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    text,
+)
 from sqlalchemy.engine import Dialect
 from sqlalchemy.types import TypeDecorator
 from sqlmodel import Field, SQLModel
@@ -58,6 +72,8 @@ class TenantRow(SQLModel, table=True):
     microsoft_tenant_id: str | None = Field(default=None, sa_column=Column(String(64), unique=True, nullable=True))
     """The Microsoft 365 (Entra) tenant whose Teams users may use the bot; one Slotwise tenant per Microsoft tenant."""
     branding: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
+    photos_version: int = Field(default=0, sa_column=Column(Integer, nullable=False, server_default="0"))
+    """Bumped whenever a host's stored Microsoft 365 photo changes, so cached looks are re-read only then."""
     default_locale: str | None = Field(default=None, max_length=35)
     """The tenant file's `tenant.locale` ('de-DE'): the language of clients whose browser names none we have."""
     """The tenant file's `branding` section as validated (admin/tenant_file.py BrandingSpec); None: Slotwise's look."""
@@ -314,4 +330,22 @@ workflow_jobs = Table(
     Index("ix_workflow_jobs_tenant_booking", "tenant_id", "booking_id"),
     # Finds the waiting steps whose soft-dependency grace may have run out without scanning every waiting step.
     Index("ix_workflow_jobs_state_grace_from", "state", "grace_from"),
+)
+
+
+# Hosts' Microsoft 365 profile photos, fetched in the background (workflows/photo_sync.py) for users whose tenant file
+# names no photo_url, and served by the pages from our own origin. A row without content records "asked Graph at
+# fetched_at, no photo", so accounts without one are asked again only when the row is due, like the others. No
+# foreign key to users: a user the tenant file removes leaves a row the refresh prunes, never blocking the apply.
+host_photos = Table(
+    "host_photos",
+    metadata,
+    Column("tenant_id", String(40), ForeignKey("tenants.id"), nullable=False),
+    Column("user_id", String(40), nullable=False),
+    Column("mailbox", String(254), nullable=False),
+    Column("content_type", String(32), nullable=True),
+    Column("content", LargeBinary(), nullable=True),
+    Column("digest", String(64), nullable=True),
+    Column("fetched_at", UtcDateTime(), nullable=False),
+    PrimaryKeyConstraint("tenant_id", "user_id", name="pk_host_photos"),
 )

@@ -11,7 +11,8 @@ GRAPH_DEFAULT_SCOPE = "https://graph.microsoft.com/.default"
 
 
 class GraphConfig(BaseModel):
-    """An Entra ID app registration with application permissions (Calendars.ReadWrite, Mail.Send).
+    """An Entra ID app registration with application permissions (Calendars.ReadWrite, Mail.Send, and User.Read.All
+    for hosts' profile photos).
 
     `authority_host` and `graph_base_url` default to the global cloud and are configurable so tests (and national
     clouds) can point elsewhere. msal accepts only an https authority; Graph may be plain http on loopback only,

@@ -7,6 +7,7 @@ Behaviour follows ../shared/reference/apis.md §4, toolchain.md §6 and perf_rel
   TLS with a throwaway self-signed certificate for the login routes.
 - `/v1.0/users/{id}/calendar/getSchedule` (keys read case-insensitively: the SDK sends PascalCase), events with
   `transactionId` de-duplication, `/cancel`, `calendarView` (expands a simple weekly series) and `sendMail` (202).
+- Profile photos: `/v1.0/users/{id}/photo/$value` and `/photos/{size}/$value` (image bytes, or 404 ImageNotFound).
 - Bearer tokens on every `/v1.0` call; 401s and every other error carry Graph's JSON error body.
 - At most 4 concurrent requests per mailbox: the 5th gets 429 `ApplicationThrottled` (MailboxConcurrency).
 
@@ -21,9 +22,11 @@ import ipaddress
 import json
 import secrets
 import ssl
+import struct
 import sys
 import tempfile
 import uuid
+import zlib
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager, suppress
@@ -63,8 +66,33 @@ _ERROR_CODES = {
 }
 
 
+PHOTO_SIZES = ("48x48", "64x64", "96x96", "120x120", "240x240", "360x360", "432x432", "504x504", "648x648")
+"""The HD sizes Microsoft 365 keeps a profile photo in
+(https://learn.microsoft.com/en-us/graph/api/profilephoto-get?view=graph-rest-1.0, "Path parameters")."""
+
+
 def _utc_now() -> datetime:
     return datetime.now(UTC)
+
+
+def generated_png(pixels: int = 96, colour: tuple[int, int, int] = (0x2B, 0x6C, 0xB0)) -> bytes:
+    """A real PNG (8-bit RGB, one colour with a lighter disc in the middle), built with zlib and struct so the demo
+    and tests need no imaging library. Chunk layout: https://www.w3.org/TR/png-3/#5Chunk-layout"""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    lighter = tuple(min(255, channel + 90) for channel in colour)
+    centre, radius = (pixels - 1) / 2, pixels * 0.3
+    rows = b"".join(
+        b"\x00"
+        + b"".join(
+            bytes(lighter if (x - centre) ** 2 + (y - centre) ** 2 <= radius**2 else colour) for x in range(pixels)
+        )
+        for y in range(pixels)
+    )
+    header = struct.pack(">IIBBBBB", pixels, pixels, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b"")
 
 
 class GraphError(Exception):
@@ -141,6 +169,14 @@ class LoggedRequest:
 
 
 @dataclass
+class Photo:
+    content: bytes
+    content_type: str
+    pixels: int
+    """The uploaded photo's width (and height); Microsoft 365 offers it at that HD size and every smaller one."""
+
+
+@dataclass
 class SentMail:
     mailbox: str
     message: dict[str, Any]
@@ -167,6 +203,8 @@ class FakeGraphServer:
     busy: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     """Mailbox (lower case) -> schedule items added with add_busy."""
     outbox: list[SentMail] = field(default_factory=list)
+    photos: dict[str, Photo] = field(default_factory=dict)
+    """Mailbox (lower case) -> its profile photo, set with set_photo."""
     tokens: dict[str, datetime] = field(default_factory=dict)
     """Issued bearer tokens and when each expires."""
     in_flight: Counter[str] = field(default_factory=Counter)
@@ -206,6 +244,14 @@ class FakeGraphServer:
             {"status": status, "starts_at": starts_at.astimezone(UTC), "ends_at": ends_at.astimezone(UTC), **extra}
         )
 
+    def set_photo(self, mailbox: str, content: bytes, *, content_type: str = "image/jpeg", pixels: int = 648) -> None:
+        """Give the account a profile photo. The fake does not resize: every size it is offered at answers with
+        these bytes, as they were uploaded."""
+        self.photos[mailbox.lower()] = Photo(content, content_type, pixels)
+
+    def remove_photo(self, mailbox: str) -> None:
+        self.photos.pop(mailbox.lower(), None)
+
     def mailbox_events(self, mailbox: str) -> list[dict[str, Any]]:
         return list(self.events.get(mailbox.lower(), {}).values())
 
@@ -226,6 +272,8 @@ class FakeGraphServer:
         app.router.add_get("/v1.0/users/{user}/calendarView", self._calendar_view)
         app.router.add_get("/v1.0/users/{user}/calendar/calendarView", self._calendar_view)
         app.router.add_post("/v1.0/users/{user}/sendMail", self._send_mail)
+        app.router.add_get("/v1.0/users/{user}/photo/$value", self._photo_value)
+        app.router.add_get("/v1.0/users/{user}/photos/{size}/$value", self._photo_value)
         return app
 
     @web.middleware
@@ -603,6 +651,29 @@ class FakeGraphServer:
         self.outbox.append(SentMail(unquote(request.match_info["user"]), message, save is not False))
         return web.Response(status=202)
 
+    # Graph: profile photos
+
+    async def _photo_value(self, request: web.Request) -> web.Response:
+        """The photo's binary data with its media type (200), or 404 when the account has none or not at the size
+        asked for: https://learn.microsoft.com/en-us/graph/api/profilephoto-get?view=graph-rest-1.0 ("If no photo
+        exists, the operation returns 404 Not Found"; "if the user uploads a photo that is 504x504 pixels, all but
+        the 648x648 size of photo will be available")."""
+        photo = self.photos.get(unquote(request.match_info["user"]).lower())
+        size = request.match_info.get("size")
+        if size is not None and size.lower() in PHOTO_SIZES:
+            wanted = int(size.lower().partition("x")[0])
+        else:
+            wanted = None if size is None else 0
+        if photo is None or wanted == 0 or (wanted is not None and wanted > photo.pixels):
+            # Graph's error code and message for an account without a photo, as answered to an app
+            # (https://learn.microsoft.com/en-us/answers/questions/2079017/accessing-users-profile-picture-using-users-email).
+            raise GraphError(
+                404,
+                "Exception of type 'Microsoft.Fast.Profile.Core.Exception.ImageNotFoundException' was thrown.",
+                code="ImageNotFound",
+            )
+        return web.Response(body=photo.content, content_type=photo.content_type)
+
 
 def build_app(fake: FakeGraphServer | None = None) -> web.Application:
     """The fake as an aiohttp app (with demo credentials unless a configured fake is given)."""
@@ -691,8 +762,13 @@ def demo_records(fake: FakeGraphServer) -> dict[str, list[dict[str, Any]]]:
     }
 
 
-async def _serve_forever(host: str, port: int, tls_port: int, records_port: int | None = None) -> None:
-    async with serve_fake_graph(host=host, port=port, tls_port=tls_port) as running:
+async def _serve_forever(
+    host: str, port: int, tls_port: int, records_port: int | None = None, photos: tuple[str, ...] = ()
+) -> None:
+    fake = FakeGraphServer()
+    for mailbox in photos:
+        fake.set_photo(mailbox, generated_png(), content_type="image/png", pixels=96)
+    async with serve_fake_graph(fake, host=host, port=port, tls_port=tls_port) as running:
         if records_port:
             from tests.fakes.demo_inspector import start_records
 
@@ -717,10 +793,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, default=8084)
     parser.add_argument("--tls-port", type=int, default=None, help="login (TLS) port; default --port + 1")
     parser.add_argument("--records-port", type=int, default=None, help="serve GET /records (JSON) there")
+    parser.add_argument(
+        "--photo", action="append", default=[], metavar="MAILBOX", help="give this account a profile photo"
+    )
     args = parser.parse_args(argv)
     tls_port = args.tls_port if args.tls_port is not None else args.port + 1
     with suppress(KeyboardInterrupt):
-        asyncio.run(_serve_forever(args.host, args.port, tls_port, args.records_port))
+        asyncio.run(_serve_forever(args.host, args.port, tls_port, args.records_port, tuple(args.photo)))
 
 
 if __name__ == "__main__":
