@@ -17,6 +17,7 @@ from zoneinfo import ZoneInfo
 import aiohttp
 import jinja2
 from aiohttp import web
+from babel.dates import format_date, format_time
 from yarl import URL
 
 from addin.auth import AddinAuthenticator, AddinAuthError, AddinAuthSettings, AddinDirectory, Rep
@@ -37,6 +38,8 @@ from addin.suggestions import (
     render_times_text,
 )
 from addin.zones import zone_named
+from i18n import babel_locale, negotiate_locale, translate
+from i18n.messages import translate_message
 from scheduling.errors import IdempotencyKeyReused, InvalidRequest, ServiceUnavailable, SlotUnavailable, SlotwiseError
 from scheduling.model import (
     Booking,
@@ -414,8 +417,34 @@ async def suggested_times(request: web.Request, rep: Rep) -> web.Response:
     )
 
 
+def _locale_of(request: web.Request) -> str:
+    """The client's language for the pages a suggested time opens: their browser's Accept-Language (en or de)."""
+    return negotiate_locale(request.headers.get("Accept-Language", ""))
+
+
+def _when(moment: datetime, zone: ZoneInfo, locale: str) -> str:
+    """ "Tuesday, November 24, 2026, 3:00 PM" (English) or "Dienstag, 24. November 2026, 15:00" (German): in the
+    client's zone, in their language's own date and clock format (CLDR through Babel)."""
+    local = moment.astimezone(zone)
+    where = babel_locale(locale)
+    return f"{format_date(local, 'full', locale=where)}, {format_time(local, 'short', locale=where)}"
+
+
+def _day(moment: datetime, zone: ZoneInfo, locale: str) -> str:
+    return format_date(moment.astimezone(zone), "full", locale=babel_locale(locale))
+
+
+def _clock(moment: datetime, zone: ZoneInfo, locale: str) -> str:
+    return format_time(moment.astimezone(zone), "short", locale=babel_locale(locale))
+
+
+def _zone_label(zone: ZoneInfo) -> str:
+    return zone.key.replace("_", " ")
+
+
 def _time_page(
     request: web.Request,
+    locale: str,
     title: str,
     lines: list[str],
     *,
@@ -426,8 +455,10 @@ def _time_page(
     links: list[tuple[str, str]] | None = None,
     days: list[tuple[str, list[tuple[str, str]]]] | None = None,
 ) -> web.Response:
+    """A page a client reaches from suggested times in an email; every text on it is already in `locale`."""
     csrf = request.cookies.get(_CSRF_COOKIE) or secrets.token_urlsafe(24)
     html = TEMPLATES.get_template("suggested_time.html").render(
+        lang=locale,
         title=title,
         lines=lines,
         confirm=confirm,
@@ -436,6 +467,12 @@ def _time_page(
         alternatives=alternatives or [],
         links=links or [],
         days=days or [],
+        labels={
+            "name": translate(locale, "Your name"),
+            "email": translate(locale, "Your email"),
+            "confirm": translate(locale, "Confirm this time"),
+            "others": translate(locale, "Other free times"),
+        },
     )
     response = web.Response(text=html, status=status, content_type="text/html")
     response.headers["Content-Security-Policy"] = (
@@ -444,26 +481,81 @@ def _time_page(
     response.headers["X-Content-Type-Options"] = "nosniff"
     response.headers["Referrer-Policy"] = "no-referrer"
     response.headers["Cache-Control"] = "no-store"
+    response.headers["Content-Language"] = locale
+    response.headers["Vary"] = "Accept-Language"
     if _CSRF_COOKIE not in request.cookies:
         response.set_cookie(_CSRF_COOKIE, csrf, httponly=True, samesite="Strict", path="/addin/t/")
     return response
 
 
-async def _open_time(request: web.Request) -> tuple[BookingDeps, SuggestedTime, BookingTarget] | web.Response:
+def _unavailable(request: web.Request, locale: str) -> web.Response:
+    return _time_page(
+        request,
+        locale,
+        translate(locale, "Not available"),
+        [translate(locale, "Booking from email is not available here.")],
+        status=503,
+    )
+
+
+def _invalid(request: web.Request, locale: str) -> web.Response:
+    return _time_page(
+        request,
+        locale,
+        translate(locale, "Link not valid"),
+        [translate(locale, "This link is not valid. Check that you opened the whole link.")],
+        status=400,
+    )
+
+
+def _expired(request: web.Request, locale: str) -> web.Response:
+    return _time_page(
+        request,
+        locale,
+        translate(locale, "Link expired"),
+        [translate(locale, "This link has expired. Ask the sender for new times.")],
+        status=410,
+    )
+
+
+def _gone(request: web.Request, locale: str) -> web.Response:
+    return _time_page(
+        request,
+        locale,
+        translate(locale, "No longer offered"),
+        [translate(locale, "This appointment type is no longer offered.")],
+        status=410,
+    )
+
+
+def _taken_by_another(
+    request: web.Request, locale: str, *, status: int = 200, links: list[tuple[str, str]] | None = None
+) -> web.Response:
+    return _time_page(
+        request,
+        locale,
+        translate(locale, "Already booked"),
+        [translate(locale, "A time from this email is already booked. Each email's times book once.")],
+        status=status,
+        links=links,
+    )
+
+
+async def _open_time(
+    request: web.Request, locale: str
+) -> tuple[BookingDeps, SuggestedTime, BookingTarget] | web.Response:
     deps = request.app[ADDIN].context.booking
     if deps is None:
-        return _time_page(request, "Not available", ["Booking from email is not available here."], status=503)
+        return _unavailable(request, locale)
     try:
         chosen = deps.links.open(request.match_info["token"], deps.clock.now())
     except SuggestionLinkInvalid:
-        return _time_page(
-            request, "Link not valid", ["This link is not valid. Check that you opened the whole link."], status=400
-        )
+        return _invalid(request, locale)
     except SuggestionLinkExpired:
-        return _time_page(request, "Link expired", ["This link has expired. Ask the sender for new times."], status=410)
+        return _expired(request, locale)
     target = await deps.catalog.find_target_for_type(chosen.tenant_id, chosen.type_id)
     if target is None:
-        return _time_page(request, "No longer offered", ["This appointment type is no longer offered."], status=410)
+        return _gone(request, locale)
     return deps, chosen, target
 
 
@@ -472,28 +564,45 @@ def _block_key(chosen: SuggestedTime) -> str:
 
 
 def _booked_page(
-    request: web.Request, deps: BookingDeps, booking: Booking, zone: ZoneInfo, *, just_now: bool
+    request: web.Request, locale: str, deps: BookingDeps, booking: Booking, zone: ZoneInfo, *, just_now: bool
 ) -> web.Response:
-    when = describe_start(booking.starts_at, zone)
+    when = {"when": _when(booking.starts_at, zone, locale), "zone": _zone_label(zone)}
     lines = (
-        [f"You're booked for {when} ({zone.key}).", f"A confirmation goes to {booking.client.email}."]
+        [
+            translate(locale, "You're booked for %(when)s (%(zone)s).") % when,
+            translate(locale, "A confirmation goes to %(email)s.") % {"email": booking.client.email},
+        ]
         if just_now
         else [
-            f"A time from this email is already booked: {when} ({zone.key}).",
-            "Each email's times book once; use the link below to change or cancel that booking.",
+            translate(locale, "A time from this email is already booked: %(when)s (%(zone)s).") % when,
+            translate(locale, "Each email's times book once; use the link below to change or cancel that booking."),
         ]
     )
     return _time_page(
         request,
-        "Booked" if just_now else "Already booked",
+        locale,
+        translate(locale, "Booked") if just_now else translate(locale, "Already booked"),
         lines,
-        links=[("Change or cancel this booking", deps.manage_url_for(booking))],
+        links=[(translate(locale, "Change or cancel this booking"), deps.manage_url_for(booking))],
     )
+
+
+def _about(target: BookingTarget, locale: str) -> str:
+    return translate(locale, "%(type)s with %(tenant)s, %(minutes)d minutes.") % {
+        "type": target.appointment_type.name,
+        "tenant": target.tenant_name,
+        "minutes": int(target.duration.total_seconds() // 60),
+    }
+
+
+def _booking_for(name: str, email: str, locale: str) -> str:
+    return translate(locale, "Booking for %(name)s <%(email)s>.") % {"name": name or email, "email": email}
 
 
 async def time_link(request: web.Request) -> web.Response:
     """GET: show the time and a Confirm button. Never books (link scanners open every URL in an email)."""
-    opened = await _open_time(request)
+    locale = _locale_of(request)
+    opened = await _open_time(request, locale)
     if isinstance(opened, web.Response):
         return opened
     deps, chosen, target = opened
@@ -501,26 +610,30 @@ async def time_link(request: web.Request) -> web.Response:
     existing = await deps.store.find_by_idempotency_key(chosen.tenant_id, _block_key(chosen))
     if existing is not None and existing.status is BookingStatus.CONFIRMED:
         if chosen.email and existing.client.email.casefold() == chosen.email.casefold():
-            return _booked_page(request, deps, existing, zone, just_now=False)
+            return _booked_page(request, locale, deps, existing, zone, just_now=False)
         # Booked by someone who typed their own details: its time and manage link are theirs alone.
-        return _time_page(
-            request, "Already booked", ["A time from this email is already booked. Each email's times book once."]
-        )
-    when = describe_start(chosen.starts_at, zone)
+        return _taken_by_another(request, locale)
     lines = [
-        f"{target.appointment_type.name} with {target.tenant_name}: {when} ({zone.key}), "
-        f"{int(target.duration.total_seconds() // 60)} minutes.",
-        f"Booking for {chosen.name or chosen.email} <{chosen.email}>." if chosen.email else "",
+        _about(target, locale),
+        translate(locale, "When: %(when)s (%(zone)s).")
+        % {"when": _when(chosen.starts_at, zone, locale), "zone": _zone_label(zone)},
+        _booking_for(chosen.name, chosen.email, locale) if chosen.email else "",
     ]
     # Times inserted before the email had a recipient carry no one: the client types their own details then.
     return _time_page(
-        request, "Confirm your time", [line for line in lines if line], confirm=True, ask_details=not chosen.email
+        request,
+        locale,
+        translate(locale, "Confirm your time"),
+        [line for line in lines if line],
+        confirm=True,
+        ask_details=not chosen.email,
     )
 
 
 async def book_time_link(request: web.Request) -> web.Response:
     """POST (the Confirm button): book the chosen time once per email block; a taken time shows the next free ones."""
-    opened = await _open_time(request)
+    locale = _locale_of(request)
+    opened = await _open_time(request, locale)
     if isinstance(opened, web.Response):
         return opened
     deps, chosen, target = opened
@@ -529,7 +642,11 @@ async def book_time_link(request: web.Request) -> web.Response:
     cookie = request.cookies.get(_CSRF_COOKIE)
     if not cookie or not isinstance(submitted, str) or not secrets.compare_digest(cookie, submitted):
         return _time_page(
-            request, "Please try again", ["The form expired. Open the link again and confirm."], status=403
+            request,
+            locale,
+            translate(locale, "Please try again"),
+            [translate(locale, "The form expired. Open the link again and confirm.")],
+            status=403,
         )
     zone = ZoneInfo(chosen.zone)
     if chosen.email:
@@ -538,7 +655,9 @@ async def book_time_link(request: web.Request) -> web.Response:
         typed_name, typed_email = form.get("name"), form.get("email")
         name = typed_name.strip() if isinstance(typed_name, str) else ""
         email = typed_email.strip() if isinstance(typed_email, str) else ""
-    client = ClientDetails(name=name, email=email, time_zone=chosen.zone, answers={})
+    # The booking keeps the client's language, so its emails and reminders are written in it.
+    client = ClientDetails(name=name, email=email, time_zone=chosen.zone, answers={}, locale=locale)
+    see_all = [(translate(locale, "See all times"), _see_all_path(deps, chosen))]
     try:
         booking, created = await deps.scheduler.book(
             target, chosen.starts_at, client, idempotency_key=_block_key(chosen)
@@ -558,36 +677,42 @@ async def book_time_link(request: web.Request) -> web.Response:
                     chosen.expires_at,
                 )
             )
-            alternatives.append((describe_start(start, zone), f"/addin/t/{token}"))
+            alternatives.append((_when(start, zone, locale), f"/addin/t/{token}"))
         return _time_page(
             request,
-            "That time was just taken",
-            [f"{describe_start(chosen.starts_at, zone)} is no longer free. Pick another time ({zone.key}):"],
+            locale,
+            translate(locale, "That time was just taken"),
+            [
+                translate(locale, "%(when)s is no longer free. Pick another time (%(zone)s):")
+                % {"when": _when(chosen.starts_at, zone, locale), "zone": _zone_label(zone)}
+            ],
             status=409,
             alternatives=alternatives,
-            links=[("See all times", _see_all_path(deps, chosen))],
+            links=see_all,
         )
     except IdempotencyKeyReused:
         # Someone else already booked from this email's times: say so, without showing their booking.
-        return _time_page(
-            request,
-            "Already booked",
-            ["A time from this email is already booked. Each email's times book once."],
-            status=409,
-            links=[("See all times", _see_all_path(deps, chosen))],
-        )
+        return _taken_by_another(request, locale, status=409, links=see_all)
     except InvalidRequest as problem:
         return _time_page(
             request,
-            "More details needed",
-            [str(problem), "Please book on the booking page instead."],
+            locale,
+            translate(locale, "More details needed"),
+            [translate_message(locale, str(problem)), translate(locale, "Please book on the booking page instead.")],
             status=422,
-            links=[("Open the booking page", f"/book/{target.tenant_slug}/{target.appointment_type.slug}")],
+            links=[
+                (
+                    translate(locale, "Open the booking page"),
+                    f"/book/{target.tenant_slug}/{target.appointment_type.slug}",
+                )
+            ],
         )
     except SlotwiseError as problem:
-        return _time_page(request, "Not booked", [str(problem)], status=409)
+        return _time_page(
+            request, locale, translate(locale, "Not booked"), [translate_message(locale, str(problem))], status=409
+        )
     just_now = created or booking.starts_at == chosen.starts_at
-    return _booked_page(request, deps, booking, zone, just_now=just_now)
+    return _booked_page(request, locale, deps, booking, zone, just_now=just_now)
 
 
 def _see_all_path(deps: BookingDeps, chosen: SuggestedTime) -> str:
@@ -601,43 +726,46 @@ async def see_all_times(request: web.Request) -> web.Response:
     """GET the block's "see all times" link: every free time of the next days, grouped by day in the recipient's
     zone, each a link of the same block (so the name and email stay filled in from the signed token, and the block
     still books once). Once a time of the block is booked, it says so and points to that booking instead."""
+    locale = _locale_of(request)
     deps = request.app[ADDIN].context.booking
     if deps is None:
-        return _time_page(request, "Not available", ["Booking from email is not available here."], status=503)
+        return _unavailable(request, locale)
     try:
         invite = deps.links.open_all(request.match_info["token"], deps.clock.now())
     except SuggestionLinkInvalid:
-        return _time_page(
-            request, "Link not valid", ["This link is not valid. Check that you opened the whole link."], status=400
-        )
+        return _invalid(request, locale)
     except SuggestionLinkExpired:
-        return _time_page(request, "Link expired", ["This link has expired. Ask the sender for new times."], status=410)
+        return _expired(request, locale)
     target = await deps.catalog.find_target_for_type(invite.tenant_id, invite.type_id)
     if target is None:
-        return _time_page(request, "No longer offered", ["This appointment type is no longer offered."], status=410)
+        return _gone(request, locale)
     zone = ZoneInfo(invite.zone)
     existing = await deps.store.find_by_idempotency_key(invite.tenant_id, f"suggested:{invite.block_id}")
     if existing is not None and existing.status is BookingStatus.CONFIRMED:
         if invite.email and existing.client.email.casefold() == invite.email.casefold():
-            return _booked_page(request, deps, existing, zone, just_now=False)
-        return _time_page(
-            request, "Already booked", ["A time from this email is already booked. Each email's times book once."]
-        )
+            return _booked_page(request, locale, deps, existing, zone, just_now=False)
+        return _taken_by_another(request, locale)
     days: dict[str, list[tuple[str, str]]] = {}
     free = await _free_slots(deps, target)
     for slot in free[:_MAX_LISTED]:
-        day = days.setdefault(describe_day(slot.starts_at, zone), [])
+        day = days.setdefault(_day(slot.starts_at, zone, locale), [])
         day.append(
-            (describe_clock(slot.starts_at, zone), f"/addin/t/{deps.links.seal(invite.time_at(slot.starts_at))}")
+            (_clock(slot.starts_at, zone, locale), f"/addin/t/{deps.links.seal(invite.time_at(slot.starts_at))}")
         )
     lines = [
-        f"{target.appointment_type.name} with {target.tenant_name}, "
-        f"{int(target.duration.total_seconds() // 60)} minutes. Times in {zone.key}.",
-        f"Booking for {invite.name or invite.email} <{invite.email}>." if invite.email else "",
-        "Pick a time to book it." if days else "There are no free times in the next two weeks. Ask the sender.",
-        f"These are the first {_MAX_LISTED} free times." if len(free) > _MAX_LISTED else "",
+        _about(target, locale),
+        translate(locale, "Times in %(zone)s.") % {"zone": _zone_label(zone)},
+        _booking_for(invite.name, invite.email, locale) if invite.email else "",
+        translate(locale, "Pick a time to book it.")
+        if days
+        else translate(locale, "There are no free times in the next two weeks. Ask the sender."),
+        translate(locale, "These are the first %(count)d free times.") % {"count": _MAX_LISTED}
+        if len(free) > _MAX_LISTED
+        else "",
     ]
-    return _time_page(request, "All free times", [line for line in lines if line], days=list(days.items()))
+    return _time_page(
+        request, locale, translate(locale, "All free times"), [line for line in lines if line], days=list(days.items())
+    )
 
 
 async def recipients(request: web.Request, rep: Rep) -> web.Response:

@@ -20,10 +20,10 @@ import jinja2
 from aiohttp import web
 
 from i18n import FALLBACK, LANGUAGE_NAMES, N_, SUPPORTED, language_of, negotiate_locale, translate, translations
+from i18n.messages import translate_message
 from pages.branding import DEFAULT_BRANDING, Branding, branding_from, initials
 from pages.links import LinkSigner, ManageLinks, csrf_matches, new_csrf_token
 from pages.locale import Formatter
-from pages.messages import translate_message
 from pages.photos import PHOTO_ROUTE, HostPhotoReader, photo_handler, photo_path
 from scheduling.availability import epoch_ceil, from_epoch, window_ends
 from scheduling.errors import (

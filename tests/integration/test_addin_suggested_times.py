@@ -80,6 +80,16 @@ def path_of(url: str) -> str:
     return urlsplit(url).path
 
 
+def english_when(starts_at: str, zone: str = "Europe/London") -> str:
+    """How the pages a suggested time opens write it for an English browser (CLDR English: full date, 12-hour
+    clock), computed here by hand so the test does not reuse the code under test."""
+    local = datetime.fromisoformat(starts_at).astimezone(ZoneInfo(zone))
+    hour = local.hour % 12 or 12
+    return (
+        f"{local:%A}, {local:%B} {local.day}, {local.year}, {hour}:{local:%M}\u202f{'AM' if local.hour < 12 else 'PM'}"
+    )
+
+
 async def csrf_of(api: TestClient, url: str) -> str:
     page = await api.get(path_of(url))
     found = re.search(r'name="csrf_token" value="([^"]+)"', await page.text())
@@ -128,10 +138,46 @@ async def test_opening_a_link_shows_the_time_and_who_it_is_for_and_books_nothing
             page = await api.get(path_of(item["url"]))
             html = await page.text()
             assert page.status == 200
-            assert item["label"] in html
+            assert english_when(item["starts_at"]) in html
             assert "Jane &lt;b&gt;Client&lt;/b&gt; &lt;jane@client.test&gt;" in html
             assert "<b>Client</b>" not in html
     assert await count_bookings(addin_db) == 0
+
+
+async def test_a_german_client_reads_the_time_pages_in_german_and_the_booking_keeps_their_language(
+    api: TestClient, entra: Entra, addin_db: Database
+) -> None:
+    _, body = await suggest(api, entra)
+    german = {"Accept-Language": "de-DE,de;q=0.9,en;q=0.5"}
+    url = path_of(body["times"][0]["url"])
+    local = datetime.fromisoformat(body["times"][0]["starts_at"]).astimezone(ZoneInfo("Europe/London"))
+    days = ["Montag", "Dienstag", "Mittwoch", "Donnerstag", "Freitag", "Samstag", "Sonntag"]
+    months = ["Januar", "Februar", "März", "April", "Mai", "Juni", "Juli", "August", "September", "Oktober"]
+    months += ["November", "Dezember"]
+    when = f"{days[local.weekday()]}, {local.day}. {months[local.month - 1]} {local.year}, {local:%H:%M}"
+    page = await api.get(url, headers=german)
+    html = await page.text()
+    assert page.status == 200
+    assert page.headers["Content-Language"] == "de-DE"
+    assert '<html lang="de-DE">' in html
+    assert "Bestätigen Sie Ihre Zeit" in html
+    assert f"Wann: {when} (Europe/London)." in html
+    assert "Buchung für Jane &lt;b&gt;Client&lt;/b&gt; &lt;jane@client.test&gt;." in html
+    assert "Diese Zeit bestätigen" in html
+    token = re.search(r'name="csrf_token" value="([^"]+)"', html)
+    assert token is not None
+    booked = await api.post(url, data={"csrf_token": token.group(1)}, headers=german)
+    text = await booked.text()
+    assert booked.status == 200, text
+    assert f"Ihr Termin ist gebucht: {when} (Europe/London)." in text
+    assert "Diesen Termin verschieben oder absagen" in text
+    # The booking keeps the client's language: its emails and reminders are written in German.
+    locales = await addin_db.run_read(lambda conn: [row.client_locale for row in conn.execute(select(bookings))])
+    assert locales == ["de-DE"]
+    # A forged link is explained in German too.
+    forged = await api.get(url[:-4] + "AAAA", headers=german)
+    assert forged.status == 400
+    assert "Dieser Link ist ungültig." in await forged.text()
 
 
 async def test_query_parameters_cannot_change_who_is_booked(api: TestClient, entra: Entra, addin_db: Database) -> None:
@@ -159,13 +205,13 @@ async def test_confirming_books_once_and_the_emails_other_times_point_to_that_bo
         html = await answer.text()
         assert answer.status == 200, html
         assert "re booked for" in html
-        assert body["times"][0]["label"] in html
+        assert english_when(body["times"][0]["starts_at"]) in html
     assert await count_bookings(addin_db) == 1
 
     page = await api.get(path_of(second))
     html = await page.text()
     assert "already booked" in html
-    assert body["times"][0]["label"] in html
+    assert english_when(body["times"][0]["starts_at"]) in html
     assert 'href="http://testserver/m/' in html
     late = await api.post(path_of(second), data=second_form)
     assert late.status == 200
@@ -403,10 +449,10 @@ async def test_see_all_times_lists_free_times_for_the_same_recipient_and_books_o
     page = await api.get(see_all + "?name=Mallory&email=mallory@evil.test")
     html = await page.text()
     assert page.status == 200, html
-    assert "Times in Europe/London" in html
+    assert "Times in Europe/London." in html
     assert "Jane &lt;b&gt;Client&lt;/b&gt; &lt;jane@client.test&gt;" in html
     assert "mallory" not in html.lower()
-    listed = re.findall(r'<li><a href="(/addin/t/[^"]+)">(\d\d:\d\d)</a></li>', html)
+    listed = re.findall(r'<li><a href="(/addin/t/[^"]+)">(\d{1,2}:\d\d\u202f[AP]M)</a></li>', html)
     # Dana is free all day, every day: the page stops at 120 times and says so.
     assert len(listed) == 120
     assert "These are the first 120 free times." in html

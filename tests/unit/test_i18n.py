@@ -23,6 +23,8 @@ KEYWORDS = {
 }
 METHODS = [
     ("pages/**.py", "python"),
+    ("i18n/messages.py", "python"),
+    ("addin/routes.py", "python"),
     ("workflows/templates.py", "python"),
     ("workflows/request_emails.py", "python"),
     ("workflows/steps.py", "python"),
