@@ -21,13 +21,13 @@ pytestmark = pytest.mark.browser
 
 @pytest.mark.parametrize("viewport", ["phone", "desktop"])
 async def test_the_host_page_is_accessible_and_readable(
-    browser: Browser, client: TestClient, sqlite_database: Database, viewport: str
+    browser: Browser, client: TestClient, database: Database, viewport: str
 ) -> None:
     done = await book(client, "2026-11-24T15:00:00+00:00", "Dana Client", "+1 555 0100")
     failed = await book(client, "2026-11-24T16:00:00+00:00", "Lee Client", "+1 555 0101", kind="remote")
     for booking in (done, failed):
         for _ in range(300):
-            found = await states(sqlite_database, booking["id"])
+            found = await states(database, booking["id"])
             if found and not {"waiting", "available", "running", "retryable"} & set(found.values()):
                 break
             await asyncio.sleep(0.1)
@@ -36,7 +36,7 @@ async def test_the_host_page_is_accessible_and_readable(
     problems: list[str] = []
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     for name, booking in (("host-page", done), ("host-page-failed", failed)):
-        response = await page.goto(base_of(client) + await host_path(sqlite_database, booking["id"]))
+        response = await page.goto(base_of(client) + await host_path(database, booking["id"]))
         assert response is not None
         assert response.status == 200
         await page.screenshot(path=str(ARTIFACTS / f"{name}-{viewport}.png"), full_page=True)
