@@ -26,7 +26,7 @@ from pages.links import LinkSigner
 from scheduling.errors import LinkExpired, NotFound
 from scheduling.model import Booking, BookingStatus
 from scheduling.ports import Clock
-from storage.bot_queries import type_facts
+from storage.bot_queries import labelled_answers, type_facts
 from storage.database import Database
 from storage.repositories import SqlBookingStore
 from storage.tables import integration_connections, users
@@ -133,13 +133,7 @@ async def host_page(request: web.Request) -> web.Response:
     hosts = await deps.database.run_read(lambda conn: _hosts(conn, booking))
     psa_vendor = await deps.database.run_read(lambda conn: _psa_vendor(conn, booking.tenant_id))
     zone = ZoneInfo(hosts[0][1]) if hosts else ZoneInfo(booking.client.time_zone)
-    answers = dict(booking.client.answers)
-    rows: list[tuple[str, str]] = []
-    for key, label in facts.questions if facts else ():
-        value = str(answers.pop(key, "") or "")
-        if value:
-            rows.append((label or key, value))
-    rows.extend((str(key), str(value)) for key, value in answers.items() if value)
+    rows = labelled_answers(facts, booking.client.answers)
     links: Mapping[str, str] = await step_links(deps.database, booking.tenant_id, booking.booking_id)
     jobs = await list_runs(deps.database, booking.tenant_id, booking.booking_id)
     values: dict[str, Any] = {

@@ -52,6 +52,7 @@ from storage.bot_queries import (
     count_upcoming,
     failed_step_rows,
     host_phrases,
+    labelled_answers,
     recently_requested,
     type_facts,
 )
@@ -497,13 +498,7 @@ class ChatService:
         """The host's booking card again, from the database, with `notice` under its headline: an action on that
         card answers in place, and the client's answers (a phone number, say) must not vanish from the chat."""
         facts = await type_facts(self._deps.database, identity.tenant_id, booking.type_id)
-        answers = dict(booking.client.answers)
-        rows: list[tuple[str, str]] = []
-        for key, label in facts.questions if facts else ():
-            value = str(answers.pop(key, "") or "")
-            if value:
-                rows.append((label or key, value))
-        rows.extend((str(key), str(value)) for key, value in answers.items() if value)
+        rows = labelled_answers(facts, booking.client.answers)
         if booking.status.value == "cancelled":
             change = BookingChange.CANCELLED
         else:

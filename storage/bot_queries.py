@@ -63,6 +63,19 @@ class TypeFacts:
     """(key, label) in the order the type asks them."""
 
 
+def labelled_answers(facts: TypeFacts | None, answers: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """The client's answers as (label, value): the type's questions first, in its order and under their labels, then
+    any answer to a question the type no longer asks, under its key. Empty answers are left out."""
+    left = dict(answers)
+    rows: list[tuple[str, str]] = []
+    for key, label in facts.questions if facts else ():
+        value = str(left.pop(key, "") or "")
+        if value:
+            rows.append((label or key, value))
+    rows.extend((str(key), str(value)) for key, value in left.items() if value)
+    return rows
+
+
 async def type_facts(database: Database, tenant_id: str, type_id: str) -> TypeFacts | None:
     """The type's name and questions; None when the type is gone."""
     query = select(appointment_types.c.settings).where(
