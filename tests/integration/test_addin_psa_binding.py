@@ -13,7 +13,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 from sqlalchemy import select
 
 from scheduling.model import PsaRecordKind
@@ -22,8 +22,10 @@ from storage.tables import scheduling_requests, workflow_jobs
 from tests.conftest import FIXTURES, FixedClock, apply_file, make_settings, start_client
 from tests.fakes.connectwise import DEMO_FALLBACK_COMPANY, DEMO_MEMBER, FakeConnectWiseServer
 from tests.integration.test_addin_auth import API_CLIENT_ID, COMMON_METADATA, FABRIKAM, FABRIKAM_DANA, Entra
-from tests.integration.test_addin_recipients import PSA
+from tests.integration.test_addin_recipients import PSA, connectwise
 from tests.integration.test_addin_suggested_times import discovery_id
+
+__all__ = ["connectwise"]  # the ConnectWise stand-in fixture, shared with the recipient tests
 
 LINKS = "/addin/api/one-off-links"
 WORKFLOW = """    mode: workflow
@@ -34,15 +36,6 @@ WORKFLOW = """    mode: workflow
           - {action: create_activity}
           - {action: create_ticket}
 """
-
-
-@pytest.fixture
-async def connectwise() -> AsyncIterator[tuple[FakeConnectWiseServer, str]]:
-    fake = FakeConnectWiseServer()
-    server = TestServer(fake.build_app(), host="127.0.0.1", port=0)
-    await server.start_server()
-    yield fake, str(server.make_url("")).rstrip("/")
-    await server.close()
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 from sqlalchemy import select
 
 from app import apply_tenant_file
@@ -23,6 +23,9 @@ from storage.database import Database
 from storage.tables import workflow_jobs
 from tests.conftest import FixedClock, make_settings, start_client
 from tests.fakes.connectwise import DEMO_FALLBACK_COMPANY, DEMO_MEMBER, FakeConnectWiseServer
+from tests.integration.test_addin_recipients import connectwise
+
+__all__ = ["connectwise"]  # the ConnectWise stand-in fixture, shared with the recipient tests
 
 TENANT = """
 tenant: {{slug: hostview, name: Hostview IT, time_zone: America/New_York, holidays: []}}
@@ -72,15 +75,6 @@ integrations:
     fallback_company_identifier: {fallback}
     secrets_from_env: {{private_key: HOSTVIEW_CW_PRIVATE_KEY, client_id: HOSTVIEW_CW_CLIENT_ID}}
 """
-
-
-@pytest.fixture
-async def connectwise() -> AsyncIterator[tuple[FakeConnectWiseServer, str]]:
-    fake = FakeConnectWiseServer()
-    server = TestServer(fake.build_app(), host="127.0.0.1", port=0)
-    await server.start_server()
-    yield fake, str(server.make_url("")).rstrip("/")
-    await server.close()
 
 
 @pytest.fixture
