@@ -199,9 +199,11 @@ async def test_a_failing_psa_neither_delays_the_confirmation_nor_lets_a_reschedu
                 steps = {step["action"]: step for step in await steps_of(client, admin)}
                 assert steps["create_ticket"]["state"] == "retryable"
                 assert steps["send_email"]["state"] == COMPLETED
-                assert steps["send_email"]["external_ids"]["went_without"] == [
-                    "ticket_number from step 0 (create_ticket): still retrying when the grace period ran out"
-                ]
+                # When the grace ran out the ticket step was either waiting for its next try or in the middle of one.
+                assert steps["send_email"]["external_ids"]["went_without"] in (
+                    [f"ticket_number from step 0 (create_ticket): {why} when the grace period ran out"]
+                    for why in ("still retrying", "not done")
+                )
                 run = steps["create_ticket"]["run"]
                 assert steps["create_schedule_entry"]["depends_on"] == [
                     {"run": run, "step": 0, "action": "create_ticket", "kind": "hard", "uses": ["ticket_id"]}
