@@ -197,9 +197,10 @@ async def test_a_failing_psa_neither_delays_the_confirmation_nor_lets_a_reschedu
                 assert "Ticket #" not in str(confirmation)
                 await eventually(lambda: runner.stats.completed == 1, "the email step recorded")
                 steps = {step["action"]: step for step in await steps_of(client, admin)}
-                assert steps["create_ticket"]["state"] == "retryable"
+                # The PSA still refuses: the ticket step waits for its next try, or is in the middle of one.
+                assert steps["create_ticket"]["state"] in ("retryable", "running")
                 assert steps["send_email"]["state"] == COMPLETED
-                # When the grace ran out the ticket step was either waiting for its next try or in the middle of one.
+                # The same two cases when the grace ran out, in the words the step history shows.
                 assert steps["send_email"]["external_ids"]["went_without"] in (
                     [f"ticket_number from step 0 (create_ticket): {why} when the grace period ran out"]
                     for why in ("still retrying", "not done")
