@@ -271,7 +271,7 @@ def create_app(settings: Settings, *, overrides: Overrides | None = None) -> web
     # Inside the pages' error middleware, so the ServiceUnavailable it raises is rendered like every other error.
     app.middlewares.append(database_fault_middleware)
     setup_admin_api(app, database)
-    setup_host_view(app, HostViewDeps(database=database, signer=signer, clock=clock))
+    setup_host_view(app, HostViewDeps(database=database, signer=signer, clock=clock, tenant_psa=tenant_psa))
     bot = build_bot(
         settings,
         database,

@@ -1,15 +1,17 @@
 """The booking's host page (`/h/{token}`): what the host's Teams card links to as "Open booking".
 
 Everything the host needs about one booking on one page: when and where, the client and guests, every answer under
-its question's label, the notes, the ticket (with "Open ticket" in the PSA), and what Slotwise did about it, step by
-step, failures with the vendor's reason. The link is an encrypted token of its own purpose ('host', pages/links.py
-HostLinks) sent only in the host's personal chat; it reads one booking of one tenant and changes nothing.
+its question's label, the notes, the ticket (a step's, else the one its scheduling request named; with "Open ticket" in
+the PSA), and what Slotwise did about it, step by step, failures with the vendor's reason. The link is an encrypted
+token of its own purpose ('host', pages/links.py HostLinks) sent only in the host's personal chat; it reads one booking
+of one tenant and changes nothing.
 """
 
 from __future__ import annotations
 
+import asyncio
 import re
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -23,15 +25,16 @@ from sqlalchemy.engine import Connection
 
 from cards.failures import humanise_action, system_name
 from pages.links import LinkSigner
-from scheduling.errors import LinkExpired, NotFound
+from scheduling.errors import IntegrationError, LinkExpired, NotFound, ServiceUnavailable
 from scheduling.model import Booking, BookingStatus
-from scheduling.ports import Clock
+from scheduling.ports import Clock, PsaClient
 from storage.bot_queries import labelled_answers, type_facts
 from storage.database import Database
 from storage.repositories import SqlBookingStore
-from storage.tables import integration_connections, users
+from storage.tables import integration_connections, scheduling_requests, users
 from workflows.outbox import BLOCKED, CANCELLED, COMPLETED, FAILED, RETRYABLE, Job, list_runs
 from workflows.status import step_links
+from workflows.steps import ticket_link
 from workflows.triggers import M365_KINDS, PSA_KINDS
 
 _TEMPLATES: Final = jinja2.Environment(
@@ -47,11 +50,17 @@ _STATE_WORDS: Final = {
 }
 
 
+TICKET_LINK_SECONDS: Final = 5
+"""How long the page waits for the PSA to name a ticket's web address before it shows the ticket without one."""
+
+
 @dataclass(frozen=True, slots=True)
 class HostViewDeps:
     database: Database
     signer: LinkSigner
     clock: Clock
+    tenant_psa: Callable[[str], Awaitable[PsaClient | None]] | None = None
+    """The tenant's PSA adapter, for the web address of a ticket the booking's scheduling request named."""
 
 
 HOST_VIEW: Final = web.AppKey("host_view", HostViewDeps)
@@ -113,6 +122,40 @@ def _hosts(conn: Connection, booking: Booking) -> list[tuple[str, str]]:
     return [rows[host_id] for host_id in booking.host_ids if host_id in rows]
 
 
+def _request_ticket(conn: Connection, booking: Booking) -> tuple[str, str] | None:
+    """(id, number) of the existing ticket the booking's scheduling request named, if any."""
+    if booking.request_id is None:
+        return None
+    row = conn.execute(
+        select(scheduling_requests.c.ticket_id, scheduling_requests.c.ticket_number).where(
+            scheduling_requests.c.tenant_id == booking.tenant_id, scheduling_requests.c.id == booking.request_id
+        )
+    ).first()
+    if row is None or not row.ticket_id:
+        return None
+    return str(row.ticket_id), str(row.ticket_number or row.ticket_id)
+
+
+async def _ticket_links(deps: HostViewDeps, booking: Booking, links: Mapping[str, str]) -> Mapping[str, str]:
+    """The steps' links, plus the ticket the booking's scheduling request named when no step reported it (a workflow
+    that only adds notes to that ticket, say): its number, and its page in the PSA when the PSA names it in time."""
+    if links.get("ticket_number") and links.get("ticket_url"):
+        return links
+    ticket = await deps.database.run_read(lambda conn: _request_ticket(conn, booking))
+    if ticket is None:
+        return links
+    ticket_id, number = ticket
+    found = {"ticket_number": number, **links}
+    if found.get("ticket_url") or deps.tenant_psa is None:
+        return found
+    try:
+        psa = await asyncio.wait_for(deps.tenant_psa(booking.tenant_id), TICKET_LINK_SECONDS)
+        url = await asyncio.wait_for(ticket_link(psa, ticket_id, number), TICKET_LINK_SECONDS)
+    except (TimeoutError, IntegrationError, ServiceUnavailable):
+        url = ""
+    return {**found, "ticket_url": url} if url else found
+
+
 def _when(starts: datetime, ends: datetime, zone: ZoneInfo) -> str:
     start, end = starts.astimezone(zone), ends.astimezone(zone)
     return f"{start:%A} {start.day} {start:%B %Y}, {start:%H:%M}\u2013{end:%H:%M} ({zone.key.replace('_', ' ')})"
@@ -134,7 +177,7 @@ async def host_page(request: web.Request) -> web.Response:
     psa_vendor = await deps.database.run_read(lambda conn: _psa_vendor(conn, booking.tenant_id))
     zone = ZoneInfo(hosts[0][1]) if hosts else ZoneInfo(booking.client.time_zone)
     rows = labelled_answers(facts, booking.client.answers)
-    links: Mapping[str, str] = await step_links(deps.database, booking.tenant_id, booking.booking_id)
+    links = await _ticket_links(deps, booking, await step_links(deps.database, booking.tenant_id, booking.booking_id))
     jobs = await list_runs(deps.database, booking.tenant_id, booking.booking_id)
     values: dict[str, Any] = {
         "type_name": facts.name if facts else "Appointment",

@@ -468,10 +468,15 @@ async def _notify_host(ctx: StepContext) -> Mapping[str, Any]:
             "(set SLOTWISE_BOT_APP_ID and SLOTWISE_BOT_APP_PASSWORD), so the host was not told"
         )
     outputs = ctx.outputs
+    resolved: dict[str, str] = {}
     if outputs.get("ticket_id") and not outputs.get("ticket_url"):
-        # A ticket the request named (no step made it here), or one made before links were kept.
-        url = await ticket_link(ctx.integrations.psa, str(outputs["ticket_id"]), str(outputs.get("ticket_number", "")))
+        # A ticket the request named (no step made it here), or one made before links were kept. Kept in this step's
+        # output too, so the card a host's button answers in place and the host page link it as this card did.
+        number = str(outputs.get("ticket_number", ""))
+        url = await ticket_link(ctx.integrations.psa, str(outputs["ticket_id"]), number)
         outputs = {**outputs, "ticket_url": url}
+        if url:
+            resolved = {"ticket_number": number, "ticket_url": url}
     notification = host_notification(ctx.booking, outputs, _trigger_of(ctx))
     # A panel has several hosts: one whose card went out on an earlier attempt is not sent a second one.
     sent: dict[str, Any] = {key: value for key, value in ctx.progress.items() if key.startswith("teams_activity:")}
@@ -489,7 +494,7 @@ async def _notify_host(ctx: StepContext) -> Mapping[str, Any]:
             unreachable.append(str(host.get("name", user_id)))
         else:
             sent[f"teams_activity:{user_id}"] = activity_id
-    return {**sent, "teams_not_installed": unreachable}
+    return {**sent, "teams_not_installed": unreachable, **resolved}
 
 
 STEPS: dict[str, Step] = {

@@ -17,9 +17,12 @@ import pytest
 from aiohttp.test_utils import TestClient
 from sqlalchemy import select
 
+from admin import host_view
 from app import apply_tenant_file
+from integrations.connectwise.adapter import ConnectWisePsa
 from scheduling.model import PsaRecordKind
 from storage.database import Database
+from storage.repositories import SqlAgentKeys
 from storage.tables import workflow_jobs
 from tests.conftest import FixedClock, make_settings, start_client
 from tests.fakes.connectwise import DEMO_FALLBACK_COMPANY, DEMO_MEMBER, FakeConnectWiseServer
@@ -65,6 +68,17 @@ appointment_types:
       triggers:
         client_scheduled:
           - {{action: create_ticket, ticket_board: Retired Board}}
+  - slug: followup
+    name: Follow-up call
+    duration: 60
+    increment: 60
+    location: {{kind: phone}}
+    host: {{user: tech}}
+    mode: workflow
+    workflow:
+      triggers:
+        client_scheduled:
+          - {{action: add_ticket_note, note: Follow-up booked by the client.}}
 integrations:
   psa:
     vendor: connectwise
@@ -174,6 +188,57 @@ async def test_the_host_page_shows_the_booking_its_answers_its_ticket_and_what_r
     assert "<strong>Create ticket in ConnectWise PSA</strong>: Done" in page
     assert "<strong>Create schedule entry in ConnectWise PSA</strong>: Done" in page
     assert 'role="alert"' not in page
+
+
+async def test_a_booking_on_a_ticket_its_request_named_shows_that_ticket_though_no_step_made_one(
+    client: TestClient,
+    database: Database,
+    connectwise: tuple[FakeConnectWiseServer, str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    fake, _site = connectwise
+    ticket_id = fake.add_ticket("Printer on fire")
+    key = await SqlAgentKeys(database).create_key("hostview", "service desk")
+    made = await client.post(
+        "/api/v1/scheduling-requests",
+        json={"appointment_type": "followup", "ticket": str(ticket_id)},
+        headers={"Authorization": f"Bearer {key}"},
+    )
+    assert made.status == 201, await made.text()
+    link = urlsplit((await made.json())["url"]).path
+    body = {"start": "2026-11-25T15:00:00+00:00", "name": "Dana Client", "email": "dana@client.example"}
+    response = await client.post(f"{link}/bookings", json={**body, "time_zone": "UTC"})
+    assert response.status == 201, await response.text()
+    booked = await response.json()
+
+    async def done() -> bool:
+        return set((await states(database, booked["id"])).values()) == {"completed"}
+
+    await eventually(done)
+    # The workflow only added a note to the ticket: no step reported the ticket, the page still names it.
+    assert [note["ticketId"] for note in fake.records(PsaRecordKind.NOTE)] == [ticket_id]
+    assert [row["id"] for row in fake.records(PsaRecordKind.TICKET)] == [ticket_id]
+    page = await (await client.get(await host_path(database, booked["id"]))).text()
+    assert f"<dt>Ticket</dt><dd>#{fake.ticket_number(ticket_id)}" in page
+    expected = html.escape(
+        f"/{fake.codebase}/services/system_io/Service/fv_sr100_request.rails?service_recid={ticket_id}"
+        f"&companyName={fake.company_id}"
+    )
+    assert expected in page
+
+    # A PSA that does not name the ticket's address in time (Autotask asks its zone for it) neither holds the page
+    # up nor hides the ticket: the page names it, without the link.
+    async def hangs(*_args: Any) -> str:
+        await asyncio.sleep(30)
+        return "https://never.example/"
+
+    monkeypatch.setattr(host_view, "TICKET_LINK_SECONDS", 0.3)
+    monkeypatch.setattr(ConnectWisePsa, "ticket_web_url", hangs)
+    started = asyncio.get_running_loop().time()
+    page = await (await client.get(await host_path(database, booked["id"]))).text()
+    assert asyncio.get_running_loop().time() - started < 5
+    assert f"<dt>Ticket</dt><dd>#{fake.ticket_number(ticket_id)}</dd>" in page
+    assert "Open ticket" not in page
 
 
 async def test_a_failed_step_is_on_the_host_page_with_the_vendors_reason(

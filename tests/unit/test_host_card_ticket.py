@@ -4,6 +4,7 @@ created; and says nothing about a ticket when there is none (no empty "Ticket" f
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
 from scheduling.model import HostNotification
 from workflows.outbox import Job
@@ -54,11 +55,32 @@ BOOKING: dict[str, object] = {
 }
 
 
+class TicketPages:
+    """The one PsaClient method the card's step calls: the ticket's page in the PSA's web app."""
+
+    async def ticket_web_url(self, ticket_id: str, number: str) -> str:
+        return f"https://psa.example/ticket?id={ticket_id}&n={number}"
+
+
 async def notified(booking: dict[str, object], outputs: dict[str, object]) -> HostNotification:
     notifier = RecordingNotifier()
     await _notify_host(StepContext(job(booking), outputs, TenantIntegrations(notifier=notifier)))
     [notification] = notifier.sent
     return notification
+
+
+async def test_the_request_ticket_link_the_card_showed_is_kept_in_the_steps_output() -> None:
+    """The card a host's button answers in place, and the host page, read the links from the steps' outputs."""
+    notifier = RecordingNotifier()
+    bound = {**BOOKING, "ticket": {"id": "1001", "number": "T20261120.0005"}}
+    psa: Any = TicketPages()
+    output = await _notify_host(StepContext(job(bound), {}, TenantIntegrations(psa=psa, notifier=notifier)))
+    url = "https://psa.example/ticket?id=1001&n=T20261120.0005"
+    assert notifier.sent[0].ticket_url == url
+    assert output["ticket_url"] == url
+    assert output["ticket_number"] == "T20261120.0005"
+    # Without a link (no PSA, or it could not say) the output claims none.
+    assert "ticket_url" not in await _notify_host(StepContext(job(bound), {}, TenantIntegrations(notifier=notifier)))
 
 
 async def test_the_card_quotes_the_ticket_a_step_created() -> None:
